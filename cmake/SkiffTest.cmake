@@ -1,0 +1,27 @@
+# skiff_test(NAME SOURCES a.cc ... LIBS lib... LABEL unit|privileged|cluster|vm [TIMEOUT s])
+# One GoogleTest binary, its tests registered with ctest under LABEL.
+# Unit test binaries are also collected in the `unit-tests` target, which the
+# ASan+UBSan build compiles and runs.
+include(GoogleTest)
+if(NOT TARGET unit-tests)
+  add_custom_target(unit-tests)
+endif()
+function(skiff_test NAME)
+  if(NOT SKIFF_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(T "" "LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  add_executable(${NAME} ${T_SOURCES})
+  set_target_properties(${NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  target_link_libraries(${NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
+  gtest_discover_tests(${NAME}
+    DISCOVERY_MODE PRE_TEST
+    PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
+               ENVIRONMENT "SKIFF_SOURCE_DIR=${CMAKE_SOURCE_DIR};SKIFF_BUILD_DIR=${CMAKE_BINARY_DIR}")
+  if(T_LABEL STREQUAL "unit")
+    add_dependencies(unit-tests ${NAME})
+  endif()
+endfunction()
