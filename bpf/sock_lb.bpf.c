@@ -1,0 +1,124 @@
+// Socket-level service load balancing (cgroup sock_addr hooks).
+//
+// connect4 / sendmsg4 rewrite a service frontend (ClusterIP:port, a node
+// address:NodePort, an external IP:port) to one backend, once per connect()
+// or per sendmsg() of an unconnected UDP socket; established flows then cost
+// nothing per packet. getpeername4 / recvmsg4 undo the rewrite so the
+// application only ever sees the service address.
+//
+// A service with no backend refuses at once: the program sets the syscall's
+// return value to -ECONNREFUSED with bpf_set_retval() and returns 0 ("reject").
+// The cgroup program runner keeps an error retval set by the program instead
+// of its default -EPERM, so connect()/sendmsg() fail with ECONNREFUSED and no
+// packet leaves the socket.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lib/lb.h"
+#include "skiff_bpf/lb.h"
+
+#define SKIFF_ECONNREFUSED 111
+#define SKIFF_IPPROTO_TCP 6
+#define SKIFF_IPPROTO_UDP 17
+
+#define SOCK_ALLOW 1
+#define SOCK_REJECT 0
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SKIFF_LB_MAX_SOCK_REVNAT);
+  __type(key, struct skiff_lb4_sock_key);
+  __type(value, struct skiff_lb4_sock_value);
+} lb4_sock_revnat SEC(".maps");
+
+// Returns SOCK_ALLOW after translating (or leaving alone a non-service
+// destination), SOCK_REJECT with retval set when the service has no backend.
+static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
+  __u32 proto = ctx->protocol;
+  if (proto != SKIFF_IPPROTO_TCP && proto != SKIFF_IPPROTO_UDP) return SOCK_ALLOW;
+
+  struct skiff_lb4_key key = {
+      .address = ctx->user_ip4,
+      .dport = (__be16)ctx->user_port,
+      .proto = (__u8)proto,
+      .scope = SKIFF_LB_SCOPE_SOCK,
+  };
+  struct skiff_lb4_service* svc = lb4_lookup_service(&key);
+  if (!svc) return SOCK_ALLOW;
+  __u32 service_id = svc->service_id;
+  __u16 count = svc->count;
+  if (count == 0) {
+    lb_count(service_id, 0, 0, 0, 1);
+    bpf_set_retval(-SKIFF_ECONNREFUSED);
+    return SOCK_REJECT;
+  }
+
+  __u64 now = 0;
+  __u64 client = 0;
+  __u32 backend_id = 0;
+  int affinity = svc->flags & SKIFF_SVC_F_AFFINITY;
+  if (affinity) {
+    now = bpf_ktime_get_ns();
+    // The client of a socket is its network namespace (one pod, one IP).
+    client = bpf_get_netns_cookie(ctx);
+    backend_id = lb_affinity_get(client, svc, now);
+  }
+  if (!backend_id) backend_id = lb4_slot_backend(&key, count, bpf_get_prandom_u32());
+  struct skiff_lb4_backend* be = backend_id ? bpf_map_lookup_elem(&lb4_backends, &backend_id) : 0;
+  if (!be) {
+    lb_count(service_id, 0, 0, 0, 1);
+    bpf_set_retval(-SKIFF_ECONNREFUSED);
+    return SOCK_REJECT;
+  }
+  if (affinity) lb_affinity_put(client, svc, backend_id, now);
+
+  struct skiff_lb4_sock_key rkey = {
+      .cookie = bpf_get_socket_cookie(ctx),
+      .address = be->address,
+      .port = be->port,
+  };
+  struct skiff_lb4_sock_value rval = {
+      .address = key.address,
+      .port = key.dport,
+      .service_id = service_id,
+  };
+  bpf_map_update_elem(&lb4_sock_revnat, &rkey, &rval, BPF_ANY);
+
+  ctx->user_ip4 = be->address;
+  ctx->user_port = be->port;
+  lb_count(service_id, 1, 0, 0, 0);
+  return SOCK_ALLOW;
+}
+
+static __always_inline void sock4_reverse(struct bpf_sock_addr* ctx) {
+  struct skiff_lb4_sock_key rkey = {
+      .cookie = bpf_get_socket_cookie(ctx),
+      .address = ctx->user_ip4,
+      .port = (__be16)ctx->user_port,
+  };
+  struct skiff_lb4_sock_value* rval = bpf_map_lookup_elem(&lb4_sock_revnat, &rkey);
+  if (!rval) return;
+  ctx->user_ip4 = rval->address;
+  ctx->user_port = rval->port;
+}
+
+SEC("cgroup/connect4")
+int skiff_sock4_connect(struct bpf_sock_addr* ctx) { return sock4_forward(ctx); }
+
+SEC("cgroup/sendmsg4")
+int skiff_sock4_sendmsg(struct bpf_sock_addr* ctx) { return sock4_forward(ctx); }
+
+SEC("cgroup/recvmsg4")
+int skiff_sock4_recvmsg(struct bpf_sock_addr* ctx) {
+  sock4_reverse(ctx);
+  return SOCK_ALLOW;
+}
+
+SEC("cgroup/getpeername4")
+int skiff_sock4_getpeername(struct bpf_sock_addr* ctx) {
+  sock4_reverse(ctx);
+  return SOCK_ALLOW;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,71 @@
+// Loading, pinning and attaching the service datapath (bpf/sock_lb.bpf.c and
+// bpf/tc_nodeport.bpf.c) with libbpf.
+//
+// Maps are pinned as <bpffs-dir>/skiff_<map>_v1 and reused by the next agent;
+// cgroup programs are attached through bpf_links pinned as
+// <bpffs-dir>/links/skiff_<hook>_v1, which a new agent updates in place
+// (bpf_link_update), so the hooks are never detached across a restart.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+struct sock_lb;
+struct tc_nodeport;
+
+namespace skiff::proxy {
+
+// Descriptors of the shared maps (owned by the Datapath).
+struct LbMapFds {
+  int services = -1;
+  int backends = -1;
+  int affinity = -1;
+  int counters = -1;
+  int sock_revnat = -1;
+  int maglev = -1;   // -1 unless the tc object is loaded
+  int ct = -1;       // -1 unless the tc object is loaded
+  int tc_config = -1;
+};
+
+struct DatapathOptions {
+  std::string bpffs_dir = "/sys/fs/bpf/skiff";
+  bool load_tc = false;  // also load tc_nodeport (NodePort/external IPs)
+};
+
+class Datapath {
+ public:
+  // Mounts a bpffs on bpffs_dir when it is not on one, opens the objects with
+  // every map's pin path set, and loads them (reusing compatible pinned maps).
+  static absl::StatusOr<std::unique_ptr<Datapath>> Open(const DatapathOptions& options);
+  ~Datapath();
+
+  // Attaches (or atomically replaces, via the pinned links) the socket LB
+  // programs at the cgroup v2 directory `cgroup_path`.
+  absl::Status AttachSocketLb(const std::string& cgroup_path);
+
+  // tc ingress + egress on interface `ifname` of the current netns.
+  absl::Status AttachTc(const std::string& ifname);
+  absl::Status SetTcConfig(uint32_t node_address_be);
+
+  // Removes the pinned links (detaching the programs) and the pinned maps.
+  static absl::Status RemovePins(const std::string& bpffs_dir);
+
+  const LbMapFds& maps() const { return fds_; }
+  int tc_ingress_fd() const;
+  int tc_egress_fd() const;
+
+ private:
+  Datapath() = default;
+  absl::Status LoadTc();
+  void DestroyTc();
+  std::string dir_;
+  sock_lb* sock_ = nullptr;
+  tc_nodeport* tc_ = nullptr;
+  LbMapFds fds_;
+};
+
+}  // namespace skiff::proxy

@@ -1,0 +1,82 @@
+// The agent's view of the cluster: Services and EndpointSlices reduced to the
+// fields service routing needs, and the interface through which a source (a
+// file, the API watch) feeds them in.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace skiff::proxy {
+
+enum class Protocol : uint8_t { kTcp = 6, kUdp = 17 };
+
+struct ServicePort {
+  std::string name;
+  Protocol protocol = Protocol::kTcp;
+  uint16_t port = 0;
+  uint16_t node_port = 0;  // 0 = none
+};
+
+struct Service {
+  std::string ns;
+  std::string name;
+  std::vector<std::string> cluster_ips;  // empty or "None" = headless
+  std::vector<std::string> external_ips;
+  std::vector<ServicePort> ports;
+  std::string type = "ClusterIP";         // ClusterIP | NodePort | LoadBalancer | ExternalName
+  bool affinity_client_ip = false;
+  uint32_t affinity_timeout_s = 10800;
+  bool external_policy_local = false;     // externalTrafficPolicy: Local
+  bool internal_policy_local = false;     // internalTrafficPolicy: Local
+
+  std::string Key() const { return ns + "/" + name; }
+};
+
+struct EndpointPort {
+  std::string name;
+  Protocol protocol = Protocol::kTcp;
+  uint16_t port = 0;
+};
+
+struct Endpoint {
+  std::vector<std::string> addresses;
+  bool ready = true;
+  bool serving = true;
+  bool terminating = false;
+  std::string node_name;
+};
+
+struct EndpointSlice {
+  std::string ns;
+  std::string name;
+  std::string service_name;  // label kubernetes.io/service-name
+  std::vector<Endpoint> endpoints;
+  std::vector<EndpointPort> ports;
+
+  std::string Key() const { return ns + "/" + name; }
+};
+
+// The whole input at one moment.
+struct ClusterState {
+  std::map<std::string, Service> services;              // by ns/name
+  std::map<std::string, EndpointSlice> endpoint_slices;  // by ns/name
+};
+
+// Where a source delivers what it sees. Implementations are thread-safe: a
+// source may call from its own thread. A list+watch source calls Replace()
+// with the result of its list (and again after every re-list), then the
+// Upsert/Delete calls for each watch event.
+class StateSink {
+ public:
+  virtual ~StateSink() = default;
+  virtual void Replace(ClusterState state) = 0;
+  virtual void UpsertService(Service service) = 0;
+  virtual void DeleteService(const std::string& ns, const std::string& name) = 0;
+  virtual void UpsertEndpointSlice(EndpointSlice slice) = 0;
+  virtual void DeleteEndpointSlice(const std::string& ns, const std::string& name) = 0;
+};
+
+}  // namespace skiff::proxy

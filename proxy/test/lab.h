@@ -1,0 +1,68 @@
+// A private little network for socket-LB tests: two network namespaces the
+// test creates ("node", where clients and the agent run, and "backends"),
+// a veth pair between them on 10.x addresses that exist only there, a cgroup
+// v2 directory under the host's cgroup2 mount, and a private bpffs mount.
+// Everything is removed in the destructor; leftovers of crashed runs (named
+// with a dead pid) are removed first.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace skiff::proxy::testing {
+
+class Lab {
+ public:
+  // `tag` keeps concurrent test binaries apart ("sl", "ag", ...).
+  explicit Lab(const std::string& tag);
+  ~Lab();
+  Lab(const Lab&) = delete;
+  Lab& operator=(const Lab&) = delete;
+
+  bool ok() const { return ok_; }
+  const std::string& error() const { return error_; }
+
+  // Adds 10.0.0.<last_octet>/24 on the backend side and starts a server
+  // process there that answers TCP (accept, write "ip:port", close) and UDP
+  // (reply "ip:port") on each of `ports` for every address added so far.
+  bool AddBackendAddress(int last_octet);
+  bool StartServers(const std::vector<int>& ports);
+
+  // Moves this process into the lab cgroup and this thread into the node
+  // netns; Leave() undoes both.
+  bool Enter();
+  void Leave();
+  // Moves only the calling thread into the node netns.
+  bool EnterNetnsThisThread();
+
+  const std::string& cgroup() const { return cgroup_; }
+  const std::string& bpffs() const { return bpffs_; }
+  const std::string& node_netns_path() const { return node_ns_path_; }
+  const std::string& node_netns() const { return node_ns_; }
+
+ private:
+  bool Sh(const std::string& cmd);
+  static void CleanStale(const std::string& tag);
+
+  bool ok_ = false;
+  std::string error_;
+  std::string tag_;
+  std::string node_ns_, backend_ns_, node_ns_path_, backend_ns_path_, backend_ifname_;
+  std::string cgroup_, orig_cgroup_, bpffs_;
+  std::vector<std::string> backend_ips_;
+  pid_t server_pid_ = -1;
+  int orig_netns_fd_ = -1;
+  bool entered_ = false;
+};
+
+// Client helpers (run in the node netns). They return "ip:port" of the
+// backend that answered, or "ERR:<errno name>".
+std::string TcpRequest(const std::string& ip, int port, std::string* peer = nullptr, int* err = nullptr);
+std::string UdpRequest(const std::string& ip, int port, bool connected, std::string* from = nullptr,
+                       int* err = nullptr);
+
+std::string Cgroup2Mount();
+
+}  // namespace skiff::proxy::testing
