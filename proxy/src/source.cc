@@ -70,6 +70,14 @@ bool StateStore::synced() const {
 
 namespace {
 
+// A child of a map, or a null node: yaml-cpp throws when indexing a missing
+// child's children, and a missing field must never be fatal.
+YAML::Node Get(const YAML::Node& n, const char* key) {
+  if (!n || !n.IsMap()) return YAML::Node();
+  YAML::Node c = n[key];
+  return c ? c : YAML::Node();
+}
+
 std::string Str(const YAML::Node& n, const std::string& def = "") {
   if (!n || !n.IsScalar()) return def;
   return n.as<std::string>();
@@ -110,25 +118,25 @@ bool Bool(const YAML::Node& n, bool def) {
 
 void ParseService(const YAML::Node& obj, ClusterState* out) {
   Service s;
-  s.ns = Str(obj["metadata"]["namespace"], "default");
-  s.name = Str(obj["metadata"]["name"]);
+  s.ns = Str(Get(Get(obj, "metadata"), "namespace"), "default");
+  s.name = Str(Get(Get(obj, "metadata"), "name"));
   if (s.name.empty()) {
     log::Warn("skipping Service without metadata.name");
     return;
   }
-  const YAML::Node spec = obj["spec"];
-  s.type = Str(spec["type"], "ClusterIP");
-  if (spec["clusterIPs"] && spec["clusterIPs"].IsSequence()) {
-    for (const auto& ip : spec["clusterIPs"]) s.cluster_ips.push_back(Str(ip));
-  } else if (spec["clusterIP"]) {
-    s.cluster_ips.push_back(Str(spec["clusterIP"]));
+  const YAML::Node spec = Get(obj, "spec");
+  s.type = Str(Get(spec, "type"), "ClusterIP");
+  if (Get(spec, "clusterIPs") && Get(spec, "clusterIPs").IsSequence()) {
+    for (const auto& ip : Get(spec, "clusterIPs")) s.cluster_ips.push_back(Str(ip));
+  } else if (Get(spec, "clusterIP").IsScalar()) {
+    s.cluster_ips.push_back(Str(Get(spec, "clusterIP")));
   }
-  if (spec["externalIPs"] && spec["externalIPs"].IsSequence()) {
-    for (const auto& ip : spec["externalIPs"]) s.external_ips.push_back(Str(ip));
+  if (Get(spec, "externalIPs") && Get(spec, "externalIPs").IsSequence()) {
+    for (const auto& ip : Get(spec, "externalIPs")) s.external_ips.push_back(Str(ip));
   }
-  s.affinity_client_ip = Str(spec["sessionAffinity"]) == "ClientIP";
+  s.affinity_client_ip = Str(Get(spec, "sessionAffinity")) == "ClientIP";
   if (s.affinity_client_ip) {
-    const YAML::Node t = spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"];
+    const YAML::Node t = Get(Get(Get(spec, "sessionAffinityConfig"), "clientIP"), "timeoutSeconds");
     if (t && t.IsScalar()) {
       try {
         long v = t.as<long>();
@@ -137,32 +145,32 @@ void ParseService(const YAML::Node& obj, ClusterState* out) {
       }
     }
   }
-  s.external_policy_local = Str(spec["externalTrafficPolicy"]) == "Local";
-  s.internal_policy_local = Str(spec["internalTrafficPolicy"]) == "Local";
-  if (spec["ports"] && spec["ports"].IsSequence()) {
-    for (const auto& p : spec["ports"]) {
+  s.external_policy_local = Str(Get(spec, "externalTrafficPolicy")) == "Local";
+  s.internal_policy_local = Str(Get(spec, "internalTrafficPolicy")) == "Local";
+  if (Get(spec, "ports") && Get(spec, "ports").IsSequence()) {
+    for (const auto& p : Get(spec, "ports")) {
       ServicePort sp;
-      sp.name = Str(p["name"]);
-      auto proto = ParseProtocol(p["protocol"]);
-      auto port = ParsePort(p["port"]);
+      sp.name = Str(Get(p, "name"));
+      auto proto = ParseProtocol(Get(p, "protocol"));
+      auto port = ParsePort(Get(p, "port"));
       if (!proto) {
         log::Warn("skipping service port: unsupported protocol ", log::Field("service", s.Key()),
-                  " ", log::Field("port", sp.name), " ", log::Field("protocol", Str(p["protocol"])));
+                  " ", log::Field("port", sp.name), " ", log::Field("protocol", Str(Get(p, "protocol"))));
         continue;
       }
       if (!port) {
         log::Warn("skipping service port: invalid port ", log::Field("service", s.Key()), " ",
-                  log::Field("port", sp.name), " ", log::Field("value", Str(p["port"])));
+                  log::Field("port", sp.name), " ", log::Field("value", Str(Get(p, "port"))));
         continue;
       }
       sp.protocol = *proto;
       sp.port = *port;
-      if (p["nodePort"]) {
-        auto np = ParsePort(p["nodePort"]);
+      if (Get(p, "nodePort").IsScalar()) {
+        auto np = ParsePort(Get(p, "nodePort"));
         if (np) sp.node_port = *np;
         else
           log::Warn("ignoring invalid nodePort ", log::Field("service", s.Key()), " ",
-                    log::Field("value", Str(p["nodePort"])));
+                    log::Field("value", Str(Get(p, "nodePort"))));
       }
       s.ports.push_back(sp);
     }
@@ -172,26 +180,26 @@ void ParseService(const YAML::Node& obj, ClusterState* out) {
 
 void ParseEndpointSlice(const YAML::Node& obj, ClusterState* out) {
   EndpointSlice es;
-  es.ns = Str(obj["metadata"]["namespace"], "default");
-  es.name = Str(obj["metadata"]["name"]);
-  es.service_name = Str(obj["metadata"]["labels"]["kubernetes.io/service-name"]);
+  es.ns = Str(Get(Get(obj, "metadata"), "namespace"), "default");
+  es.name = Str(Get(Get(obj, "metadata"), "name"));
+  es.service_name = Str(Get(Get(Get(obj, "metadata"), "labels"), "kubernetes.io/service-name"));
   if (es.name.empty() || es.service_name.empty()) {
     log::Warn("skipping EndpointSlice without name or kubernetes.io/service-name label ",
               log::Field("name", es.name));
     return;
   }
-  std::string at = Str(obj["addressType"], "IPv4");
+  std::string at = Str(Get(obj, "addressType"), "IPv4");
   if (at != "IPv4") {
     log::Info("skipping EndpointSlice: address type not supported yet ", log::Field("slice", es.Key()), " ",
               log::Field("addressType", at));
     return;
   }
-  if (obj["ports"] && obj["ports"].IsSequence()) {
-    for (const auto& p : obj["ports"]) {
+  if (Get(obj, "ports") && Get(obj, "ports").IsSequence()) {
+    for (const auto& p : Get(obj, "ports")) {
       EndpointPort ep;
-      ep.name = Str(p["name"]);
-      auto proto = ParseProtocol(p["protocol"]);
-      auto port = ParsePort(p["port"]);
+      ep.name = Str(Get(p, "name"));
+      auto proto = ParseProtocol(Get(p, "protocol"));
+      auto port = ParsePort(Get(p, "port"));
       if (!proto || !port) {
         log::Warn("skipping endpoint port: invalid port or protocol ", log::Field("slice", es.Key()), " ",
                   log::Field("port", ep.name));
@@ -202,24 +210,24 @@ void ParseEndpointSlice(const YAML::Node& obj, ClusterState* out) {
       es.ports.push_back(ep);
     }
   }
-  if (obj["endpoints"] && obj["endpoints"].IsSequence()) {
-    for (const auto& e : obj["endpoints"]) {
+  if (Get(obj, "endpoints") && Get(obj, "endpoints").IsSequence()) {
+    for (const auto& e : Get(obj, "endpoints")) {
       Endpoint ep;
-      if (e["addresses"] && e["addresses"].IsSequence()) {
-        for (const auto& a : e["addresses"]) {
+      if (Get(e, "addresses") && Get(e, "addresses").IsSequence()) {
+        for (const auto& a : Get(e, "addresses")) {
           std::string addr = Str(a);
           if (IsIpv4(addr)) ep.addresses.push_back(addr);
           else
             log::Warn("skipping endpoint address ", log::Field("slice", es.Key()), " ", log::Field("address", addr));
         }
       }
-      const YAML::Node c = e["conditions"];
+      const YAML::Node c = Get(e, "conditions");
       // Kubernetes: a missing ready condition means ready; serving defaults to
       // ready; terminating defaults to false.
-      ep.ready = Bool(c["ready"], true);
-      ep.serving = Bool(c["serving"], ep.ready);
-      ep.terminating = Bool(c["terminating"], false);
-      ep.node_name = Str(e["nodeName"]);
+      ep.ready = Bool(Get(c, "ready"), true);
+      ep.serving = Bool(Get(c, "serving"), ep.ready);
+      ep.terminating = Bool(Get(c, "terminating"), false);
+      ep.node_name = Str(Get(e, "nodeName"));
       if (!ep.addresses.empty()) es.endpoints.push_back(std::move(ep));
     }
   }
@@ -228,9 +236,9 @@ void ParseEndpointSlice(const YAML::Node& obj, ClusterState* out) {
 
 void ParseObject(const YAML::Node& obj, ClusterState* out) {
   if (!obj || !obj.IsMap()) return;
-  std::string kind = Str(obj["kind"]);
-  if (obj["items"] && obj["items"].IsSequence()) {
-    for (const auto& item : obj["items"]) ParseObject(item, out);
+  std::string kind = Str(Get(obj, "kind"));
+  if (Get(obj, "items") && Get(obj, "items").IsSequence()) {
+    for (const auto& item : Get(obj, "items")) ParseObject(item, out);
     return;
   }
   try {

@@ -1,0 +1,230 @@
+#include "skiff/proxy/agent.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "skiff/common/log.h"
+#include "skiff/common/status.h"
+#include "skiff/common/unique_fd.h"
+#include "skiff/proxy/datapath.h"
+#include "skiff/proxy/desired.h"
+#include "skiff/proxy/service_map.h"
+
+namespace skiff::proxy {
+
+namespace {
+
+struct AgentStatus {
+  std::mutex mu;
+  bool synced = false;
+  bool last_apply_ok = false;
+  uint64_t syncs = 0;
+  uint64_t sync_errors = 0;
+  uint64_t map_writes = 0;
+  uint64_t map_deletes = 0;
+  double last_sync_seconds = 0;
+  size_t services = 0;
+  size_t frontends = 0;
+  size_t backends = 0;
+  ServiceMap* map = nullptr;  // read under mu
+};
+
+std::string Escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+std::string RenderMetrics(AgentStatus& st) {
+  std::lock_guard lock(st.mu);
+  std::string out;
+  auto gauge = [&](const char* name, const char* help, double v, const char* type = "gauge") {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+           std::to_string(v) + "\n";
+  };
+  gauge("skiff_proxy_services", "Services in the current state.", st.services);
+  gauge("skiff_proxy_frontends", "Frontends (address, port, protocol, scope) programmed.", st.frontends);
+  gauge("skiff_proxy_backends", "Backend entries programmed.", st.backends);
+  gauge("skiff_proxy_syncs_total", "Programming passes.", st.syncs, "counter");
+  gauge("skiff_proxy_sync_errors_total", "Failed programming passes.", st.sync_errors, "counter");
+  gauge("skiff_proxy_map_writes_total", "BPF map updates.", st.map_writes, "counter");
+  gauge("skiff_proxy_map_deletes_total", "BPF map deletions.", st.map_deletes, "counter");
+  gauge("skiff_proxy_last_sync_duration_seconds", "Duration of the last programming pass.", st.last_sync_seconds);
+  if (st.map) {
+    auto counters = st.map->ReadCounters();
+    const std::pair<const char*, uint64_t ServiceCounters::*> series[] = {
+        {"skiff_service_connections_total", &ServiceCounters::connections},
+        {"skiff_service_packets_total", &ServiceCounters::packets},
+        {"skiff_service_bytes_total", &ServiceCounters::bytes},
+        {"skiff_service_refused_total", &ServiceCounters::refused},
+    };
+    for (const auto& [name, field] : series) {
+      out += std::string("# TYPE ") + name + " counter\n";
+      for (const auto& [sp, c] : counters)
+        out += std::string(name) + "{service_port=\"" + Escape(sp) + "\"} " + std::to_string(c.*field) + "\n";
+    }
+  }
+  return out;
+}
+
+void ServeHttp(int listen_fd, AgentStatus& st, const std::atomic<bool>& stop) {
+  while (!stop.load()) {
+    pollfd p{listen_fd, POLLIN, 0};
+    if (poll(&p, 1, 500) <= 0) continue;
+    UniqueFd c(accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
+    if (!c) continue;
+    timeval tv{2, 0};
+    setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[2048];
+    ssize_t n = read(c.get(), buf, sizeof(buf) - 1);
+    if (n <= 0) continue;
+    std::string req(buf, n);
+    std::string path = "/";
+    if (auto sp = req.find(' '); sp != std::string::npos) path = req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
+    int code = 200;
+    std::string body;
+    if (path == "/metrics") {
+      body = RenderMetrics(st);
+    } else if (path == "/healthz") {
+      std::lock_guard lock(st.mu);
+      bool healthy = st.synced && st.last_apply_ok;
+      code = healthy ? 200 : 503;
+      body = healthy ? "ok\n" : "not synced\n";
+    } else {
+      code = 404;
+      body = "not found\n";
+    }
+    std::string resp = "HTTP/1.1 " + std::to_string(code) + (code == 200 ? " OK" : " Error") +
+                       "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " + std::to_string(body.size()) +
+                       "\r\nConnection: close\r\n\r\n" + body;
+    if (send(c.get(), resp.data(), resp.size(), MSG_NOSIGNAL) < 0) {
+    }
+  }
+}
+
+absl::StatusOr<UniqueFd> Listen(const std::string& address) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos) return absl::InvalidArgumentError("metrics address needs host:port: " + address);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  if (inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr) != 1)
+    return absl::InvalidArgumentError("metrics address: " + address);
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return LastErrnoError("socket");
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return LastErrnoError("bind " + address);
+  if (listen(fd.get(), 64) != 0) return LastErrnoError("listen " + address);
+  return fd;
+}
+
+}  // namespace
+
+absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> source, std::atomic<bool>& stop) {
+  std::string cgroup = options.cgroup_root;
+  if (cgroup.empty()) {
+    ASSIGN_OR_RETURN(cgroup, FindCgroup2Mount());
+  }
+  DatapathOptions dopts;
+  dopts.bpffs_dir = options.bpffs_dir;
+  dopts.load_tc = !options.tc_interfaces.empty();
+  ASSIGN_OR_RETURN(std::unique_ptr<Datapath> dp, Datapath::Open(dopts));
+  RETURN_IF_ERROR(dp->AttachSocketLb(cgroup));
+  for (const std::string& ifname : options.tc_interfaces) RETURN_IF_ERROR(dp->AttachTc(ifname));
+  if (!options.tc_interfaces.empty() && !options.node_ips.empty()) {
+    in_addr a;
+    if (inet_pton(AF_INET, options.node_ips[0].c_str(), &a) == 1) RETURN_IF_ERROR(dp->SetTcConfig(a.s_addr));
+  }
+  if (options.service_route) {
+    RETURN_IF_ERROR(EnsureUnreachableRoute(options.service_cidr));
+    log::Info("unreachable route for the service CIDR ", log::Field("cidr", options.service_cidr));
+  }
+
+  ServiceMap map(dp->maps());
+  RETURN_IF_ERROR(map.Recover());
+
+  AgentStatus status;
+  status.map = &map;
+  std::thread http;
+  UniqueFd listen_fd;
+  if (!options.metrics_address.empty()) {
+    ASSIGN_OR_RETURN(listen_fd, Listen(options.metrics_address));
+    http = std::thread([&] { ServeHttp(listen_fd.get(), status, stop); });
+    log::Info("serving /metrics and /healthz ", log::Field("address", options.metrics_address));
+  }
+
+  StateStore store;
+  absl::Status source_status;
+  std::atomic<bool> source_done{false};
+  std::thread src([&] {
+    source_status = source->Run(store, stop);
+    source_done = true;
+    if (!source_status.ok()) stop = true;
+  });
+
+  NodeConfig node{options.node_name, options.node_ips};
+  uint64_t seen = 0;
+  bool notified = false;
+  absl::Status result;
+  while (!stop.load()) {
+    ClusterState state;
+    uint64_t gen = store.WaitNewer(seen, 500, &state);
+    if (gen == seen) continue;
+    seen = gen;
+    auto t0 = std::chrono::steady_clock::now();
+    DesiredState desired = ComputeDesired(state, node);
+    absl::StatusOr<ApplyStats> st;
+    {
+      std::lock_guard lock(status.mu);
+      st = map.Apply(desired);
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      status.syncs++;
+      status.last_apply_ok = st.ok();
+      status.last_sync_seconds = secs;
+      status.services = state.services.size();
+      if (st.ok()) {
+        status.synced = true;
+        status.map_writes += st->map_writes;
+        status.map_deletes += st->map_deletes;
+        status.frontends = st->frontends;
+        status.backends = st->backends;
+      } else {
+        status.sync_errors++;
+      }
+    }
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    if (!st.ok()) {
+      log::Error("programming failed: ", st.status());
+      continue;
+    }
+    log::Info("programmed ", log::Field("services", static_cast<long long>(state.services.size())), " ",
+              log::Field("frontends", static_cast<long long>(st->frontends)), " ",
+              log::Field("backends", static_cast<long long>(st->backends)), " ",
+              log::Field("writes", static_cast<long long>(st->map_writes)), " ",
+              log::Field("deletes", static_cast<long long>(st->map_deletes)), " ",
+              log::Field("duration_us", static_cast<long long>(us)));
+    if (!notified) {
+      sd_notify(0, "READY=1");
+      notified = true;
+    }
+  }
+  stop = true;
+  if (src.joinable()) src.join();
+  if (http.joinable()) http.join();
+  if (!source_status.ok()) return source_status;
+  return result;
+}
+
+}  // namespace skiff::proxy

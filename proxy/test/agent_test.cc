@@ -1,0 +1,305 @@
+// skiff-proxy as a process: --from-file input, bad input skipped, the
+// unreachable service route in the node netns, /healthz and /metrics, and a
+// kill -9 + restart under continuous TCP and UDP traffic with no failure.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "lab.h"
+
+namespace skiff::proxy {
+namespace {
+
+using testing::Lab;
+using testing::TcpRequest;
+using testing::UdpRequest;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string HttpGet(const std::string& path, int* code) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(10249);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  *code = 0;
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(s);
+    return "";
+  }
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  if (write(s, req.data(), req.size()) < 0) {
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(s, buf, sizeof(buf))) > 0) out.append(buf, n);
+  close(s);
+  if (out.size() > 12) *code = atoi(out.c_str() + 9);
+  auto body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+const char* kServices = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, protocol: TCP}, {name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: zero-port, namespace: default}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 0, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sctp, namespace: default}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{name: s, port: 80, protocol: SCTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless, namespace: default}
+spec:
+  clusterIP: None
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: after, namespace: default}
+spec:
+  clusterIP: 10.96.0.13
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- addresses: [10.0.0.11]
+  conditions: {ready: true}
+  nodeName: node-a
+- addresses: [10.0.0.12]
+  conditions: {ready: true}
+  nodeName: node-b
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: after-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: after}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.0.0.12]
+)";
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root: netns, cgroups, BPF";
+    lab_ = std::make_unique<Lab>("ag");
+    ASSERT_TRUE(lab_->ok()) << lab_->error();
+    for (int o : {11, 12}) ASSERT_TRUE(lab_->AddBackendAddress(o)) << lab_->error();
+    ASSERT_TRUE(lab_->StartServers({8080, 5353})) << lab_->error();
+    std::string id = std::to_string(getpid());
+    file_ = "/tmp/skiff-ag-" + id + "-services.yaml";
+    log_ = "/tmp/skiff-ag-" + id + "-proxy.log";
+    std::ofstream(file_) << kServices;
+    const char* bd = getenv("SKIFF_BUILD_DIR");
+    binary_ = std::string(bd ? bd : ".") + "/bin/skiff-proxy";
+    ASSERT_EQ(access(binary_.c_str(), X_OK), 0) << binary_;
+    ASSERT_TRUE(lab_->Enter()) << lab_->error();
+  }
+  void TearDown() override {
+    StopAgent(SIGKILL);
+    if (lab_) lab_->Leave();
+    if (::testing::Test::HasFailure()) std::cerr << "--- skiff-proxy log ---\n" << ReadAll(log_);
+    unlink(file_.c_str());
+    unlink(log_.c_str());
+    lab_.reset();
+  }
+  void StartAgent() {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int fd = open(lab_->node_netns_path().c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) _exit(120);
+      int logfd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      dup2(logfd, 2);
+      execl(binary_.c_str(), binary_.c_str(), "--from-file", file_.c_str(), "--bpffs-dir", lab_->bpffs().c_str(),
+            "--cgroup-root", lab_->cgroup().c_str(), "--node-name", "node-a", "--metrics-bind-address",
+            "127.0.0.1:10249", static_cast<char*>(nullptr));
+      _exit(121);
+    }
+    agent_ = pid;
+  }
+  bool WaitHealthy() {
+    for (int i = 0; i < 200; ++i) {
+      int code;
+      HttpGet("/healthz", &code);
+      if (code == 200) return true;
+      int status;
+      if (waitpid(agent_, &status, WNOHANG) == agent_) {
+        agent_ = -1;
+        return false;
+      }
+      usleep(25000);
+    }
+    return false;
+  }
+  void StopAgent(int sig) {
+    if (agent_ <= 0) return;
+    kill(agent_, sig);
+    waitpid(agent_, nullptr, 0);
+    agent_ = -1;
+  }
+
+  std::unique_ptr<Lab> lab_;
+  std::string file_, log_, binary_;
+  pid_t agent_ = -1;
+};
+
+TEST_F(AgentTest, ProgramsServicesFromFileSkipsBadInputAndAddsTheServiceRoute) {
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  std::string got = TcpRequest("10.96.0.10", 80);
+  EXPECT_TRUE(got == "10.0.0.11:8080" || got == "10.0.0.12:8080") << got;
+  got = UdpRequest("10.96.0.10", 53, false);
+  EXPECT_TRUE(got == "10.0.0.11:5353" || got == "10.0.0.12:5353") << got;
+  // The service after the bad ones is programmed all the same.
+  EXPECT_EQ(TcpRequest("10.96.0.13", 80), "10.0.0.12:8080");
+  std::string log = ReadAll(log_);
+  EXPECT_NE(log.find("invalid port"), std::string::npos) << log;
+  EXPECT_NE(log.find("unsupported protocol"), std::string::npos) << log;
+  // A service IP without a service hits the unreachable route: fails at once.
+  int err = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  TcpRequest("10.96.0.11", 80, nullptr, &err);
+  EXPECT_TRUE(err == EHOSTUNREACH || err == ENETUNREACH) << strerror(err);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+  int code;
+  std::string metrics = HttpGet("/metrics", &code);
+  EXPECT_EQ(code, 200);
+  EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/web:http/TCP\"} 1"),
+            std::string::npos)
+      << metrics;
+}
+
+TEST_F(AgentTest, FileEditsApplyOnlyTheDifference) {
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  int code;
+  auto writes = [&] {
+    std::string m = HttpGet("/metrics", &code);
+    auto p = m.find("\nskiff_proxy_map_writes_total ");
+    return p == std::string::npos ? -1.0 : atof(m.c_str() + p + 30);
+  };
+  double before = writes();
+  ASSERT_GT(before, 0);
+  // Add 10.0.0.11 to service "after".
+  std::string text = kServices;
+  text.replace(text.rfind("- addresses: [10.0.0.12]"), std::string("- addresses: [10.0.0.12]").size(),
+               "- addresses: [10.0.0.12]\n- addresses: [10.0.0.11]");
+  std::ofstream(file_ + ".tmp") << text;
+  ASSERT_EQ(rename((file_ + ".tmp").c_str(), file_.c_str()), 0);
+  bool seen11 = false;
+  for (int i = 0; i < 100 && !seen11; ++i) {
+    seen11 = TcpRequest("10.96.0.13", 80) == "10.0.0.11:8080";
+    usleep(20000);
+  }
+  EXPECT_TRUE(seen11);
+  double after = writes();
+  // One backend entry, one slot, one service entry.
+  EXPECT_LE(after - before, 3) << before << " -> " << after;
+}
+
+TEST_F(AgentTest, KillNineAndRestartUnderTcpAndUdpTrafficLosesNothing) {
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  std::atomic<bool> stop{false};
+  std::atomic<int> tcp_ok{0}, tcp_fail{0}, udp_ok{0}, udp_fail{0};
+  std::string last_tcp_error, last_udp_error;
+  auto tcp = std::thread([&] {
+    if (!lab_->EnterNetnsThisThread()) return;
+    while (!stop) {
+      std::string got = TcpRequest("10.96.0.10", 80);
+      if (got == "10.0.0.11:8080" || got == "10.0.0.12:8080") ++tcp_ok;
+      else {
+        ++tcp_fail;
+        last_tcp_error = got;
+      }
+    }
+  });
+  auto udp = std::thread([&] {
+    if (!lab_->EnterNetnsThisThread()) return;
+    while (!stop) {
+      std::string got = UdpRequest("10.96.0.10", 53, false);
+      if (got == "10.0.0.11:5353" || got == "10.0.0.12:5353") ++udp_ok;
+      else {
+        ++udp_fail;
+        last_udp_error = got;
+      }
+    }
+  });
+  std::string link = lab_->bpffs() + "/links/skiff_sock4_connect_v1";
+  auto prog_id = [&] {
+    int fd = bpf_obj_get(link.c_str());
+    bpf_link_info info{};
+    __u32 len = sizeof(info);
+    int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+    close(fd);
+    return rc == 0 ? info.prog_id : 0u;
+  };
+  __u32 first = prog_id();
+  usleep(300000);
+  StopAgent(SIGKILL);
+  usleep(300000);  // traffic keeps flowing with no agent at all
+  StartAgent();
+  bool healthy = WaitHealthy();
+  usleep(300000);
+  stop = true;
+  tcp.join();
+  udp.join();
+  ASSERT_TRUE(healthy);
+  EXPECT_NE(prog_id(), first) << "the new agent should have replaced the program on the pinned link";
+  EXPECT_NE(first, 0u);
+  EXPECT_GT(tcp_ok.load(), 50);
+  EXPECT_GT(udp_ok.load(), 50);
+  EXPECT_EQ(tcp_fail.load(), 0) << last_tcp_error;
+  EXPECT_EQ(udp_fail.load(), 0) << last_udp_error;
+  std::string log = ReadAll(log_);
+  EXPECT_NE(log.find("replaced program on pinned link"), std::string::npos);
+  // Reconciled: the restarted agent found everything in place.
+  EXPECT_NE(log.find("writes=0 deletes=0"), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace skiff::proxy
