@@ -1,0 +1,174 @@
+// skiff-store: an etcd-v3-compatible server, flags like etcd's.
+//   skiff-store --data-dir DIR --listen-client-urls http://127.0.0.1:2379 ...
+//   skiff-store snapshot restore FILE --data-dir DIR
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "skiff/common/log.h"
+#include "skiff/store/server.h"
+#include "skiff/store/store.h"
+
+namespace {
+
+// Parses "1" (hours, etcd's periodic default unit), "90m", "30s", "500ms", "2h".
+bool ParseDurationMs(const std::string& s, int64_t* ms, bool bare_is_hours) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  std::string unit(end);
+  if (unit.empty()) {
+    *ms = static_cast<int64_t>(v * (bare_is_hours ? 3600000.0 : 1000.0));
+  } else if (unit == "ms") {
+    *ms = static_cast<int64_t>(v);
+  } else if (unit == "s") {
+    *ms = static_cast<int64_t>(v * 1000);
+  } else if (unit == "m") {
+    *ms = static_cast<int64_t>(v * 60000);
+  } else if (unit == "h") {
+    *ms = static_cast<int64_t>(v * 3600000);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  for (auto p : absl::StrSplit(s, ',', absl::SkipEmpty())) out.emplace_back(p);
+  return out;
+}
+
+int Usage(const char* msg) {
+  std::fprintf(stderr,
+               "skiff-store: %s\n"
+               "usage: skiff-store [--name N] [--data-dir DIR] [--listen-client-urls URLS]\n"
+               "         [--advertise-client-urls URLS] [--listen-metrics-urls URLS]\n"
+               "         [--quota-backend-bytes N] [--auto-compaction-retention D]\n"
+               "         [--cert-file F --key-file F [--trusted-ca-file F] [--client-cert-auth]]\n"
+               "       skiff-store snapshot restore FILE --data-dir DIR\n",
+               msg);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  skiff::log::Init("skiff-store");
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> flags;
+  const std::vector<std::string> bool_flags = {"client-cert-auth", "version", "help", "strict-reconfig-check",
+                                               "enable-pprof"};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0 && !(a.size() > 1 && a[0] == '-' && a[1] != '-')) {
+      positional.push_back(a);
+      continue;
+    }
+    a = a.substr(a[1] == '-' ? 2 : 1);
+    auto eq = a.find('=');
+    if (eq != std::string::npos) {
+      flags[a.substr(0, eq)] = a.substr(eq + 1);
+    } else if (std::find(bool_flags.begin(), bool_flags.end(), a) != bool_flags.end()) {
+      flags[a] = "true";
+    } else if (i + 1 < argc) {
+      flags[a] = argv[++i];
+    } else {
+      return Usage(("flag --" + a + " needs a value").c_str());
+    }
+  }
+  if (flags.count("version")) {
+    std::printf("skiff-store (etcd API %s)\n", skiff::store::kEtcdVersion);
+    return 0;
+  }
+  if (flags.count("help")) return Usage("help");
+  if (flags.count("log-level")) skiff::log::SetLevel(skiff::log::ParseLevel(flags["log-level"]));
+
+  skiff::store::Options opts;
+  opts.name = flags.count("name") ? flags["name"] : "default";
+  opts.data_dir = flags.count("data-dir") ? flags["data-dir"] : opts.name + ".etcd";
+
+  if (!positional.empty()) {
+    if (positional.size() == 3 && positional[0] == "snapshot" && positional[1] == "restore") {
+      auto st = skiff::store::RestoreSnapshot(positional[2], opts.data_dir);
+      if (!st.ok()) {
+        std::fprintf(stderr, "Error: %s\n", std::string(st.message()).c_str());
+        return 1;
+      }
+      std::printf("restored snapshot %s into %s\n", positional[2].c_str(), opts.data_dir.c_str());
+      return 0;
+    }
+    return Usage(("unexpected argument " + positional[0]).c_str());
+  }
+
+  skiff::store::ServerOptions so;
+  static const std::vector<std::string> known = {
+      "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-metrics-urls",
+      "quota-backend-bytes", "auto-compaction-retention", "auto-compaction-mode", "cert-file", "key-file",
+      "trusted-ca-file", "client-cert-auth", "log-level", "experimental-watch-progress-notify-interval",
+      "listen-peer-urls", "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state",
+      "initial-cluster-token", "logger", "log-outputs", "max-request-bytes", "max-txn-ops", "snapshot-count",
+      "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof"};
+  for (const auto& [k, v] : flags) {
+    if (std::find(known.begin(), known.end(), k) == known.end()) return Usage(("unknown flag --" + k).c_str());
+  }
+  if (flags.count("listen-client-urls")) so.listen_client_urls = SplitList(flags["listen-client-urls"]);
+  opts.advertise_client_urls =
+      flags.count("advertise-client-urls") ? SplitList(flags["advertise-client-urls"]) : so.listen_client_urls;
+  if (flags.count("initial-advertise-peer-urls")) opts.peer_urls = SplitList(flags["initial-advertise-peer-urls"]);
+  if (flags.count("listen-metrics-urls")) so.listen_metrics_urls = SplitList(flags["listen-metrics-urls"]);
+  if (flags.count("quota-backend-bytes")) {
+    int64_t q = std::strtoll(flags["quota-backend-bytes"].c_str(), nullptr, 10);
+    if (q > 0) opts.quota_bytes = q;
+  }
+  if (flags.count("auto-compaction-retention") &&
+      !ParseDurationMs(flags["auto-compaction-retention"], &opts.auto_compaction_retention_ms, true)) {
+    return Usage("bad --auto-compaction-retention");
+  }
+  if (flags.count("auto-compaction-mode") && flags["auto-compaction-mode"] != "periodic") {
+    return Usage("only --auto-compaction-mode=periodic is supported");
+  }
+  if (flags.count("experimental-watch-progress-notify-interval") &&
+      !ParseDurationMs(flags["experimental-watch-progress-notify-interval"], &opts.progress_notify_interval_ms,
+                       false)) {
+    return Usage("bad --experimental-watch-progress-notify-interval");
+  }
+  so.cert_file = flags["cert-file"];
+  so.key_file = flags["key-file"];
+  so.trusted_ca_file = flags["trusted-ca-file"];
+  so.client_cert_auth = flags["client-cert-auth"] == "true";
+
+  // Block the stop signals before any thread starts so sigwait sees them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto store = skiff::store::Store::Open(opts);
+  if (!store.ok()) {
+    skiff::log::Error("skiff-store: open: ", store.status());
+    return 1;
+  }
+  auto server = skiff::store::Server::Start(store->get(), so);
+  if (!server.ok()) {
+    skiff::log::Error("skiff-store: serve: ", server.status());
+    return 1;
+  }
+  std::string ports;
+  for (int p : (*server)->ClientPorts()) ports += std::to_string(p) + " ";
+  skiff::log::Info("skiff-store: ready to serve client requests ", skiff::log::Field("ports", ports));
+  int sig = 0;
+  sigwait(&set, &sig);
+  skiff::log::Info("skiff-store: stopping on signal ", sig);
+  (*server)->Shutdown();
+  server->reset();
+  store->reset();
+  return 0;
+}

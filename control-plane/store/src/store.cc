@@ -1,0 +1,1315 @@
+// The engine: LMDB storage, MVCC writes through one writer thread with group
+// commit, reads against the committed revision, leases, compaction and
+// maintenance.
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "skiff/common/log.h"
+#include "skiff/common/status.h"
+#include "skiff/common/unique_fd.h"
+#include "skiff/store/errors.h"
+#include "store_impl.h"
+
+namespace skiff::store {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int64_t kMaxLeaseTTL = 9000000000;
+constexpr char kPutRecord = 'p';
+constexpr char kTombRecord = 't';
+
+absl::Status MdbError(int rc, const std::string& what) {
+  if (rc == MDB_MAP_FULL) return ErrNoSpace();
+  return absl::InternalError(absl::StrCat(what, ": ", mdb_strerror(rc)));
+}
+
+void PutBe64(char* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i) {
+    p[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+}
+uint64_t GetBe64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+std::string RevKey(int64_t main, int64_t sub) {
+  std::string k(16, '\0');
+  PutBe64(k.data(), static_cast<uint64_t>(main));
+  PutBe64(k.data() + 8, static_cast<uint64_t>(sub));
+  return k;
+}
+MDB_val Val(const std::string& s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+
+uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
+  static uint32_t table[256] = {};
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0x82F63B78u ^ (c >> 1) : c >> 1;
+      table[i] = c;
+    }
+  });
+  const auto* p = static_cast<const unsigned char*>(data);
+  crc = ~crc;
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+bool InRange(const std::string& k, const std::string& key, const std::string& end) {
+  if (end.empty()) return k == key;
+  if (end.size() == 1 && end[0] == '\0') return k >= key;
+  return k >= key && k < end;
+}
+
+uint64_t RandomId() {
+  std::random_device rd;
+  std::mt19937_64 gen((static_cast<uint64_t>(rd()) << 32) ^ rd() ^
+                      static_cast<uint64_t>(Clock::now().time_since_epoch().count()));
+  uint64_t v = 0;
+  while (v == 0) v = gen() & 0x7fffffffffffffffULL;
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
+  auto s = std::make_unique<StoreImpl>(options);
+  RETURN_IF_ERROR(s->Init());
+  return std::unique_ptr<Store>(std::move(s));
+}
+
+StoreImpl::StoreImpl(const Options& o) : hub_(this), opts_(o) {}
+
+StoreImpl::~StoreImpl() {
+  {
+    std::lock_guard<std::mutex> lk(q_mu_);
+    stopping_ = true;
+  }
+  q_cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lk(ticker_mu_);
+  }
+  ticker_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  if (ticker_.joinable()) ticker_.join();
+  {
+    std::lock_guard<std::mutex> lk(hub_.mu);
+    for (StreamImpl* s : hub_.streams) s->Close();
+  }
+  for (MDB_txn* t : read_pool_) mdb_txn_abort(t);
+  read_pool_.clear();
+  if (env_ != nullptr) mdb_env_close(env_);
+}
+
+absl::Status StoreImpl::Init() {
+  if (opts_.data_dir.empty()) return absl::InvalidArgumentError("store: --data-dir is empty");
+  std::string dir = opts_.data_dir + "/member/skiff";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("create ", dir, ": ", ec.message()));
+  ::chmod(opts_.data_dir.c_str(), 0700);
+  int rc = mdb_env_create(&env_);
+  if (rc != 0) return MdbError(rc, "mdb_env_create");
+  mdb_env_set_maxdbs(env_, 4);
+  mdb_env_set_maxreaders(env_, 4096);
+  // The map must hold everything the quota admits plus the copy-on-write
+  // pages of the transactions in flight.
+  size_t map = static_cast<size_t>(opts_.quota_bytes) + (size_t{1} << 30);
+  rc = mdb_env_set_mapsize(env_, map);
+  if (rc != 0) return MdbError(rc, "mdb_env_set_mapsize");
+  // MDB_NOTLS: read txns are pooled and move between threads. Commits sync
+  // data and meta pages (no MDB_NOSYNC/NOMETASYNC): an ack means durable.
+  rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NORDAHEAD, 0600);
+  if (rc != 0) return MdbError(rc, absl::StrCat("open lmdb in ", dir));
+
+  MDB_txn* txn = nullptr;
+  rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) return MdbError(rc, "begin init txn");
+  if ((rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &kv_dbi_)) != 0 ||
+      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta_dbi_)) != 0 ||
+      (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &lease_dbi_)) != 0) {
+    mdb_txn_abort(txn);
+    return MdbError(rc, "open lmdb databases");
+  }
+  auto get_meta = [&](const std::string& k, int64_t* v) {
+    MDB_val key = Val(k), val;
+    if (mdb_get(txn, meta_dbi_, &key, &val) == 0 && val.mv_size == 8) {
+      *v = static_cast<int64_t>(GetBe64(static_cast<const char*>(val.mv_data)));
+      return true;
+    }
+    return false;
+  };
+  int64_t v = 0;
+  if (get_meta("member_id", &v)) {
+    member_id_ = static_cast<uint64_t>(v);
+    get_meta("cluster_id", &v);
+    cluster_id_ = static_cast<uint64_t>(v);
+  } else {
+    member_id_ = RandomId();
+    cluster_id_ = RandomId();
+    PutMeta(txn, "member_id", static_cast<int64_t>(member_id_), nullptr);
+    PutMeta(txn, "cluster_id", static_cast<int64_t>(cluster_id_), nullptr);
+  }
+  int64_t meta_rev = 1;
+  get_meta("rev", &meta_rev);
+  int64_t compact = 0;
+  get_meta("compact", &compact);
+  int64_t alarm = 0;
+  get_meta("alarm_nospace", &alarm);
+  nospace_ = alarm != 0;
+
+  // Rebuild the index from the revision-ordered records.
+  MDB_cursor* cur = nullptr;
+  rc = mdb_cursor_open(txn, kv_dbi_, &cur);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return MdbError(rc, "open cursor");
+  }
+  MDB_val k, val;
+  int64_t max_rev = 0;
+  mvccpb::KeyValue kv;
+  for (rc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
+    if (k.mv_size != 16 || val.mv_size < 1) continue;
+    const char* kp = static_cast<const char*>(k.mv_data);
+    const char* vp = static_cast<const char*>(val.mv_data);
+    if (!kv.ParseFromArray(vp + 1, static_cast<int>(val.mv_size - 1))) {
+      mdb_cursor_close(cur);
+      mdb_txn_abort(txn);
+      return absl::DataLossError("store: corrupt kv record");
+    }
+    IndexEntry e;
+    e.main = static_cast<int64_t>(GetBe64(kp));
+    e.sub = static_cast<int32_t>(GetBe64(kp + 8));
+    e.tombstone = vp[0] == kTombRecord;
+    e.create = kv.create_revision();
+    e.version = kv.version();
+    e.lease = kv.lease();
+    index_.Append(kv.key(), e);
+    max_rev = std::max(max_rev, e.main);
+  }
+  mdb_cursor_close(cur);
+  rev_ = std::max(meta_rev, max_rev);
+  rc = mdb_txn_commit(txn);
+  if (rc != 0) return MdbError(rc, "commit init txn");
+  committed_rev_ = rev_;
+  compact_rev_ = compact;
+  hub_.rev = rev_;
+  RETURN_IF_ERROR(RebuildLeases());
+
+  writer_ = std::thread([this] { WriterLoop(); });
+  ticker_ = std::thread([this] { TickerLoop(); });
+  log::Info("store: opened ", log::Field("data_dir", opts_.data_dir), " ", log::Field("revision", rev_), " ",
+            log::Field("keys", static_cast<long long>(index_.LiveKeys())));
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::RebuildLeases() {
+  ReadTxn rt(this);
+  RETURN_IF_ERROR(rt.status());
+  std::lock_guard<std::mutex> lk(lease_mu_);
+  auto old = std::move(leases_);
+  leases_.clear();
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(rt.get(), lease_dbi_, &cur);
+  if (rc != 0) return MdbError(rc, "open lease cursor");
+  MDB_val k, v;
+  auto now = Clock::now();
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8 || v.mv_size != 8) continue;
+    Lease l;
+    l.id = static_cast<int64_t>(GetBe64(static_cast<const char*>(k.mv_data)));
+    l.ttl = static_cast<int64_t>(GetBe64(static_cast<const char*>(v.mv_data)));
+    auto it = old.find(l.id);
+    // A restart renews every lease (etcd does the same on leader change).
+    l.expiry = it != old.end() ? it->second.expiry : now + std::chrono::seconds(l.ttl);
+    leases_[l.id] = std::move(l);
+  }
+  mdb_cursor_close(cur);
+  std::shared_lock<std::shared_mutex> il(index_mu_);
+  index_.ForEachLatest([&](const std::string& key, const IndexEntry& e) {
+    if (e.lease == 0 || e.main > committed_rev_) return;
+    auto it = leases_.find(e.lease);
+    if (it != leases_.end()) it->second.keys.insert(key);
+  });
+  return absl::OkStatus();
+}
+
+void StoreImpl::PutMeta(MDB_txn* txn, const std::string& key, int64_t v, WriteCtx* c) {
+  char buf[8];
+  PutBe64(buf, static_cast<uint64_t>(v));
+  MDB_val k = Val(key), val{8, buf};
+  int rc = mdb_put(txn, meta_dbi_, &k, &val, 0);
+  if (rc != 0 && c != nullptr && c->fatal.ok()) c->fatal = MdbError(rc, "put meta");
+}
+
+etcdserverpb::ResponseHeader StoreImpl::HeaderAt(int64_t rev) const {
+  etcdserverpb::ResponseHeader h;
+  h.set_cluster_id(cluster_id_);
+  h.set_member_id(member_id_);
+  h.set_revision(rev);
+  h.set_raft_term(2);
+  return h;
+}
+etcdserverpb::ResponseHeader StoreImpl::Header() const { return HeaderAt(Revision()); }
+
+// ---------------------------------------------------------------- reads
+
+absl::Status StoreImpl::LoadValue(MDB_txn* txn, int64_t main, int64_t sub, mvccpb::KeyValue* kv, bool* tomb) {
+  std::string k = RevKey(main, sub);
+  MDB_val key = Val(k), val;
+  int rc = mdb_get(txn, kv_dbi_, &key, &val);
+  if (rc != 0) return MdbError(rc, absl::StrCat("read revision ", main));
+  const char* p = static_cast<const char*>(val.mv_data);
+  if (val.mv_size < 1 || !kv->ParseFromArray(p + 1, static_cast<int>(val.mv_size - 1))) {
+    return absl::DataLossError("store: corrupt kv record");
+  }
+  if (tomb != nullptr) *tomb = p[0] == kTombRecord;
+  return absl::OkStatus();
+}
+
+void StoreImpl::FillKv(MDB_txn* txn, const std::string& key, const IndexEntry& e, bool keys_only,
+                       mvccpb::KeyValue* kv) {
+  if (!keys_only && LoadValue(txn, e.main, e.sub, kv, nullptr).ok()) return;
+  kv->Clear();
+  kv->set_key(key);
+  kv->set_create_revision(e.create);
+  kv->set_mod_revision(e.main);
+  kv->set_version(e.version);
+  kv->set_lease(e.lease);
+}
+
+absl::Status StoreImpl::DoRange(MDB_txn* txn, int64_t current, const etcdserverpb::RangeRequest& r,
+                                etcdserverpb::RangeResponse* out) {
+  using RR = etcdserverpb::RangeRequest;
+  if (r.revision() > current) return ErrFutureRev();
+  int64_t rev = r.revision() > 0 ? r.revision() : current;
+  if (rev < compact_rev_.load(std::memory_order_acquire)) return ErrCompacted();
+  if (r.sort_order() < RR::NONE || r.sort_order() > RR::DESCEND || r.sort_target() < RR::KEY ||
+      r.sort_target() > RR::VALUE) {
+    return absl::InvalidArgumentError("etcdserver: invalid sort option");
+  }
+  *out->mutable_header() = HeaderAt(current);
+  RR::SortOrder order = r.sort_order();
+  if (order == RR::NONE && r.sort_target() != RR::KEY) order = RR::ASCEND;
+  const bool sorted = !(order == RR::NONE || (r.sort_target() == RR::KEY && order == RR::ASCEND));
+  const bool filtered = r.min_mod_revision() || r.max_mod_revision() || r.min_create_revision() ||
+                        r.max_create_revision();
+  // Without sorting or filtering only limit+1 entries are materialised; the
+  // count still covers the whole range, as in etcd.
+  const int64_t fetch = (sorted || filtered || r.limit() <= 0) ? -1 : r.limit() + 1;
+  std::vector<std::pair<const std::string*, const IndexEntry*>> hits;
+  int64_t count = 0;
+  index_.Range(r.key(), r.range_end(), rev, [&](const std::string& k, const IndexEntry& e) {
+    ++count;
+    if (r.count_only()) return true;
+    if (fetch >= 0 && static_cast<int64_t>(hits.size()) >= fetch) return true;
+    if (r.min_mod_revision() && e.main < r.min_mod_revision()) return true;
+    if (r.max_mod_revision() && e.main > r.max_mod_revision()) return true;
+    if (r.min_create_revision() && e.create < r.min_create_revision()) return true;
+    if (r.max_create_revision() && e.create > r.max_create_revision()) return true;
+    hits.emplace_back(&k, &e);
+    return true;
+  });
+  out->set_count(count);
+  if (r.count_only()) return absl::OkStatus();
+  if (sorted) {
+    const bool need_values = r.sort_target() == RR::VALUE;
+    std::vector<mvccpb::KeyValue> kvs(hits.size());
+    for (size_t i = 0; i < hits.size(); ++i) FillKv(txn, *hits[i].first, *hits[i].second, !need_values, &kvs[i]);
+    auto key_of = [&](const mvccpb::KeyValue& kv) -> std::tuple<int64_t, const std::string*> {
+      switch (r.sort_target()) {
+        case RR::VERSION: return {kv.version(), nullptr};
+        case RR::CREATE: return {kv.create_revision(), nullptr};
+        case RR::MOD: return {kv.mod_revision(), nullptr};
+        case RR::VALUE: return {0, &kv.value()};
+        default: return {0, &kv.key()};
+      }
+    };
+    auto less = [&](const mvccpb::KeyValue& a, const mvccpb::KeyValue& b) {
+      auto [ai, as] = key_of(a);
+      auto [bi, bs] = key_of(b);
+      if (as != nullptr) return *as < *bs;
+      return ai < bi;
+    };
+    if (order == RR::DESCEND) {
+      std::stable_sort(kvs.begin(), kvs.end(), [&](const auto& a, const auto& b) { return less(b, a); });
+    } else {
+      std::stable_sort(kvs.begin(), kvs.end(), less);
+    }
+    size_t n = kvs.size();
+    if (r.limit() > 0 && n > static_cast<size_t>(r.limit())) {
+      n = static_cast<size_t>(r.limit());
+      out->set_more(true);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      auto* kv = out->add_kvs();
+      *kv = std::move(kvs[i]);
+      if (r.keys_only()) kv->clear_value();
+    }
+    return absl::OkStatus();
+  }
+  size_t n = hits.size();
+  if (r.limit() > 0 && n > static_cast<size_t>(r.limit())) {
+    n = static_cast<size_t>(r.limit());
+    out->set_more(true);
+  }
+  out->mutable_kvs()->Reserve(static_cast<int>(n));
+  for (size_t i = 0; i < n; ++i) FillKv(txn, *hits[i].first, *hits[i].second, r.keys_only(), out->add_kvs());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<etcdserverpb::RangeResponse> StoreImpl::Range(const etcdserverpb::RangeRequest& req) {
+  ranges_.fetch_add(1, std::memory_order_relaxed);
+  etcdserverpb::RangeResponse out;
+  std::shared_lock<std::shared_mutex> lk(index_mu_);
+  int64_t current = committed_rev_.load(std::memory_order_acquire);
+  ReadTxn rt(this);
+  RETURN_IF_ERROR(rt.status());
+  RETURN_IF_ERROR(DoRange(rt.get(), current, req, &out));
+  return out;
+}
+
+// ---------------------------------------------------------------- writes
+
+absl::Status StoreImpl::Submit(PendingOp& op) {
+  {
+    std::lock_guard<std::mutex> lk(q_mu_);
+    if (stopping_) return ErrStopped();
+    queue_.push_back(&op);
+  }
+  q_cv_.notify_one();
+  op.done.acquire();
+  return op.status;
+}
+
+absl::StatusOr<etcdserverpb::PutResponse> StoreImpl::Put(const etcdserverpb::PutRequest& req) {
+  etcdserverpb::PutResponse resp;
+  PendingOp op{PendingOp::Kind::kPut, &req, &resp};
+  RETURN_IF_ERROR(Submit(op));
+  return resp;
+}
+absl::StatusOr<etcdserverpb::DeleteRangeResponse> StoreImpl::DeleteRange(const etcdserverpb::DeleteRangeRequest& req) {
+  etcdserverpb::DeleteRangeResponse resp;
+  PendingOp op{PendingOp::Kind::kDelete, &req, &resp};
+  RETURN_IF_ERROR(Submit(op));
+  return resp;
+}
+absl::StatusOr<etcdserverpb::TxnResponse> StoreImpl::Txn(const etcdserverpb::TxnRequest& req) {
+  etcdserverpb::TxnResponse resp;
+  PendingOp op{PendingOp::Kind::kTxn, &req, &resp};
+  RETURN_IF_ERROR(Submit(op));
+  return resp;
+}
+absl::StatusOr<etcdserverpb::CompactionResponse> StoreImpl::Compact(const etcdserverpb::CompactionRequest& req) {
+  etcdserverpb::CompactionResponse resp;
+  PendingOp op{PendingOp::Kind::kCompact, &req, &resp};
+  RETURN_IF_ERROR(Submit(op));
+  return resp;
+}
+absl::StatusOr<etcdserverpb::LeaseGrantResponse> StoreImpl::LeaseGrant(const etcdserverpb::LeaseGrantRequest& req) {
+  etcdserverpb::LeaseGrantResponse resp;
+  PendingOp op{PendingOp::Kind::kLeaseGrant, &req, &resp};
+  RETURN_IF_ERROR(Submit(op));
+  return resp;
+}
+absl::StatusOr<etcdserverpb::LeaseRevokeResponse> StoreImpl::LeaseRevoke(const etcdserverpb::LeaseRevokeRequest& req) {
+  etcdserverpb::LeaseRevokeResponse resp;
+  PendingOp op{PendingOp::Kind::kLeaseRevoke, &req, &resp};
+  RETURN_IF_ERROR(Submit(op));
+  return resp;
+}
+absl::StatusOr<etcdserverpb::AlarmResponse> StoreImpl::Alarm(const etcdserverpb::AlarmRequest& req) {
+  etcdserverpb::AlarmResponse resp;
+  if (req.action() == etcdserverpb::AlarmRequest::GET) {
+    *resp.mutable_header() = Header();
+    if (nospace_) {
+      auto* a = resp.add_alarms();
+      a->set_memberid(member_id_);
+      a->set_alarm(etcdserverpb::NOSPACE);
+    }
+    return resp;
+  }
+  PendingOp op{PendingOp::Kind::kAlarm, &req, &resp};
+  RETURN_IF_ERROR(Submit(op));
+  return resp;
+}
+
+void StoreImpl::WriterLoop() {
+  for (;;) {
+    std::vector<PendingOp*> batch;
+    {
+      std::unique_lock<std::mutex> lk(q_mu_);
+      q_cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) break;
+      batch.swap(queue_);
+    }
+    size_t i = 0;
+    while (i < batch.size()) {
+      if (batch[i]->kind == PendingOp::Kind::kCompact) {
+        RunCompaction(batch[i]);
+        batch[i]->done.release();
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < batch.size() && batch[j]->kind != PendingOp::Kind::kCompact) ++j;
+      std::vector<PendingOp*> group(batch.begin() + static_cast<std::ptrdiff_t>(i),
+                                    batch.begin() + static_cast<std::ptrdiff_t>(j));
+      RunGroup(group);
+      for (PendingOp* op : group) op->done.release();
+      i = j;
+    }
+  }
+}
+
+void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
+  auto t0 = Clock::now();
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) {
+    for (PendingOp* op : group) op->status = MdbError(rc, "begin write txn");
+    return;
+  }
+  const int64_t start_rev = rev_;
+  std::vector<std::string> touched;
+  std::vector<RevEventsPtr> events;
+  absl::Status fatal;
+  for (PendingOp* op : group) {
+    WriteCtx c;
+    c.txn = txn;
+    c.rev = rev_ + 1;
+    c.touched = &touched;
+    ApplyOp(c, op);
+    if (!c.fatal.ok()) {
+      fatal = c.fatal;
+      break;
+    }
+    if (c.sub > 0) {
+      rev_ = c.rev;
+      auto ev = std::make_shared<RevEvents>();
+      ev->rev = c.rev;
+      ev->events = std::move(c.events);
+      events.push_back(std::move(ev));
+    }
+  }
+  if (fatal.ok() && rev_ != start_rev) {
+    WriteCtx c;
+    PutMeta(txn, "rev", rev_, &c);
+    fatal = c.fatal;
+  }
+  if (fatal.ok()) {
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) fatal = MdbError(rc, "commit");
+  } else {
+    mdb_txn_abort(txn);
+  }
+  if (!fatal.ok()) {
+    log::Error("store: write batch failed: ", fatal);
+    {
+      std::unique_lock<std::shared_mutex> lk(index_mu_);
+      index_.RollbackAbove(start_rev, touched);
+      rev_ = start_rev;
+    }
+    (void)RebuildLeases();
+    if (fatal.code() == absl::StatusCode::kResourceExhausted && !nospace_) nospace_ = true;
+    for (PendingOp* op : group) op->status = fatal;
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lk(hub_.mu);
+    committed_rev_.store(rev_, std::memory_order_release);
+    hub_.Publish(events);
+    hub_.rev = rev_;
+  }
+  std::lock_guard<std::mutex> lk(metrics_mu_);
+  metrics_.commits++;
+  metrics_.committed_requests += static_cast<int64_t>(group.size());
+  metrics_.commit_ns_total += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+}
+
+absl::Status StoreImpl::CheckPut(const etcdserverpb::PutRequest& r) {
+  if (r.key().empty()) return ErrEmptyKey();
+  if (r.ignore_value() && !r.value().empty()) return ErrValueProvided();
+  if (r.ignore_lease() && r.lease() != 0) return ErrLeaseProvided();
+  if (r.lease() != 0) {
+    std::lock_guard<std::mutex> lk(lease_mu_);
+    if (!leases_.contains(r.lease())) return ErrLeaseNotFound();
+  }
+  if (r.ignore_value() || r.ignore_lease()) {
+    if (index_.Get(r.key(), 0) == nullptr) return ErrKeyNotFound();
+  }
+  return absl::OkStatus();
+}
+
+bool StoreImpl::TxnHasPut(const etcdserverpb::TxnRequest& r) const {
+  for (const auto* ops : {&r.success(), &r.failure()}) {
+    for (const auto& op : *ops) {
+      if (op.has_request_put()) return true;
+      if (op.has_request_txn() && TxnHasPut(op.request_txn())) return true;
+    }
+  }
+  return false;
+}
+
+absl::Status StoreImpl::CheckTxn(const etcdserverpb::TxnRequest& r, int depth) {
+  if (r.compare_size() > kMaxTxnOps || r.success_size() > kMaxTxnOps || r.failure_size() > kMaxTxnOps) {
+    return ErrTooManyOps();
+  }
+  for (const auto* ops : {&r.success(), &r.failure()}) {
+    // etcd rejects a txn branch that writes the same key twice or deletes a
+    // key it also puts.
+    std::set<std::string> puts;
+    std::vector<std::pair<std::string, std::string>> dels;
+    for (const auto& op : *ops) {
+      if (op.has_request_put()) {
+        if (!puts.insert(op.request_put().key()).second) return ErrDuplicateKey();
+      } else if (op.has_request_delete_range()) {
+        dels.emplace_back(op.request_delete_range().key(), op.request_delete_range().range_end());
+      } else if (op.has_request_txn()) {
+        RETURN_IF_ERROR(CheckTxn(op.request_txn(), depth + 1));
+      } else if (op.has_request_range()) {
+        const auto& rr = op.request_range();
+        if (rr.sort_order() < 0 || rr.sort_order() > 2 || rr.sort_target() < 0 || rr.sort_target() > 4) {
+          return absl::InvalidArgumentError("etcdserver: invalid sort option");
+        }
+      }
+    }
+    for (const auto& [k, e] : dels) {
+      for (const auto& p : puts) {
+        if (InRange(p, k, e)) return ErrDuplicateKey();
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool StoreImpl::EvalCompare(const etcdserverpb::Compare& c, MDB_txn* txn) {
+  using C = etcdserverpb::Compare;
+  auto cmp_one = [&](const std::string& key, const IndexEntry* e) -> bool {
+    int r = 0;
+    auto icmp = [](int64_t a, int64_t b) { return a < b ? -1 : (a > b ? 1 : 0); };
+    switch (c.target()) {
+      case C::VERSION: r = icmp(e ? e->version : 0, c.version()); break;
+      case C::CREATE: r = icmp(e ? e->create : 0, c.create_revision()); break;
+      case C::MOD: r = icmp(e ? e->main : 0, c.mod_revision()); break;
+      case C::LEASE: r = icmp(e ? e->lease : 0, c.lease()); break;
+      case C::VALUE: {
+        if (e == nullptr) return false;  // etcd: a value compare on a missing key fails
+        mvccpb::KeyValue kv;
+        if (!LoadValue(txn, e->main, e->sub, &kv, nullptr).ok()) return false;
+        int x = kv.value().compare(c.value());
+        r = x < 0 ? -1 : (x > 0 ? 1 : 0);
+        break;
+      }
+      default: return false;
+    }
+    switch (c.result()) {
+      case C::EQUAL: return r == 0;
+      case C::GREATER: return r > 0;
+      case C::LESS: return r < 0;
+      case C::NOT_EQUAL: return r != 0;
+      default: return false;
+    }
+  };
+  if (c.range_end().empty()) return cmp_one(c.key(), index_.Get(c.key(), 0));
+  bool all = true;
+  index_.Range(c.key(), c.range_end(), 0, [&](const std::string& k, const IndexEntry& e) {
+    if (!cmp_one(k, &e)) all = false;
+    return all;
+  });
+  return all;
+}
+
+void StoreImpl::DetachLease(const std::string& key, int64_t lease) {
+  if (lease == 0) return;
+  std::lock_guard<std::mutex> lk(lease_mu_);
+  auto it = leases_.find(lease);
+  if (it != leases_.end()) it->second.keys.erase(key);
+}
+void StoreImpl::AttachLease(const std::string& key, int64_t lease) {
+  if (lease == 0) return;
+  std::lock_guard<std::mutex> lk(lease_mu_);
+  auto it = leases_.find(lease);
+  if (it != leases_.end()) it->second.keys.insert(key);
+}
+
+void StoreImpl::WritePut(WriteCtx& c, const etcdserverpb::PutRequest& r, etcdserverpb::PutResponse* resp) {
+  const IndexEntry* old = index_.Get(r.key(), 0);
+  mvccpb::KeyValue prev;
+  bool have_prev = false;
+  if (old != nullptr) have_prev = LoadValue(c.txn, old->main, old->sub, &prev, nullptr).ok();
+  mvccpb::KeyValue kv;
+  kv.set_key(r.key());
+  kv.set_create_revision(old ? old->create : c.rev);
+  kv.set_mod_revision(c.rev);
+  kv.set_version(old ? old->version + 1 : 1);
+  kv.set_value(r.ignore_value() && have_prev ? prev.value() : r.value());
+  kv.set_lease(r.ignore_lease() && old ? old->lease : r.lease());
+  std::string rec(1, kPutRecord);
+  kv.AppendToString(&rec);
+  std::string k = RevKey(c.rev, c.sub);
+  MDB_val mk = Val(k), mv = Val(rec);
+  int rc = mdb_put(c.txn, kv_dbi_, &mk, &mv, MDB_APPEND);
+  if (rc != 0) {
+    c.fatal = MdbError(rc, "put");
+    return;
+  }
+  IndexEntry e{c.rev, kv.create_revision(), kv.version(), kv.lease(), c.sub, false};
+  int64_t old_lease = old ? old->lease : 0;
+  {
+    std::unique_lock<std::shared_mutex> lk(index_mu_);
+    index_.Append(r.key(), e);
+  }
+  c.touched->push_back(r.key());
+  if (old_lease != kv.lease()) {
+    DetachLease(r.key(), old_lease);
+    AttachLease(r.key(), kv.lease());
+  }
+  c.sub++;
+  auto* ev = &c.events.emplace_back();
+  ev->set_type(mvccpb::Event::PUT);
+  *ev->mutable_kv() = kv;
+  if (have_prev) *ev->mutable_prev_kv() = prev;
+  if (resp != nullptr) {
+    if (r.prev_kv() && have_prev) *resp->mutable_prev_kv() = std::move(prev);
+  }
+}
+
+void StoreImpl::DeleteKey(WriteCtx& c, const std::string& key, const IndexEntry& old, mvccpb::KeyValue* prev_out) {
+  mvccpb::KeyValue prev;
+  bool have_prev = LoadValue(c.txn, old.main, old.sub, &prev, nullptr).ok();
+  int64_t old_lease = old.lease;
+  mvccpb::KeyValue tomb;
+  tomb.set_key(key);
+  tomb.set_mod_revision(c.rev);
+  std::string rec(1, kTombRecord);
+  tomb.AppendToString(&rec);
+  std::string k = RevKey(c.rev, c.sub);
+  MDB_val mk = Val(k), mv = Val(rec);
+  int rc = mdb_put(c.txn, kv_dbi_, &mk, &mv, MDB_APPEND);
+  if (rc != 0) {
+    c.fatal = MdbError(rc, "delete");
+    return;
+  }
+  {
+    std::unique_lock<std::shared_mutex> lk(index_mu_);
+    index_.Append(key, IndexEntry{c.rev, 0, 0, 0, c.sub, true});
+  }
+  c.touched->push_back(key);
+  DetachLease(key, old_lease);
+  c.sub++;
+  auto* ev = &c.events.emplace_back();
+  ev->set_type(mvccpb::Event::DELETE);
+  *ev->mutable_kv() = tomb;
+  if (have_prev) *ev->mutable_prev_kv() = prev;
+  if (prev_out != nullptr && have_prev) *prev_out = std::move(prev);
+}
+
+void StoreImpl::WriteDelete(WriteCtx& c, const etcdserverpb::DeleteRangeRequest& r,
+                            etcdserverpb::DeleteRangeResponse* resp) {
+  std::vector<std::pair<std::string, IndexEntry>> victims;
+  index_.Range(r.key(), r.range_end(), 0, [&](const std::string& k, const IndexEntry& e) {
+    victims.emplace_back(k, e);
+    return true;
+  });
+  for (const auto& [k, e] : victims) {
+    DeleteKey(c, k, e, r.prev_kv() ? resp->add_prev_kvs() : nullptr);
+    if (!c.fatal.ok()) return;
+  }
+  resp->set_deleted(static_cast<int64_t>(victims.size()));
+}
+
+void StoreImpl::WriteTxn(WriteCtx& c, const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp) {
+  bool ok = true;
+  for (const auto& cmp : r.compare()) {
+    if (!EvalCompare(cmp, c.txn)) {
+      ok = false;
+      break;
+    }
+  }
+  resp->set_succeeded(ok);
+  for (const auto& op : ok ? r.success() : r.failure()) {
+    auto* out = resp->add_responses();
+    if (op.has_request_range()) {
+      // Reads inside a txn see the txn's own earlier writes.
+      auto* rr = out->mutable_response_range();
+      int64_t cur = c.sub > 0 ? c.rev : rev_;
+      absl::Status st = DoRange(c.txn, cur, op.request_range(), rr);
+      if (!st.ok()) {
+        // Checked up front for the common errors; a late one fails the op.
+        rr->Clear();
+      }
+    } else if (op.has_request_put()) {
+      WritePut(c, op.request_put(), out->mutable_response_put());
+    } else if (op.has_request_delete_range()) {
+      WriteDelete(c, op.request_delete_range(), out->mutable_response_delete_range());
+    } else if (op.has_request_txn()) {
+      WriteTxn(c, op.request_txn(), out->mutable_response_txn());
+    }
+    if (!c.fatal.ok()) return;
+  }
+}
+
+namespace {
+// Validation that depends on the chosen branch: leases and keys for puts,
+// revisions for ranges.
+template <typename CheckPutFn, typename CheckRangeFn>
+absl::Status CheckBranch(const etcdserverpb::TxnRequest& r, bool succeeded, CheckPutFn&& cp, CheckRangeFn&& cr) {
+  for (const auto& op : succeeded ? r.success() : r.failure()) {
+    if (op.has_request_put()) RETURN_IF_ERROR(cp(op.request_put()));
+    if (op.has_request_range()) RETURN_IF_ERROR(cr(op.request_range()));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
+  using K = PendingOp::Kind;
+  switch (op->kind) {
+    case K::kPut: {
+      const auto& r = static_cast<const etcdserverpb::PutRequest&>(*op->req);
+      auto* resp = static_cast<etcdserverpb::PutResponse*>(op->resp);
+      if (nospace_) {
+        op->status = ErrNoSpace();
+        return;
+      }
+      op->status = CheckPut(r);
+      if (!op->status.ok()) return;
+      WritePut(c, r, resp);
+      *resp->mutable_header() = HeaderAt(c.rev);
+      std::lock_guard<std::mutex> lk(metrics_mu_);
+      metrics_.puts++;
+      return;
+    }
+    case K::kDelete: {
+      const auto& r = static_cast<const etcdserverpb::DeleteRangeRequest&>(*op->req);
+      auto* resp = static_cast<etcdserverpb::DeleteRangeResponse*>(op->resp);
+      if (r.key().empty()) {
+        op->status = ErrEmptyKey();
+        return;
+      }
+      WriteDelete(c, r, resp);
+      *resp->mutable_header() = HeaderAt(c.sub > 0 ? c.rev : rev_);
+      std::lock_guard<std::mutex> lk(metrics_mu_);
+      metrics_.deletes++;
+      return;
+    }
+    case K::kTxn: {
+      const auto& r = static_cast<const etcdserverpb::TxnRequest&>(*op->req);
+      auto* resp = static_cast<etcdserverpb::TxnResponse*>(op->resp);
+      op->status = CheckTxn(r, 0);
+      if (!op->status.ok()) return;
+      if (nospace_ && TxnHasPut(r)) {
+        op->status = ErrNoSpace();
+        return;
+      }
+      // Evaluate the guard once to validate the branch that will run (nested
+      // txns are validated recursively by the same rule as they execute).
+      std::function<absl::Status(const etcdserverpb::TxnRequest&)> check =
+          [&](const etcdserverpb::TxnRequest& t) -> absl::Status {
+        bool ok = true;
+        for (const auto& cmp : t.compare()) {
+          if (!EvalCompare(cmp, c.txn)) {
+            ok = false;
+            break;
+          }
+        }
+        RETURN_IF_ERROR(CheckBranch(
+            t, ok, [&](const etcdserverpb::PutRequest& p) { return CheckPut(p); },
+            [&](const etcdserverpb::RangeRequest& rr) -> absl::Status {
+              if (rr.revision() > rev_) return ErrFutureRev();
+              if (rr.revision() > 0 && rr.revision() < compact_rev_) return ErrCompacted();
+              return absl::OkStatus();
+            }));
+        for (const auto& op2 : ok ? t.success() : t.failure()) {
+          if (op2.has_request_txn()) RETURN_IF_ERROR(check(op2.request_txn()));
+        }
+        return absl::OkStatus();
+      };
+      op->status = check(r);
+      if (!op->status.ok()) return;
+      WriteTxn(c, r, resp);
+      int64_t rev = c.sub > 0 ? c.rev : rev_;
+      *resp->mutable_header() = HeaderAt(rev);
+      std::function<void(etcdserverpb::TxnResponse*)> fill = [&](etcdserverpb::TxnResponse* t) {
+        for (auto& ro : *t->mutable_responses()) {
+          if (ro.has_response_put()) *ro.mutable_response_put()->mutable_header() = HeaderAt(rev);
+          if (ro.has_response_delete_range()) *ro.mutable_response_delete_range()->mutable_header() = HeaderAt(rev);
+          if (ro.has_response_range()) *ro.mutable_response_range()->mutable_header() = HeaderAt(rev);
+          if (ro.has_response_txn()) {
+            *ro.mutable_response_txn()->mutable_header() = HeaderAt(rev);
+            fill(ro.mutable_response_txn());
+          }
+        }
+      };
+      fill(resp);
+      std::lock_guard<std::mutex> lk(metrics_mu_);
+      metrics_.txns++;
+      return;
+    }
+    case K::kLeaseGrant: {
+      const auto& r = static_cast<const etcdserverpb::LeaseGrantRequest&>(*op->req);
+      auto* resp = static_cast<etcdserverpb::LeaseGrantResponse*>(op->resp);
+      if (nospace_) {
+        op->status = ErrNoSpace();
+        return;
+      }
+      if (r.ttl() > kMaxLeaseTTL) {
+        op->status = ErrLeaseTTLTooLarge();
+        return;
+      }
+      int64_t ttl = std::max(r.ttl(), opts_.min_lease_ttl_s);
+      int64_t id = r.id();
+      {
+        std::lock_guard<std::mutex> lk(lease_mu_);
+        if (id != 0 && leases_.contains(id)) {
+          op->status = ErrLeaseExist();
+          return;
+        }
+        while (id == 0 || leases_.contains(id)) id = static_cast<int64_t>(RandomId());
+        Lease l;
+        l.id = id;
+        l.ttl = ttl;
+        l.expiry = Clock::now() + std::chrono::seconds(ttl);
+        leases_[id] = std::move(l);
+      }
+      char kb[8], vb[8];
+      PutBe64(kb, static_cast<uint64_t>(id));
+      PutBe64(vb, static_cast<uint64_t>(ttl));
+      MDB_val mk{8, kb}, mv{8, vb};
+      int rc = mdb_put(c.txn, lease_dbi_, &mk, &mv, 0);
+      if (rc != 0) {
+        c.fatal = MdbError(rc, "put lease");
+        return;
+      }
+      *resp->mutable_header() = HeaderAt(rev_);
+      resp->set_id(id);
+      resp->set_ttl(ttl);
+      return;
+    }
+    case K::kLeaseRevoke: {
+      const auto& r = static_cast<const etcdserverpb::LeaseRevokeRequest&>(*op->req);
+      auto* resp = static_cast<etcdserverpb::LeaseRevokeResponse*>(op->resp);
+      std::set<std::string> keys;
+      {
+        std::lock_guard<std::mutex> lk(lease_mu_);
+        auto it = leases_.find(r.id());
+        if (it == leases_.end()) {
+          op->status = ErrLeaseNotFound();
+          return;
+        }
+        keys = it->second.keys;
+        leases_.erase(it);
+      }
+      for (const auto& k : keys) {
+        const IndexEntry* e = index_.Get(k, 0);
+        if (e == nullptr) continue;
+        IndexEntry copy = *e;
+        DeleteKey(c, k, copy, nullptr);
+        if (!c.fatal.ok()) return;
+      }
+      char kb[8];
+      PutBe64(kb, static_cast<uint64_t>(r.id()));
+      MDB_val mk{8, kb};
+      int rc = mdb_del(c.txn, lease_dbi_, &mk, nullptr);
+      if (rc != 0 && rc != MDB_NOTFOUND) {
+        c.fatal = MdbError(rc, "delete lease");
+        return;
+      }
+      *resp->mutable_header() = HeaderAt(c.sub > 0 ? c.rev : rev_);
+      return;
+    }
+    case K::kAlarm: {
+      const auto& r = static_cast<const etcdserverpb::AlarmRequest&>(*op->req);
+      auto* resp = static_cast<etcdserverpb::AlarmResponse*>(op->resp);
+      if (r.alarm() == etcdserverpb::NOSPACE || r.alarm() == etcdserverpb::NONE) {
+        bool on = r.action() == etcdserverpb::AlarmRequest::ACTIVATE;
+        if (on && r.alarm() == etcdserverpb::NONE) on = nospace_;
+        if (nospace_ && !on) {
+          auto* a = resp->add_alarms();
+          a->set_memberid(member_id_);
+          a->set_alarm(etcdserverpb::NOSPACE);
+        }
+        if (on) {
+          auto* a = resp->add_alarms();
+          a->set_memberid(member_id_);
+          a->set_alarm(etcdserverpb::NOSPACE);
+        }
+        nospace_ = on;
+        PutMeta(c.txn, "alarm_nospace", on ? 1 : 0, &c);
+      }
+      *resp->mutable_header() = HeaderAt(rev_);
+      return;
+    }
+    case K::kCompact:
+      return;
+  }
+}
+
+void StoreImpl::RunCompaction(PendingOp* op) {
+  const auto& r = static_cast<const etcdserverpb::CompactionRequest&>(*op->req);
+  auto* resp = static_cast<etcdserverpb::CompactionResponse*>(op->resp);
+  if (r.revision() <= compact_rev_) {
+    op->status = ErrCompacted();
+    return;
+  }
+  if (r.revision() > rev_) {
+    op->status = ErrFutureRev();
+    return;
+  }
+  std::vector<::skiff::store::Revision> removed;
+  {
+    std::unique_lock<std::shared_mutex> lk(index_mu_);
+    index_.Compact(r.revision(), &removed);
+    compact_rev_.store(r.revision(), std::memory_order_release);
+  }
+  // Compaction never fails the request once the index moved: at worst the
+  // old values stay in the file until the next compaction removes them.
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc == 0) {
+    for (const auto& rv : removed) {
+      std::string k = RevKey(rv.main, rv.sub);
+      MDB_val mk = Val(k);
+      mdb_del(txn, kv_dbi_, &mk, nullptr);
+    }
+    PutMeta(txn, "compact", r.revision(), nullptr);
+    rc = mdb_txn_commit(txn);
+  }
+  if (rc != 0) log::Error("store: compaction commit: ", mdb_strerror(rc));
+  *resp->mutable_header() = HeaderAt(rev_);
+  std::lock_guard<std::mutex> lk(metrics_mu_);
+  metrics_.compactions++;
+  log::Info("store: compacted ", log::Field("revision", r.revision()), " ",
+            log::Field("removed", static_cast<long long>(removed.size())));
+}
+
+// ---------------------------------------------------------------- leases
+
+absl::StatusOr<etcdserverpb::LeaseKeepAliveResponse> StoreImpl::LeaseKeepAlive(
+    const etcdserverpb::LeaseKeepAliveRequest& req) {
+  etcdserverpb::LeaseKeepAliveResponse resp;
+  *resp.mutable_header() = Header();
+  resp.set_id(req.id());
+  std::lock_guard<std::mutex> lk(lease_mu_);
+  auto it = leases_.find(req.id());
+  if (it == leases_.end() || it->second.revoking) {
+    resp.set_ttl(0);
+    return resp;
+  }
+  it->second.expiry = Clock::now() + std::chrono::seconds(it->second.ttl);
+  resp.set_ttl(it->second.ttl);
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::LeaseTimeToLiveResponse> StoreImpl::LeaseTimeToLive(
+    const etcdserverpb::LeaseTimeToLiveRequest& req) {
+  etcdserverpb::LeaseTimeToLiveResponse resp;
+  *resp.mutable_header() = Header();
+  resp.set_id(req.id());
+  std::lock_guard<std::mutex> lk(lease_mu_);
+  auto it = leases_.find(req.id());
+  if (it == leases_.end()) {
+    resp.set_ttl(-1);
+    return resp;
+  }
+  auto left = std::chrono::duration_cast<std::chrono::seconds>(it->second.expiry - Clock::now()).count();
+  resp.set_ttl(std::max<int64_t>(left, 0));
+  resp.set_grantedttl(it->second.ttl);
+  if (req.keys()) {
+    for (const auto& k : it->second.keys) resp.add_keys(k);
+  }
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::LeaseLeasesResponse> StoreImpl::LeaseLeases(const etcdserverpb::LeaseLeasesRequest&) {
+  etcdserverpb::LeaseLeasesResponse resp;
+  *resp.mutable_header() = Header();
+  std::lock_guard<std::mutex> lk(lease_mu_);
+  std::vector<int64_t> ids;
+  for (const auto& [id, l] : leases_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (int64_t id : ids) resp.add_leases()->set_id(id);
+  return resp;
+}
+
+void StoreImpl::TickerLoop() {
+  auto last_progress = Clock::now();
+  auto last_sample = Clock::now();
+  std::deque<std::pair<Clock::time_point, int64_t>> samples;
+  std::unique_lock<std::mutex> lk(ticker_mu_);
+  for (;;) {
+    ticker_cv_.wait_for(lk, std::chrono::milliseconds(100));
+    {
+      std::lock_guard<std::mutex> qlk(q_mu_);
+      if (stopping_) return;
+    }
+    auto now = Clock::now();
+    std::vector<int64_t> expired;
+    {
+      std::lock_guard<std::mutex> llk(lease_mu_);
+      for (auto& [id, l] : leases_) {
+        if (!l.revoking && l.expiry <= now) {
+          l.revoking = true;
+          expired.push_back(id);
+        }
+      }
+    }
+    lk.unlock();
+    for (int64_t id : expired) {
+      etcdserverpb::LeaseRevokeRequest r;
+      r.set_id(id);
+      auto st = LeaseRevoke(r);
+      if (!st.ok() && st.status().code() != absl::StatusCode::kNotFound) {
+        log::Warn("store: revoking expired lease: ", st.status());
+        std::lock_guard<std::mutex> llk(lease_mu_);
+        auto it = leases_.find(id);
+        if (it != leases_.end()) it->second.revoking = false;
+      }
+    }
+    if (now - last_progress >= std::chrono::milliseconds(opts_.progress_notify_interval_ms)) {
+      last_progress = now;
+      hub_.ProgressTick();
+    }
+    if (opts_.auto_compaction_retention_ms > 0) {
+      auto step = std::chrono::milliseconds(std::max<int64_t>(opts_.auto_compaction_retention_ms / 10, 100));
+      if (now - last_sample >= step) {
+        last_sample = now;
+        samples.emplace_back(now, Revision());
+        auto retention = std::chrono::milliseconds(opts_.auto_compaction_retention_ms);
+        int64_t target = 0;
+        while (!samples.empty() && now - samples.front().first >= retention) {
+          target = samples.front().second;
+          samples.pop_front();
+        }
+        if (target > CompactRevision()) {
+          etcdserverpb::CompactionRequest cr;
+          cr.set_revision(target);
+          auto st = Compact(cr);
+          if (!st.ok()) log::Warn("store: auto-compaction: ", st.status());
+        }
+      }
+    }
+    lk.lock();
+  }
+}
+
+// ---------------------------------------------------------------- maintenance
+
+int64_t StoreImpl::DbSize() const {
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(env_, &info);
+  mdb_env_stat(env_, &st);
+  return static_cast<int64_t>((info.me_last_pgno + 1) * st.ms_psize);
+}
+
+absl::StatusOr<etcdserverpb::StatusResponse> StoreImpl::Status() {
+  etcdserverpb::StatusResponse resp;
+  *resp.mutable_header() = Header();
+  resp.set_version(kEtcdVersion);
+  int64_t size = DbSize();
+  struct stat sb;
+  std::string path = opts_.data_dir + "/member/skiff/data.mdb";
+  if (::stat(path.c_str(), &sb) == 0) size = std::max<int64_t>(size, sb.st_size);
+  resp.set_dbsize(size);
+  resp.set_dbsizeinuse(DbSize());
+  resp.set_leader(member_id_);
+  resp.set_raftindex(static_cast<uint64_t>(Revision()));
+  resp.set_raftterm(2);
+  resp.set_raftappliedindex(static_cast<uint64_t>(Revision()));
+  resp.set_dbsizequota(opts_.quota_bytes);
+  resp.set_storageversion("3.5.0");
+  if (nospace_) resp.add_errors(absl::StrCat("memberID:", member_id_, " alarm:NOSPACE "));
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::HashKVResponse> StoreImpl::HashKV(const etcdserverpb::HashKVRequest& req) {
+  etcdserverpb::HashKVResponse resp;
+  ReadTxn rt(this);
+  RETURN_IF_ERROR(rt.status());
+  int64_t cur = Revision();
+  int64_t rev = req.revision() > 0 ? req.revision() : cur;
+  if (req.revision() > cur) return ErrFutureRev();
+  int64_t compact = CompactRevision();
+  if (rev < compact) return ErrCompacted();
+  uint32_t h = 0;
+  MDB_cursor* c = nullptr;
+  int rc = mdb_cursor_open(rt.get(), kv_dbi_, &c);
+  if (rc != 0) return MdbError(rc, "cursor");
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size == 16 && static_cast<int64_t>(GetBe64(static_cast<const char*>(k.mv_data))) > rev) break;
+    h = Crc32c(h, k.mv_data, k.mv_size);
+    h = Crc32c(h, v.mv_data, v.mv_size);
+  }
+  mdb_cursor_close(c);
+  *resp.mutable_header() = HeaderAt(cur);
+  resp.set_hash(h);
+  resp.set_compact_revision(compact);
+  resp.set_hash_revision(rev);
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::HashResponse> StoreImpl::Hash() {
+  etcdserverpb::HashResponse resp;
+  ReadTxn rt(this);
+  RETURN_IF_ERROR(rt.status());
+  uint32_t h = 0;
+  for (MDB_dbi dbi : {kv_dbi_, meta_dbi_, lease_dbi_}) {
+    MDB_cursor* c = nullptr;
+    int rc = mdb_cursor_open(rt.get(), dbi, &c);
+    if (rc != 0) return MdbError(rc, "cursor");
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      h = Crc32c(h, k.mv_data, k.mv_size);
+      h = Crc32c(h, v.mv_data, v.mv_size);
+    }
+    mdb_cursor_close(c);
+  }
+  *resp.mutable_header() = Header();
+  resp.set_hash(h);
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::DefragmentResponse> StoreImpl::Defragment() {
+  // LMDB reuses freed pages in place, so there is no fragmentation to undo;
+  // the file keeps its high-water size (see docs/store.md).
+  etcdserverpb::DefragmentResponse resp;
+  *resp.mutable_header() = Header();
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::MemberListResponse> StoreImpl::MemberList() {
+  etcdserverpb::MemberListResponse resp;
+  *resp.mutable_header() = Header();
+  auto* m = resp.add_members();
+  m->set_id(member_id_);
+  m->set_name(opts_.name);
+  for (const auto& u : opts_.peer_urls) m->add_peerurls(u);
+  for (const auto& u : opts_.advertise_client_urls) m->add_clienturls(u);
+  return resp;
+}
+
+absl::Status StoreImpl::Snapshot(const std::function<bool(const std::string&, uint64_t)>& sink) {
+  // A compacting copy of the environment into an unlinked temp file, then
+  // streamed with a trailing SHA-256 (etcd appends one to its bbolt file).
+  std::string tmpl = opts_.data_dir + "/member/snapshot.XXXXXX";
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) return LastErrnoError("mkstemp " + tmpl);
+  UniqueFd owned(fd);
+  ::unlink(tmpl.c_str());
+  int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
+  if (rc != 0) return MdbError(rc, "copy database");
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size < 0 || ::lseek(fd, 0, SEEK_SET) < 0) return LastErrnoError("seek snapshot");
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!sha || EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr) != 1) return absl::InternalError("sha256 init");
+  uint64_t remaining = static_cast<uint64_t>(size) + SHA256_DIGEST_LENGTH;
+  std::string buf(32 * 1024, '\0');
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return LastErrnoError("read snapshot");
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(sha.get(), buf.data(), static_cast<size_t>(n));
+    remaining -= static_cast<uint64_t>(n);
+    if (!sink(buf.substr(0, static_cast<size_t>(n)), remaining)) return absl::CancelledError("snapshot cancelled");
+  }
+  std::string digest(SHA256_DIGEST_LENGTH, '\0');
+  EVP_DigestFinal_ex(sha.get(), reinterpret_cast<unsigned char*>(digest.data()), nullptr);
+  if (!sink(digest, 0)) return absl::CancelledError("snapshot cancelled");
+  return absl::OkStatus();
+}
+
+Metrics StoreImpl::GetMetrics() const {
+  Metrics m;
+  {
+    std::lock_guard<std::mutex> lk(metrics_mu_);
+    m = metrics_;
+  }
+  m.ranges = ranges_.load();
+  m.revision = Revision();
+  m.compact_revision = CompactRevision();
+  m.db_size = DbSize();
+  m.db_size_in_use = m.db_size;
+  m.quota = opts_.quota_bytes;
+  m.nospace_alarm = nospace_;
+  {
+    std::lock_guard<std::mutex> lk(lease_mu_);
+    m.leases = static_cast<int64_t>(leases_.size());
+  }
+  {
+    std::shared_lock<std::shared_mutex> lk(index_mu_);
+    m.keys = static_cast<int64_t>(index_.LiveKeys());
+  }
+  {
+    std::lock_guard<std::mutex> lk(const_cast<std::mutex&>(hub_.mu));
+    m.watch_streams = static_cast<int64_t>(hub_.streams.size());
+    m.slow_watchers = hub_.slow_watchers;
+    m.watchers = static_cast<int64_t>(hub_.synced.size());
+  }
+  return m;
+}
+
+absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir) {
+  int fd = ::open(snapshot_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return LastErrnoError("open " + snapshot_path);
+  UniqueFd in(fd);
+  struct stat sb;
+  if (::fstat(fd, &sb) != 0) return LastErrnoError("stat " + snapshot_path);
+  if (sb.st_size <= SHA256_DIGEST_LENGTH) return absl::InvalidArgumentError("snapshot too small");
+  std::string data(static_cast<size_t>(sb.st_size), '\0');
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::read(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return LastErrnoError("read " + snapshot_path);
+    off += static_cast<size_t>(n);
+  }
+  size_t body = data.size() - SHA256_DIGEST_LENGTH;
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  if (EVP_Digest(data.data(), body, digest, nullptr, EVP_sha256(), nullptr) != 1) {
+    return absl::InternalError("sha256");
+  }
+  if (std::memcmp(digest, data.data() + body, SHA256_DIGEST_LENGTH) != 0) {
+    return absl::DataLossError("snapshot file integrity check failed (sha256 mismatch)");
+  }
+  std::string dir = data_dir + "/member/skiff";
+  std::error_code ec;
+  if (std::filesystem::exists(dir + "/data.mdb", ec)) {
+    return absl::AlreadyExistsError("data-dir " + data_dir + " already holds a database");
+  }
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError("create " + dir + ": " + ec.message());
+  std::string tmp = dir + "/data.mdb.tmp";
+  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (out < 0) return LastErrnoError("create " + tmp);
+  UniqueFd outfd(out);
+  off = 0;
+  while (off < body) {
+    ssize_t n = ::write(out, data.data() + off, body - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return LastErrnoError("write " + tmp);
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(out) != 0) return LastErrnoError("fsync " + tmp);
+  if (::rename(tmp.c_str(), (dir + "/data.mdb").c_str()) != 0) return LastErrnoError("rename " + tmp);
+  return absl::OkStatus();
+}
+
+}  // namespace skiff::store

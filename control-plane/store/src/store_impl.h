@@ -1,0 +1,259 @@
+// Private: the engine behind skiff::store::Store.
+#pragma once
+
+#include <lmdb.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <semaphore>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "mvcc_index.h"
+#include "skiff/store/store.h"
+
+namespace skiff::store {
+
+// All events of one revision, shared by every watcher that wants them.
+struct RevEvents {
+  int64_t rev = 0;
+  std::vector<mvccpb::Event> events;
+};
+using RevEventsPtr = std::shared_ptr<const RevEvents>;
+
+class StreamImpl;
+class StoreImpl;
+class ReadTxn;
+
+struct Watcher {
+  int64_t id = 0;
+  std::string key, end;
+  bool prev_kv = false, progress_notify = false, fragment = false;
+  bool no_put = false, no_delete = false;
+  int64_t min_rev = 0;   // events below this are not delivered
+  bool synced = false;   // receives live events from the hub
+  int64_t next_rev = 0;  // when !synced: first revision still to replay
+  std::deque<RevEventsPtr> queue;
+  size_t frag_off = 0;  // events of queue.front() already sent as fragments
+  bool sent_since_tick = false;
+  StreamImpl* stream = nullptr;
+
+  bool Matches(const std::string& k) const;
+};
+
+// Fans committed events out to synced watchers. Lock order: hub.mu, then a
+// stream's mu.
+class WatchHub {
+ public:
+  explicit WatchHub(StoreImpl* store) : store_(store) {}
+  void Publish(const std::vector<RevEventsPtr>& batch);
+  void ProgressTick();
+
+  std::mutex mu;
+  int64_t rev = 0;  // newest revision published
+  std::set<Watcher*> synced;
+  std::set<StreamImpl*> streams;
+  int64_t slow_watchers = 0;
+  StoreImpl* store_;
+};
+
+class StreamImpl final : public WatchStream {
+ public:
+  explicit StreamImpl(StoreImpl* store);
+  ~StreamImpl() override;
+  void Create(const etcdserverpb::WatchCreateRequest& req) override;
+  void Cancel(int64_t watch_id) override;
+  void RequestProgress() override;
+  bool Next(etcdserverpb::WatchResponse* out) override;
+  bool NextFor(etcdserverpb::WatchResponse* out, int64_t timeout_ms, bool* closed) override;
+  void Close() override;
+
+ private:
+  friend class WatchHub;
+  bool NextLocked(std::unique_lock<std::mutex>& lk, etcdserverpb::WatchResponse* out);
+  bool BuildEvents(Watcher* w, etcdserverpb::WatchResponse* out);
+  // Replays history for an unsynced watcher; called without mu held.
+  void CatchUp(std::shared_ptr<Watcher> w);
+
+  StoreImpl* store_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<int64_t, std::shared_ptr<Watcher>> watchers_;
+  std::deque<etcdserverpb::WatchResponse> control_;
+  bool progress_requested_ = false;
+  bool closed_ = false;
+  int64_t next_id_ = 0;
+  int64_t rr_ = 0;  // round-robin cursor over watcher ids
+};
+
+class StoreImpl final : public Store {
+ public:
+  explicit StoreImpl(const Options& o);
+  ~StoreImpl() override;
+  absl::Status Init();
+
+  absl::StatusOr<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& req) override;
+  absl::StatusOr<etcdserverpb::PutResponse> Put(const etcdserverpb::PutRequest& req) override;
+  absl::StatusOr<etcdserverpb::DeleteRangeResponse> DeleteRange(const etcdserverpb::DeleteRangeRequest& req) override;
+  absl::StatusOr<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& req) override;
+  absl::StatusOr<etcdserverpb::CompactionResponse> Compact(const etcdserverpb::CompactionRequest& req) override;
+  std::unique_ptr<WatchStream> NewWatchStream() override;
+  absl::StatusOr<etcdserverpb::LeaseGrantResponse> LeaseGrant(const etcdserverpb::LeaseGrantRequest& req) override;
+  absl::StatusOr<etcdserverpb::LeaseRevokeResponse> LeaseRevoke(const etcdserverpb::LeaseRevokeRequest& req) override;
+  absl::StatusOr<etcdserverpb::LeaseKeepAliveResponse> LeaseKeepAlive(
+      const etcdserverpb::LeaseKeepAliveRequest& req) override;
+  absl::StatusOr<etcdserverpb::LeaseTimeToLiveResponse> LeaseTimeToLive(
+      const etcdserverpb::LeaseTimeToLiveRequest& req) override;
+  absl::StatusOr<etcdserverpb::LeaseLeasesResponse> LeaseLeases(const etcdserverpb::LeaseLeasesRequest& req) override;
+  absl::StatusOr<etcdserverpb::StatusResponse> Status() override;
+  absl::StatusOr<etcdserverpb::HashResponse> Hash() override;
+  absl::StatusOr<etcdserverpb::HashKVResponse> HashKV(const etcdserverpb::HashKVRequest& req) override;
+  absl::StatusOr<etcdserverpb::AlarmResponse> Alarm(const etcdserverpb::AlarmRequest& req) override;
+  absl::StatusOr<etcdserverpb::DefragmentResponse> Defragment() override;
+  absl::StatusOr<etcdserverpb::MemberListResponse> MemberList() override;
+  absl::Status Snapshot(const std::function<bool(const std::string&, uint64_t)>& sink) override;
+  etcdserverpb::ResponseHeader Header() const override;
+  Metrics GetMetrics() const override;
+  int64_t Revision() const override { return committed_rev_.load(std::memory_order_acquire); }
+
+  // Used by the watch code.
+  int64_t CompactRevision() const { return compact_rev_.load(std::memory_order_acquire); }
+  // Reads events for revisions [from, to] matching w into out (at most
+  // max_revs revisions). Returns the last revision examined.
+  absl::StatusOr<int64_t> ReadHistory(const Watcher& w, int64_t from, int64_t to, size_t max_revs,
+                                      std::vector<RevEventsPtr>* out);
+  int64_t progress_interval_ms() const { return opts_.progress_notify_interval_ms; }
+  WatchHub hub_;
+
+ private:
+  struct PendingOp {
+    enum class Kind { kPut, kDelete, kTxn, kCompact, kLeaseGrant, kLeaseRevoke, kAlarm } kind;
+    const google::protobuf::Message* req = nullptr;
+    google::protobuf::Message* resp = nullptr;
+    absl::Status status;
+    std::binary_semaphore done{0};
+    PendingOp(Kind k, const google::protobuf::Message* r, google::protobuf::Message* p) : kind(k), req(r), resp(p) {}
+  };
+  struct WriteCtx {
+    MDB_txn* txn = nullptr;
+    int64_t rev = 0;  // revision this op writes at
+    int32_t sub = 0;  // number of changes so far in this op
+    std::vector<mvccpb::Event> events;
+    std::vector<std::string>* touched = nullptr;
+    absl::Status fatal;  // an LMDB failure: the whole batch is aborted
+  };
+  struct Lease {
+    int64_t id = 0;
+    int64_t ttl = 0;
+    std::chrono::steady_clock::time_point expiry;
+    std::set<std::string> keys;
+    bool revoking = false;
+  };
+  friend class ReadTxn;
+
+  absl::Status Submit(PendingOp& op);
+  void WriterLoop();
+  void RunGroup(const std::vector<PendingOp*>& group);
+  void RunCompaction(PendingOp* op);
+  void ApplyOp(WriteCtx& c, PendingOp* op);
+  void TickerLoop();
+
+  // Reads (writer view when txn is the write txn and rev_bound <= 0).
+  absl::Status DoRange(MDB_txn* txn, int64_t current, const etcdserverpb::RangeRequest& r,
+                       etcdserverpb::RangeResponse* out);
+  absl::Status LoadValue(MDB_txn* txn, int64_t main, int64_t sub, mvccpb::KeyValue* kv, bool* tombstone);
+  void FillKv(MDB_txn* txn, const std::string& key, const IndexEntry& e, bool keys_only, mvccpb::KeyValue* kv);
+  // Writes; each assumes validation already happened.
+  void WritePut(WriteCtx& c, const etcdserverpb::PutRequest& r, etcdserverpb::PutResponse* resp);
+  void WriteDelete(WriteCtx& c, const etcdserverpb::DeleteRangeRequest& r, etcdserverpb::DeleteRangeResponse* resp);
+  void WriteTxn(WriteCtx& c, const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp);
+  void DeleteKey(WriteCtx& c, const std::string& key, const IndexEntry& old, mvccpb::KeyValue* prev_out);
+  absl::Status CheckPut(const etcdserverpb::PutRequest& r);
+  absl::Status CheckTxn(const etcdserverpb::TxnRequest& r, int depth);
+  bool EvalCompare(const etcdserverpb::Compare& c, MDB_txn* txn);
+  bool TxnHasPut(const etcdserverpb::TxnRequest& r) const;
+  void PutMeta(MDB_txn* txn, const std::string& key, int64_t v, WriteCtx* c);
+  void DetachLease(const std::string& key, int64_t lease);
+  void AttachLease(const std::string& key, int64_t lease);
+  absl::Status RebuildLeases();
+  int64_t DbSize() const;
+  etcdserverpb::ResponseHeader HeaderAt(int64_t rev) const;
+
+  Options opts_;
+  MDB_env* env_ = nullptr;
+  MDB_dbi kv_dbi_ = 0, meta_dbi_ = 0, lease_dbi_ = 0;
+  uint64_t member_id_ = 0, cluster_id_ = 0;
+
+  mutable std::shared_mutex index_mu_;
+  MvccIndex index_;
+  int64_t rev_ = 0;  // newest revision written by the writer (maybe not yet durable)
+  std::atomic<int64_t> committed_rev_{0};
+  std::atomic<int64_t> compact_rev_{0};
+  std::atomic<bool> nospace_{false};
+
+  mutable std::mutex lease_mu_;
+  absl::flat_hash_map<int64_t, Lease> leases_;
+
+  std::mutex read_pool_mu_;
+  std::vector<MDB_txn*> read_pool_;
+
+  std::mutex q_mu_;
+  std::condition_variable q_cv_;
+  std::vector<PendingOp*> queue_;
+  bool stopping_ = false;
+  std::thread writer_;
+  std::thread ticker_;
+  std::mutex ticker_mu_;
+  std::condition_variable ticker_cv_;
+
+  mutable std::mutex metrics_mu_;
+  Metrics metrics_;
+  std::atomic<int64_t> ranges_{0};
+};
+
+// A pooled read-only LMDB transaction: renewing a reset txn avoids taking a
+// new reader slot for every request.
+class ReadTxn {
+ public:
+  explicit ReadTxn(StoreImpl* s) : s_(s) {
+    {
+      std::lock_guard<std::mutex> lk(s_->read_pool_mu_);
+      if (!s_->read_pool_.empty()) {
+        txn_ = s_->read_pool_.back();
+        s_->read_pool_.pop_back();
+      }
+    }
+    if (txn_ != nullptr) {
+      rc_ = mdb_txn_renew(txn_);
+      if (rc_ != 0) {
+        mdb_txn_abort(txn_);
+        txn_ = nullptr;
+      }
+    }
+    if (txn_ == nullptr) rc_ = mdb_txn_begin(s_->env_, nullptr, MDB_RDONLY, &txn_);
+  }
+  ~ReadTxn() {
+    if (rc_ != 0 || txn_ == nullptr) return;
+    mdb_txn_reset(txn_);
+    std::lock_guard<std::mutex> lk(s_->read_pool_mu_);
+    s_->read_pool_.push_back(txn_);
+  }
+  absl::Status status() const { return rc_ == 0 ? absl::OkStatus() : absl::InternalError(mdb_strerror(rc_)); }
+  MDB_txn* get() const { return txn_; }
+
+ private:
+  StoreImpl* s_;
+  MDB_txn* txn_ = nullptr;
+  int rc_ = 0;
+};
+
+}  // namespace skiff::store
