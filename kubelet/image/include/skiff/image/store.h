@@ -129,8 +129,11 @@ class Store {
   // A local image by reference or by manifest digest ("sha256:..."); NotFound if absent.
   absl::StatusOr<Image> Get(const std::string& ref);
   // Imports an OCI image layout tar (oci-layout, index.json, blobs/) or a
-  // `docker save` tar (manifest.json + layer tars). Returns every image it named.
-  absl::StatusOr<std::vector<Image>> Import(const std::string& archive_path);
+  // `docker save` tar (manifest.json + layer tars), gzip/zstd compressed or
+  // not. Images are named by the archive (containerd/OCI ref.name annotations,
+  // docker RepoTags); `name` names images the archive gives only a tag or no
+  // name at all. Returns every image imported.
+  absl::StatusOr<std::vector<Image>> Import(const std::string& archive_path, const std::string& name = "");
 
   // Mounts overlayfs at <container_dir>/rootfs with lower = the image's layers,
   // upper/work = <container_dir>/upper, <container_dir>/work. Returns the merged path.
