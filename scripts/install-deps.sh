@@ -15,7 +15,7 @@ BUILD_PKGS=(
   libnl-3-dev libnl-route-3-dev libseccomp-dev libcgroup-dev
   libsystemd-dev libcap-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
-  libyaml-cpp-dev libabsl-dev liblmdb-dev
+  libyaml-cpp-dev libabsl-dev liblmdb-dev nlohmann-json3-dev
   libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format

@@ -1,0 +1,86 @@
+// cgroup v2 placement and limits, behind one interface with two drivers:
+// `cgroupfs` writes the files directly; `systemd` asks systemd (sd-bus) for a
+// transient scope with Delegate=yes and then writes limits inside it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "skiff/runtime/spec.h"
+
+namespace skiff::runtime {
+
+// Mount point of the cgroup2 hierarchy, from a mountinfo file.
+absl::StatusOr<std::string> FindCgroup2Mount(const std::string& mountinfo = "/proc/self/mountinfo");
+
+// A file write the limits translate to: "<dir>/<file>" <- value, needing
+// `controller` to be enabled ("" for core files).
+struct CgroupWrite {
+  std::string controller;
+  std::string file;
+  std::string value;
+};
+// Translates OCI resources to cgroup v2 files (cpu.shares -> cpu.weight per
+// the OCI conversion, quota/period -> cpu.max, blkio -> io.*, ...). Unified
+// entries come last and win.
+absl::StatusOr<std::vector<CgroupWrite>> ResourcesToWrites(const Resources& r);
+
+struct CgroupResult {
+  std::string dir;                     // absolute cgroup directory
+  std::vector<std::string> not_applied;  // "memory.max (controller memory not available)"
+};
+
+class CgroupManager {
+ public:
+  virtual ~CgroupManager() = default;
+  virtual const char* name() const = 0;
+  // cgroupfs: create the directory now so the init can be cloned straight into
+  // it (CLONE_INTO_CGROUP). systemd: nothing exists before AddProcess.
+  virtual bool CreatesBeforeProcess() const = 0;
+  // Returns the absolute directory for `path` (created when CreatesBeforeProcess).
+  virtual absl::StatusOr<std::string> Prepare(const std::string& path) = 0;
+  // Moves `pid` into the cgroup (systemd: starts the transient scope with it).
+  virtual absl::Status AddProcess(const std::string& path, const std::string& dir, pid_t pid) = 0;
+  // Applies limits; unavailable controllers go to not_applied unless strict.
+  absl::Status Apply(const std::string& dir, const Resources& r, bool strict,
+                     std::vector<std::string>* not_applied);
+  // Kills everything in it (cgroup.kill, or SIGKILL to cgroup.procs) and removes it.
+  virtual absl::Status Destroy(const std::string& path, const std::string& dir) = 0;
+
+ protected:
+  explicit CgroupManager(std::string root) : root_(std::move(root)) {}
+  std::string root_;
+};
+
+// `root` is the cgroup2 mount point (or a scratch tree shaped like one).
+std::unique_ptr<CgroupManager> MakeCgroupfsManager(std::string root);
+std::unique_ptr<CgroupManager> MakeSystemdManager(std::string root);
+
+// Helpers shared by drivers and by the runtime.
+absl::Status KillCgroup(const std::string& dir);
+absl::StatusOr<std::vector<pid_t>> CgroupPids(const std::string& dir);
+// Count of oom_kill in <dir>/memory.events (0 when absent).
+uint64_t CgroupOomKills(const std::string& dir);
+
+// What the systemd driver asks for over sd-bus (StartTransientUnit), as data
+// so it can be tested without a bus.
+struct TransientUnit {
+  std::string name;   // "<prefix>-<name>.scope"
+  std::string slice;  // "system.slice"
+  std::string description;
+  std::vector<uint32_t> pids;
+  bool delegate = true;
+  std::map<std::string, uint64_t> u64_properties;  // MemoryMax, TasksMax, CPUQuotaPerSecUSec, CPUWeight
+};
+// Parses "slice:prefix:name" (runc's systemd cgroupsPath form).
+absl::StatusOr<TransientUnit> TransientUnitFor(const std::string& cgroups_path, pid_t pid,
+                                               const Resources* r);
+
+}  // namespace skiff::runtime
