@@ -781,7 +781,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
     case K::kPut: {
       const auto& r = static_cast<const etcdserverpb::PutRequest&>(*op->req);
       auto* resp = static_cast<etcdserverpb::PutResponse*>(op->resp);
-      if (nospace_) {
+      if (!QuotaAllows(c, r.ByteSizeLong())) {
         op->status = ErrNoSpace();
         return;
       }
@@ -811,7 +811,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
       auto* resp = static_cast<etcdserverpb::TxnResponse*>(op->resp);
       op->status = CheckTxn(r, 0);
       if (!op->status.ok()) return;
-      if (nospace_ && TxnHasPut(r)) {
+      if (TxnHasPut(r) && !QuotaAllows(c, r.ByteSizeLong())) {
         op->status = ErrNoSpace();
         return;
       }
@@ -862,7 +862,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
     case K::kLeaseGrant: {
       const auto& r = static_cast<const etcdserverpb::LeaseGrantRequest&>(*op->req);
       auto* resp = static_cast<etcdserverpb::LeaseGrantResponse*>(op->resp);
-      if (nospace_) {
+      if (!QuotaAllows(c, 16)) {
         op->status = ErrNoSpace();
         return;
       }
@@ -956,6 +956,18 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
     case K::kCompact:
       return;
   }
+}
+
+// etcd's quota rule: a request that would grow the database past the quota
+// raises the NOSPACE alarm, and while the alarm is on only requests that do
+// not add data (deletes, compaction, reads, revokes) are served.
+bool StoreImpl::QuotaAllows(WriteCtx& c, size_t cost) {
+  if (nospace_) return false;
+  if (DbSize() + static_cast<int64_t>(cost) <= opts_.quota_bytes) return true;
+  nospace_ = true;
+  PutMeta(c.txn, "alarm_nospace", 1, &c);
+  log::Warn("store: database space exceeded, NOSPACE alarm raised ", log::Field("quota", opts_.quota_bytes));
+  return false;
 }
 
 void StoreImpl::RunCompaction(PendingOp* op) {

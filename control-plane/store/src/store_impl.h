@@ -180,6 +180,7 @@ class StoreImpl final : public Store {
   absl::Status CheckPut(const etcdserverpb::PutRequest& r);
   absl::Status CheckTxn(const etcdserverpb::TxnRequest& r, int depth);
   bool EvalCompare(const etcdserverpb::Compare& c, MDB_txn* txn);
+  bool QuotaAllows(WriteCtx& c, size_t cost);
   bool TxnHasPut(const etcdserverpb::TxnRequest& r) const;
   void PutMeta(MDB_txn* txn, const std::string& key, int64_t v, WriteCtx* c);
   void DetachLease(const std::string& key, int64_t lease);
