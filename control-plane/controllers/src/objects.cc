@@ -255,7 +255,8 @@ absl::StatusOr<Selector> Selector::Parse(const std::string& text) {
       r.key = part;
       r.op = Requirement::Op::kExists;
     }
-    if (r.key.empty()) return absl::FailedPreconditionError("invalid label selector \"" + text + "\"");
+    if (r.key.empty() || r.key.find_first_of(" \t()") != std::string::npos)
+      return absl::FailedPreconditionError("invalid label selector \"" + text + "\"");
     sel.reqs_.push_back(std::move(r));
   }
   return sel;

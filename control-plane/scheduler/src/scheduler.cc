@@ -1,6 +1,25 @@
 #include "skiff/scheduler/scheduler.h"
+
+#include "skiff/common/log.h"
+#include "skiff/controllers/leader_election.h"
+#include "skiff/scheduler/core.h"
+
 namespace skiff::scheduler {
-absl::Status Run(std::shared_ptr<skiff::client::Client>, const Options&, const std::atomic<bool>&) {
-  return absl::UnimplementedError("scheduler: not built yet");
+
+absl::Status Run(std::shared_ptr<skiff::client::Client> api, const Options& opts, const std::atomic<bool>& stop) {
+  auto run = [&](const std::atomic<bool>& lost) {
+    Scheduler s(api);
+    s.Run(lost);
+  };
+  if (!opts.leader_elect) {
+    run(stop);
+    return absl::OkStatus();
+  }
+  controllers::LeaderElectionConfig cfg;
+  cfg.lease_name = "skiff-scheduler";
+  cfg.identity = opts.identity.empty() ? controllers::DefaultIdentity() : opts.identity;
+  cfg.lease_duration_seconds = opts.lease_duration_seconds;
+  return controllers::RunWithLeaderElection(api, cfg, stop, run);
 }
+
 }  // namespace skiff::scheduler

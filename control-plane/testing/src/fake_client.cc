@@ -89,10 +89,12 @@ std::string SpecBytes(const Object& obj) {
   inner->GetReflection()->ClearField(inner, d->FindFieldByName("metadata"));
   if (const auto* s = d->FindFieldByName("status")) inner->GetReflection()->ClearField(inner, s);
   std::string out;
-  google::protobuf::io::StringOutputStream sos(&out);
-  google::protobuf::io::CodedOutputStream cos(&sos);
-  cos.SetSerializationDeterministic(true);
-  copy.SerializeToCodedStream(&cos);
+  {
+    google::protobuf::io::StringOutputStream sos(&out);
+    google::protobuf::io::CodedOutputStream cos(&sos);
+    cos.SetSerializationDeterministic(true);
+    copy.SerializeToCodedStream(&cos);
+  }
   return out;
 }
 
