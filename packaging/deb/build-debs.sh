@@ -8,7 +8,7 @@ build=$(cd "${1:-$root/build}" && pwd)
 version=${SKIFF_DEB_VERSION:-$(sed -n 's/^project(skiff VERSION \([0-9.]*\).*/\1/p' "$root/CMakeLists.txt")}
 [[ -n $version ]] || { echo "build-debs: cannot read the project version from CMakeLists.txt" >&2; exit 1; }
 
-out=$build/deb
+out=${SKIFF_DEB_OUT:-$build/deb}
 stage=$out/skiff-$version
 rm -rf "$out"
 mkdir -p "$stage"

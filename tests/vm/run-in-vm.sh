@@ -1,0 +1,133 @@
+#!/bin/bash
+# Runs inside the VM (root, systemd as PID 1, pure cgroup v2) from the payload
+# disk. Prints one verdict line per check on the serial console; the host's
+# run-vm-tests.sh collects them. No check may be skipped silently: a check
+# that cannot run is a FAIL with the reason.
+set -u
+P=/payload
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+CONF=/var/lib/skiff/control-plane/admin.conf
+T0=$(date +%s)
+
+pass() { echo "SKIFF-VM: PASS $1 ($(( $(date +%s) - T0 ))s)"; }
+fail() { echo "SKIFF-VM: FAIL $1: $2"; }
+# check NAME CMD...: PASS when CMD exits 0, FAIL with its last output lines otherwise.
+check() {
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$out" | tail -n 4 | tr '\n' ' ')"; return 1; fi
+}
+retry() {  # retry SECONDS CMD...
+  local secs=$1 i
+  shift
+  for ((i = 0; i < secs; i++)); do "$@" && return 0; sleep 1; done
+  "$@"
+}
+ctl() { skiffctl --config "$CONF" "$@"; }
+
+echo "SKIFF-VM: START kernel $(uname -r)"
+
+# --- the machine is what the tier promises -----------------------------------
+check systemd-is-pid1 test "$(cat /proc/1/comm)" = systemd
+check pure-cgroup-v2 sh -c '[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && grep -qw memory /sys/fs/cgroup/cgroup.controllers && grep -qw pids /sys/fs/cgroup/cgroup.controllers && grep -qw cpu /sys/fs/cgroup/cgroup.controllers'
+
+# --- packages ---------------------------------------------------------------
+check dpkg-install dpkg -i $P/debs/*.deb
+check units-verify systemd-analyze verify /lib/systemd/system/skiff-control-plane.service \
+  /lib/systemd/system/skiff-kubelet.service /lib/systemd/system/skiff-proxy.service /lib/systemd/system/skiff-store.service
+check system-user id skiff
+check conffiles sh -c 'dpkg-query -W -f="\${Conffiles}\n" skiff-node skiff-control-plane | grep -q /etc/skiff/kubelet.yaml'
+
+# --- cgroup v2 limits the build host cannot show (runtime directly) ---------
+bundle_dir=/var/tmp/skiff-vm-bundle
+make_bundle() {  # make_bundle NAME CGROUP_LIMITS_JSON ARGS_JSON
+  local b=$bundle_dir/$1
+  rm -rf "$b"
+  mkdir -p "$b/rootfs"
+  # The busybox image's single layer is the rootfs.
+  local layer
+  layer=$(tar -xOf $P/busybox.tar ./index.json >/dev/null 2>&1; tar -tf $P/busybox.tar | grep blobs/sha256/ | while read -r f; do
+    if tar -xOf $P/busybox.tar "$f" | gzip -t 2>/dev/null; then echo "$f"; fi; done | head -n 1)
+  tar -xOf $P/busybox.tar "$layer" | tar -xz -C "$b/rootfs"
+  (cd "$b" && skiff-runtime spec >/dev/null 2>&1 || runc spec >/dev/null 2>&1 || true)
+  cat >"$b/config.json" <<EOF
+{"ociVersion":"1.0.2","root":{"path":"rootfs"},"hostname":"$1",
+ "process":{"terminal":false,"user":{"uid":0,"gid":0},"args":$3,"env":["PATH=/bin"],"cwd":"/",
+   "capabilities":{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"]}},
+ "mounts":[{"destination":"/proc","type":"proc","source":"proc"},{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","mode=755"]}],
+ "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"ipc"},{"type":"uts"}],
+   "cgroupsPath":"/skiffvm/$1","resources":$2}}
+EOF
+  echo "$b"
+}
+oom_test() {
+  local b
+  b=$(make_bundle oom '{"memory":{"limit":33554432,"swap":33554432}}' '["sh","-c","tail /dev/zero"]')
+  skiff-runtime --root /run/skiff-vm-rt run -b "$b" oom >/dev/null 2>&1
+  local rc=$?
+  skiff-runtime --root /run/skiff-vm-rt delete -f oom >/dev/null 2>&1
+  [[ $rc -eq 137 ]] || { echo "exit $rc, want 137 (SIGKILL by the OOM killer)"; return 1; }
+  dmesg | grep -qi 'oom' || { echo "no OOM kill in the kernel log"; return 1; }
+}
+pids_test() {
+  local b out
+  b=$(make_bundle pids '{"pids":{"limit":16}}' '["sh","-c","for i in $(seq 1 40); do sleep 5 & done 2>&1; wait"]')
+  out=$(skiff-runtime --root /run/skiff-vm-rt run -b "$b" pids 2>&1)
+  skiff-runtime --root /run/skiff-vm-rt delete -f pids >/dev/null 2>&1
+  echo "$out" | grep -qiE 'fork|resource temporarily unavailable|cannot' || { echo "forks were not refused: $out"; return 1; }
+}
+cpu_test() {
+  local b
+  b=$(make_bundle cpu '{"cpu":{"quota":10000,"period":100000}}' '["sh","-c","(while :; do :; done) & sleep 3; cat /sys/fs/cgroup/cpu.stat"]')
+  local out
+  out=$(skiff-runtime --root /run/skiff-vm-rt run -b "$b" cpu 2>&1)
+  skiff-runtime --root /run/skiff-vm-rt delete -f cpu >/dev/null 2>&1
+  local throttled
+  throttled=$(echo "$out" | awk '/nr_throttled/ {print $2}')
+  [[ -n $throttled && $throttled -gt 0 ]] || { echo "cpu.stat shows no throttling: $out"; return 1; }
+}
+check runtime-memory-max-oom-kill oom_test
+check runtime-pids-max-stops-fork-bomb pids_test
+check runtime-cpu-max-throttles cpu_test
+
+# --- control plane, join, a Deployment behind a Service -----------------------
+check control-plane-active retry 90 test -s $CONF
+check control-plane-serving retry 60 ctl get namespaces
+join_cmd=$(ctl token create --print-join-command 2>/dev/null | tail -n 1)
+check node-join sh -c "[ -n \"$join_cmd\" ] && $join_cmd"
+check node-ready-within-60s retry 60 sh -c "skiffctl --config $CONF get nodes | grep -w Ready | grep -vq NotReady"
+check image-import skiff-image --root /var/lib/skiff/images import $P/busybox.tar
+check apply-web ctl apply -f $P/web.yaml
+check rollout-web ctl rollout status deployment/web --timeout=180s
+cluster_ip=$(ctl get service web -o jsonpath='{.spec.clusterIP}' 2>/dev/null)
+check service-clusterip-answers retry 30 sh -c "curl -sS --max-time 2 http://$cluster_ip/ | grep -q hello"
+check apply-nodeport ctl apply -f $P/manifests/web-nodeport.yaml
+node_port=$(ctl get service web-nodeport -o jsonpath='{.spec.ports[0].nodePort}' 2>/dev/null)
+node_ip=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -n 1)
+check service-nodeport-answers retry 30 sh -c "curl -sS --max-time 2 http://${node_ip:-127.0.0.1}:$node_port/ | grep -q hello"
+
+# --- OOMKilled through the kubelet -------------------------------------------
+check apply-oom-pod ctl apply -f $P/manifests/oom-pod.yaml
+check pod-oomkilled-reported retry 90 sh -c "skiffctl --config $CONF get pod oom -o jsonpath='{.status.containerStatuses[0].lastState.terminated.reason}{.status.containerStatuses[0].state.terminated.reason}' | grep -q OOMKilled"
+
+# --- restarts and upgrades leave pods alone ------------------------------------
+pods_fingerprint() { ctl get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name}:{.status.containerStatuses[0].restartCount}:{.status.containerStatuses[0].containerID} {end}'; }
+before=$(pods_fingerprint)
+check restart-kubelet-and-proxy systemctl restart skiff-kubelet skiff-proxy
+sleep 5
+check pods-untouched-by-restart sh -c "[ \"$(pods_fingerprint)\" = \"$before\" ]"
+check service-answers-after-restart retry 30 sh -c "curl -sS --max-time 2 http://$cluster_ip/ | grep -q hello"
+check upgrade-in-place dpkg -i $P/debs-upgrade/*.deb
+sleep 5
+check pods-untouched-by-upgrade sh -c "[ \"$(pods_fingerprint)\" = \"$before\" ]"
+check service-answers-after-upgrade retry 30 sh -c "curl -sS --max-time 2 http://$cluster_ip/ | grep -q hello"
+
+# --- stopping everything leaves nothing ---------------------------------------
+ctl delete -f $P/web.yaml >/dev/null 2>&1
+ctl delete -f $P/manifests/web-nodeport.yaml >/dev/null 2>&1
+ctl delete pod oom --grace-period=0 --force >/dev/null 2>&1
+retry 60 sh -c "[ -z \"\$(skiffctl --config $CONF get pods -o name 2>/dev/null)\" ]" >/dev/null 2>&1
+systemctl stop skiff-kubelet skiff-proxy skiff-control-plane skiff-store >/dev/null 2>&1
+check no-stray-processes sh -c '! pgrep -a "skiff-|httpd" '
+
+echo "SKIFF-VM: DONE ($(( $(date +%s) - T0 ))s)"
