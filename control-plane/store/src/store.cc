@@ -327,7 +327,9 @@ absl::Status StoreImpl::DoRange(MDB_txn* txn, int64_t current, const etcdserverp
   if (sorted) {
     const bool need_values = r.sort_target() == RR::VALUE;
     std::vector<mvccpb::KeyValue> kvs(hits.size());
-    for (size_t i = 0; i < hits.size(); ++i) FillKv(txn, *hits[i].first, *hits[i].second, !need_values, &kvs[i]);
+    for (size_t i = 0; i < hits.size(); ++i) {
+      FillKv(txn, *hits[i].first, *hits[i].second, r.keys_only() && !need_values, &kvs[i]);
+    }
     auto key_of = [&](const mvccpb::KeyValue& kv) -> std::tuple<int64_t, const std::string*> {
       switch (r.sort_target()) {
         case RR::VERSION: return {kv.version(), nullptr};
@@ -843,13 +845,16 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
       WriteTxn(c, r, resp);
       int64_t rev = c.sub > 0 ? c.rev : rev_;
       *resp->mutable_header() = HeaderAt(rev);
+      // etcd fills only the revision in the headers of a txn's inner responses.
+      etcdserverpb::ResponseHeader inner;
+      inner.set_revision(rev);
       std::function<void(etcdserverpb::TxnResponse*)> fill = [&](etcdserverpb::TxnResponse* t) {
         for (auto& ro : *t->mutable_responses()) {
-          if (ro.has_response_put()) *ro.mutable_response_put()->mutable_header() = HeaderAt(rev);
-          if (ro.has_response_delete_range()) *ro.mutable_response_delete_range()->mutable_header() = HeaderAt(rev);
-          if (ro.has_response_range()) *ro.mutable_response_range()->mutable_header() = HeaderAt(rev);
+          if (ro.has_response_put()) *ro.mutable_response_put()->mutable_header() = inner;
+          if (ro.has_response_delete_range()) *ro.mutable_response_delete_range()->mutable_header() = inner;
+          if (ro.has_response_range()) *ro.mutable_response_range()->mutable_header() = inner;
           if (ro.has_response_txn()) {
-            *ro.mutable_response_txn()->mutable_header() = HeaderAt(rev);
+            *ro.mutable_response_txn()->mutable_header() = inner;
             fill(ro.mutable_response_txn());
           }
         }
@@ -1207,6 +1212,7 @@ absl::StatusOr<etcdserverpb::DefragmentResponse> StoreImpl::Defragment() {
 absl::StatusOr<etcdserverpb::MemberListResponse> StoreImpl::MemberList() {
   etcdserverpb::MemberListResponse resp;
   *resp.mutable_header() = Header();
+  resp.mutable_header()->clear_revision();  // etcd answers MemberList from the cluster store, not the KV
   auto* m = resp.add_members();
   m->set_id(member_id_);
   m->set_name(opts_.name);

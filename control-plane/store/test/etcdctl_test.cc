@@ -1,0 +1,256 @@
+// The real etcdctl (Debian's etcd-client, API v3) against skiff-store, and
+// the same commands against a real etcd started here, outputs compared where
+// they must match. Loopback only; ports picked by the kernel.
+#include <regex>
+
+#include "gtest/gtest.h"
+#include "test_process.h"
+
+namespace skiff::store::testing {
+namespace {
+
+// Masks what legitimately differs between two servers: cluster/member IDs,
+// lease IDs, and a lease's remaining seconds.
+std::string Normalize(std::string s) {
+  s = std::regex_replace(s, std::regex(R"("cluster_id":\d+,"member_id":\d+)"), R"("cluster_id":C,"member_id":M)");
+  s = std::regex_replace(s, std::regex(R"("raft_term":\d+)"), R"("raft_term":T)");
+  s = std::regex_replace(s, std::regex(R"(\b[0-9a-f]{12,16}\b)"), "<lease>");
+  s = std::regex_replace(s, std::regex(R"(remaining\(\d+s\))"), "remaining(Ns)");
+  // etcd lists a lease's keys in Go map order: compare them as a set.
+  std::smatch m;
+  if (std::regex_search(s, m, std::regex(R"(attached keys\(\[([^\]]*)\]\))"))) {
+    std::vector<std::string> keys;
+    std::istringstream in(m[1].str());
+    for (std::string k; in >> k;) keys.push_back(k);
+    std::sort(keys.begin(), keys.end());
+    std::string joined;
+    for (const auto& k : keys) joined += (joined.empty() ? "" : " ") + k;
+    s = m.prefix().str() + "attached keys([" + joined + "])" + m.suffix().str();
+  }
+  s = std::regex_replace(s, std::regex(R"re("(ID|id)":\d+)re"), R"("ID":L)");
+  return s;
+}
+
+class EtcdctlCompat : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::make_unique<ScratchDir>(std::string("etcdctl-") +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    ours_ = StartSkiffStore(dir_->sub("skiff"), dir_->sub("skiff.log"), 0,
+                            {"--listen-metrics-urls", "http://127.0.0.1:" + std::to_string(metrics_port_ = FreePort())});
+    ASSERT_GT(ours_.child.pid(), 0) << "skiff-store did not start";
+    etcd_ = StartEtcd(dir_->sub("etcd"), dir_->sub("etcd.log"));
+    ASSERT_GT(etcd_.child.pid(), 0) << "etcd did not start";
+  }
+
+  // Runs the command on both and expects the same exit code, stdout and
+  // "Error:" line. Returns skiff-store's result.
+  CmdResult Both(const std::vector<std::string>& args, const std::string& in = "") {
+    CmdResult a = Etcdctl(ours_.endpoint(), args, in);
+    CmdResult b = Etcdctl(etcd_.endpoint(), args, in);
+    std::string what;
+    for (const auto& x : args) what += x.size() > 64 ? "<big> " : x + " ";
+    EXPECT_EQ(a.code, b.code) << what << "\nours: " << a.err << "\netcd: " << b.err;
+    EXPECT_EQ(Normalize(a.out), Normalize(b.out)) << what;
+    EXPECT_EQ(ErrorLine(a.err), ErrorLine(b.err)) << what;
+    return a;
+  }
+
+  std::unique_ptr<ScratchDir> dir_;
+  Server ours_, etcd_;
+  int metrics_port_ = 0;
+};
+
+TEST_F(EtcdctlCompat, KvCommandsMatchRealEtcd) {
+  Both({"put", "a", "1"});
+  Both({"put", "b", "2"});
+  Both({"put", "c", "3"});
+  Both({"put", "a", "11"});
+  Both({"put", "ab", "12", "--prev-kv"});
+  Both({"put", "ab", "13", "--prev-kv"});
+  Both({"get", "a"});
+  Both({"get", "a", "-w", "json"});
+  Both({"get", "a", "--prefix"});
+  Both({"get", "", "--from-key"});
+  Both({"get", "b", "--from-key", "--keys-only"});
+  Both({"get", "a", "c"});
+  Both({"get", "", "--prefix", "--keys-only"});
+  Both({"get", "", "--prefix", "--limit", "2", "-w", "json"});
+  Both({"get", "a", "--rev", "2"});
+  Both({"get", "", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"});
+  Both({"get", "", "--prefix", "--order=DESCEND"});
+  Both({"get", "", "--prefix", "--sort-by=VALUE", "--order=ASCEND", "-w", "json"});
+  Both({"get", "", "--prefix", "--sort-by=CREATE", "--order=DESCEND", "--limit", "2"});
+  Both({"get", "", "--prefix", "--sort-by=VERSION", "--order=DESCEND", "-w", "json"});
+  Both({"get", "a", "--print-value-only"});
+  Both({"get", "zzz"});
+  Both({"get", "c", "a"});  // range end before key: empty
+  Both({"del", "c", "--prev-kv"});
+  Both({"del", "nothing"});
+  Both({"del", "a", "--prefix", "--prev-kv", "-w", "json"});
+  Both({"get", "", "--prefix", "-w", "json"});
+  Both({"put", "ign", "x"});
+  Both({"put", "ign", "--ignore-value"});
+  Both({"get", "ign", "-w", "json"});
+}
+
+TEST_F(EtcdctlCompat, TxnInteractiveMatchesRealEtcd) {
+  Both({"put", "k1", "v1"});
+  Both({"txn", "-i"}, "value(\"k1\") = \"v1\"\n\nput k2 v2\nget k1\n\nput k3 v3\n\n");
+  Both({"txn"}, "mod(\"k1\") > \"100\"\n\nput k4 v4\n\nget k2\ndel k1\n\n");
+  Both({"txn", "-w", "json"}, "version(\"k2\") = \"1\"\ncreate(\"k9\") = \"0\"\n\nput k5 v5\n\n\n");
+  Both({"txn"}, "value(\"nope\") != \"x\"\n\nput k6 v6\n\nput k7 v7\n\n");
+  Both({"get", "k", "--prefix"});
+}
+
+TEST_F(EtcdctlCompat, WatchOutputMatchesRealEtcd) {
+  Both({"put", "w/a", "1"});
+  Both({"put", "w/a", "2"});
+  auto start_watch = [&](const Server& s, const std::string& out) {
+    return Child({"etcdctl", "--endpoints", s.endpoint(), "watch", "w/", "--prefix", "--rev", "2", "--prev-kv"}, out,
+                 "", false);
+  };
+  std::string out_ours = dir_->sub("watch-ours.out"), out_etcd = dir_->sub("watch-etcd.out");
+  Child wo = start_watch(ours_, out_ours);
+  Child we = start_watch(etcd_, out_etcd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  Both({"put", "w/b", "3"});
+  Both({"put", "x", "not watched"});
+  Both({"del", "w/a"});
+  Both({"txn"}, "\nput w/c 1\nput w/d 2\n\n\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  wo.Kill();
+  we.Kill();
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  std::string a = slurp(out_ours), b = slurp(out_etcd);
+  EXPECT_NE(a.find("DELETE"), std::string::npos) << a;
+  EXPECT_EQ(a, b);
+}
+
+TEST_F(EtcdctlCompat, LeaseCommandsMatchRealEtcd) {
+  auto grant = [&](const Server& s) {
+    CmdResult r = Etcdctl(s.endpoint(), {"lease", "grant", "60"});
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(r.out, m, std::regex("lease ([0-9a-f]+) granted with TTL\\(60s\\)"))) << r.out;
+    return m.size() > 1 ? m[1].str() : std::string("0");
+  };
+  std::string lo = grant(ours_), le = grant(etcd_);
+  auto both = [&](std::vector<std::string> a, std::vector<std::string> b) {
+    CmdResult x = Etcdctl(ours_.endpoint(), a), y = Etcdctl(etcd_.endpoint(), b);
+    EXPECT_EQ(x.code, y.code) << a[0] << " " << a[1] << "\n" << x.err;
+    EXPECT_EQ(Normalize(x.out), Normalize(y.out)) << a[0] << " " << a[1];
+    EXPECT_EQ(ErrorLine(x.err), ErrorLine(y.err));
+    return x;
+  };
+  both({"put", "l1", "v", "--lease", lo}, {"put", "l1", "v", "--lease", le});
+  both({"put", "l2", "v", "--lease", lo}, {"put", "l2", "v", "--lease", le});
+  both({"lease", "timetolive", lo, "--keys"}, {"lease", "timetolive", le, "--keys"});
+  both({"lease", "timetolive", lo, "-w", "json"}, {"lease", "timetolive", le, "-w", "json"});
+  both({"lease", "list"}, {"lease", "list"});
+  CmdResult ka = both({"lease", "keep-alive", "--once", lo}, {"lease", "keep-alive", "--once", le});
+  EXPECT_NE(ka.out.find("keepalived with TTL(60)"), std::string::npos) << ka.out;
+  both({"lease", "revoke", lo}, {"lease", "revoke", le});
+  both({"get", "l", "--prefix"}, {"get", "l", "--prefix"});
+  both({"lease", "timetolive", lo}, {"lease", "timetolive", le});
+  both({"lease", "revoke", lo}, {"lease", "revoke", le});  // unknown now
+  Both({"put", "k", "v", "--lease", "1234abcd"});            // unknown lease
+}
+
+TEST_F(EtcdctlCompat, CompactionAndBadInputFailLikeEtcdAndStoreKeepsServing) {
+  for (int i = 0; i < 5; ++i) Both({"put", "c", std::to_string(i)});
+  Both({"compact", "4"});
+  Both({"get", "c", "--rev", "3"});  // compacted
+  Both({"get", "c", "--rev", "4"});
+  Both({"get", "c", "--rev", "100"});  // future
+  Both({"compact", "2"});             // already compacted
+  Both({"put", "big"}, std::string(1600 * 1024, 'x'));  // > 1.5 MiB: request too large
+  std::string ops;
+  for (int i = 0; i < 129; ++i) ops += "put t" + std::to_string(i) + " v\n";
+  Both({"txn"}, "\n" + ops + "\n\n");  // > 128 ops
+  Both({"put", "", "v"});             // empty key
+  Both({"get", "c", "b"});            // inverted range
+  Both({"del", "c", "b"});
+  CmdResult r = Both({"get", "c"});
+  EXPECT_EQ(r.out, "c\n4\n");
+}
+
+TEST_F(EtcdctlCompat, EndpointStatusHealthAndMemberListWork) {
+  CmdResult st = Etcdctl(ours_.endpoint(), {"endpoint", "status", "-w", "table"});
+  EXPECT_EQ(st.code, 0) << st.err;
+  EXPECT_NE(st.out.find("3.5.13"), std::string::npos) << st.out;
+  CmdResult stc = Etcdctl(ours_.endpoint(), {"endpoint", "status", "--cluster"});
+  EXPECT_EQ(stc.code, 0) << stc.err;
+  EXPECT_NE(stc.out.find(ours_.endpoint()), std::string::npos) << stc.out;
+  CmdResult h = Etcdctl(ours_.endpoint(), {"endpoint", "health", "--cluster"});
+  EXPECT_EQ(h.code, 0) << h.err;
+  EXPECT_NE((h.out + h.err).find("is healthy"), std::string::npos) << h.out << h.err;
+  CmdResult ml = Etcdctl(ours_.endpoint(), {"member", "list"});
+  EXPECT_EQ(ml.code, 0) << ml.err;
+  EXPECT_NE(ml.out.find(", started, default, "), std::string::npos) << ml.out;
+  CmdResult mle = Etcdctl(etcd_.endpoint(), {"member", "list", "-w", "json"});
+  CmdResult mlo = Etcdctl(ours_.endpoint(), {"member", "list", "-w", "json"});
+  EXPECT_EQ(std::regex_replace(mlo.out, std::regex(R"(\d+|"http[^"]*")"), "N"),
+            std::regex_replace(mle.out, std::regex(R"(\d+|"http[^"]*")"), "N"));
+  CmdResult hash = Etcdctl(ours_.endpoint(), {"endpoint", "hashkv"});
+  EXPECT_EQ(hash.code, 0) << hash.err;
+  CmdResult alarm = Etcdctl(ours_.endpoint(), {"alarm", "list"});
+  EXPECT_EQ(alarm.code, 0) << alarm.err;
+  CmdResult defrag = Etcdctl(ours_.endpoint(), {"defrag"});
+  EXPECT_EQ(defrag.code, 0) << defrag.err;
+
+  // /health and /metrics over plain HTTP.
+  auto http_get = [&](const std::string& path) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(metrics_port_));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string out;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+      std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+      (void)!::write(fd, req.data(), req.size());
+      char buf[8192];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+  };
+  EXPECT_NE(http_get("/health").find(R"({"health":"true")"), std::string::npos);
+  EXPECT_NE(http_get("/metrics").find("etcd_debugging_mvcc_current_revision 1"), std::string::npos);
+}
+
+TEST_F(EtcdctlCompat, SnapshotSaveRestoresIntoWorkingStore) {
+  for (int i = 0; i < 50; ++i) Etcdctl(ours_.endpoint(), {"put", "s/" + std::to_string(i), "v" + std::to_string(i)});
+  std::string snap = dir_->sub("snap.db");
+  CmdResult save = Etcdctl(ours_.endpoint(), {"snapshot", "save", snap});
+  ASSERT_EQ(save.code, 0) << save.err;
+  EXPECT_NE(save.out.find("Snapshot saved at"), std::string::npos) << save.out;
+  Child restore({BinDir() + "/skiff-store", "snapshot", "restore", snap, "--data-dir", dir_->sub("restored")},
+                dir_->sub("restore.log"));
+  ASSERT_EQ(restore.Wait(), 0);
+  Server r = StartSkiffStore(dir_->sub("restored"), dir_->sub("restored.log"));
+  ASSERT_GT(r.child.pid(), 0);
+  CmdResult got = Etcdctl(r.endpoint(), {"get", "s/", "--prefix", "--limit", "1", "-w", "json"});
+  EXPECT_NE(got.out.find("\"count\":50"), std::string::npos) << got.out;
+  EXPECT_NE(got.out.find("\"revision\":51"), std::string::npos) << got.out;
+  EXPECT_EQ(Etcdctl(r.endpoint(), {"get", "s/7", "--print-value-only"}).out, "v7\n");
+  EXPECT_EQ(Etcdctl(r.endpoint(), {"put", "after", "restore"}).code, 0);
+  // A corrupted snapshot is refused.
+  {
+    std::fstream f(snap, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  Child bad({BinDir() + "/skiff-store", "snapshot", "restore", snap, "--data-dir", dir_->sub("bad")},
+            dir_->sub("bad.log"));
+  EXPECT_NE(bad.Wait(), 0);
+}
+
+}  // namespace
+}  // namespace skiff::store::testing
