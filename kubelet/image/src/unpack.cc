@@ -90,6 +90,11 @@ absl::StatusOr<UniqueFd> EnsureParent(int root, const std::vector<std::string>& 
     if (::mkdirat(cur.get(), parts[i].c_str(), 0755) != 0 && errno != EEXIST) {
       return LastErrnoError("mkdir " + Join(parts, i + 1));
     }
+    struct stat st;
+    if (::fstatat(cur.get(), parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+      return absl::InvalidArgumentError("layer entry below \"" + Join(parts, i + 1) +
+                                        "\" goes through a symlink (path traversal refused)");
+    }
     ASSIGN_OR_RETURN(UniqueFd next, OpenBeneath(cur.get(), parts[i], O_PATH | O_DIRECTORY));
     cur = std::move(next);
   }
