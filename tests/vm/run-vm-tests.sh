@@ -44,9 +44,22 @@ mkfs.ext4 -q -F -L payload -d "$payload" "$work/payload.img"
 qemu-img create -q -f qcow2 -b "$image/disk.img" -F raw "$work/root.qcow2"
 
 accel=(-accel tcg,thread=multi -cpu max)
-if [[ -w /dev/kvm ]] && timeout 10 qemu-system-x86_64 -accel kvm -machine q35 -cpu host -nographic -nodefaults \
-  -no-reboot -kernel /dev/null -display none >/dev/null 2>&1 </dev/null; [[ $? -ne 1 ]]; then
-  # qemu exits 1 at once when KVM cannot be used; anything else means it started.
+kvm_works() {
+  # KVM is usable when a paused guest (-S) is still alive after 3 seconds;
+  # without working (nested) KVM qemu exits or aborts at vCPU set-up.
+  [[ -w /dev/kvm ]] || return 1
+  qemu-system-x86_64 -accel kvm -machine q35 -cpu host -m 256 -nographic -nodefaults -S -display none \
+    -monitor none -serial none </dev/null >/dev/null 2>&1 &
+  local pid=$!
+  sleep 3
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -9 "$pid"; wait "$pid" 2>/dev/null
+    return 0
+  fi
+  wait "$pid" 2>/dev/null
+  return 1
+}
+if [[ ${SKIFF_VM_ACCEL:-auto} == kvm ]] || { [[ ${SKIFF_VM_ACCEL:-auto} == auto ]] && kvm_works; }; then
   accel=(-accel kvm -cpu host)
 fi
 echo "vm: booting with ${accel[1]} ($(( $(date +%s) - t0 ))s)"
