@@ -3,6 +3,7 @@
 // container's init in PIDs; limits are then written inside the delegated
 // cgroup like the cgroupfs driver does. Provable only where systemd is PID 1
 // (the vm tier); here the unit description is built and tested as data.
+#include <dlfcn.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
@@ -15,6 +16,48 @@
 
 namespace skiff::runtime {
 namespace {
+
+// libsystemd is opened on first use: linking it would load it (and
+// libgcrypt, liblzma, libzstd, liblz4 behind it) into every skiff-runtime
+// start, which costs more than the whole cgroupfs path.
+struct SdBusApi {
+  decltype(&sd_bus_open_system) open_system;
+  decltype(&sd_bus_message_new_method_call) new_method_call;
+  decltype(&sd_bus_message_append) append;
+  decltype(&sd_bus_message_open_container) open_container;
+  decltype(&sd_bus_message_close_container) close_container;
+  decltype(&sd_bus_call) call;
+  decltype(&sd_bus_call_method) call_method;
+  decltype(&sd_bus_error_free) error_free;
+  decltype(&sd_bus_message_unref) message_unref;
+  decltype(&sd_bus_flush_close_unref) flush_close_unref;
+};
+
+absl::StatusOr<const SdBusApi*> SdBus() {
+  static SdBusApi api;
+  static std::string error = [] {
+    void* h = dlopen("libsystemd.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return std::string("cannot load libsystemd.so.0: ") + dlerror();
+    bool ok = true;
+    auto sym = [&](auto* fn, const char* name) {
+      *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(dlsym(h, name));
+      ok = ok && *fn;
+    };
+    sym(&api.open_system, "sd_bus_open_system");
+    sym(&api.new_method_call, "sd_bus_message_new_method_call");
+    sym(&api.append, "sd_bus_message_append");
+    sym(&api.open_container, "sd_bus_message_open_container");
+    sym(&api.close_container, "sd_bus_message_close_container");
+    sym(&api.call, "sd_bus_call");
+    sym(&api.call_method, "sd_bus_call_method");
+    sym(&api.error_free, "sd_bus_error_free");
+    sym(&api.message_unref, "sd_bus_message_unref");
+    sym(&api.flush_close_unref, "sd_bus_flush_close_unref");
+    return ok ? std::string() : std::string("libsystemd.so.0 lacks sd-bus symbols");
+  }();
+  if (!error.empty()) return absl::UnavailableError(error);
+  return &api;
+}
 
 // "a-b-c.slice" lives at a.slice/a-b.slice/a-b-c.slice.
 absl::StatusOr<std::string> ExpandSlice(const std::string& slice) {
@@ -35,10 +78,10 @@ absl::StatusOr<std::string> ExpandSlice(const std::string& slice) {
 }
 
 struct BusDeleter {
-  void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
+  void operator()(sd_bus* b) const { SdBus().value()->flush_close_unref(b); }
 };
 struct MsgDeleter {
-  void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
+  void operator()(sd_bus_message* m) const { SdBus().value()->message_unref(m); }
 };
 
 class SystemdManager : public CgroupManager {
@@ -55,41 +98,42 @@ class SystemdManager : public CgroupManager {
 
   absl::Status AddProcess(const std::string& path, const std::string& dir, pid_t pid) override {
     ASSIGN_OR_RETURN(TransientUnit u, TransientUnitFor(path, pid, nullptr));
+    ASSIGN_OR_RETURN(const SdBusApi* sd, SdBus());
     sd_bus* raw = nullptr;
-    int rc = sd_bus_open_system(&raw);
+    int rc = sd->open_system(&raw);
     if (rc < 0) return ErrnoError(-rc, "connect to the systemd bus");
     std::unique_ptr<sd_bus, BusDeleter> bus(raw);
     sd_bus_message* m = nullptr;
-    rc = sd_bus_message_new_method_call(bus.get(), &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+    rc = sd->new_method_call(bus.get(), &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                                         "org.freedesktop.systemd1.Manager", "StartTransientUnit");
     if (rc < 0) return ErrnoError(-rc, "build StartTransientUnit");
     std::unique_ptr<sd_bus_message, MsgDeleter> msg(m);
-    rc = sd_bus_message_append(m, "ss", u.name.c_str(), "fail");
-    if (rc >= 0) rc = sd_bus_message_open_container(m, 'a', "(sv)");
-    if (rc >= 0) rc = sd_bus_message_append(m, "(sv)", "Description", "s", u.description.c_str());
-    if (rc >= 0) rc = sd_bus_message_append(m, "(sv)", "Slice", "s", u.slice.c_str());
-    if (rc >= 0) rc = sd_bus_message_append(m, "(sv)", "Delegate", "b", u.delegate ? 1 : 0);
-    if (rc >= 0) rc = sd_bus_message_append(m, "(sv)", "DefaultDependencies", "b", 0);
-    if (rc >= 0) rc = sd_bus_message_open_container(m, 'r', "sv");
-    if (rc >= 0) rc = sd_bus_message_append(m, "s", "PIDs");
-    if (rc >= 0) rc = sd_bus_message_open_container(m, 'v', "au");
-    if (rc >= 0) rc = sd_bus_message_open_container(m, 'a', "u");
+    rc = sd->append(m, "ss", u.name.c_str(), "fail");
+    if (rc >= 0) rc = sd->open_container(m, 'a', "(sv)");
+    if (rc >= 0) rc = sd->append(m, "(sv)", "Description", "s", u.description.c_str());
+    if (rc >= 0) rc = sd->append(m, "(sv)", "Slice", "s", u.slice.c_str());
+    if (rc >= 0) rc = sd->append(m, "(sv)", "Delegate", "b", u.delegate ? 1 : 0);
+    if (rc >= 0) rc = sd->append(m, "(sv)", "DefaultDependencies", "b", 0);
+    if (rc >= 0) rc = sd->open_container(m, 'r', "sv");
+    if (rc >= 0) rc = sd->append(m, "s", "PIDs");
+    if (rc >= 0) rc = sd->open_container(m, 'v', "au");
+    if (rc >= 0) rc = sd->open_container(m, 'a', "u");
     for (uint32_t p : u.pids)
-      if (rc >= 0) rc = sd_bus_message_append(m, "u", p);
-    if (rc >= 0) rc = sd_bus_message_close_container(m);
-    if (rc >= 0) rc = sd_bus_message_close_container(m);
-    if (rc >= 0) rc = sd_bus_message_close_container(m);
+      if (rc >= 0) rc = sd->append(m, "u", p);
+    if (rc >= 0) rc = sd->close_container(m);
+    if (rc >= 0) rc = sd->close_container(m);
+    if (rc >= 0) rc = sd->close_container(m);
     for (auto& [k, v] : u.u64_properties)
-      if (rc >= 0) rc = sd_bus_message_append(m, "(sv)", k.c_str(), "t", v);
-    if (rc >= 0) rc = sd_bus_message_close_container(m);
-    if (rc >= 0) rc = sd_bus_message_append(m, "a(sa(sv))", 0);
+      if (rc >= 0) rc = sd->append(m, "(sv)", k.c_str(), "t", v);
+    if (rc >= 0) rc = sd->close_container(m);
+    if (rc >= 0) rc = sd->append(m, "a(sa(sv))", 0);
     if (rc < 0) return ErrnoError(-rc, "build StartTransientUnit");
     sd_bus_error err = SD_BUS_ERROR_NULL;
     sd_bus_message* reply = nullptr;
-    rc = sd_bus_call(bus.get(), m, 0, &err, &reply);
+    rc = sd->call(bus.get(), m, 0, &err, &reply);
     std::string emsg = err.message ? err.message : "";
-    sd_bus_error_free(&err);
-    sd_bus_message_unref(reply);
+    sd->error_free(&err);
+    sd->message_unref(reply);
     if (rc < 0) return ErrnoError(-rc, "StartTransientUnit " + u.name + ": " + emsg);
     // The job runs asynchronously; the scope's cgroup exists once it started.
     for (int i = 0; i < 200; i++) {
@@ -102,17 +146,18 @@ class SystemdManager : public CgroupManager {
   absl::Status Destroy(const std::string& path, const std::string& dir) override {
     if (access(dir.c_str(), F_OK) == 0) RETURN_IF_ERROR(KillCgroup(dir));
     ASSIGN_OR_RETURN(TransientUnit u, TransientUnitFor(path, 0, nullptr));
+    ASSIGN_OR_RETURN(const SdBusApi* sd, SdBus());
     sd_bus* raw = nullptr;
-    int rc = sd_bus_open_system(&raw);
+    int rc = sd->open_system(&raw);
     if (rc < 0) return ErrnoError(-rc, "connect to the systemd bus");
     std::unique_ptr<sd_bus, BusDeleter> bus(raw);
     sd_bus_error err = SD_BUS_ERROR_NULL;
-    rc = sd_bus_call_method(bus.get(), "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+    rc = sd->call_method(bus.get(), "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                             "org.freedesktop.systemd1.Manager", "StopUnit", &err, nullptr, "ss", u.name.c_str(),
                             "replace");
     bool gone = rc >= 0 || (err.name && std::string(err.name) == "org.freedesktop.systemd1.NoSuchUnit");
     std::string emsg = err.message ? err.message : "";
-    sd_bus_error_free(&err);
+    sd->error_free(&err);
     if (!gone) return ErrnoError(-rc, "StopUnit " + u.name + ": " + emsg);
     return absl::OkStatus();
   }

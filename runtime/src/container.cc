@@ -559,6 +559,13 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   SyncMsg c;
   c.type = kSyncCommitted;
   if (send(ours.get(), &c, sizeof(c), MSG_NOSIGNAL) < 0) return LastErrnoError("sync with container init");
+  {
+    SyncMsg ack;
+    ssize_t n;
+    while ((n = recv(ours.get(), &ack, sizeof(ack), 0)) < 0 && errno == EINTR) {
+    }
+    if (n != static_cast<ssize_t>(sizeof(ack))) return absl::InternalError("container init exited during setup");
+  }
   committed = true;
   for (auto& w : warnings) log::Warn("container ", o.id, ": cgroup limit not applied: ", w);
 
@@ -805,45 +812,51 @@ absl::StatusOr<pid_t> Runtime::Exec(const std::string& id, const ExecOptions& o)
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return LastErrnoError("socketpair");
   UniqueFd ours(MoveAbove2(sv[0])), theirs(MoveAbove2(sv[1]));
-  pid_t middle = Clone3(0, nullptr, -1);
-  if (middle < 0) return LastErrnoError("clone exec helper");
-  if (middle == 0) {
+  // The pid namespace is entered by this thread for its children only
+  // (pid_for_children is per thread), so the exec'ed process is our direct
+  // child and no helper process is needed; it is restored right after.
+  int pid_join = -1;
+  for (auto it = join.begin(); it != join.end(); ++it)
+    if (it->nstype == CLONE_NEWPID) {
+      pid_join = it->fd;
+      join.erase(it);
+      break;
+    }
+  UniqueFd own_pidns;
+  if (pid_join >= 0) {
+    own_pidns.reset(open("/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC));
+    if (!own_pidns) return LastErrnoError("open own pid namespace");
+    if (setns(pid_join, CLONE_NEWPID) != 0) return LastErrnoError("join pid namespace of " + id);
+  }
+  int raw_pidfd = -1;
+  uint64_t flags = CLONE_PIDFD | (cg_fd ? CLONE_INTO_CGROUP : 0);
+  pid_t pid = Clone3(flags, &raw_pidfd, cg_fd.get());
+  if (pid < 0 && cg_fd) pid = Clone3(CLONE_PIDFD, &raw_pidfd, -1);
+  int clone_errno = errno;
+  if (pid == 0) {
     close(ours.get());
-    for (const auto& j : join)
+    for (const auto& j : join) {
       if (setns(j.fd, j.nstype) != 0) {
         SyncMsg m;
         m.type = kSyncError;
         snprintf(m.msg, sizeof(m.msg), "join %s namespace: %s", NamespaceProcName(j.nstype), strerror(errno));
         send(theirs.get(), &m, sizeof(m), MSG_NOSIGNAL);
-        _exit(1);
+        _exit(127);
       }
-    // CLONE_PARENT: the process becomes the caller's child, so the caller
-    // can wait for it; this helper only exists to enter the pid namespace.
-    uint64_t f = CLONE_PARENT | (cg_fd ? CLONE_INTO_CGROUP : 0);
-    pid_t pid = Clone3(f, nullptr, cg_fd.get());
-    if (pid < 0 && cg_fd) pid = Clone3(CLONE_PARENT, nullptr, -1);
-    if (pid == 0) RunExecProcess(p.get(), theirs.get());
-    SyncMsg m;
-    m.type = pid < 0 ? kSyncError : kSyncPid;
-    m.value = pid;
-    if (pid < 0) snprintf(m.msg, sizeof(m.msg), "clone exec process: %s", strerror(errno));
-    send(theirs.get(), &m, sizeof(m), MSG_NOSIGNAL);
-    _exit(0);
+    }
+    RunExecProcess(p.get(), theirs.get());
   }
+  if (own_pidns && setns(own_pidns.get(), CLONE_NEWPID) != 0) {
+    // Leaving this thread's children in the container would be worse than dying.
+    log::Error("cannot restore pid namespace: ", strerror(errno));
+    abort();
+  }
+  if (pid < 0) return ErrnoError(clone_errno, "clone exec process");
+  UniqueFd pidfd(raw_pidfd);
   theirs.reset();
-  int wst;
-  while (waitpid(middle, &wst, 0) < 0 && errno == EINTR) {
-  }
   SyncMsg m;
-  ssize_t n = recv(ours.get(), &m, sizeof(m), 0);
-  if (n != static_cast<ssize_t>(sizeof(m))) return absl::InternalError("exec helper died");
-  if (m.type == kSyncError) {
-    m.msg[sizeof(m.msg) - 1] = 0;
-    return absl::FailedPreconditionError(m.msg);
-  }
-  pid_t pid = m.value;
   // EOF: execve succeeded (the socket was close-on-exec); a message: it failed.
-  n = recv(ours.get(), &m, sizeof(m), 0);
+  ssize_t n = recv(ours.get(), &m, sizeof(m), 0);
   if (n == static_cast<ssize_t>(sizeof(m)) && m.type == kSyncError) {
     waitpid(pid, nullptr, 0);
     m.msg[sizeof(m.msg) - 1] = 0;

@@ -325,6 +325,9 @@ void RunInit(InitPlan* plan) {
   SendSync(sync, kSyncReady, 0, nullptr);
   if (!WaitSync(sync, kSyncCommitted)) _exit(1);
   prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+  // The runtime waits for this before it may exit: its exit would otherwise
+  // race with the line above and kill us.
+  SendSync(sync, kSyncGo, 0, nullptr);
   close(sync);
   if (plan->wait_for_start) {
     // Blocks until `start` opens the fifo for reading.

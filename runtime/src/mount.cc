@@ -202,7 +202,7 @@ absl::Status PrepareMounts(const Spec& spec, InitPlan* plan) {
     }
     const char* links[][2] = {{"/proc/self/fd", "/dev/fd"},    {"/proc/self/fd/0", "/dev/stdin"},
                               {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"},
-                              {"pts/ptmx", "/dev/ptmx"},        {"/proc/kcore", "/dev/core"}};
+                              {"pts/ptmx", "/dev/ptmx"}};
     for (auto& l : links) {
       plan->dev_symlinks.push_back(l[0]);
       plan->dev_symlinks.push_back(plan->rootfs + l[1]);
@@ -260,21 +260,29 @@ int SetupRootfs(InitPlan* plan, const char** what, const char** obj) {
   }
   for (const PreparedDevice& d : plan->devices) {
     *obj = d.target.c_str();
-    int rc = MakePath(d.target.c_str(), !d.host_path.empty());
+    // mknod where allowed (as runc); in a user namespace only a bind works.
+    bool bind = plan->new_userns && !d.host_path.empty();
+    int rc = MakePath(d.target.c_str(), bind);
     if (rc < 0) {
       *what = "create device node";
       return rc;
     }
-    if (!d.host_path.empty()) {
+    if (bind) {
       // Bind mounts work in user namespaces too, where mknod does not.
       if (mount(d.host_path.c_str(), d.target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
         *what = "bind device";
         return -errno;
       }
     } else {
+      rmdir(d.target.c_str());
       unlink(d.target.c_str());
       if (mknod(d.target.c_str(), d.mode, d.dev) != 0) {
         *what = "mknod";
+        return -errno;
+      }
+      // mknod honours the umask; the spec's mode is meant as is.
+      if (chmod(d.target.c_str(), d.mode & 07777) != 0) {
+        *what = "chmod device";
         return -errno;
       }
       if (chown(d.target.c_str(), d.uid, d.gid) != 0) {
@@ -352,7 +360,7 @@ int FinishRootfs(InitPlan* plan, const char** what, const char** obj) {
       *what = "stat masked path";
       return -errno;
     }
-    int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", p.c_str(), "tmpfs", MS_RDONLY, "size=0k")
+    int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", p.c_str(), "tmpfs", MS_RDONLY, nullptr)
                                  : mount("/dev/null", p.c_str(), nullptr, MS_BIND, nullptr);
     if (rc != 0) {
       *what = "mask path";
