@@ -1,0 +1,222 @@
+// ReplicaSet and Deployment controllers against the fake client, with the
+// scheduler and hollow nodes making pods Running and Ready.
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+namespace skiff::controllers::testing {
+namespace {
+
+using api::v1::Object;
+
+api::v1::ReplicaSet MakeRS(const std::string& ns, const std::string& name, int replicas) {
+  api::v1::ReplicaSet rs;
+  rs.mutable_metadata()->set_namespace_(ns);
+  rs.mutable_metadata()->set_name(name);
+  rs.mutable_spec()->set_replicas(replicas);
+  (*rs.mutable_spec()->mutable_selector()->mutable_match_labels())["app"] = name;
+  auto* t = rs.mutable_spec()->mutable_template_();
+  (*t->mutable_metadata()->mutable_labels())["app"] = name;
+  auto* c = t->mutable_spec()->add_containers();
+  c->set_name("main");
+  c->set_image("busybox");
+  return rs;
+}
+
+int ActivePods(Harness& h, const std::string& ns, const std::string& sel) {
+  int n = 0;
+  for (const auto& p : h.ListItems("pods", ns, sel)) n += objects::IsPodActive(p.pod());
+  return n;
+}
+
+TEST(ReplicaSetController, CreatesAndDeletesPodsToMatchReplicas) {
+  Harness h;
+  h.Add(NewReplicaSetController(h.ctx()));
+  h.Start();
+  h.Namespace("d");
+  ASSERT_TRUE(h.api->Create("replicasets", "d", Wrap(MakeRS("d", "web", 3))).ok());
+  ASSERT_TRUE(WaitFor([&] { return ActivePods(h, "d", "app=web") == 3; }));
+  auto rs = h.api->Get("replicasets", "d", "web");
+  for (const auto& p : h.ListItems("pods", "d", "app=web")) {
+    const auto* ref = objects::ControllerOf(p.pod().metadata());
+    ASSERT_NE(ref, nullptr);
+    EXPECT_EQ(ref->uid(), rs->replica_set().metadata().uid());
+    EXPECT_EQ(p.pod().metadata().name().rfind("web-", 0), 0u);
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    auto r = h.api->Get("replicasets", "d", "web");
+    return r->replica_set().status().replicas() == 3 && r->replica_set().status().observed_generation() == 1;
+  }));
+  // Scale down.
+  auto upd = *h.api->Get("replicasets", "d", "web");
+  upd.mutable_replica_set()->mutable_spec()->set_replicas(1);
+  ASSERT_TRUE(h.api->Update("replicasets", "d", upd).ok());
+  ASSERT_TRUE(WaitFor([&] { return ActivePods(h, "d", "app=web") == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(ActivePods(h, "d", "app=web"), 1);
+  // A deleted pod is replaced.
+  auto pods = h.ListItems("pods", "d", "app=web");
+  ASSERT_TRUE(h.api->Delete("pods", "d", pods[0].pod().metadata().name()).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto p = h.ListItems("pods", "d", "app=web");
+    return p.size() == 1 && p[0].pod().metadata().name() != pods[0].pod().metadata().name();
+  }));
+}
+
+TEST(ReplicaSetController, AdoptsMatchingOrphans) {
+  Harness h;
+  h.Add(NewReplicaSetController(h.ctx()));
+  h.Start();
+  h.Namespace("d");
+  auto orphan = fakeclient::MakePod("d", "stray");
+  (*orphan.mutable_metadata()->mutable_labels())["app"] = "web";
+  ASSERT_TRUE(h.api->Create("pods", "d", Wrap(orphan)).ok());
+  ASSERT_TRUE(h.api->Create("replicasets", "d", Wrap(MakeRS("d", "web", 2))).ok());
+  ASSERT_TRUE(WaitFor([&] { return ActivePods(h, "d", "app=web") == 2; }));
+  auto p = h.api->Get("pods", "d", "stray");
+  ASSERT_TRUE(p.ok());
+  EXPECT_NE(objects::ControllerOf(p->pod().metadata()), nullptr);
+}
+
+class DeploymentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    h_.Add(NewReplicaSetController(h_.ctx()));
+    h_.Add(NewDeploymentController(h_.ctx()));
+    h_.WithScheduler();
+    h_.WithHollowNodes(3);
+    h_.Start();
+    h_.Namespace("d");
+  }
+  bool Complete(const std::string& name, int replicas) {
+    auto d = h_.api->Get("deployments", "d", name);
+    if (!d.ok()) return false;
+    const auto& dep = d->deployment();
+    const auto* prog = objects::FindCondition(dep.status().conditions(), "Progressing");
+    const auto* avail = objects::FindCondition(dep.status().conditions(), "Available");
+    return dep.status().observed_generation() == dep.metadata().generation() &&
+           dep.status().updated_replicas() == replicas && dep.status().available_replicas() == replicas &&
+           dep.status().replicas() == replicas && prog != nullptr && prog->reason() == "NewReplicaSetAvailable" &&
+           avail != nullptr && avail->status() == "True";
+  }
+  void SetImage(const std::string& name, const std::string& image) {
+    for (int i = 0; i < 5; i++) {
+      auto d = *h_.api->Get("deployments", "d", name);
+      d.mutable_deployment()->mutable_spec()->mutable_template_()->mutable_spec()->mutable_containers(0)->set_image(image);
+      if (h_.api->Update("deployments", "d", d).ok()) return;
+    }
+    FAIL() << "could not update deployment";
+  }
+  std::map<std::string, std::string> ImagesByRevision(const std::string& name) {
+    std::map<std::string, std::string> out;
+    for (const auto& rs : h_.ListItems("replicasets", "d", "app=" + name))
+      out[rs.replica_set().metadata().annotations().at(kRevisionAnnotation)] =
+          rs.replica_set().spec().template_().spec().containers(0).image();
+    return out;
+  }
+  Harness h_;
+};
+
+TEST_F(DeploymentTest, RollingUpdateStaysWithinSurgeAndUnavailability) {
+  ASSERT_TRUE(h_.api->Create("deployments", "d", Wrap(fakeclient::MakeDeployment("d", "web", 4, "img:1"))).ok());
+  ASSERT_TRUE(WaitFor([&] { return Complete("web", 4); }));
+  auto rs1 = h_.ListItems("replicasets", "d", "app=web");
+  ASSERT_EQ(rs1.size(), 1u);
+  EXPECT_TRUE(rs1[0].replica_set().metadata().labels().count(kPodTemplateHashLabel));
+  EXPECT_EQ(rs1[0].replica_set().metadata().annotations().at(kRevisionAnnotation), "1");
+
+  std::atomic<bool> done{false};
+  std::atomic<int> max_pods{0}, min_ready{100};
+  std::thread watcher([&] {
+    while (!done) {
+      int active = 0, ready = 0;
+      for (const auto& p : h_.ListItems("pods", "d", "app=web")) {
+        if (!objects::IsPodActive(p.pod())) continue;
+        active++;
+        ready += objects::IsPodReady(p.pod());
+      }
+      max_pods = std::max(max_pods.load(), active);
+      min_ready = std::min(min_ready.load(), ready);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  SetImage("web", "img:2");
+  bool ok = WaitFor([&] { return Complete("web", 4); });
+  done = true;
+  watcher.join();
+  ASSERT_TRUE(ok);
+  EXPECT_LE(max_pods.load(), 5);   // 4 + 25% surge
+  EXPECT_GE(min_ready.load(), 3);  // 4 - 25% unavailable
+  auto revs = ImagesByRevision("web");
+  EXPECT_EQ(revs["1"], "img:1");
+  EXPECT_EQ(revs["2"], "img:2");
+  for (const auto& p : h_.ListItems("pods", "d", "app=web"))
+    if (objects::IsPodActive(p.pod())) {
+      EXPECT_EQ(p.pod().spec().containers(0).image(), "img:2");
+    }
+  auto d = h_.api->Get("deployments", "d", "web");
+  EXPECT_EQ(d->deployment().metadata().annotations().at(kRevisionAnnotation), "2");
+}
+
+TEST_F(DeploymentTest, RollbackAnnotationRestoresPreviousTemplateAsNewRevision) {
+  ASSERT_TRUE(h_.api->Create("deployments", "d", Wrap(fakeclient::MakeDeployment("d", "web", 2, "img:1"))).ok());
+  ASSERT_TRUE(WaitFor([&] { return Complete("web", 2); }));
+  SetImage("web", "img:2");
+  ASSERT_TRUE(WaitFor([&] { return Complete("web", 2) && ImagesByRevision("web").count("2"); }));
+  auto d = *h_.api->Get("deployments", "d", "web");
+  (*d.mutable_deployment()->mutable_metadata()->mutable_annotations())[kRollbackAnnotation] = "0";
+  ASSERT_TRUE(h_.api->Update("deployments", "d", d).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto cur = h_.api->Get("deployments", "d", "web");
+    return cur->deployment().spec().template_().spec().containers(0).image() == "img:1" && Complete("web", 2) &&
+           ImagesByRevision("web")["3"] == "img:1";
+  }));
+  EXPECT_EQ(h_.ListItems("replicasets", "d", "app=web").size(), 2u);
+}
+
+TEST_F(DeploymentTest, ScaleChangesTheCurrentReplicaSet) {
+  ASSERT_TRUE(h_.api->Create("deployments", "d", Wrap(fakeclient::MakeDeployment("d", "web", 2))).ok());
+  ASSERT_TRUE(WaitFor([&] { return Complete("web", 2); }));
+  auto d = *h_.api->Get("deployments", "d", "web");
+  d.mutable_deployment()->mutable_spec()->set_replicas(5);
+  ASSERT_TRUE(h_.api->Update("deployments", "d", d).ok());
+  ASSERT_TRUE(WaitFor([&] { return Complete("web", 5); }));
+  EXPECT_EQ(ActivePods(h_, "d", "app=web"), 5);
+}
+
+TEST_F(DeploymentTest, RecreateStopsOldPodsBeforeStartingNewOnes) {
+  auto dep = fakeclient::MakeDeployment("d", "web", 3, "img:1");
+  dep.mutable_spec()->mutable_strategy()->set_type("Recreate");
+  ASSERT_TRUE(h_.api->Create("deployments", "d", Wrap(dep)).ok());
+  ASSERT_TRUE(WaitFor([&] { return Complete("web", 3); }));
+  std::atomic<bool> done{false}, mixed{false};
+  std::thread watcher([&] {
+    while (!done) {
+      std::set<std::string> images;
+      for (const auto& p : h_.ListItems("pods", "d", "app=web")) images.insert(p.pod().spec().containers(0).image());
+      if (images.size() > 1) mixed = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  SetImage("web", "img:2");
+  bool ok = WaitFor([&] { return Complete("web", 3) && ImagesByRevision("web").count("2"); });
+  done = true;
+  watcher.join();
+  ASSERT_TRUE(ok);
+  EXPECT_FALSE(mixed.load()) << "old and new pods existed at the same time";
+}
+
+TEST_F(DeploymentTest, RevisionHistoryLimitPrunesOldReplicaSets) {
+  auto dep = fakeclient::MakeDeployment("d", "web", 1, "img:1");
+  dep.mutable_spec()->set_revision_history_limit(1);
+  ASSERT_TRUE(h_.api->Create("deployments", "d", Wrap(dep)).ok());
+  ASSERT_TRUE(WaitFor([&] { return Complete("web", 1); }));
+  for (int i = 2; i <= 4; i++) {
+    SetImage("web", "img:" + std::to_string(i));
+    ASSERT_TRUE(WaitFor([&] { return Complete("web", 1) && ImagesByRevision("web").count(std::to_string(i)); }));
+  }
+  ASSERT_TRUE(WaitFor([&] { return h_.ListItems("replicasets", "d", "app=web").size() == 2; }));
+}
+
+}  // namespace
+}  // namespace skiff::controllers::testing
