@@ -383,6 +383,8 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   if (!plan->new_mntns) return absl::InvalidArgumentError("linux.namespaces: a new mount namespace is required");
   if (!spec.hostname.empty() && !(plan->clone_flags & CLONE_NEWUTS))
     return absl::InvalidArgumentError("hostname: setting it needs a new uts namespace");
+  ASSIGN_OR_RETURN(std::string cg_root, FindCgroup2Mount());
+  plan->cgroup2_mount = cg_root;
   RETURN_IF_ERROR(PrepareMounts(spec, plan.get()));
   RETURN_IF_ERROR(PrepareProcess(*spec.process, &spec, o.default_seccomp, &plan->process));
   if (spec.process->terminal && o.console_socket.empty())
@@ -404,7 +406,6 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
     plan->start_hook_argv.push_back(std::move(a));
     plan->start_hook_envp.push_back(std::move(e));
   }
-  ASSIGN_OR_RETURN(std::string cg_root, FindCgroup2Mount());
   std::string driver = options_.cgroup_driver == CgroupDriver::kSystemd ? "systemd" : "cgroupfs";
   std::string cg_path = !o.cgroup_path.empty() ? o.cgroup_path
                         : (spec.linux && !spec.linux->cgroups_path.empty())

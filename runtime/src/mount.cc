@@ -4,6 +4,7 @@
 // only syscalls on prepared strings.
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -180,7 +181,19 @@ absl::Status PrepareMounts(const Spec& spec, InitPlan* plan) {
     pm.bind = m.type == "bind" || (pm.flags & MS_BIND);
     if (pm.bind && !m.source.empty() && m.source[0] != '/')
       return absl::InvalidArgumentError("mounts[" + std::to_string(i) + "].source: bind source must be absolute");
-    if (m.type == "cgroup") pm.type = "cgroup2";  // v1 hierarchies are never given to containers
+    if (m.type == "cgroup" || m.type == "cgroup2") {
+      // v1 hierarchies are never given to containers. Without a cgroup
+      // namespace a fresh cgroup2 mount would show the whole tree anyway, and
+      // a bind of the host's mount is several times cheaper than mounting.
+      pm.type = "cgroup2";
+      if (!(plan->clone_flags & CLONE_NEWCGROUP) && !plan->cgroup2_mount.empty()) {
+        pm.bind = true;
+        pm.source = plan->cgroup2_mount;
+        pm.flags |= MS_BIND | MS_REC;
+        plan->mounts.push_back(std::move(pm));
+        continue;
+      }
+    }
     if (m.destination == "/dev" && m.type == "tmpfs") pm.dev_tmpfs = dev_tmpfs = true;
     if (pm.source.empty()) pm.source = pm.type.empty() ? "none" : pm.type;
     plan->mounts.push_back(std::move(pm));

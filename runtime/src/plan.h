@@ -100,6 +100,7 @@ struct InitPlan {
   bool new_mntns = false;
   bool hooks_in_create = false;
   std::string rootfs;
+  std::string cgroup2_mount;  // host's, for binding into the container
   bool rootfs_readonly = false;
   unsigned long rootfs_propagation = 0;
   std::vector<PreparedMount> mounts;
