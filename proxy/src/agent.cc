@@ -174,27 +174,38 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
     if (!source_status.ok()) stop = true;
   });
 
-  NodeConfig node{options.node_name, options.node_ips};
+  DesiredBuilder builder(NodeConfig{options.node_name, options.node_ips});
   uint64_t seen = 0;
   bool notified = false;
+  bool first = true;
   absl::Status result;
   while (!stop.load()) {
-    ClusterState state;
-    uint64_t gen = store.WaitNewer(seen, 500, &state);
+    FrontendDelta delta;
+    size_t services = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    uint64_t gen = store.Consume(seen, 500, [&](const ClusterState& state, const ChangeSet& changes) {
+      t0 = std::chrono::steady_clock::now();
+      delta = builder.Update(state, first ? ChangeSet::All() : changes);
+      services = state.services.size();
+    });
     if (gen == seen) continue;
     seen = gen;
-    auto t0 = std::chrono::steady_clock::now();
-    DesiredState desired = ComputeDesired(state, node);
+    auto t1 = std::chrono::steady_clock::now();
     absl::StatusOr<ApplyStats> st;
     {
       std::lock_guard lock(status.mu);
-      st = map.Apply(desired);
+      // The first pass compares against everything recovered from the maps
+      // (and removes what nobody wants); later passes apply only the delta.
+      if (first) st = map.Apply(DesiredState{builder.current()});
+      else
+        st = map.ApplyDelta(delta);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       status.syncs++;
       status.last_apply_ok = st.ok();
       status.last_sync_seconds = secs;
-      status.services = state.services.size();
+      status.services = services;
       if (st.ok()) {
+        first = false;
         status.synced = true;
         status.map_writes += st->map_writes;
         status.map_deletes += st->map_deletes;
@@ -204,17 +215,23 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
         status.sync_errors++;
       }
     }
-    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    auto t2 = std::chrono::steady_clock::now();
     if (!st.ok()) {
       log::Error("programming failed: ", st.status());
+      // Retry from scratch: compare everything on the next pass.
+      builder = DesiredBuilder(NodeConfig{options.node_name, options.node_ips});
+      first = true;
+      seen = 0;
       continue;
     }
-    log::Info("programmed ", log::Field("services", static_cast<long long>(state.services.size())), " ",
+    auto us = [](auto d) { return static_cast<long long>(std::chrono::duration<double, std::micro>(d).count()); };
+    log::Info("programmed ", log::Field("services", static_cast<long long>(services)), " ",
               log::Field("frontends", static_cast<long long>(st->frontends)), " ",
               log::Field("backends", static_cast<long long>(st->backends)), " ",
+              log::Field("changed", static_cast<long long>(delta.size())), " ",
               log::Field("writes", static_cast<long long>(st->map_writes)), " ",
               log::Field("deletes", static_cast<long long>(st->map_deletes)), " ",
-              log::Field("duration_us", static_cast<long long>(us)));
+              log::Field("compute_us", us(t1 - t0)), " ", log::Field("apply_us", us(t2 - t1)));
     if (!notified) {
       sd_notify(0, "READY=1");
       notified = true;

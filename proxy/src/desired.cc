@@ -50,89 +50,179 @@ std::string Ipv4ToString(uint32_t address_be) {
   return buf;
 }
 
-DesiredState ComputeDesired(const ClusterState& state, const NodeConfig& node) {
-  DesiredState out;
+void ComputeServiceFrontends(const Service& svc, const std::vector<const EndpointSlice*>& slices,
+                             const NodeConfig& node, std::vector<std::pair<FrontendKey, Frontend>>* out) {
+  if (svc.type == "ExternalName") return;
+  const std::string key = svc.Key();
+  std::vector<uint32_t> vips;
+  for (const std::string& ip : svc.cluster_ips) {
+    if (ip.empty() || ip == "None") continue;
+    uint32_t a;
+    if (ParseIpv4(ip, &a)) vips.push_back(a);
+    else if (ip.find(':') == std::string::npos)
+      log::Warn("skipping invalid clusterIP ", log::Field("service", key), " ", log::Field("ip", ip));
+  }
+  // Headless (clusterIP None) services get no frontend at all.
+  if (vips.empty()) return;
+  std::vector<uint32_t> ext_ips;
+  for (const std::string& ip : svc.external_ips) {
+    uint32_t a;
+    if (ParseIpv4(ip, &a)) ext_ips.push_back(a);
+  }
   std::vector<uint32_t> node_ips;
   for (const std::string& ip : node.node_ips) {
     uint32_t a;
     if (ParseIpv4(ip, &a)) node_ips.push_back(a);
   }
-  // slices by ns/service
-  std::unordered_map<std::string, std::vector<const EndpointSlice*>> slices;
-  for (const auto& [key, es] : state.endpoint_slices) slices[es.ns + "/" + es.service_name].push_back(&es);
+  bool node_port = svc.type == "NodePort" || svc.type == "LoadBalancer";
 
-  for (const auto& [key, svc] : state.services) {
-    if (svc.type == "ExternalName") continue;
-    std::vector<uint32_t> vips;
-    for (const std::string& ip : svc.cluster_ips) {
-      if (ip.empty() || ip == "None") continue;
-      uint32_t a;
-      if (ParseIpv4(ip, &a)) vips.push_back(a);
-      else if (ip.find(':') == std::string::npos)
-        log::Warn("skipping invalid clusterIP ", log::Field("service", key), " ", log::Field("ip", ip));
-    }
-    std::vector<uint32_t> ext_ips;
-    for (const std::string& ip : svc.external_ips) {
-      uint32_t a;
-      if (ParseIpv4(ip, &a)) ext_ips.push_back(a);
-    }
-    // Headless (clusterIP None) services get no frontend at all.
-    if (vips.empty()) continue;
-    bool node_port = svc.type == "NodePort" || svc.type == "LoadBalancer";
-    auto sit = slices.find(key);
-
-    for (const ServicePort& sp : svc.ports) {
-      std::vector<Candidate> cands;
-      if (sit != slices.end()) {
-        for (const EndpointSlice* es : sit->second) {
-          for (const EndpointPort& ep : es->ports) {
-            if (ep.name != sp.name || ep.protocol != sp.protocol) continue;
-            for (const Endpoint& e : es->endpoints) {
-              bool local = !node.node_name.empty() && e.node_name == node.node_name;
-              for (const std::string& a : e.addresses) {
-                Candidate c;
-                if (!ParseIpv4(a, &c.backend.address)) continue;
-                c.backend.port = ep.port;
-                c.backend.proto = static_cast<uint8_t>(sp.protocol);
-                c.backend.flags = local ? SKIFF_BE_F_LOCAL : 0;
-                if (!e.ready) c.backend.flags |= SKIFF_BE_F_TERMINATING;
-                c.ready = e.ready;
-                c.serving_terminating = !e.ready && e.serving && e.terminating;
-                c.local = local;
-                cands.push_back(c);
-              }
-            }
+  for (const ServicePort& sp : svc.ports) {
+    std::vector<Candidate> cands;
+    for (const EndpointSlice* es : slices) {
+      for (const EndpointPort& ep : es->ports) {
+        if (ep.name != sp.name || ep.protocol != sp.protocol) continue;
+        for (const Endpoint& e : es->endpoints) {
+          bool local = !node.node_name.empty() && e.node_name == node.node_name;
+          for (const std::string& a : e.addresses) {
+            Candidate c;
+            if (!ParseIpv4(a, &c.backend.address)) continue;
+            c.backend.port = ep.port;
+            c.backend.proto = static_cast<uint8_t>(sp.protocol);
+            c.backend.flags = local ? SKIFF_BE_F_LOCAL : 0;
+            if (!e.ready) c.backend.flags |= SKIFF_BE_F_TERMINATING;
+            c.ready = e.ready;
+            c.serving_terminating = !e.ready && e.serving && e.terminating;
+            c.local = local;
+            cands.push_back(c);
           }
         }
       }
-      Frontend internal;
-      internal.service_port = key + ":" + sp.name + "/" + (sp.protocol == Protocol::kTcp ? "TCP" : "UDP");
-      internal.flags = svc.affinity_client_ip ? SKIFF_SVC_F_AFFINITY : 0;
-      internal.affinity_timeout_s = svc.affinity_client_ip ? svc.affinity_timeout_s : 0;
-      internal.backends = Select(cands, svc.internal_policy_local);
-      Frontend external = internal;
-      external.backends = Select(cands, svc.external_policy_local);
-      if (svc.external_policy_local) external.flags |= SKIFF_SVC_F_LOCAL;
+    }
+    Frontend internal;
+    internal.service_port = key + ":" + sp.name + "/" + (sp.protocol == Protocol::kTcp ? "TCP" : "UDP");
+    internal.flags = svc.affinity_client_ip ? SKIFF_SVC_F_AFFINITY : 0;
+    internal.affinity_timeout_s = svc.affinity_client_ip ? svc.affinity_timeout_s : 0;
+    internal.backends = Select(cands, svc.internal_policy_local);
+    Frontend external = internal;
+    external.backends = Select(cands, svc.external_policy_local);
+    if (svc.external_policy_local) external.flags |= SKIFF_SVC_F_LOCAL;
 
-      uint8_t proto = static_cast<uint8_t>(sp.protocol);
-      for (uint32_t vip : vips) out.frontends[{vip, sp.port, proto, SKIFF_LB_SCOPE_SOCK}] = internal;
-      for (uint32_t ip : ext_ips) {
-        // From the node itself external IPs behave like the cluster IP; from
-        // outside they follow externalTrafficPolicy.
-        out.frontends[{ip, sp.port, proto, SKIFF_LB_SCOPE_SOCK}] = internal;
-        out.frontends[{ip, sp.port, proto, SKIFF_LB_SCOPE_EXT}] = external;
-      }
-      if (node_port && sp.node_port) {
-        Frontend np = external;
-        np.flags |= SKIFF_SVC_F_NODEPORT;
-        out.frontends[{0, sp.node_port, proto, SKIFF_LB_SCOPE_EXT}] = np;
-        // NodePort connections made on the node itself go to any endpoint.
-        Frontend np_local = internal;
-        np_local.backends = Select(cands, false);
-        for (uint32_t ip : node_ips) out.frontends[{ip, sp.node_port, proto, SKIFF_LB_SCOPE_SOCK}] = np_local;
-      }
+    uint8_t proto = static_cast<uint8_t>(sp.protocol);
+    for (uint32_t vip : vips) out->push_back({{vip, sp.port, proto, SKIFF_LB_SCOPE_SOCK}, internal});
+    for (uint32_t ip : ext_ips) {
+      // From the node itself external IPs behave like the cluster IP; from
+      // outside they follow externalTrafficPolicy.
+      out->push_back({{ip, sp.port, proto, SKIFF_LB_SCOPE_SOCK}, internal});
+      out->push_back({{ip, sp.port, proto, SKIFF_LB_SCOPE_EXT}, external});
+    }
+    if (node_port && sp.node_port) {
+      Frontend np = external;
+      np.flags |= SKIFF_SVC_F_NODEPORT;
+      out->push_back({{0, sp.node_port, proto, SKIFF_LB_SCOPE_EXT}, np});
+      // NodePort connections made on the node itself go to any endpoint.
+      Frontend np_local = internal;
+      np_local.backends = Select(cands, false);
+      for (uint32_t ip : node_ips) out->push_back({{ip, sp.node_port, proto, SKIFF_LB_SCOPE_SOCK}, np_local});
     }
   }
+}
+
+void DesiredBuilder::Drop(const std::vector<std::pair<FrontendKey, Frontend>>& old,
+                          const std::vector<std::pair<FrontendKey, Frontend>>* keep,
+                          std::map<FrontendKey, std::optional<Frontend>>* delta) {
+  for (const auto& [fk, f] : old) {
+    bool kept = false;
+    if (keep)
+      for (const auto& [nk, nf] : *keep) kept = kept || nk == fk;
+    if (kept) continue;
+    auto it = current_.find(fk);
+    // Only if it is still ours (another service may have taken the address).
+    if (it != current_.end() && it->second.service_port == f.service_port) {
+      current_.erase(it);
+      (*delta)[fk] = std::nullopt;
+    }
+  }
+}
+
+void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
+                           std::map<FrontendKey, std::optional<Frontend>>* delta) {
+  auto sit = state.services.find(key);
+  auto cit = cache_.find(key);
+  if (sit == state.services.end()) {
+    if (cit != cache_.end()) {
+      Drop(cit->second.frontends, nullptr, delta);
+      cache_.erase(cit);
+    }
+    return;
+  }
+  std::vector<const EndpointSlice*> mine;
+  if (auto it = slices_of_.find(key); it != slices_of_.end()) {
+    for (const std::string& sk : it->second) {
+      auto es = state.endpoint_slices.find(sk);
+      if (es != state.endpoint_slices.end()) mine.push_back(&es->second);
+    }
+  }
+  const Service& svc = sit->second;
+  if (cit != cache_.end() && cit->second.service == svc && cit->second.slices.size() == mine.size()) {
+    bool same = true;
+    for (size_t i = 0; same && i < mine.size(); ++i) same = cit->second.slices[i] == *mine[i];
+    if (same) return;
+  }
+  Cached fresh;
+  fresh.service = svc;
+  for (const EndpointSlice* es : mine) fresh.slices.push_back(*es);
+  ComputeServiceFrontends(svc, mine, node_, &fresh.frontends);
+  if (cit != cache_.end()) Drop(cit->second.frontends, &fresh.frontends, delta);
+  for (const auto& [fk, f] : fresh.frontends) {
+    auto it = current_.find(fk);
+    if (it != current_.end() && it->second == f) continue;
+    current_[fk] = f;
+    (*delta)[fk] = f;
+  }
+  cache_[key] = std::move(fresh);
+}
+
+std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const ClusterState& state,
+                                                                      const ChangeSet& changes) {
+  std::map<FrontendKey, std::optional<Frontend>> delta;
+  if (changes.all) {
+    slices_of_.clear();
+    service_of_.clear();
+    for (const auto& [k, es] : state.endpoint_slices) {
+      std::string svc = es.ns + "/" + es.service_name;
+      slices_of_[svc].insert(k);
+      service_of_[k] = svc;
+    }
+    for (const auto& [key, svc] : state.services) Visit(key, state, &delta);
+    std::vector<std::string> gone;
+    for (const auto& [key, c] : cache_)
+      if (!state.services.count(key)) gone.push_back(key);
+    for (const std::string& key : gone) Visit(key, state, &delta);
+    return delta;
+  }
+  std::set<std::string> visit = changes.services;
+  for (const std::string& sk : changes.slices) {
+    if (auto old = service_of_.find(sk); old != service_of_.end()) {
+      visit.insert(old->second);
+      slices_of_[old->second].erase(sk);
+      service_of_.erase(old);
+    }
+    if (auto es = state.endpoint_slices.find(sk); es != state.endpoint_slices.end()) {
+      std::string svc = es->second.ns + "/" + es->second.service_name;
+      slices_of_[svc].insert(sk);
+      service_of_[sk] = svc;
+      visit.insert(svc);
+    }
+  }
+  for (const std::string& key : visit) Visit(key, state, &delta);
+  return delta;
+}
+
+DesiredState ComputeDesired(const ClusterState& state, const NodeConfig& node) {
+  DesiredBuilder b(node);
+  b.Update(state);
+  DesiredState out;
+  out.frontends = b.current();
   return out;
 }
 

@@ -102,29 +102,32 @@ uint32_t ServiceMap::AllocBackendId() {
 }
 
 uint32_t ServiceMap::ServiceId(const std::string& service_port) const {
-  auto it = service_ids_.find(service_port);
-  return it == service_ids_.end() ? 0 : it->second;
+  auto it = service_ports_.find(service_port);
+  return it == service_ports_.end() ? 0 : it->second.id;
 }
 
 absl::Status ServiceMap::Recover() {
   frontends_.clear();
+  applied_.clear();
   backends_.clear();
   backend_ids_.clear();
+  service_ports_.clear();
+  sid_owner_.clear();
   live_service_ids_.clear();
-  // backends
+  ext_frontends_.clear();
+  maglev_sets_.clear();
   uint32_t bkey, bnext;
   uint32_t* bprev = nullptr;
   while (bpf_map_get_next_key(fds_.backends, bprev, &bnext) == 0) {
     skiff_lb4_backend v;
     if (bpf_map_lookup_elem(fds_.backends, &bnext, &v) == 0) {
-      BackendRef ref;
-      ref.backend = {v.address, ntohs(v.port), v.proto, v.flags};
-      backends_[bnext] = ref;
+      BackendEntry e;
+      e.backend = {v.address, ntohs(v.port), v.proto, v.flags};
+      backends_[bnext] = e;
     }
     bkey = bnext;
     bprev = &bkey;
   }
-  // services: slot 0 entries first, then slots
   std::vector<std::pair<skiff_lb4_key, skiff_lb4_service>> entries;
   skiff_lb4_key skey, snext;
   skiff_lb4_key* sprev = nullptr;
@@ -156,12 +159,10 @@ absl::Status ServiceMap::Recover() {
       auto it = s.find(static_cast<uint16_t>(i + 1));
       // A hole (never left by a finished update) is rewritten by Apply().
       p.slots[i] = it == s.end() ? 0 : it->second;
-      if (p.slots[i] && backends_.count(p.slots[i])) {
-        backends_[p.slots[i]].service_id = p.service_id;
-      }
+      auto be = backends_.find(p.slots[i]);
+      if (be != backends_.end()) be->second.service_id = p.service_id;
     }
   }
-  // Orphaned slot entries of frontends without slot 0 are deleted right away.
   for (const auto& [fk, s] : slots) {
     if (frontends_.count(fk)) continue;
     for (const auto& [slot, id] : s) {
@@ -169,17 +170,14 @@ absl::Status ServiceMap::Recover() {
       RETURN_IF_ERROR(Delete(fds_.services, &key, "orphan service slot"));
     }
   }
-  for (const auto& [id, ref] : backends_) backend_ids_[{ref.service_id, Identity(ref.backend)}] = id;
+  for (const auto& [id, e] : backends_) backend_ids_[{e.service_id, Identity(e.backend)}] = id;
   log::Info("recovered pinned service maps ", log::Field("frontends", static_cast<long long>(frontends_.size())), " ",
             log::Field("backends", static_cast<long long>(backends_.size())));
   return absl::OkStatus();
 }
 
 absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& want, uint32_t service_id,
-                                      const std::map<Backend, uint32_t>& ids, Programmed* p, ApplyStats* st) {
-  std::vector<uint32_t> want_ids;
-  want_ids.reserve(want.backends.size());
-  for (const Backend& b : want.backends) want_ids.push_back(ids.at(Identity(b)));
+                                      const std::vector<uint32_t>& want_ids, Programmed* p, ApplyStats* st) {
   std::set<uint32_t> want_set(want_ids.begin(), want_ids.end());
   std::set<uint32_t> old_set(p->slots.begin(), p->slots.end());
   std::deque<uint32_t> added;
@@ -213,8 +211,8 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
     added.pop_front();
     RETURN_IF_ERROR(write_slot(slots.size() - 1));
   }
-  // 3. Fill remaining holes from the tail; the departing backends stay valid
-  //    until count shrinks below them.
+  // 3. Fill remaining holes from the tail; departing backends stay valid
+  //    until the count shrinks below them.
   size_t hi = 0;
   while (hi < holes.size()) {
     if (slots.size() - 1 == holes.back()) {
@@ -227,7 +225,7 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
     slots.pop_back();
     RETURN_IF_ERROR(write_slot(h));
   }
-  // 4. Publish the new count.
+  // 4. Publish the new count (always for a new frontend: service id 0).
   if (slots.size() != p->slots.size() || p->service_id != service_id || p->flags != want.flags ||
       p->affinity_timeout_s != want.affinity_timeout_s) {
     skiff_lb4_key key = MakeKey(fk, 0);
@@ -265,169 +263,215 @@ absl::Status ServiceMap::DeleteFrontend(const FrontendKey& fk, const Programmed&
   return absl::OkStatus();
 }
 
-absl::Status ServiceMap::WriteMaglev(uint32_t service_id, const std::vector<uint32_t>& backend_ids, ApplyStats* st) {
+absl::Status ServiceMap::WriteMaglev(uint32_t sid, ApplyStats* st) {
   if (fds_.maglev < 0) return absl::OkStatus();
+  std::vector<uint32_t> set;
+  auto ext = ext_frontends_.find(sid);
+  if (ext != ext_frontends_.end() && !ext->second.empty()) {
+    // Every EXT frontend of a service port has the same (external) backends.
+    set = frontends_.at(*ext->second.begin()).slots;
+    std::sort(set.begin(), set.end());
+  }
+  auto cur = maglev_sets_.find(sid);
+  if (set.empty()) {
+    if (cur == maglev_sets_.end()) return absl::OkStatus();
+    maglev_sets_.erase(cur);
+    ++st->map_deletes;
+    return Delete(fds_.maglev, &sid, "maglev table");
+  }
+  if (cur != maglev_sets_.end() && cur->second == set) return absl::OkStatus();
   std::vector<std::pair<uint64_t, uint32_t>> in;
-  for (uint32_t id : backend_ids) {
+  for (uint32_t id : set) {
     const Backend& b = backends_.at(id).backend;
     in.emplace_back((static_cast<uint64_t>(b.address) << 24) | (static_cast<uint64_t>(b.port) << 8) | b.proto, id);
   }
   std::vector<uint32_t> table = BuildMaglevTable(in, SKIFF_MAGLEV_TABLE_SIZE);
   ++st->map_writes;
-  return Update(fds_.maglev, &service_id, table.data(), "maglev table");
+  RETURN_IF_ERROR(Update(fds_.maglev, &sid, table.data(), "maglev table"));
+  maglev_sets_[sid] = std::move(set);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> ServiceMap::ServiceIdFor(const FrontendKey& fk, const std::string& sp, ApplyStats* st) {
+  auto it = service_ports_.find(sp);
+  if (it != service_ports_.end()) return it->second.id;
+  uint32_t id = 0;
+  // A frontend recovered from the maps keeps its id (and its counters).
+  auto cur = frontends_.find(fk);
+  if (cur != frontends_.end() && cur->second.service_id && !sid_owner_.count(cur->second.service_id))
+    id = cur->second.service_id;
+  if (!id) id = AllocServiceId();
+  service_ports_[sp] = {id, 0};
+  sid_owner_[id] = sp;
+  if (!live_service_ids_.count(id)) {
+    std::vector<skiff_lb_counters> zero(ncpus_);
+    ++st->map_writes;
+    RETURN_IF_ERROR(Update(fds_.counters, &id, zero.data(), "counters"));
+    live_service_ids_.insert(id);
+  }
+  return id;
+}
+
+absl::Status ServiceMap::ReleaseServiceId(uint32_t sid, ApplyStats* st) {
+  ++st->map_deletes;
+  RETURN_IF_ERROR(Delete(fds_.counters, &sid, "counters"));
+  if (maglev_sets_.count(sid)) {
+    ++st->map_deletes;
+    if (fds_.maglev >= 0) RETURN_IF_ERROR(Delete(fds_.maglev, &sid, "maglev table"));
+    maglev_sets_.erase(sid);
+  }
+  live_service_ids_.erase(sid);
+  sid_owner_.erase(sid);
+  ext_frontends_.erase(sid);
+  free_service_ids_.push_back(sid);
+  return absl::OkStatus();
+}
+
+void ServiceMap::Unref(const FrontendKey& fk, const Frontend& f, std::set<BackendKey>* maybe_dead,
+                       std::set<std::string>* maybe_dead_sp) {
+  auto spit = service_ports_.find(f.service_port);
+  if (spit == service_ports_.end()) return;
+  uint32_t sid = spit->second.id;
+  for (const Backend& b : f.backends) {
+    BackendKey k{sid, Identity(b)};
+    auto it = backend_ids_.find(k);
+    if (it == backend_ids_.end()) continue;
+    BackendEntry& e = backends_[it->second];
+    if (e.refs > 0) --e.refs;
+    if (e.refs == 0) maybe_dead->insert(k);
+  }
+  if (spit->second.refs > 0) --spit->second.refs;
+  if (spit->second.refs == 0) maybe_dead_sp->insert(f.service_port);
+  if (fk.scope == SKIFF_LB_SCOPE_EXT) ext_frontends_[sid].erase(fk);
+}
+
+absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
+  ApplyStats st;
+  std::set<BackendKey> maybe_dead;
+  std::set<std::string> maybe_dead_sp;
+  std::set<uint32_t> maglev_dirty;
+  for (const auto& [fk, want] : delta) {
+    auto old = applied_.find(fk);
+    if (!want) {
+      auto p = frontends_.find(fk);
+      if (p != frontends_.end()) {
+        RETURN_IF_ERROR(DeleteFrontend(fk, p->second, &st));
+        if (fk.scope == SKIFF_LB_SCOPE_EXT) maglev_dirty.insert(p->second.service_id);
+        frontends_.erase(p);
+      }
+      if (old != applied_.end()) {
+        Unref(fk, old->second, &maybe_dead, &maybe_dead_sp);
+        applied_.erase(old);
+      }
+      continue;
+    }
+    ASSIGN_OR_RETURN(uint32_t sid, ServiceIdFor(fk, want->service_port, &st));
+    // Backend entries first: a slot never names a missing backend.
+    std::vector<uint32_t> ids;
+    ids.reserve(want->backends.size());
+    for (const Backend& b : want->backends) {
+      BackendKey k{sid, Identity(b)};
+      auto it = backend_ids_.find(k);
+      uint32_t id;
+      bool write;
+      if (it != backend_ids_.end()) {
+        id = it->second;
+        write = backends_[id].backend.flags != b.flags;
+      } else {
+        id = AllocBackendId();
+        backend_ids_[k] = id;
+        write = true;
+      }
+      BackendEntry& e = backends_[id];
+      e.backend = b;
+      e.service_id = sid;
+      ++e.refs;
+      if (write) {
+        skiff_lb4_backend v{};
+        v.address = b.address;
+        v.port = htons(b.port);
+        v.proto = b.proto;
+        v.flags = b.flags;
+        ++st.map_writes;
+        RETURN_IF_ERROR(Update(fds_.backends, &id, &v, "backend"));
+      }
+      ids.push_back(id);
+    }
+    ++service_ports_[want->service_port].refs;
+    Programmed& p = frontends_[fk];
+    bool changed = p.service_id != sid || p.flags != want->flags || p.affinity_timeout_s != want->affinity_timeout_s ||
+                   p.slots.size() != ids.size();
+    if (!changed) {
+      std::set<uint32_t> cur(p.slots.begin(), p.slots.end());
+      for (uint32_t id : ids) changed = changed || !cur.count(id);
+    }
+    if (changed) RETURN_IF_ERROR(SyncFrontend(fk, *want, sid, ids, &p, &st));
+    if (fk.scope == SKIFF_LB_SCOPE_EXT) {
+      ext_frontends_[sid].insert(fk);
+      maglev_dirty.insert(sid);
+    }
+    if (old != applied_.end()) {
+      Unref(fk, old->second, &maybe_dead, &maybe_dead_sp);
+      if (fk.scope == SKIFF_LB_SCOPE_EXT) ext_frontends_[sid].insert(fk);
+      old->second = *want;
+    } else {
+      applied_.emplace(fk, *want);
+    }
+  }
+  for (uint32_t sid : maglev_dirty)
+    if (sid_owner_.count(sid)) RETURN_IF_ERROR(WriteMaglev(sid, &st));
+  // Backends no applied frontend names any more (their slots are gone).
+  for (const BackendKey& k : maybe_dead) {
+    auto it = backend_ids_.find(k);
+    if (it == backend_ids_.end()) continue;
+    uint32_t id = it->second;
+    if (backends_[id].refs) continue;
+    ++st.map_deletes;
+    RETURN_IF_ERROR(Delete(fds_.backends, &id, "backend"));
+    backends_.erase(id);
+    backend_ids_.erase(it);
+    free_backend_ids_.push_back(id);
+  }
+  for (const std::string& sp : maybe_dead_sp) {
+    auto it = service_ports_.find(sp);
+    if (it == service_ports_.end() || it->second.refs) continue;
+    RETURN_IF_ERROR(ReleaseServiceId(it->second.id, &st));
+    service_ports_.erase(it);
+  }
+  st.frontends = frontends_.size();
+  st.backends = backends_.size();
+  return st;
 }
 
 absl::StatusOr<ApplyStats> ServiceMap::Apply(const DesiredState& desired) {
-  ApplyStats st;
-  // 1. A service id per service port; frontends recovered from the maps keep
-  //    the id they had.
-  std::map<std::string, uint32_t> want_ids;
-  std::set<uint32_t> claimed;
+  FrontendDelta delta;
   for (const auto& [fk, f] : desired.frontends) {
-    if (want_ids.count(f.service_port)) continue;
-    auto known = service_ids_.find(f.service_port);
-    if (known != service_ids_.end()) {
-      want_ids[f.service_port] = known->second;
-      claimed.insert(known->second);
-    }
+    auto it = applied_.find(fk);
+    if (it == applied_.end() || !(it->second == f)) delta.emplace(fk, f);
   }
-  for (const auto& [fk, f] : desired.frontends) {
-    if (want_ids.count(f.service_port)) continue;
-    uint32_t id = 0;
-    auto cur = frontends_.find(fk);
-    if (cur != frontends_.end() && !claimed.count(cur->second.service_id)) id = cur->second.service_id;
-    if (!id) {
-      do id = AllocServiceId();
-      while (claimed.count(id));
-    }
-    want_ids[f.service_port] = id;
-    claimed.insert(id);
-  }
-  // 2. Backend entries: (service id, backend) -> id, written before any slot
-  //    names them.
-  std::map<std::pair<uint32_t, Backend>, uint8_t> needed;  // -> flags
-  for (const auto& [fk, f] : desired.frontends) {
-    uint32_t sid = want_ids[f.service_port];
-    for (const Backend& b : f.backends) needed[{sid, Identity(b)}] |= b.flags;
-  }
-  std::map<uint32_t, std::map<Backend, uint32_t>> ids_by_service;
-  for (const auto& [k, flags] : needed) {
-    uint32_t id;
-    auto it = backend_ids_.find(k);
-    bool write = false;
-    if (it != backend_ids_.end()) {
-      id = it->second;
-      write = backends_[id].backend.flags != flags;
-    } else {
-      id = AllocBackendId();
-      backend_ids_[k] = id;
-      write = true;
-    }
-    if (write) {
-      Backend b = k.second;
-      b.flags = flags;
-      backends_[id] = {b, k.first};
-      skiff_lb4_backend v{};
-      v.address = b.address;
-      v.port = htons(b.port);
-      v.proto = b.proto;
-      v.flags = b.flags;
-      ++st.map_writes;
-      RETURN_IF_ERROR(Update(fds_.backends, &id, &v, "backend"));
-    }
-    ids_by_service[k.first][k.second] = id;
-  }
-  // Counters for new service ids.
-  std::vector<skiff_lb_counters> zero(ncpus_);
-  for (const auto& [sp, sid] : want_ids) {
-    if (live_service_ids_.count(sid)) continue;
-    ++st.map_writes;
-    RETURN_IF_ERROR(Update(fds_.counters, &sid, zero.data(), "counters"));
-    live_service_ids_.insert(sid);
-  }
-  // 3. Frontends.
-  std::map<uint32_t, std::vector<uint32_t>> maglev_want;
-  for (const auto& [fk, f] : desired.frontends) {
-    uint32_t sid = want_ids[f.service_port];
-    Programmed& p = frontends_[fk];
-    bool is_new = p.service_id == 0;
-    if (is_new || p.service_id != sid || p.flags != f.flags || p.affinity_timeout_s != f.affinity_timeout_s ||
-        p.slots.size() != f.backends.size() || std::find(p.slots.begin(), p.slots.end(), 0u) != p.slots.end()) {
-      // A new frontend has service id 0 here, so SyncFrontend always writes
-      // its slot 0 (a refusing entry when it has no backend).
-      RETURN_IF_ERROR(SyncFrontend(fk, f, sid, ids_by_service[sid], &p, &st));
-    } else {
-      // Same size: check membership.
-      const auto& ids = ids_by_service[sid];
-      std::set<uint32_t> cur(p.slots.begin(), p.slots.end());
-      bool same = true;
-      for (const Backend& b : f.backends) same = same && cur.count(ids.at(Identity(b)));
-      if (!same) RETURN_IF_ERROR(SyncFrontend(fk, f, sid, ids, &p, &st));
-    }
-    if (fk.scope == SKIFF_LB_SCOPE_EXT && !maglev_want.count(sid)) {
-      std::vector<uint32_t> set = p.slots;
-      std::sort(set.begin(), set.end());
-      maglev_want[sid] = set;
-    }
-  }
-  // 4. Frontends that went away.
-  for (auto it = frontends_.begin(); it != frontends_.end();) {
-    if (desired.frontends.count(it->first)) {
-      ++it;
-      continue;
-    }
-    RETURN_IF_ERROR(DeleteFrontend(it->first, it->second, &st));
-    it = frontends_.erase(it);
-  }
-  // 5. Maglev tables of external frontends.
-  for (const auto& [sid, set] : maglev_want) {
-    auto it = maglev_sets_.find(sid);
-    if (it != maglev_sets_.end() && it->second == set) continue;
-    RETURN_IF_ERROR(WriteMaglev(sid, set, &st));
-    maglev_sets_[sid] = set;
-  }
-  // 6. Backends no slot names any more.
+  for (const auto& [fk, f] : applied_)
+    if (!desired.frontends.count(fk)) delta.emplace(fk, std::nullopt);
+  // Frontends recovered from the maps that nobody wants any more.
+  for (const auto& [fk, p] : frontends_)
+    if (!desired.frontends.count(fk) && !applied_.count(fk)) delta.emplace(fk, std::nullopt);
+  ASSIGN_OR_RETURN(ApplyStats st, ApplyDelta(delta));
+  // Recovered leftovers: backends and service ids nothing refers to.
   for (auto it = backend_ids_.begin(); it != backend_ids_.end();) {
-    if (needed.count(it->first)) {
+    uint32_t id = it->second;
+    if (backends_[id].refs) {
       ++it;
       continue;
     }
-    uint32_t id = it->second;
     ++st.map_deletes;
     RETURN_IF_ERROR(Delete(fds_.backends, &id, "backend"));
     backends_.erase(id);
     free_backend_ids_.push_back(id);
     it = backend_ids_.erase(it);
   }
-  // 7. Service ids no longer used.
-  for (auto it = live_service_ids_.begin(); it != live_service_ids_.end();) {
-    if (claimed.count(*it)) {
-      ++it;
-      continue;
-    }
-    uint32_t sid = *it;
-    ++st.map_deletes;
-    RETURN_IF_ERROR(Delete(fds_.counters, &sid, "counters"));
-    if (fds_.maglev >= 0 && maglev_sets_.count(sid)) {
-      ++st.map_deletes;
-      RETURN_IF_ERROR(Delete(fds_.maglev, &sid, "maglev table"));
-    }
-    maglev_sets_.erase(sid);
-    free_service_ids_.push_back(sid);
-    it = live_service_ids_.erase(it);
-  }
-  for (auto it = maglev_sets_.begin(); it != maglev_sets_.end();) {
-    if (maglev_want.count(it->first)) {
-      ++it;
-      continue;
-    }
-    uint32_t sid = it->first;
-    ++st.map_deletes;
-    if (fds_.maglev >= 0) RETURN_IF_ERROR(Delete(fds_.maglev, &sid, "maglev table"));
-    it = maglev_sets_.erase(it);
-  }
-  service_ids_ = std::move(want_ids);
-  st.frontends = frontends_.size();
+  std::vector<uint32_t> orphan_sids;
+  for (uint32_t sid : live_service_ids_)
+    if (!sid_owner_.count(sid)) orphan_sids.push_back(sid);
+  for (uint32_t sid : orphan_sids) RETURN_IF_ERROR(ReleaseServiceId(sid, &st));
   st.backends = backends_.size();
   return st;
 }
@@ -435,7 +479,8 @@ absl::StatusOr<ApplyStats> ServiceMap::Apply(const DesiredState& desired) {
 std::map<std::string, ServiceCounters> ServiceMap::ReadCounters() const {
   std::map<std::string, ServiceCounters> out;
   std::vector<skiff_lb_counters> v(ncpus_);
-  for (const auto& [sp, sid] : service_ids_) {
+  for (const auto& [sp, entry] : service_ports_) {
+    uint32_t sid = entry.id;
     if (bpf_map_lookup_elem(fds_.counters, &sid, v.data()) != 0) continue;
     ServiceCounters c;
     for (const auto& x : v) {

@@ -24,6 +24,7 @@ void StateStore::Bump() {
 void StateStore::Replace(ClusterState state) {
   std::lock_guard lock(mu_);
   state_ = std::move(state);
+  changes_.all = true;
   synced_ = true;
   Bump();
 }
@@ -31,12 +32,14 @@ void StateStore::Replace(ClusterState state) {
 void StateStore::UpsertService(Service service) {
   std::lock_guard lock(mu_);
   std::string key = service.Key();
+  changes_.services.insert(key);
   state_.services[key] = std::move(service);
   Bump();
 }
 
 void StateStore::DeleteService(const std::string& ns, const std::string& name) {
   std::lock_guard lock(mu_);
+  changes_.services.insert(ns + "/" + name);
   state_.services.erase(ns + "/" + name);
   Bump();
 }
@@ -44,20 +47,25 @@ void StateStore::DeleteService(const std::string& ns, const std::string& name) {
 void StateStore::UpsertEndpointSlice(EndpointSlice slice) {
   std::lock_guard lock(mu_);
   std::string key = slice.Key();
+  changes_.slices.insert(key);
   state_.endpoint_slices[key] = std::move(slice);
   Bump();
 }
 
 void StateStore::DeleteEndpointSlice(const std::string& ns, const std::string& name) {
   std::lock_guard lock(mu_);
+  changes_.slices.insert(ns + "/" + name);
   state_.endpoint_slices.erase(ns + "/" + name);
   Bump();
 }
 
-uint64_t StateStore::WaitNewer(uint64_t seen, int timeout_ms, ClusterState* out) {
+uint64_t StateStore::Consume(uint64_t seen, int timeout_ms,
+                             const std::function<void(const ClusterState&, const ChangeSet&)>& fn) {
   std::unique_lock lock(mu_);
   cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return generation_ != seen; });
-  if (generation_ != seen && out) *out = state_;
+  if (generation_ == seen) return seen;
+  fn(state_, changes_);
+  changes_ = ChangeSet{};
   return generation_;
 }
 

@@ -7,7 +7,11 @@
 
 #include <chrono>
 #include <map>
+#include <atomic>
+#include <iostream>
+#include <random>
 #include <set>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "lab.h"
@@ -73,7 +77,7 @@ class SockLbTest : public ::testing::Test {
     lab_.reset();
   }
   void Program() {
-    auto st = map_->Apply(ComputeDesired(state_, node_));
+    auto st = map_->ApplyDelta(builder_.Update(state_));
     ASSERT_TRUE(st.ok()) << st.status();
   }
 
@@ -82,6 +86,7 @@ class SockLbTest : public ::testing::Test {
   std::unique_ptr<ServiceMap> map_;
   ClusterState state_;
   NodeConfig node_{"node-a", {}};
+  DesiredBuilder builder_{node_};
 };
 
 TEST_F(SockLbTest, TcpConnectToClusterIpReachesEveryBackendAndPeerIsTheVip) {
@@ -216,6 +221,78 @@ TEST_F(SockLbTest, InternalTrafficPolicyLocalUsesOnlyThisNodesEndpoints) {
 TEST_F(SockLbTest, NonServiceTrafficIsLeftAlone) {
   Program();
   EXPECT_EQ(TcpRequest("10.0.0.11", 8080), "10.0.0.11:8080");
+}
+
+TEST_F(SockLbTest, ChurnOfTenThousandServicesNeverFailsAConnection) {
+  // 10k services x 2 backends; services 0..3 point at the live lab backends,
+  // the rest at addresses nobody connects to.
+  auto backend_ip = [](int svc, int which) {
+    return "10.1." + std::to_string((svc * 2 + which) / 250) + "." + std::to_string((svc * 2 + which) % 250 + 1);
+  };
+  const int kServices = 10000;
+  for (int i = 0; i < kServices; ++i) {
+    std::string name = "svc" + std::to_string(i);
+    std::string vip = "10.96." + std::to_string(1 + i / 250) + "." + std::to_string(i % 250 + 1);
+    state_.services["default/" + name] = MakeService(name, vip, {{"http", Protocol::kTcp, 80, 0}});
+    std::vector<std::string> ips = i < 4 ? std::vector<std::string>{"10.0.0.11", "10.0.0.12"}
+                                         : std::vector<std::string>{backend_ip(i, 0), backend_ip(i, 1)};
+    state_.endpoint_slices["default/" + name + "-a"] = MakeSlice(name, ips, {{"http", Protocol::kTcp, 8080}});
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  Program();
+  auto full = std::chrono::steady_clock::now() - t0;
+  std::cout << "programmed 10000 services from empty in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(full).count() << " ms\n";
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::string last_error;
+  std::thread client([&] {
+    if (!lab_->EnterNetnsThisThread()) return;
+    int n = 0;
+    while (!stop) {
+      int i = n++ % 4;
+      std::string vip = "10.96.1." + std::to_string(i + 1);
+      std::string got = TcpRequest(vip, 80);
+      if (got.rfind("10.0.0.1", 0) == 0) ++ok;
+      else {
+        ++failed;
+        last_error = vip + " -> " + got;
+      }
+    }
+  });
+  std::mt19937 rng(42);
+  const char* live[] = {"10.0.0.11", "10.0.0.12", "10.0.0.13"};
+  uint64_t writes = 0, deletes = 0;
+  auto c0 = std::chrono::steady_clock::now();
+  for (int change = 0; change < 1000; ++change) {
+    // Every fourth change hits a service the client is using.
+    int i = change % 4 == 0 ? static_cast<int>(rng() % 4) : static_cast<int>(rng() % kServices);
+    EndpointSlice& es = state_.endpoint_slices["default/svc" + std::to_string(i) + "-a"];
+    std::vector<std::string> ips;
+    if (i < 4) {
+      int a = rng() % 3, b = (a + 1 + rng() % 2) % 3;
+      ips = {live[a], live[b]};
+      if (rng() % 3 == 0) ips.pop_back();  // sometimes a single backend
+    } else {
+      ips = {backend_ip(i, 0), "10.2." + std::to_string(rng() % 250) + "." + std::to_string(rng() % 250 + 1)};
+    }
+    es = MakeSlice("svc" + std::to_string(i), ips, {{"http", Protocol::kTcp, 8080}});
+    ChangeSet changes;
+    changes.slices.insert("default/svc" + std::to_string(i) + "-a");
+    auto st = map_->ApplyDelta(builder_.Update(state_, changes));
+    ASSERT_TRUE(st.ok()) << st.status();
+    writes += st->map_writes;
+    deletes += st->map_deletes;
+  }
+  auto churn = std::chrono::steady_clock::now() - c0;
+  stop = true;
+  client.join();
+  std::cout << "1000 endpoint changes: " << writes << " map writes, " << deletes << " deletes, "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(churn).count() << " ms total (incl. diffing)\n";
+  EXPECT_LE(writes + deletes, 1000u * 6) << "an endpoint change must touch a handful of entries";
+  EXPECT_GT(ok.load(), 100);
+  EXPECT_EQ(failed.load(), 0) << last_error;
 }
 
 }  // namespace

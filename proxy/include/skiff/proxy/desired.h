@@ -5,6 +5,10 @@
 #include <compare>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <set>
+#include <unordered_map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -46,6 +50,41 @@ struct NodeConfig {
 };
 
 DesiredState ComputeDesired(const ClusterState& state, const NodeConfig& node);
+
+// The frontends of one service given its endpoint slices.
+void ComputeServiceFrontends(const Service& svc, const std::vector<const EndpointSlice*>& slices,
+                             const NodeConfig& node, std::vector<std::pair<FrontendKey, Frontend>>* out);
+
+// Incremental ComputeDesired: remembers each service's inputs and frontends
+// and recomputes only services whose Service or EndpointSlices changed.
+class DesiredBuilder {
+ public:
+  explicit DesiredBuilder(NodeConfig node) : node_(std::move(node)) {}
+  // The frontends that changed since the previous call (nullopt = removed).
+  // With a ChangeSet only the named services (and the services of the named
+  // slices) are looked at, so one endpoint change costs O(change).
+  std::map<FrontendKey, std::optional<Frontend>> Update(const ClusterState& state, const ChangeSet& changes);
+  std::map<FrontendKey, std::optional<Frontend>> Update(const ClusterState& state) {
+    return Update(state, ChangeSet::All());
+  }
+  const std::map<FrontendKey, Frontend>& current() const { return current_; }
+
+ private:
+  struct Cached {
+    Service service;
+    std::vector<EndpointSlice> slices;
+    std::vector<std::pair<FrontendKey, Frontend>> frontends;
+  };
+  NodeConfig node_;
+  void Visit(const std::string& key, const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
+  void Drop(const std::vector<std::pair<FrontendKey, Frontend>>& old,
+            const std::vector<std::pair<FrontendKey, Frontend>>* keep,
+            std::map<FrontendKey, std::optional<Frontend>>* delta);
+  std::unordered_map<std::string, Cached> cache_;
+  std::unordered_map<std::string, std::set<std::string>> slices_of_;  // service key -> slice keys
+  std::unordered_map<std::string, std::string> service_of_;           // slice key -> service key
+  std::map<FrontendKey, Frontend> current_;
+};
 
 std::string Ipv4ToString(uint32_t address_be);
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@ struct ServicePort {
   Protocol protocol = Protocol::kTcp;
   uint16_t port = 0;
   uint16_t node_port = 0;  // 0 = none
+  bool operator==(const ServicePort&) const = default;
 };
 
 struct Service {
@@ -33,12 +35,14 @@ struct Service {
   bool internal_policy_local = false;     // internalTrafficPolicy: Local
 
   std::string Key() const { return ns + "/" + name; }
+  bool operator==(const Service&) const = default;
 };
 
 struct EndpointPort {
   std::string name;
   Protocol protocol = Protocol::kTcp;
   uint16_t port = 0;
+  bool operator==(const EndpointPort&) const = default;
 };
 
 struct Endpoint {
@@ -47,6 +51,7 @@ struct Endpoint {
   bool serving = true;
   bool terminating = false;
   std::string node_name;
+  bool operator==(const Endpoint&) const = default;
 };
 
 struct EndpointSlice {
@@ -57,12 +62,28 @@ struct EndpointSlice {
   std::vector<EndpointPort> ports;
 
   std::string Key() const { return ns + "/" + name; }
+  bool operator==(const EndpointSlice&) const = default;
 };
 
 // The whole input at one moment.
 struct ClusterState {
   std::map<std::string, Service> services;              // by ns/name
   std::map<std::string, EndpointSlice> endpoint_slices;  // by ns/name
+};
+
+// What changed since a previous look at a ClusterState: keys (ns/name) of
+// Services and EndpointSlices that were added, modified or removed. `all`
+// means "compare everything" (first sync, re-list, file reload).
+struct ChangeSet {
+  bool all = false;
+  std::set<std::string> services;
+  std::set<std::string> slices;
+  bool empty() const { return !all && services.empty() && slices.empty(); }
+  static ChangeSet All() {
+    ChangeSet c;
+    c.all = true;
+    return c;
+  }
 };
 
 // Where a source delivers what it sees. Implementations are thread-safe: a

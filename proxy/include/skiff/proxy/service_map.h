@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -35,6 +36,9 @@ struct ServiceCounters {
   uint64_t connections = 0, packets = 0, bytes = 0, refused = 0;
 };
 
+// A change to apply: frontend -> new contents, or nullopt to remove it.
+using FrontendDelta = std::map<FrontendKey, std::optional<Frontend>>;
+
 class ServiceMap {
  public:
   explicit ServiceMap(LbMapFds fds);
@@ -42,13 +46,18 @@ class ServiceMap {
   // Reads what a previous agent left in the pinned maps, so the next Apply()
   // only writes what differs.
   absl::Status Recover();
+  // Makes the maps hold exactly `desired` (compares against what was applied
+  // last, then ApplyDelta).
   absl::StatusOr<ApplyStats> Apply(const DesiredState& desired);
+  // Applies only the listed frontends; cost is proportional to the change.
+  absl::StatusOr<ApplyStats> ApplyDelta(const FrontendDelta& delta);
 
   // Service id of a service port ("ns/name:port/TCP"), 0 if unknown.
   uint32_t ServiceId(const std::string& service_port) const;
   // Per-service counters summed over CPUs, by service port name.
   std::map<std::string, ServiceCounters> ReadCounters() const;
   size_t frontend_count() const { return frontends_.size(); }
+  const std::map<FrontendKey, Frontend>& applied() const { return applied_; }
 
  private:
   struct Programmed {
@@ -58,30 +67,42 @@ class ServiceMap {
     std::vector<uint32_t> slots;  // backend id of slot i + 1
     uint32_t stored_slots = 0;    // slot entries present in the map (>= slots.size())
   };
-  struct BackendRef {
-    Backend backend;
+  struct BackendEntry {
+    Backend backend;  // with flags
     uint32_t service_id = 0;
+    uint32_t refs = 0;  // applied frontends naming it
   };
+  struct ServicePortEntry {
+    uint32_t id = 0;
+    uint32_t refs = 0;  // applied frontends of this service port
+  };
+  using BackendKey = std::pair<uint32_t, Backend>;  // (service id, backend without flags)
 
   uint32_t AllocServiceId();
   uint32_t AllocBackendId();
+  absl::StatusOr<uint32_t> ServiceIdFor(const FrontendKey& fk, const std::string& service_port, ApplyStats* st);
   absl::Status SyncFrontend(const FrontendKey& key, const Frontend& want, uint32_t service_id,
-                            const std::map<Backend, uint32_t>& ids, Programmed* p, ApplyStats* stats);
+                            const std::vector<uint32_t>& want_ids, Programmed* p, ApplyStats* stats);
   absl::Status DeleteFrontend(const FrontendKey& key, const Programmed& p, ApplyStats* stats);
-  absl::Status WriteMaglev(uint32_t service_id, const std::vector<uint32_t>& backend_ids, ApplyStats* stats);
+  absl::Status WriteMaglev(uint32_t service_id, ApplyStats* stats);
+  absl::Status ReleaseServiceId(uint32_t sid, ApplyStats* st);
+  void Unref(const FrontendKey& fk, const Frontend& f, std::set<BackendKey>* maybe_dead,
+             std::set<std::string>* maybe_dead_sp);
   static Backend Identity(Backend b) {
     b.flags = 0;
     return b;
   }
 
   LbMapFds fds_;
-  std::map<FrontendKey, Programmed> frontends_;
-  std::unordered_map<uint32_t, BackendRef> backends_;  // by backend id
-  // (service id, backend without flags) -> backend id
-  std::map<std::pair<uint32_t, Backend>, uint32_t> backend_ids_;
-  std::map<std::string, uint32_t> service_ids_;
-  std::set<uint32_t> live_service_ids_;
-  std::map<uint32_t, std::vector<uint32_t>> maglev_sets_;  // service id -> backend ids in its table
+  std::map<FrontendKey, Programmed> frontends_;  // what the services map holds
+  std::map<FrontendKey, Frontend> applied_;      // what was asked for last
+  std::map<BackendKey, uint32_t> backend_ids_;
+  std::unordered_map<uint32_t, BackendEntry> backends_;  // by backend id
+  std::map<std::string, ServicePortEntry> service_ports_;
+  std::unordered_map<uint32_t, std::string> sid_owner_;
+  std::set<uint32_t> live_service_ids_;  // counters entry exists
+  std::map<uint32_t, std::set<FrontendKey>> ext_frontends_;  // service id -> EXT-scope frontends
+  std::map<uint32_t, std::vector<uint32_t>> maglev_sets_;   // service id -> backend ids in its table
   uint32_t next_service_id_ = 1;
   uint32_t next_backend_id_ = 1;
   std::vector<uint32_t> free_service_ids_;

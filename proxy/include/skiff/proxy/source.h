@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -34,9 +35,11 @@ class StateStore final : public StateSink {
   void UpsertEndpointSlice(EndpointSlice slice) override;
   void DeleteEndpointSlice(const std::string& ns, const std::string& name) override;
 
-  // Waits up to `timeout_ms` for a generation newer than `seen`; returns a
-  // copy of the state and its generation (== seen when nothing changed).
-  uint64_t WaitNewer(uint64_t seen, int timeout_ms, ClusterState* out);
+  // Waits up to `timeout_ms` for a generation newer than `seen`; then calls
+  // `fn` under the store's lock with the state and what changed since the
+  // previous call, and returns the new generation (== seen on timeout).
+  uint64_t Consume(uint64_t seen, int timeout_ms,
+                   const std::function<void(const ClusterState&, const ChangeSet&)>& fn);
   bool synced() const;
 
  private:
@@ -44,6 +47,7 @@ class StateStore final : public StateSink {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   ClusterState state_;
+  ChangeSet changes_ = ChangeSet::All();
   uint64_t generation_ = 0;
   bool synced_ = false;
 };
