@@ -1,0 +1,177 @@
+// skiff-kubelet: the node agent. Flags follow DESIGN.md / the kubelet's.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <mutex>
+
+#include "skiff/common/log.h"
+#include "skiff/kubelet/config.h"
+#include "skiff/kubelet/kubelet.h"
+#include "skiff/kubelet/server.h"
+#ifdef SKIFF_KUBELET_HAVE_CLIENT
+#include "skiff/client/config.h"
+#include "skiff/client/dial.h"
+#endif
+
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+
+void Usage() {
+  std::cerr << "usage: skiff-kubelet --server HOST:PORT | --kubeconfig FILE [--insecure] --node-name NAME\n"
+               "  [--root-dir DIR] [--run-dir DIR] [--log-dir DIR] [--cgroup-root PATH]\n"
+               "  [--cgroup-driver cgroupfs|systemd] [--pod-cidr CIDR] [--node-ip IP]\n"
+               "  [--service-cluster-ip-range CIDR] [--listen ADDR] [--healthz-listen ADDR]\n"
+               "  [--manifest-dir DIR] [--rootfs-dir DIR] [--image-root DIR] [--max-pods N]\n"
+               "  [--monitor PATH] [--no-pod-network] [--v debug|info|warning|error]\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  skiff::kubelet::Config c;
+  std::string server, kubeconfig, level = "info";
+  bool insecure = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string v;
+    auto eq = a.find('=');
+    bool has_inline = eq != std::string::npos;
+    if (has_inline) v = a.substr(eq + 1), a = a.substr(0, eq);
+    auto next = [&]() -> std::string {
+      if (has_inline) return v;
+      if (i + 1 >= argc) {
+        std::cerr << "skiff-kubelet: " << a << " needs a value\n";
+        exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--server") server = next();
+    else if (a == "--kubeconfig") kubeconfig = next();
+    else if (a == "--insecure") insecure = true;
+    else if (a == "--node-name") c.node_name = next();
+    else if (a == "--root-dir") c.root_dir = next();
+    else if (a == "--run-dir") c.run_dir = next();
+    else if (a == "--log-dir") c.log_dir = next();
+    else if (a == "--cgroup-root") c.cgroup_root = next();
+    else if (a == "--cgroup-driver") c.cgroup_driver = next();
+    else if (a == "--pod-cidr") c.pod_cidr = next();
+    else if (a == "--node-ip") c.node_ip = next();
+    else if (a == "--service-cluster-ip-range") c.service_cidr = next();
+    else if (a == "--listen") c.listen = next();
+    else if (a == "--healthz-listen") c.healthz_listen = next();
+    else if (a == "--manifest-dir") c.manifest_dir = next();
+    else if (a == "--rootfs-dir") c.rootfs_dir = next();
+    else if (a == "--image-root") c.image_root = next();
+    else if (a == "--max-pods") c.max_pods = atoi(next().c_str());
+    else if (a == "--monitor") c.monitor_path = next();
+    else if (a == "--no-pod-network") c.enable_pod_network = false;
+    else if (a == "--v") level = next();
+    else if (a == "-h" || a == "--help") {
+      Usage();
+      return 0;
+    } else {
+      std::cerr << "skiff-kubelet: unknown flag " << a << "\n";
+      Usage();
+      return 2;
+    }
+  }
+  skiff::log::Init("skiff-kubelet", skiff::log::ParseLevel(level));
+  if (c.cgroup_driver != "cgroupfs" && c.cgroup_driver != "systemd") {
+    std::cerr << "skiff-kubelet: --cgroup-driver must be cgroupfs or systemd\n";
+    return 2;
+  }
+#ifdef SKIFF_KUBELET_HAVE_CLIENT
+  skiff::client::Credentials creds;
+  if (!kubeconfig.empty()) {
+    auto cfg = skiff::client::LoadClientConfig(kubeconfig);
+    if (!cfg.ok()) {
+      skiff::log::Error("load --kubeconfig: ", cfg.status());
+      return 1;
+    }
+    creds = cfg->credentials;
+  }
+  if (!server.empty()) creds.server = server;
+  if (insecure) creds.insecure = true;
+  if (creds.server.empty()) {
+    std::cerr << "skiff-kubelet: --server or --kubeconfig is required\n";
+    return 2;
+  }
+  auto dialed = skiff::client::Dial(creds);
+  if (!dialed.ok()) {
+    skiff::log::Error("dial ", creds.server, ": ", dialed.status());
+    return 1;
+  }
+  std::shared_ptr<skiff::client::Client> client(std::move(*dialed));
+#else
+  (void)insecure;
+  std::cerr << "skiff-kubelet: built without skiff::client\n";
+  return 1;
+  std::shared_ptr<skiff::client::Client> client;
+#endif
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  signal(SIGPIPE, SIG_IGN);
+
+  skiff::kubelet::Kubelet kubelet(c, client);
+  // The API server may still be starting: retry registration for a while.
+  absl::Status st;
+  for (int i = 0; i < 120 && !g_stop; ++i) {
+    st = kubelet.Start();
+    if (st.ok() || !absl::IsUnavailable(st)) break;
+    skiff::log::Warn("start: ", st, " (retrying)");
+    sleep(1);
+  }
+  if (!st.ok()) {
+    skiff::log::Error("start: ", st);
+    return 1;
+  }
+  std::unique_ptr<grpc::Server> grpc_server;
+  if (!c.listen.empty()) {
+    auto s = skiff::kubelet::StartKubeletServer(&kubelet, c.listen);
+    if (!s.ok()) {
+      skiff::log::Error(s.status());
+      return 1;
+    }
+    grpc_server = std::move(*s);
+  }
+  skiff::kubelet::HttpServer http;
+  if (!c.healthz_listen.empty()) {
+    auto hs = http.Start(c.healthz_listen, [&](const std::string& path, int* code, std::string* ctype) -> std::string {
+      if (path == "/healthz") {
+        bool ok = kubelet.Healthy();
+        *code = ok ? 200 : 500;
+        return ok ? "ok" : "lease not renewed";
+      }
+      if (path == "/metrics") {
+        *ctype = "text/plain; version=0.0.4";
+        return skiff::kubelet::RenderMetrics(&kubelet);
+      }
+      *code = 404;
+      return "not found";
+    });
+    if (!hs.ok()) skiff::log::Warn("healthz server: ", hs);
+  }
+  sd_notify(0, "READY=1");
+  skiff::log::Info("node agent running ", skiff::log::Field("node", c.node_name));
+  uint64_t watchdog_usec = 0;
+  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  while (!g_stop) {
+    usleep(watchdog ? std::min<uint64_t>(watchdog_usec / 2, 1000000) : 500000);
+    if (watchdog && kubelet.Healthy()) sd_notify(0, "WATCHDOG=1");
+  }
+  sd_notify(0, "STOPPING=1");
+  skiff::log::Info("stopping; containers keep running");
+  if (grpc_server) grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  http.Stop();
+  kubelet.Stop();
+  return 0;
+}

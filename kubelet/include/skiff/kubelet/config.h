@@ -1,0 +1,31 @@
+// skiff-kubelet's settings; every field is a command-line flag (see cmd/main.cc).
+#pragma once
+
+#include <string>
+
+namespace skiff::kubelet {
+
+struct Config {
+  std::string node_name;
+  std::string root_dir = "/var/lib/skiff/kubelet";  // persistent: IPAM, pod volumes, bundles
+  std::string run_dir = "/run/skiff";               // volatile: netns pins, container records, runtime state
+  std::string log_dir = "/var/log/pods";
+  std::string cgroup_root = "/kubepods";             // relative to the cgroup2 mount
+  std::string cgroup_driver = "cgroupfs";            // or systemd
+  std::string pod_cidr;                              // else Node.spec.podCIDR
+  std::string node_ip;                               // else the first non-loopback IPv4 address
+  std::string service_cidr = "10.96.0.0/12";
+  std::string listen = ":10250";                     // Kubelet gRPC service; "" = off
+  std::string healthz_listen = "127.0.0.1:10248";    // /healthz and /metrics; "" = off
+  std::string manifest_dir = "/etc/skiff/manifests";
+  std::string rootfs_dir;                            // plain-directory images: <rootfs_dir>/<name>
+  std::string image_root;                            // skiff::image store; "" = <root_dir>/../images
+  std::string monitor_path;                          // skiff-monitor; "" = next to /proc/self/exe
+  int max_pods = 110;
+  int lease_seconds = 10;
+  int node_status_seconds = 300;
+  int sync_seconds = 1;                              // per-pod resync period
+  bool enable_pod_network = true;
+};
+
+}  // namespace skiff::kubelet

@@ -1,0 +1,539 @@
+// skiff-kubelet's engine end to end against the in-memory API (FakeClient):
+// real containers (skiff-monitor + skiff::runtime), a real pod network, real
+// cgroups under a subtree the test owns. The whole test process first moves
+// into its own network and mount namespaces, so nothing reaches the machine's.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "skiff/controllers/objects.h"
+#include "skiff/fakeclient/fake_client.h"
+#include "skiff/kubelet/kubelet.h"
+#include "skiff/kubelet/server.h"
+#include "skiff/runtime/cgroup.h"
+
+namespace skiff::kubelet {
+namespace {
+namespace fs = std::filesystem;
+using api::v1::Pod;
+
+bool g_isolated = false;
+std::string g_base, g_cgroup_rel, g_cgroup_abs;
+
+void BuildBusyboxRootfs(const std::string& dir) {
+  fs::create_directories(dir + "/bin");
+  for (const char* d : {"proc", "dev", "sys", "tmp", "etc", "data", "config", "secret", "work"}) fs::create_directories(dir + "/" + d);
+  fs::copy_file("/bin/busybox", dir + "/bin/busybox", fs::copy_options::overwrite_existing);
+  FILE* p = popen("/bin/busybox --list", "r");
+  char name[128];
+  while (p && fgets(name, sizeof(name), p)) {
+    std::string n(name);
+    while (!n.empty() && (n.back() == '\n')) n.pop_back();
+    if (n.empty() || n == "busybox") continue;
+    std::error_code ec;
+    fs::create_symlink("busybox", dir + "/bin/" + n, ec);
+  }
+  if (p) pclose(p);
+}
+
+class KubeletTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    if (unshare(CLONE_NEWNET | CLONE_NEWNS) != 0) return;
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) return;
+    // Stale leftovers of crashed runs (their mounts died with their namespaces).
+    for (auto& e : fs::directory_iterator(fs::temp_directory_path())) {
+      std::string n = e.path().filename();
+      if (n.rfind("skiff-kubelet-test-", 0) != 0) continue;
+      int pid = atoi(n.c_str() + strlen("skiff-kubelet-test-"));
+      if (pid > 0 && kill(pid, 0) != 0) fs::remove_all(e.path());
+    }
+    auto cg = runtime::FindCgroup2Mount();
+    if (!cg.ok()) return;
+    for (auto& e : fs::directory_iterator(*cg)) {
+      std::string n = e.path().filename();
+      if (n.rfind("skiff-kubelet-test-", 0) != 0) continue;
+      int pid = atoi(n.c_str() + strlen("skiff-kubelet-test-"));
+      if (pid > 0 && kill(pid, 0) != 0) RemoveCgroupTree(e.path());
+    }
+    g_base = fs::temp_directory_path() / ("skiff-kubelet-test-" + std::to_string(getpid()));
+    fs::remove_all(g_base);
+    BuildBusyboxRootfs(g_base + "/images/busybox");
+    g_cgroup_rel = "skiff-kubelet-test-" + std::to_string(getpid());
+    g_cgroup_abs = *cg + "/" + g_cgroup_rel;
+    // A node address, so the node has an InternalIP and a pod can reach it.
+    system("ip link set lo up >/dev/null 2>&1");
+    g_isolated = true;
+  }
+  static void TearDownTestSuite() {
+    if (!g_base.empty()) fs::remove_all(g_base);
+    if (!g_cgroup_abs.empty()) RemoveCgroupTree(g_cgroup_abs);
+  }
+  static void RemoveCgroupTree(const fs::path& p) {
+    std::error_code ec;
+    std::vector<fs::path> dirs;
+    for (auto it = fs::recursive_directory_iterator(p, ec); it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_directory()) dirs.push_back(it->path());
+    }
+    std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) { return a.string().size() > b.string().size(); });
+    for (auto& d : dirs) {
+      std::ifstream procs(d / "cgroup.procs");
+      int pid;
+      while (procs >> pid) kill(pid, SIGKILL);
+      rmdir(d.c_str());
+    }
+    rmdir(p.c_str());
+  }
+
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    ASSERT_TRUE(g_isolated) << "could not isolate the test (netns/mountns/cgroup2/rootfs)";
+    const char* bd = getenv("SKIFF_BUILD_DIR");
+    ASSERT_TRUE(bd) << "SKIFF_BUILD_DIR not set";
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = g_base + "/" + name;
+    cfg_.node_name = "node-a";
+    cfg_.root_dir = dir_ + "/root";
+    cfg_.run_dir = dir_ + "/run";
+    cfg_.log_dir = dir_ + "/log";
+    cfg_.cgroup_root = g_cgroup_rel + "/" + name + "/kubepods";
+    cfg_.pod_cidr = "10.244.1.0/24";
+    cfg_.node_ip = "127.0.0.1";
+    cfg_.rootfs_dir = g_base + "/images";
+    cfg_.monitor_path = std::string(bd) + "/bin/skiff-monitor";
+    cfg_.listen = "";
+    cfg_.healthz_listen = "";
+    api_ = std::make_shared<fakeclient::FakeClient>();
+  }
+  void TearDown() override {
+    if (kubelet_) {
+      // Delete every pod and let the kubelet clean up, then check nothing is left.
+      auto pods = api_->List("pods", "");
+      if (pods.ok()) {
+        for (const auto& o : pods->items()) {
+          client::DeleteOptions d;
+          d.grace_period_seconds = 0;
+          api_->Delete("pods", o.pod().metadata().namespace_(), o.pod().metadata().name(), d).IgnoreError();
+        }
+      }
+      WaitFor([&] { return Empty(cfg_.run_dir + "/pods") && Empty(cfg_.run_dir + "/netns"); }, 20000);
+      kubelet_->Stop();
+      EXPECT_TRUE(Empty(cfg_.run_dir + "/pods")) << "pod state left behind";
+      EXPECT_TRUE(Empty(cfg_.run_dir + "/netns")) << "netns left behind";
+      kubelet_.reset();
+    }
+  }
+  static bool Empty(const std::string& d) {
+    std::error_code ec;
+    return !fs::exists(d, ec) || fs::is_empty(d, ec);
+  }
+  void StartKubelet() {
+    kubelet_ = std::make_unique<Kubelet>(cfg_, api_);
+    absl::Status st = kubelet_->Start();
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  static bool WaitFor(const std::function<bool()>& f, int ms) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < end) {
+      if (f()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return f();
+  }
+  Pod MakePod(const std::string& name, std::vector<std::string> cmd) {
+    Pod p;
+    p.set_api_version("v1");
+    p.set_kind("Pod");
+    p.mutable_metadata()->set_name(name);
+    p.mutable_metadata()->set_namespace_("default");
+    p.mutable_spec()->set_node_name("node-a");
+    p.mutable_spec()->set_termination_grace_period_seconds(5);
+    auto* c = p.mutable_spec()->add_containers();
+    c->set_name("main");
+    c->set_image("local/busybox");
+    for (auto& a : cmd) c->add_command(a);
+    return p;
+  }
+  Pod Create(const Pod& p) {
+    auto r = api_->Create("pods", "default", objects::Wrap(p));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->pod() : p;
+  }
+  std::optional<Pod> Get(const std::string& name) {
+    auto r = api_->Get("pods", "default", name);
+    if (!r.ok()) return std::nullopt;
+    return r->pod();
+  }
+  bool WaitPhase(const std::string& name, const std::string& phase, int ms = 15000) {
+    return WaitFor([&] { auto p = Get(name); return p && p->status().phase() == phase; }, ms);
+  }
+  std::string Logs(const std::string& name, const std::string& container = "main", bool previous = false) {
+    auto loc = kubelet_->Locate("default", name, container);
+    if (!loc.ok()) return "";
+    std::string out;
+    LogOptions o;
+    StreamLog(previous ? loc->previous_log_path : loc->log_path, o, [&](const std::string& s) { out += s; return true; },
+              [] { return false; }, [] { return false; })
+        .IgnoreError();
+    return out;
+  }
+  std::vector<std::string> EventReasons(const std::string& pod) {
+    std::vector<std::string> out;
+    auto evs = api_->List("events", "default");
+    if (!evs.ok()) return out;
+    for (const auto& o : evs->items()) {
+      if (o.event().involved_object().name() == pod) out.push_back(o.event().reason() + ": " + o.event().message());
+    }
+    return out;
+  }
+  static std::string HttpGet(const std::string& ip, int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    std::string out;
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+      std::string req = "GET /index.html HTTP/1.0\r\n\r\n";
+      if (write(fd, req.data(), req.size()) > 0) {
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+      }
+    }
+    close(fd);
+    return out;
+  }
+
+  std::string dir_;
+  Config cfg_;
+  std::shared_ptr<fakeclient::FakeClient> api_;
+  std::unique_ptr<Kubelet> kubelet_;
+};
+
+TEST_F(KubeletTest, RegistersTheNodeAndRenewsItsLease) {
+  StartKubelet();
+  auto n = api_->Get("nodes", "", "node-a");
+  ASSERT_TRUE(n.ok()) << n.status();
+  const auto& st = n->node().status();
+  EXPECT_EQ(st.capacity().at("pods"), "110");
+  EXPECT_TRUE(st.capacity().count("cpu") && st.capacity().count("memory") && st.capacity().count("ephemeral-storage"));
+  EXPECT_TRUE(st.allocatable().count("memory"));
+  EXPECT_EQ(n->node().spec().pod_cidr(), "10.244.1.0/24");
+  bool ready = false;
+  for (const auto& c : st.conditions()) ready |= c.type() == "Ready" && c.status() == "True";
+  EXPECT_TRUE(ready);
+  ASSERT_GE(st.addresses_size(), 1);
+  EXPECT_EQ(st.addresses(0).type(), "InternalIP");
+  EXPECT_FALSE(st.node_info().kernel_version().empty());
+  auto lease = api_->Get("leases", "kube-node-lease", "node-a");
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ(lease->lease().spec().holder_identity(), "node-a");
+  EXPECT_FALSE(lease->lease().spec().renew_time().empty());
+}
+
+TEST_F(KubeletTest, RunsAPodReachableByItsIpWithLogsAndExec) {
+  StartKubelet();
+  Pod p = MakePod("web", {"sh", "-c",
+                          "echo hello-from-web; echo to-stderr >&2; mkdir -p /tmp/www; echo served > /tmp/www/index.html; "
+                          "exec httpd -f -p 8080 -h /tmp/www"});
+  Create(p);
+  ASSERT_TRUE(WaitPhase("web", "Running")) << Get("web")->DebugString();
+  auto got = *Get("web");
+  ASSERT_FALSE(got.status().pod_ip().empty());
+  EXPECT_EQ(got.status().host_ip(), "127.0.0.1");
+  EXPECT_EQ(got.status().qos_class(), "BestEffort");
+  ASSERT_TRUE(WaitFor([&] { return Get("web")->status().container_statuses(0).ready(); }, 5000));
+  std::string body;
+  ASSERT_TRUE(WaitFor([&] { body = HttpGet(got.status().pod_ip(), 8080); return body.find("served") != std::string::npos; }, 5000))
+      << body;
+  ASSERT_TRUE(WaitFor([&] { return Logs("web").find("hello-from-web\n") != std::string::npos; }, 3000)) << Logs("web");
+  EXPECT_NE(Logs("web").find("to-stderr\n"), std::string::npos);
+  // Log files are in the CRI format under <log-dir>/<ns>_<pod>_<uid>/<container>/0.log.
+  std::string log_path = cfg_.log_dir + "/default_web_" + got.metadata().uid() + "/main/0.log";
+  std::ifstream lf(log_path);
+  std::string first;
+  std::getline(lf, first);
+  EXPECT_NE(first.find(" stdout F hello-from-web"), std::string::npos) << first;
+  auto loc = kubelet_->Locate("default", "web", "main");
+  ASSERT_TRUE(loc.ok());
+  auto ex = kubelet_->engine().ExecSync(loc->container_id, {"cat", "/tmp/www/index.html"}, {}, 5000);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_EQ(ex->exit_code, 0);
+  EXPECT_EQ(ex->output, "served\n");
+}
+
+TEST_F(KubeletTest, GracefulDeletionDeliversSigtermThenRemovesThePod) {
+  StartKubelet();
+  Pod p = MakePod("graceful", {"sh", "-c", "trap 'echo got-sigterm; exit 0' TERM; echo up; while true; do sleep 0.1; done"});
+  Create(p);
+  ASSERT_TRUE(WaitPhase("graceful", "Running"));
+  ASSERT_TRUE(WaitFor([&] { return Logs("graceful").find("up") != std::string::npos; }, 3000));
+  std::string uid = Get("graceful")->metadata().uid();
+  std::string log_dir = cfg_.log_dir + "/default_graceful_" + uid + "/main";
+  // Read the log from a copy taken while the kubelet terminates the pod.
+  std::string seen;
+  std::thread watcher([&] {
+    for (int i = 0; i < 200 && seen.find("got-sigterm") == std::string::npos; ++i) {
+      std::ifstream f(log_dir + "/0.log");
+      std::stringstream ss;
+      ss << f.rdbuf();
+      if (!ss.str().empty()) seen = ss.str();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  client::DeleteOptions d;
+  d.grace_period_seconds = 5;
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(api_->Delete("pods", "default", "graceful", d).ok());
+  ASSERT_TRUE(WaitFor([&] { return !Get("graceful").has_value(); }, 10000)) << "pod object not removed";
+  watcher.join();
+  EXPECT_NE(seen.find("got-sigterm"), std::string::npos) << seen;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "waited for the grace period although the container exited";
+}
+
+TEST_F(KubeletTest, ForcesSigkillAfterTheGracePeriod) {
+  StartKubelet();
+  Pod p = MakePod("stubborn", {"sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"});
+  Create(p);
+  ASSERT_TRUE(WaitPhase("stubborn", "Running"));
+  client::DeleteOptions d;
+  d.grace_period_seconds = 1;
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(api_->Delete("pods", "default", "stubborn", d).ok());
+  ASSERT_TRUE(WaitFor([&] { return !Get("stubborn").has_value(); }, 10000));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, std::chrono::milliseconds(900));
+}
+
+TEST_F(KubeletTest, RestartsCrashingContainersWithBackOff) {
+  StartKubelet();
+  Pod p = MakePod("crash", {"sh", "-c", "echo run; exit 3"});
+  Create(p);
+  ASSERT_TRUE(WaitFor([&] {
+    auto g = Get("crash");
+    return g && g->status().container_statuses_size() == 1 &&
+           g->status().container_statuses(0).state().waiting().reason() == "CrashLoopBackOff";
+  }, 15000)) << Get("crash")->DebugString();
+  auto g = *Get("crash");
+  const auto& cs = g.status().container_statuses(0);
+  EXPECT_GE(cs.restart_count(), 1);
+  EXPECT_EQ(cs.last_state().terminated().exit_code(), 3);
+  EXPECT_EQ(cs.last_state().terminated().reason(), "Error");
+  EXPECT_NE(cs.state().waiting().message().find("back-off 10s"), std::string::npos) << cs.DebugString();
+  EXPECT_EQ(g.status().phase(), "Running");
+  EXPECT_NE(Logs("crash", "main", /*previous=*/true).find("run"), std::string::npos);
+}
+
+TEST_F(KubeletTest, RestartPolicyNeverEndsInSucceededOrFailed) {
+  StartKubelet();
+  Pod ok = MakePod("job-ok", {"sh", "-c", "echo done"});
+  ok.mutable_spec()->set_restart_policy("Never");
+  Pod bad = MakePod("job-bad", {"sh", "-c", "exit 7"});
+  bad.mutable_spec()->set_restart_policy("Never");
+  Create(ok);
+  Create(bad);
+  ASSERT_TRUE(WaitPhase("job-ok", "Succeeded"));
+  ASSERT_TRUE(WaitPhase("job-bad", "Failed"));
+  auto b = *Get("job-bad");
+  EXPECT_EQ(b.status().container_statuses(0).state().terminated().exit_code(), 7);
+  EXPECT_EQ(b.status().container_statuses(0).state().terminated().reason(), "Error");
+  EXPECT_EQ(Get("job-ok")->status().container_statuses(0).state().terminated().reason(), "Completed");
+}
+
+TEST_F(KubeletTest, InitContainersRunInOrderBeforeTheMainContainer) {
+  StartKubelet();
+  Pod p = MakePod("inits", {"sh", "-c", "cat /work/order; sleep 1000"});
+  auto* v = p.mutable_spec()->add_volumes();
+  v->set_name("work");
+  v->mutable_empty_dir();
+  p.mutable_spec()->mutable_containers(0)->add_volume_mounts()->set_name("work");
+  p.mutable_spec()->mutable_containers(0)->mutable_volume_mounts(0)->set_mount_path("/work");
+  for (int i = 1; i <= 2; ++i) {
+    auto* c = p.mutable_spec()->add_init_containers();
+    c->set_name("init" + std::to_string(i));
+    c->set_image("local/busybox");
+    c->add_command("sh");
+    c->add_command("-c");
+    c->add_command("sleep 0.2; echo init" + std::to_string(i) + " >> /work/order");
+    auto* m = c->add_volume_mounts();
+    m->set_name("work");
+    m->set_mount_path("/work");
+  }
+  Create(p);
+  ASSERT_TRUE(WaitPhase("inits", "Running", 20000)) << Get("inits")->DebugString();
+  ASSERT_TRUE(WaitFor([&] { return Logs("inits").find("init1\ninit2\n") != std::string::npos; }, 3000)) << Logs("inits");
+  auto g = *Get("inits");
+  ASSERT_EQ(g.status().init_container_statuses_size(), 2);
+  EXPECT_EQ(g.status().init_container_statuses(0).state().terminated().reason(), "Completed");
+  for (const auto& c : g.status().conditions()) {
+    if (c.type() == "Initialized") EXPECT_EQ(c.status(), "True");
+  }
+}
+
+TEST_F(KubeletTest, ConfigMapAndSecretVolumesAppearAndUpdateAndEnvResolves) {
+  StartKubelet();
+  api::v1::ConfigMap cm;
+  cm.mutable_metadata()->set_name("cfg");
+  cm.mutable_metadata()->set_namespace_("default");
+  (*cm.mutable_data())["greeting"] = "v1";
+  ASSERT_TRUE(api_->Create("configmaps", "default", objects::Wrap(cm)).ok());
+  api::v1::Secret sec;
+  sec.mutable_metadata()->set_name("sec");
+  sec.mutable_metadata()->set_namespace_("default");
+  (*sec.mutable_data())["password"] = "hunter2";
+  ASSERT_TRUE(api_->Create("secrets", "default", objects::Wrap(sec)).ok());
+  Pod p = MakePod("cfgpod", {"sh", "-c", "echo env=$GREETING; while true; do sleep 0.2; done"});
+  auto* c = p.mutable_spec()->mutable_containers(0);
+  auto* e = c->add_env();
+  e->set_name("GREETING");
+  e->mutable_value_from()->mutable_config_map_key_ref()->set_name("cfg");
+  e->mutable_value_from()->mutable_config_map_key_ref()->set_key("greeting");
+  auto* v1 = p.mutable_spec()->add_volumes();
+  v1->set_name("cfgvol");
+  v1->mutable_config_map()->set_name("cfg");
+  auto* v2 = p.mutable_spec()->add_volumes();
+  v2->set_name("secvol");
+  v2->mutable_secret()->set_secret_name("sec");
+  auto* m1 = c->add_volume_mounts();
+  m1->set_name("cfgvol");
+  m1->set_mount_path("/config");
+  auto* m2 = c->add_volume_mounts();
+  m2->set_name("secvol");
+  m2->set_mount_path("/secret");
+  Create(p);
+  ASSERT_TRUE(WaitPhase("cfgpod", "Running")) << Get("cfgpod")->DebugString();
+  ASSERT_TRUE(WaitFor([&] { return Logs("cfgpod").find("env=v1") != std::string::npos; }, 3000)) << Logs("cfgpod");
+  auto id = kubelet_->Locate("default", "cfgpod", "main")->container_id;
+  auto r = kubelet_->engine().ExecSync(id, {"cat", "/config/greeting", "/secret/password"}, {}, 5000);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->output, "v1hunter2");
+  (*cm.mutable_data())["greeting"] = "v2";
+  auto cur = api_->Get("configmaps", "default", "cfg");
+  cm.mutable_metadata()->set_resource_version(cur->config_map().metadata().resource_version());
+  ASSERT_TRUE(api_->Update("configmaps", "default", objects::Wrap(cm)).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto r2 = kubelet_->engine().ExecSync(id, {"cat", "/config/greeting"}, {}, 5000);
+    return r2.ok() && r2->output == "v2";
+  }, 20000)) << "configMap update not projected";
+}
+
+TEST_F(KubeletTest, BadInputsGiveKubernetesReasons) {
+  StartKubelet();
+  Pod missing_key = MakePod("missing-key", {"sh", "-c", "sleep 1000"});
+  auto* e = missing_key.mutable_spec()->mutable_containers(0)->add_env();
+  e->set_name("X");
+  e->mutable_value_from()->mutable_config_map_key_ref()->set_name("nope");
+  e->mutable_value_from()->mutable_config_map_key_ref()->set_key("k");
+  Create(missing_key);
+  Pod huge = MakePod("huge", {"sh", "-c", "sleep 1000"});
+  (*huge.mutable_spec()->mutable_containers(0)->mutable_resources()->mutable_requests())["cpu"] = "100000";
+  Create(huge);
+  ASSERT_TRUE(WaitFor([&] {
+    auto g = Get("missing-key");
+    return g && g->status().container_statuses_size() == 1 &&
+           g->status().container_statuses(0).state().waiting().reason() == "CreateContainerConfigError";
+  }, 10000)) << Get("missing-key")->DebugString();
+  EXPECT_EQ(Get("missing-key")->status().container_statuses(0).state().waiting().message(), "configmap \"nope\" not found");
+  ASSERT_TRUE(WaitPhase("huge", "Failed"));
+  EXPECT_EQ(Get("huge")->status().reason(), "OutOfcpu");
+  auto reasons = EventReasons("huge");
+  ASSERT_FALSE(reasons.empty());
+  EXPECT_EQ(reasons[0].rfind("OutOfcpu", 0), 0u) << reasons[0];
+}
+
+TEST_F(KubeletTest, LivenessFailureRestartsAndReadinessFlipsReady) {
+  StartKubelet();
+  Pod p = MakePod("probed", {"sh", "-c", "touch /tmp/alive; while true; do sleep 0.1; done"});
+  auto* c = p.mutable_spec()->mutable_containers(0);
+  auto* rp = c->mutable_readiness_probe();
+  rp->mutable_exec()->add_command("test");
+  rp->mutable_exec()->add_command("-f");
+  rp->mutable_exec()->add_command("/tmp/ready");
+  rp->set_period_seconds(1);
+  rp->set_failure_threshold(1);
+  auto* lp = c->mutable_liveness_probe();
+  lp->mutable_exec()->add_command("test");
+  lp->mutable_exec()->add_command("-f");
+  lp->mutable_exec()->add_command("/tmp/alive");
+  lp->set_period_seconds(1);
+  lp->set_failure_threshold(2);
+  p.mutable_spec()->set_termination_grace_period_seconds(1);
+  Create(p);
+  ASSERT_TRUE(WaitPhase("probed", "Running"));
+  auto ready = [&] {
+    auto g = Get("probed");
+    for (const auto& cd : g->status().conditions()) {
+      if (cd.type() == "Ready") return cd.status() == "True";
+    }
+    return false;
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_FALSE(ready());
+  auto id = kubelet_->Locate("default", "probed", "main")->container_id;
+  ASSERT_TRUE(kubelet_->engine().ExecSync(id, {"touch", "/tmp/ready"}, {}, 3000).ok());
+  ASSERT_TRUE(WaitFor(ready, 5000)) << "readiness did not flip to True";
+  ASSERT_TRUE(kubelet_->engine().ExecSync(id, {"rm", "/tmp/ready"}, {}, 3000).ok());
+  ASSERT_TRUE(WaitFor([&] { return !ready(); }, 5000)) << "readiness did not flip back";
+  ASSERT_TRUE(kubelet_->engine().ExecSync(id, {"rm", "/tmp/alive"}, {}, 3000).ok());
+  ASSERT_TRUE(WaitFor([&] { return Get("probed")->status().container_statuses(0).restart_count() >= 1; }, 15000))
+      << Get("probed")->DebugString();
+  bool unhealthy = false;
+  for (const auto& r : EventReasons("probed")) unhealthy |= r.rfind("Unhealthy", 0) == 0;
+  EXPECT_TRUE(unhealthy);
+}
+
+TEST_F(KubeletTest, KubeletRestartReadoptsWithoutRestartingContainers) {
+  StartKubelet();
+  Pod p = MakePod("survivor", {"sh", "-c", "echo started-once; while true; do sleep 0.1; done"});
+  Create(p);
+  ASSERT_TRUE(WaitPhase("survivor", "Running"));
+  auto before = *kubelet_->Locate("default", "survivor", "main");
+  std::string ip = Get("survivor")->status().pod_ip();
+  kubelet_->Stop();
+  kubelet_.reset();  // like a SIGKILL: the monitors and containers are left alone
+  StartKubelet();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto after = kubelet_->Locate("default", "survivor", "main");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->container_id, before.container_id);
+  EXPECT_TRUE(after->running);
+  auto g = *Get("survivor");
+  EXPECT_EQ(g.status().phase(), "Running");
+  EXPECT_EQ(g.status().container_statuses(0).restart_count(), 0);
+  EXPECT_EQ(g.status().pod_ip(), ip);
+  std::string logs = Logs("survivor");
+  EXPECT_EQ(logs.find("started-once"), logs.rfind("started-once")) << "container ran twice";
+}
+
+TEST_F(KubeletTest, PodsDeletedWhileTheKubeletWasDownAreCleanedUp) {
+  StartKubelet();
+  Create(MakePod("ghost", {"sh", "-c", "while true; do sleep 0.1; done"}));
+  ASSERT_TRUE(WaitPhase("ghost", "Running"));
+  kubelet_->Stop();
+  kubelet_.reset();
+  client::DeleteOptions d;
+  d.grace_period_seconds = 0;
+  ASSERT_TRUE(api_->Delete("pods", "default", "ghost", d).ok());
+  StartKubelet();
+  ASSERT_TRUE(WaitFor([&] { return Empty(cfg_.run_dir + "/pods") && Empty(cfg_.run_dir + "/netns"); }, 15000));
+}
+
+}  // namespace
+}  // namespace skiff::kubelet
