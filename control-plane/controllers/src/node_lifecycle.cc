@@ -131,7 +131,9 @@ class NodeLifecycleController : public Controller {
           }
         }
       }
+      if (want.empty() || !present) ForgetTaints(node.metadata().name());
       if (!want.empty() && !present) {
+        FirstSeen(node.metadata().name(), want, absl::Now());
         auto* t = taints->Add();
         t->set_key(want);
         t->set_effect("NoExecute");
@@ -175,8 +177,8 @@ class NodeLifecycleController : public Controller {
           longest = absl::Seconds(t.key() == kTaintUnreachable ? ctx_.opts.default_unreachable_toleration_seconds
                                                                : ctx_.opts.default_not_ready_toleration_seconds);
         }
-        absl::Time added = objects::ParseTime(t.time_added());
-        if (added == absl::InfinitePast()) added = now;
+        // timeAdded has whole seconds; our own first sighting is finer.
+        absl::Time added = std::max(objects::ParseTime(t.time_added()), FirstSeen(node_name, t.key(), now));
         absl::Time t_due = !tolerated ? absl::InfinitePast() : forever ? absl::InfiniteFuture() : added + longest;
         due = std::min(due, t_due);
       }
@@ -198,6 +200,18 @@ class NodeLifecycleController : public Controller {
     return absl::OkStatus();
   }
 
+  absl::Time FirstSeen(const std::string& node, const std::string& key, absl::Time now) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = taint_seen_.find(node + "|" + key);
+    if (it == taint_seen_.end()) it = taint_seen_.emplace(node + "|" + key, now).first;
+    return it->second;
+  }
+  void ForgetTaints(const std::string& node) {
+    std::lock_guard<std::mutex> lock(mu_);
+    taint_seen_.erase(node + "|" + kTaintUnreachable);
+    taint_seen_.erase(node + "|" + kTaintNotReady);
+  }
+
   struct Probe {
     std::string beat;
     absl::Time seen;
@@ -207,6 +221,7 @@ class NodeLifecycleController : public Controller {
   Informer* pods_;
   std::mutex mu_;
   std::map<std::string, Probe> probes_;
+  std::map<std::string, absl::Time> taint_seen_;
 };
 
 }  // namespace
