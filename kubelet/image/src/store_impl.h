@@ -35,8 +35,9 @@ class Store::Impl {
   absl::StatusOr<std::string> ReadBlob(const std::string& digest) const;
   // Stores bytes that must hash to `digest`.
   absl::Status PutBlob(const std::string& digest, const std::string& bytes);
-  // Moves a file that must hash to `digest` into blobs/.
-  absl::Status InstallBlobFile(const std::string& path, const std::string& digest);
+  // Moves a file that must hash to `digest` into blobs/. `verified` skips
+  // re-hashing a file whose digest the caller checked while writing it.
+  absl::Status InstallBlobFile(const std::string& path, const std::string& digest, bool verified = false);
   // Unpacks the layer blob into layers/<diff hex> unless already there.
   absl::Status EnsureLayer(const std::string& diff_id, const std::string& blob_digest);
   std::string LayerDir(const std::string& diff_id) const;
