@@ -141,6 +141,7 @@ class StoreImpl final : public Store {
     google::protobuf::Message* resp = nullptr;
     absl::Status status;
     std::binary_semaphore done{0};
+    bool lead = false;  // woken to lead the next batch rather than finished
     PendingOp(Kind k, const google::protobuf::Message* r, google::protobuf::Message* p) : kind(k), req(r), resp(p) {}
   };
   struct WriteCtx {
@@ -161,8 +162,17 @@ class StoreImpl final : public Store {
   friend class ReadTxn;
 
   absl::Status Submit(PendingOp& op);
-  void WriterLoop();
-  void RunGroup(const std::vector<PendingOp*>& group);
+  // Applies and commits a batch; true when it was handed to the syncer.
+  bool RunGroup(const std::vector<PendingOp*>& group);
+  struct Durable {
+    int64_t rev;
+    std::vector<RevEventsPtr> events;
+    std::vector<PendingOp*> ops;
+    std::chrono::steady_clock::time_point t0;
+  };
+  void ProcessBatch(const std::vector<PendingOp*>& batch);
+  void EnsurePreallocated();
+  int64_t prealloc_end_ = 0;
   void RunCompaction(PendingOp* op);
   void ApplyOp(WriteCtx& c, PendingOp* op);
   void TickerLoop();
@@ -211,7 +221,7 @@ class StoreImpl final : public Store {
   std::condition_variable q_cv_;
   std::vector<PendingOp*> queue_;
   bool stopping_ = false;
-  std::thread writer_;
+  bool leader_busy_ = false;
   std::thread ticker_;
   std::mutex ticker_mu_;
   std::condition_variable ticker_cv_;
