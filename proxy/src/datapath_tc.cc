@@ -1,12 +1,87 @@
+// The tc half of the datapath: tc_nodeport on the node's interfaces through
+// libbpf's tc API (clsact qdisc + direct-action filter), replacing the
+// filter in place on restart (BPF_TC_F_REPLACE) so the interface is never
+// without the program.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <net/if.h>
+
+#include "skiff/common/log.h"
+#include "skiff/common/status.h"
 #include "skiff/proxy/datapath.h"
+#include "skiff_bpf/lb.h"
+#include "tc_nodeport.skel.h"
 
 namespace skiff::proxy {
 
-absl::Status Datapath::LoadTc() { return absl::UnimplementedError("tc datapath not built yet"); }
-void Datapath::DestroyTc() {}
-absl::Status Datapath::AttachTc(const std::string&) { return absl::UnimplementedError("tc datapath not built yet"); }
-absl::Status Datapath::SetTcConfig(uint32_t) { return absl::UnimplementedError("tc datapath not built yet"); }
-int Datapath::tc_ingress_fd() const { return -1; }
-int Datapath::tc_egress_fd() const { return -1; }
+namespace {
+constexpr uint32_t kTcHandle = 0x5c1f;
+constexpr uint32_t kTcPriority = 1;
+
+absl::Status SetPins(bpf_object* obj, const std::string& dir) {
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    const char* name = bpf_map__name(map);
+    if (name[0] == '.') continue;
+    std::string path = dir + "/skiff_" + name + "_" + SKIFF_LB_PIN_VERSION;
+    if (int err = bpf_map__set_pin_path(map, path.c_str()); err) return ErrnoError(-err, "set pin path " + path);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AttachOne(int ifindex, bpf_tc_attach_point point, int prog_fd, const std::string& what) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+  int err = bpf_tc_hook_create(&hook);
+  if (err && err != -EEXIST) return ErrnoError(-err, "create clsact qdisc for " + what);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+              .priority = kTcPriority);
+  err = bpf_tc_attach(&hook, &opts);
+  if (err) return ErrnoError(-err, "attach tc program " + what);
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status Datapath::LoadTc() {
+  tc_ = tc_nodeport__open();
+  if (!tc_) return LastErrnoError("open tc_nodeport BPF object");
+  RETURN_IF_ERROR(SetPins(tc_->obj, dir_));
+  if (int err = tc_nodeport__load(tc_); err) return ErrnoError(-err, "load tc_nodeport BPF object");
+  fds_.maglev = bpf_map__fd(tc_->maps.lb_maglev);
+  fds_.ct = bpf_map__fd(tc_->maps.ct4);
+  fds_.tc_config = bpf_map__fd(tc_->maps.tc_config);
+  return absl::OkStatus();
+}
+
+void Datapath::DestroyTc() {
+  if (tc_) tc_nodeport__destroy(tc_);
+  tc_ = nullptr;
+}
+
+absl::Status Datapath::AttachTc(const std::string& ifname) {
+  if (!tc_) return absl::FailedPreconditionError("tc datapath not loaded");
+  int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (!ifindex) return LastErrnoError("interface " + ifname);
+  RETURN_IF_ERROR(AttachOne(ifindex, BPF_TC_INGRESS, tc_ingress_fd(), ifname + " ingress"));
+  RETURN_IF_ERROR(AttachOne(ifindex, BPF_TC_EGRESS, tc_egress_fd(), ifname + " egress"));
+  log::Info("attached tc NodePort programs ", log::Field("interface", ifname));
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::SetTcConfig(uint32_t node_address_be) {
+  if (fds_.tc_config < 0) return absl::FailedPreconditionError("tc datapath not loaded");
+  skiff_tc_config cfg{};
+  cfg.node_address = node_address_be;
+  // Below the kernel's default ephemeral range (32768-60999), so SNAT ports
+  // never collide with the node's own connections.
+  cfg.snat_port_min = 20000;
+  cfg.snat_port_max = 29999;
+  cfg.ct_timeout_s = 3600;
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(fds_.tc_config, &zero, &cfg, BPF_ANY) != 0) return LastErrnoError("update tc config");
+  return absl::OkStatus();
+}
+
+int Datapath::tc_ingress_fd() const { return tc_ ? bpf_program__fd(tc_->progs.skiff_tc_ingress) : -1; }
+int Datapath::tc_egress_fd() const { return tc_ ? bpf_program__fd(tc_->progs.skiff_tc_egress) : -1; }
 
 }  // namespace skiff::proxy
