@@ -3,10 +3,12 @@
 // (manifest.json, <config>.json, <id>/layer.tar).
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -318,6 +320,35 @@ absl::StatusOr<std::vector<Image>> Store::Import(const std::string& archive_path
     log::Info("image: imported ", log::Field("image", ref_name), " ", log::Field("digest", digest));
     ASSIGN_OR_RETURN(Image img, s.LoadImage(digest, img_name));
     out.push_back(std::move(img));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Image>> Store::ImportDirectory(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return LastErrnoError("open image directory " + dir);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    for (const char* ext : {".tar", ".tar.gz", ".tgz", ".tar.zst"}) {
+      std::string x = ext;
+      if (n.size() > x.size() && n.compare(n.size() - x.size(), x.size(), x) == 0) {
+        names.push_back(n);
+        break;
+      }
+    }
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  std::vector<Image> out;
+  for (const auto& n : names) {
+    auto imgs = Import(dir + "/" + n);
+    if (!imgs.ok()) {
+      log::Error("image: cannot import ", log::Field("archive", dir + "/" + n), " ",
+                 log::Field("error", std::string(imgs.status().message())));
+      continue;
+    }
+    out.insert(out.end(), imgs->begin(), imgs->end());
   }
   return out;
 }

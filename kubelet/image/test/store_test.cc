@@ -174,6 +174,19 @@ TEST_F(StoreTest, RemoveAndGarbageCollectKeepImagesInUse) {
   EXPECT_EQ(store_->Remove("example.com/a:1").code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(StoreTest, ImportsADirectorySkippingBadArchives) {
+  std::string dir = scratch_.path() + "/airgap";
+  ASSERT_TRUE(MkdirAll(dir).ok());
+  MakeArchive(dir + "/good.tar", "example.com/airgap:1");
+  std::ofstream(dir + "/bad.tar") << "not a tar";
+  std::ofstream(dir + "/notes.txt") << "ignored";
+  auto imgs = store_->ImportDirectory(dir);
+  ASSERT_TRUE(imgs.ok()) << imgs.status();
+  ASSERT_EQ(imgs->size(), 1u);
+  EXPECT_EQ((*imgs)[0].ref, "example.com/airgap:1");
+  EXPECT_EQ(store_->ImportDirectory(dir + "/absent").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(StoreTest, NeverPolicyReportsErrImageNeverPull) {
   auto r = store_->Ensure("example.com/absent:1", PullPolicy::kNever, PullOptions{});
   ASSERT_FALSE(r.ok());

@@ -9,6 +9,7 @@
 // a half-unpacked layer is never used.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -105,6 +106,47 @@ struct Options {
 // "InvalidImageName" (unparseable reference), otherwise "ErrImagePull".
 std::string KubeletReason(const absl::Status& st);
 
+// The process a container runs, the Kubernetes way: `command` replaces the
+// image's entrypoint (and drops its cmd), `args` replaces its cmd; env from
+// the pod spec overrides the image's by name; workingDir replaces the
+// image's when set. `user` stays the image's (securityContext is the
+// kubelet's business).
+struct ContainerProcess {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // "KEY=value", image order then new pod keys
+  std::string working_dir;       // "/" when neither sets one
+  std::string user;
+};
+ContainerProcess ResolveProcess(const ImageConfig& image, const std::vector<std::string>& command,
+                                const std::vector<std::string>& args,
+                                const std::vector<std::pair<std::string, std::string>>& env,
+                                const std::string& working_dir);
+
+// ImagePullBackOff bookkeeping: after a failed pull of `key` (the kubelet
+// uses pod uid + image) the next attempt waits 10 s, doubling to 300 s; a
+// success forgets the key. Thread-compatible (the kubelet's pod worker owns it).
+class PullBackOff {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit PullBackOff(std::chrono::seconds initial = std::chrono::seconds(10),
+                       std::chrono::seconds max = std::chrono::seconds(300))
+      : initial_(initial), max_(max) {}
+  // True while a failed key must not be pulled again (reason ImagePullBackOff).
+  bool InBackOff(const std::string& key, Clock::time_point now = Clock::now()) const;
+  void Failed(const std::string& key, Clock::time_point now = Clock::now());
+  void Succeeded(const std::string& key) { entries_.erase(key); }
+  // The delay the last failure started (0 when none).
+  std::chrono::seconds Delay(const std::string& key) const;
+
+ private:
+  struct Entry {
+    std::chrono::seconds delay;
+    Clock::time_point until;
+  };
+  std::chrono::seconds initial_, max_;
+  std::map<std::string, Entry> entries_;
+};
+
 // Counters of registry traffic, for tests and metrics.
 struct StoreStats {
   int64_t blobs_fetched = 0;   // blob downloads completed from a registry
@@ -134,6 +176,10 @@ class Store {
   // docker RepoTags); `name` names images the archive gives only a tag or no
   // name at all. Returns every image imported.
   absl::StatusOr<std::vector<Image>> Import(const std::string& archive_path, const std::string& name = "");
+  // Imports every *.tar, *.tar.gz, *.tgz, *.tar.zst in `dir` (the kubelet's
+  // air-gap directory, loaded at start); a bad archive is logged and
+  // skipped. NotFound only when `dir` itself is missing.
+  absl::StatusOr<std::vector<Image>> ImportDirectory(const std::string& dir);
 
   // Mounts overlayfs at <container_dir>/rootfs with lower = the image's layers,
   // upper/work = <container_dir>/upper, <container_dir>/work. Returns the merged path.
