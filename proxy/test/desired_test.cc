@@ -1,0 +1,187 @@
+// Unit tests: Kubernetes-shaped input parsing, the desired-state rules
+// (headless, terminating fallback, traffic policies, NodePort, affinity),
+// the incremental builder and the Maglev table.
+#include <arpa/inet.h>
+
+#include <map>
+#include <random>
+
+#include "gtest/gtest.h"
+#include "skiff/proxy/desired.h"
+#include "skiff/proxy/service_map.h"
+#include "skiff/proxy/source.h"
+#include "skiff_bpf/lb.h"
+
+namespace skiff::proxy {
+namespace {
+
+uint32_t Ip(const char* s) {
+  in_addr a;
+  inet_pton(AF_INET, s, &a);
+  return a.s_addr;
+}
+
+const char* kYaml = R"(
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: web, namespace: shop}
+  spec:
+    type: NodePort
+    clusterIP: 10.96.0.10
+    externalIPs: [203.0.113.10]
+    sessionAffinity: ClientIP
+    externalTrafficPolicy: Local
+    ports:
+    - {name: http, port: 80, targetPort: 8080, nodePort: 30080}
+    - {name: bad, port: 0}
+    - {name: sctp, port: 90, protocol: SCTP}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: db, namespace: shop}
+  spec: {clusterIP: None, ports: [{port: 5432}]}
+- apiVersion: v1
+  kind: Service
+  metadata: {namespace: shop}
+  spec: {clusterIP: 10.96.0.99, ports: [{port: 1}]}
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+  addressType: IPv4
+  ports: [{name: http, port: 8080}]
+  endpoints:
+  - {addresses: [10.244.1.5], nodeName: me}
+  - {addresses: [10.244.2.5], nodeName: other}
+  - {addresses: [10.244.1.6], nodeName: me, conditions: {ready: false, serving: true, terminating: true}}
+  - {addresses: [not-an-ip], nodeName: me}
+)";
+
+TEST(Parse, ReadsServicesAndSlicesAndSkipsMalformedParts) {
+  auto st = ParseClusterStateYaml(kYaml);
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_EQ(st->services.size(), 2u);  // the nameless one is skipped
+  const Service& web = st->services.at("shop/web");
+  ASSERT_EQ(web.ports.size(), 1u);  // port 0 and SCTP skipped
+  EXPECT_EQ(web.ports[0].node_port, 30080);
+  EXPECT_TRUE(web.affinity_client_ip);
+  EXPECT_EQ(web.affinity_timeout_s, 10800u);
+  EXPECT_TRUE(web.external_policy_local);
+  const EndpointSlice& es = st->endpoint_slices.at("shop/web-1");
+  EXPECT_EQ(es.endpoints.size(), 3u);
+  EXPECT_FALSE(es.endpoints[2].ready);
+  EXPECT_TRUE(es.endpoints[2].terminating);
+}
+
+TEST(Parse, AcceptsJson) {
+  auto st = ParseClusterStateYaml(
+      R"({"kind":"Service","metadata":{"name":"a"},"spec":{"clusterIP":"10.96.0.1","ports":[{"port":53,"protocol":"UDP"}]}})");
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_EQ(st->services.count("default/a"), 1u);
+  EXPECT_EQ(st->services.at("default/a").ports[0].protocol, Protocol::kUdp);
+}
+
+TEST(Parse, RejectsBrokenYamlAsAWhole) { EXPECT_FALSE(ParseClusterStateYaml("a: [b").ok()); }
+
+TEST(Desired, BuildsClusterIpExternalIpAndNodePortFrontendsWithPolicies) {
+  auto st = ParseClusterStateYaml(kYaml);
+  ASSERT_TRUE(st.ok());
+  DesiredState d = ComputeDesired(*st, {"me", {"192.168.50.1"}});
+  // headless db: nothing; web: cluster IP, external IP (sock + ext), NodePort (ext any + sock on node IP)
+  ASSERT_EQ(d.frontends.size(), 5u);
+  const Frontend& cip = d.frontends.at({Ip("10.96.0.10"), 80, 6, SKIFF_LB_SCOPE_SOCK});
+  EXPECT_EQ(cip.flags, SKIFF_SVC_F_AFFINITY);
+  EXPECT_EQ(cip.affinity_timeout_s, 10800u);
+  ASSERT_EQ(cip.backends.size(), 2u);  // both ready ones, any node; not the terminating one
+  const Frontend& np = d.frontends.at({0, 30080, 6, SKIFF_LB_SCOPE_EXT});
+  EXPECT_EQ(np.flags, SKIFF_SVC_F_AFFINITY | SKIFF_SVC_F_LOCAL | SKIFF_SVC_F_NODEPORT);
+  ASSERT_EQ(np.backends.size(), 1u);  // externalTrafficPolicy Local
+  EXPECT_EQ(np.backends[0].address, Ip("10.244.1.5"));
+  EXPECT_EQ(np.backends[0].flags, SKIFF_BE_F_LOCAL);
+  EXPECT_EQ(d.frontends.at({Ip("203.0.113.10"), 80, 6, SKIFF_LB_SCOPE_EXT}).backends.size(), 1u);
+  EXPECT_EQ(d.frontends.at({Ip("203.0.113.10"), 80, 6, SKIFF_LB_SCOPE_SOCK}).backends.size(), 2u);
+  EXPECT_EQ(d.frontends.at({Ip("192.168.50.1"), 30080, 6, SKIFF_LB_SCOPE_SOCK}).backends.size(), 2u);
+}
+
+TEST(Desired, TerminatingEndpointsOnlyWhenNoneIsReady) {
+  auto st = ParseClusterStateYaml(kYaml);
+  ASSERT_TRUE(st.ok());
+  auto& eps = st->endpoint_slices.at("shop/web-1").endpoints;
+  eps[0].ready = eps[1].ready = false;
+  eps[0].serving = false;  // not serving: never used
+  DesiredState d = ComputeDesired(*st, {"me", {}});
+  const Frontend& cip = d.frontends.at({Ip("10.96.0.10"), 80, 6, SKIFF_LB_SCOPE_SOCK});
+  ASSERT_EQ(cip.backends.size(), 1u);
+  EXPECT_EQ(cip.backends[0].address, Ip("10.244.1.6"));
+  EXPECT_TRUE(cip.backends[0].flags & SKIFF_BE_F_TERMINATING);
+}
+
+TEST(Desired, IncrementalBuilderMatchesAFullComputeAfterRandomChanges) {
+  ClusterState s;
+  std::mt19937 rng(7);
+  auto svc = [](int i) {
+    Service v;
+    v.ns = "default";
+    v.name = "s" + std::to_string(i);
+    v.cluster_ips = {"10.96.0." + std::to_string(i + 1)};
+    v.ports = {{"p", Protocol::kTcp, 80, 0}};
+    return v;
+  };
+  for (int i = 0; i < 50; ++i) s.services[svc(i).Key()] = svc(i);
+  DesiredBuilder b({"me", {}});
+  b.Update(s);
+  for (int round = 0; round < 300; ++round) {
+    ChangeSet c;
+    int i = rng() % 60;
+    std::string key = "default/s" + std::to_string(i);
+    switch (rng() % 3) {
+      case 0: {  // set a slice
+        EndpointSlice es;
+        es.ns = "default";
+        es.name = "s" + std::to_string(i) + "-x";
+        es.service_name = "s" + std::to_string(i);
+        es.ports = {{"p", Protocol::kTcp, 8080}};
+        for (int k = 0; k < static_cast<int>(rng() % 4); ++k)
+          es.endpoints.push_back({{"10.244.0." + std::to_string(rng() % 200 + 1)}, true, true, false, "me"});
+        c.slices.insert(es.Key());
+        s.endpoint_slices[es.Key()] = es;
+        break;
+      }
+      case 1:  // remove the service
+        s.services.erase(key);
+        c.services.insert(key);
+        break;
+      default:
+        if (i < 55) s.services[key] = svc(i);
+        c.services.insert(key);
+    }
+    b.Update(s, c);
+  }
+  EXPECT_EQ(b.current(), ComputeDesired(s, {"me", {}}).frontends);
+}
+
+TEST(Maglev, FillsEveryEntryEvenlyAndMovesLittleWhenABackendLeaves) {
+  const uint32_t m = SKIFF_MAGLEV_TABLE_SIZE;
+  std::vector<std::pair<uint64_t, uint32_t>> backends;
+  for (uint32_t i = 1; i <= 10; ++i) backends.emplace_back(0x0af40000ull + i * 7919, i);
+  auto t1 = BuildMaglevTable(backends, m);
+  std::map<uint32_t, int> share;
+  for (uint32_t id : t1) share[id]++;
+  ASSERT_EQ(share.size(), 10u);
+  EXPECT_EQ(share.count(0), 0u);
+  for (auto& [id, n] : share) {
+    EXPECT_GT(n, static_cast<int>(m / 10 * 0.9)) << id;
+    EXPECT_LT(n, static_cast<int>(m / 10 * 1.1)) << id;
+  }
+  backends.erase(backends.begin() + 3);
+  auto t2 = BuildMaglevTable(backends, m);
+  int moved = 0;
+  for (uint32_t i = 0; i < m; ++i)
+    if (t1[i] != t2[i] && t1[i] != 4) ++moved;
+  // Only entries of the departed backend must move; Maglev moves a few more.
+  EXPECT_LT(moved, static_cast<int>(m * 0.05)) << moved;
+}
+
+}  // namespace
+}  // namespace skiff::proxy
