@@ -327,6 +327,22 @@ absl::StatusOr<UniqueFd> ConnectConsole(const std::string& path) {
   return UniqueFd(MoveAbove2(s.release()));
 }
 
+// Like runc: HOME from the container's /etc/passwd (or "/") unless set.
+void AddHomeEnv(const std::string& rootfs, ProcessPlan* p) {
+  for (const auto& e : p->env)
+    if (e.rfind("HOME=", 0) == 0) return;
+  std::string home = "/";
+  std::ifstream in(rootfs + "/etc/passwd");
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f = absl::StrSplit(line, ':');
+    if (f.size() >= 6 && f[2] == std::to_string(p->uid)) {
+      if (!f[5].empty()) home = f[5];
+      break;
+    }
+  }
+  p->env.push_back("HOME=" + home);
+}
+
 }  // namespace
 
 absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
@@ -387,6 +403,7 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   plan->cgroup2_mount = cg_root;
   RETURN_IF_ERROR(PrepareMounts(spec, plan.get()));
   RETURN_IF_ERROR(PrepareProcess(*spec.process, &spec, o.default_seccomp, &plan->process));
+  AddHomeEnv(plan->rootfs, &plan->process);
   if (spec.process->terminal && o.console_socket.empty())
     return absl::InvalidArgumentError("process.terminal: needs --console-socket");
   if (!spec.process->terminal && !o.console_socket.empty())
@@ -777,6 +794,7 @@ absl::StatusOr<pid_t> Runtime::Exec(const std::string& id, const ExecOptions& o)
   ASSIGN_OR_RETURN(Spec spec, StoredSpec(l.dir));
   auto p = std::make_unique<ProcessPlan>();
   RETURN_IF_ERROR(PrepareProcess(o.process, &spec, l.rec.default_seccomp, p.get()));
+  AddHomeEnv(l.rec.rootfs, p.get());
   std::vector<UniqueFd> owned;
   for (int i = 0; i < 3; i++) {
     int fd = i == 0 ? o.stdio.in : i == 1 ? o.stdio.out : o.stdio.err;

@@ -1,1 +1,426 @@
+// Real-kernel tests of skiff-runtime, side by side with runc on bundles made
+// by `runc spec` around a busybox-static rootfs. Root only.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
 #include <gtest/gtest.h>
+
+#include "bundle.h"
+#include "skiff/runtime/cgroup.h"
+#include "skiff/runtime/container.h"
+
+namespace skiff::runtime {
+namespace {
+
+using testing::Bundle;
+using testing::CmdResult;
+using testing::RunCmd;
+using testing::SkiffRuntime;
+using testing::TestBase;
+namespace fs = std::filesystem;
+
+std::string SkiffRoot() { return TestBase() + "/skiff-root"; }
+std::string RuncRoot() { return TestBase() + "/runc-root"; }
+CmdResult Skiff(std::vector<std::string> args) {
+  args.insert(args.begin(), {SkiffRuntime(), "--root", SkiffRoot()});
+  return RunCmd(args);
+}
+CmdResult Runc(std::vector<std::string> args) {
+  args.insert(args.begin(), {"runc", "--root", RuncRoot()});
+  return RunCmd(args);
+}
+std::string Id(const std::string& what) { return "t" + std::to_string(getpid()) + "-" + what; }
+
+std::string Cgroup2() {
+  static std::string m = FindCgroup2Mount().value_or("/sys/fs/cgroup");
+  return m;
+}
+
+int MountsUnder(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  int n = 0;
+  for (std::string l; std::getline(in, l);)
+    if (l.find(path) != std::string::npos) n++;
+  return n;
+}
+
+// Running (not gone, not a zombie waiting for whoever inherited it).
+bool Alive(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  auto p = line.rfind(')');
+  return p != std::string::npos && p + 2 < line.size() && line[p + 2] != 'Z' && line[p + 2] != 'X';
+}
+
+class RuntimeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    TestBase();
+  }
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  }
+  void TearDown() override {
+    for (auto& id : ids_) {
+      Skiff({"delete", "-f", id});
+      Runc({"delete", "-f", id});
+    }
+  }
+  std::string NewId(const std::string& what) {
+    ids_.push_back(Id(what));
+    return ids_.back();
+  }
+  std::vector<std::string> ids_;
+};
+
+// --- same output as runc ---------------------------------------------------
+
+struct Case {
+  const char* name;
+  std::vector<std::string> args;
+};
+
+class SameAsRunc : public RuntimeTest, public ::testing::WithParamInterface<Case> {};
+
+TEST_P(SameAsRunc, OutputAndExitCodeMatch) {
+  Bundle b(std::string("cmp-") + GetParam().name);
+  b.SetArgs(GetParam().args);
+  std::string id = NewId(GetParam().name);
+  CmdResult r = Runc({"run", "-b", b.dir(), id});
+  CmdResult s = Skiff({"run", "-b", b.dir(), id});
+  EXPECT_EQ(s.code, r.code) << "runc stderr: " << r.err << "\nskiff stderr: " << s.err;
+  EXPECT_EQ(s.out, r.out);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Commands, SameAsRunc,
+    ::testing::Values(
+        Case{"id", {"id"}}, Case{"hostname", {"hostname"}},
+        Case{"caps", {"sh", "-c", "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status"}},
+        Case{"proc_entries", {"sh", "-c", "ls /proc | grep -v '^[0-9]'"}},
+        Case{"pid1", {"sh", "-c", "echo $$; ls /proc/1/ns"}},
+        // cgroup mounts differ by design (runc gives v1 hierarchies on a hybrid host).
+        Case{"mounts", {"sh", "-c", "mount | grep -v cgroup"}},
+        Case{"ulimit", {"sh", "-c", "ulimit -a"}},
+        Case{"dev", {"sh", "-c", "ls -l /dev | awk '{print $1, $3, $4, $5, $6, $NF}'"}},
+        Case{"exit_code", {"sh", "-c", "exit 7"}}, Case{"false", {"false"}},
+        Case{"child_signal", {"sh", "-c", "sh -c 'kill -9 $$'; echo $?"}},
+        Case{"env_cwd", {"sh", "-c", "env | sort; pwd"}},
+        Case{"readonly_root", {"sh", "-c", "touch /x; echo $?"}},
+        Case{"masked", {"sh", "-c", "cat /proc/kcore | wc -c; ls /proc/acpi | wc -l; cat /proc/keys | wc -c"}},
+        Case{"readonly_proc_sys", {"sh", "-c", "echo x > /proc/sys/kernel/domainname; echo $?"}},
+        Case{"no_exec", {"/bin/does-not-exist"}}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// --- isolation --------------------------------------------------------------
+
+TEST_F(RuntimeTest, IsolatesUnderTheDefaultSeccompProfile) {
+  Bundle b("iso");
+  b.SetArgs({"sh", "-c",
+             "ls -d /proc/[0-9]* | wc -l; for op in mount unshare keyctl ptrace init_module; do probe $op; done; "
+             "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; touch /proc/sysrq-trigger; echo ro=$?"});
+  std::string id = NewId("iso");
+  CmdResult s = Skiff({"run", "--seccomp-default", "-b", b.dir(), id});
+  ASSERT_EQ(s.code, 0) << s.err;
+  std::istringstream in(s.out);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_LE(std::stoi(line), 4) << "container must see only its own pids";
+  for (const char* op : {"mount", "unshare", "keyctl", "ptrace", "init_module"}) {
+    std::getline(in, line);
+    EXPECT_EQ(line, std::string(op) + " errno=1") << "expected EPERM";
+  }
+  std::getline(in, line);
+  EXPECT_EQ(line, "CapEff:\t0000000020000420");  // AUDIT_WRITE, KILL, NET_BIND_SERVICE only
+  std::getline(in, line);
+  EXPECT_EQ(line, "CapBnd:\t0000000020000420");
+  std::getline(in, line);
+  EXPECT_EQ(line, "NoNewPrivs:\t1");
+  std::getline(in, line);
+  EXPECT_EQ(line, "Seccomp:\t2");
+  std::getline(in, line);
+  EXPECT_NE(line, "ro=0");
+}
+
+TEST_F(RuntimeTest, DroppedCapabilitiesAreEnforcedWithoutSeccomp) {
+  Bundle b("caps");
+  b.SetArgs({"sh", "-c", "probe mount; probe chown"});  // chown of /dev (a writable tmpfs)
+  std::string id = NewId("caps");
+  CmdResult s = Skiff({"run", "-b", b.dir(), id});
+  EXPECT_EQ(s.out, "mount errno=1\nchown errno=1\n") << s.err;
+}
+
+// --- lifecycle ---------------------------------------------------------------
+
+TEST_F(RuntimeTest, LifecycleTransitionsAndErrorsMatchRunc) {
+  Bundle b("life");
+  b.SetArgs({"sleep", "30"});
+  for (bool use_runc : {true, false}) {
+    std::string id = NewId(use_runc ? "life-runc" : "life-skiff");
+    auto rt = [&](std::vector<std::string> a) { return use_runc ? Runc(a) : Skiff(a); };
+    SCOPED_TRACE(use_runc ? "runc" : "skiff-runtime");
+    CmdResult c = rt({"create", "--bundle", b.dir(), id});
+    ASSERT_EQ(c.code, 0) << c.err;
+    CmdResult st = rt({"state", id});
+    EXPECT_EQ(st.code, 0);
+    auto j = nlohmann::json::parse(st.out);
+    EXPECT_EQ(j["status"], "created");
+    EXPECT_GT(j["pid"].get<int>(), 0);
+    EXPECT_EQ(j["id"], id);
+    EXPECT_EQ(rt({"start", id}).code, 0);
+    EXPECT_EQ(nlohmann::json::parse(rt({"state", id}).out)["status"], "running");
+    CmdResult again = rt({"start", id});
+    EXPECT_EQ(again.code, 1);
+    EXPECT_NE(again.err.find("cannot start an already running container"), std::string::npos) << again.err;
+    CmdResult del = rt({"delete", id});
+    EXPECT_EQ(del.code, 1);
+    EXPECT_NE(del.err.find("is not stopped"), std::string::npos) << del.err;
+    CmdResult ex = rt({"exec", id, "sh", "-c", "exit 5"});
+    EXPECT_EQ(ex.code, 5) << ex.err;
+    EXPECT_EQ(rt({"kill", id, "KILL"}).code, 0);
+    for (int i = 0; i < 100; i++) {
+      if (nlohmann::json::parse(rt({"state", id}).out)["status"] == "stopped") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_EQ(nlohmann::json::parse(rt({"state", id}).out)["status"], "stopped");
+    CmdResult stopped_start = rt({"start", id});
+    EXPECT_EQ(stopped_start.code, 1);
+    EXPECT_NE(stopped_start.err.find("cannot start a container that has stopped"), std::string::npos) << stopped_start.err;
+    EXPECT_EQ(rt({"delete", id}).code, 0);
+    for (const char* verb : {"state", "start", "delete", "kill"}) {
+      CmdResult u = rt({verb, id});
+      EXPECT_EQ(u.code, 1) << verb;
+      EXPECT_NE(u.err.find("container does not exist"), std::string::npos) << verb << ": " << u.err;
+    }
+  }
+}
+
+TEST_F(RuntimeTest, LeavesNoMountsCgroupsOrProcessesAfterDelete) {
+  Bundle b("leak");
+  b.SetArgs({"sleep", "30"});
+  std::string id = NewId("leak");
+  ASSERT_EQ(Skiff({"run", "-d", "-b", b.dir(), id}).code, 0);
+  auto st = nlohmann::json::parse(Skiff({"state", id}).out);
+  int pid = st["pid"];
+  std::string cg = Cgroup2() + "/skiff/" + id;
+  EXPECT_TRUE(fs::exists(cg));
+  CmdResult ps = Skiff({"ps", "--format", "json", id});
+  EXPECT_EQ(nlohmann::json::parse(ps.out), nlohmann::json::array({pid}));
+  EXPECT_EQ(Skiff({"list", "-q"}).out.find(id) != std::string::npos, true);
+  EXPECT_EQ(Skiff({"delete", "--force", id}).code, 0);
+  EXPECT_FALSE(fs::exists(cg));
+  EXPECT_FALSE(fs::exists(SkiffRoot() + "/" + id));
+  EXPECT_FALSE(Alive(pid)) << "init still alive";
+  EXPECT_EQ(MountsUnder(b.dir()), 0);
+}
+
+TEST_F(RuntimeTest, KillNineOfTheRuntimeMidCreateLeavesNothingAfterDelete) {
+  Bundle b("crash");
+  b.SetArgs({"sleep", "30"});
+  std::string pidfile = b.dir() + "/hook.pid";
+  // A createRuntime hook that hangs, so the runtime is killed mid-create.
+  b.config()["hooks"]["createRuntime"] = {{{"path", "/bin/sh"}, {"args", {"sh", "-c", "echo $$ > " + pidfile + "; exec sleep 30"}}}};
+  b.Save();
+  std::string id = NewId("crash");
+  pid_t rt = fork();
+  if (rt == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    execl(SkiffRuntime().c_str(), "skiff-runtime", "--root", SkiffRoot().c_str(), "create", "-b", b.dir().c_str(),
+          id.c_str(), nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 500 && !fs::exists(pidfile); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(fs::exists(pidfile)) << "hook never ran";
+  std::string cg = Cgroup2() + "/skiff/" + id;
+  EXPECT_TRUE(fs::exists(cg));
+  kill(rt, SIGKILL);
+  waitpid(rt, nullptr, 0);
+  int hook_pid = 0;
+  std::ifstream(pidfile) >> hook_pid;
+  if (hook_pid > 0) kill(hook_pid, SIGKILL);
+  // The init dies with the runtime (parent-death signal).
+  std::vector<pid_t> left;
+  for (int i = 0; i < 100; i++) {
+    left = CgroupPids(cg).value_or(std::vector<pid_t>{});
+    if (left.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(left.empty()) << "container init outlived the runtime";
+  auto st = nlohmann::json::parse(Skiff({"state", id}).out);
+  EXPECT_EQ(st["status"], "stopped");
+  CmdResult d = Skiff({"delete", id});
+  EXPECT_EQ(d.code, 0) << d.err;
+  EXPECT_FALSE(fs::exists(cg));
+  EXPECT_FALSE(fs::exists(SkiffRoot() + "/" + id));
+  EXPECT_EQ(MountsUnder(b.dir()), 0);
+}
+
+// --- bad input ---------------------------------------------------------------
+
+TEST_F(RuntimeTest, BadConfigNamesTheFieldExitsOneAndCreatesNothing) {
+  struct Bad {
+    std::string name, field;
+    std::function<void(nlohmann::json&)> edit;
+  };
+  std::vector<Bad> cases = {
+      {"ns", "linux.namespaces[", [](auto& c) { c["linux"]["namespaces"].push_back({{"type", "bogus"}}); }},
+      {"rootfs", "root.path", [](auto& c) { c["root"]["path"] = "no-such-rootfs"; }},
+      {"uidmap", "linux.uidMappings", [](auto& c) { c["linux"]["uidMappings"] = {{{"containerID", 0}, {"hostID", 1000}, {"size", 1}}}; }},
+      {"type", "process.args", [](auto& c) { c["process"]["args"] = 5; }},
+  };
+  for (auto& bad : cases) {
+    Bundle b("bad-" + bad.name);
+    bad.edit(b.config());
+    b.Save();
+    std::string id = NewId("bad-" + bad.name);
+    CmdResult r = Skiff({"create", "-b", b.dir(), id});
+    EXPECT_EQ(r.code, 1) << bad.name;
+    EXPECT_NE(r.err.find(bad.field), std::string::npos) << bad.name << ": " << r.err;
+    EXPECT_FALSE(fs::exists(SkiffRoot() + "/" + id)) << bad.name;
+    EXPECT_FALSE(fs::exists(Cgroup2() + "/skiff/" + id)) << bad.name;
+  }
+  Bundle m("bad-json");
+  std::ofstream(m.dir() + "/config.json") << "{ \"ociVersion\": ";
+  CmdResult r = Skiff({"create", "-b", m.dir(), NewId("bad-json")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("malformed"), std::string::npos) << r.err;
+}
+
+// --- the library API, in-process ----------------------------------------------
+
+TEST_F(RuntimeTest, LibraryCreatesWithStdioNetnsAndReportsExitStatus) {
+  Bundle b("lib");
+  std::string netns = "skiffrt" + std::to_string(getpid());
+  RunCmd({"ip", "netns", "del", netns});
+  ASSERT_EQ(RunCmd({"ip", "netns", "add", netns}).code, 0);
+  std::string nspath = "/run/netns/" + netns;
+  struct stat nst;
+  ASSERT_EQ(stat(nspath.c_str(), &nst), 0);
+  auto spec = ParseSpec(b.config().dump());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  spec->process->args = {"sh", "-c", "stat -L -c %i /proc/self/ns/net; read x; echo got $x; exit 3"};
+  int in[2], out[2];
+  ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  Runtime rt({.root_dir = SkiffRoot()});
+  CreateOptions o;
+  o.id = NewId("lib");
+  o.bundle_dir = b.dir();
+  o.spec = *spec;
+  o.stdio = {in[0], out[1], out[1]};
+  o.netns_path = nspath;
+  o.default_seccomp = true;
+  auto st = rt.Create(o);
+  close(in[0]);
+  close(out[1]);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->status, ContainerStatus::kCreated);
+  EXPECT_EQ(rt.State(o.id)->status, ContainerStatus::kCreated);
+  ASSERT_TRUE(rt.Start(o.id).ok());
+  ASSERT_EQ(write(in[1], "hello\n", 6), 6);
+  close(in[1]);
+  auto ex = rt.Wait(o.id, 10000);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_TRUE(ex->known);
+  EXPECT_EQ(ex->exit_code, 3);
+  std::string text;
+  char buf[256];
+  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) text.append(buf, n);
+  close(out[0]);
+  EXPECT_EQ(text, std::to_string(nst.st_ino) + "\ngot hello\n");
+  EXPECT_EQ(rt.State(o.id)->status, ContainerStatus::kStopped);
+  EXPECT_TRUE(rt.Delete(o.id, false).ok());
+  RunCmd({"ip", "netns", "del", netns});
+}
+
+TEST_F(RuntimeTest, LibraryExecRunsInTheContainerAndIsWaitable) {
+  Bundle b("libexec");
+  auto spec = ParseSpec(b.config().dump());
+  ASSERT_TRUE(spec.ok());
+  spec->process->args = {"sleep", "30"};
+  Runtime rt({.root_dir = SkiffRoot()});
+  CreateOptions o;
+  o.id = NewId("libexec");
+  o.bundle_dir = b.dir();
+  o.spec = *spec;
+  o.start_immediately = true;
+  auto st = rt.Create(o);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(rt.State(o.id)->status, ContainerStatus::kRunning);
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  ExecOptions e;
+  e.process = *spec->process;
+  e.process.args = {"sh", "-c", "hostname; echo $$; exit 9"};
+  e.stdio = {-1, out[1], out[1]};
+  auto pid = rt.Exec(o.id, e);
+  close(out[1]);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  auto ex = Runtime::WaitPid(*pid);
+  ASSERT_TRUE(ex.ok());
+  EXPECT_EQ(ex->exit_code, 9);
+  std::string text;
+  char buf[256];
+  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) text.append(buf, n);
+  close(out[0]);
+  EXPECT_EQ(text, "runc\n2\n") << "exec'd process is pid 2 in the container's pid namespace";
+  auto pids = rt.Pids(o.id);
+  ASSERT_TRUE(pids.ok());
+  EXPECT_EQ(pids->size(), 1u);
+  ASSERT_TRUE(rt.Kill(o.id, SIGKILL).ok());
+  auto w = rt.Wait(o.id, 10000);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->signal, SIGKILL);
+  EXPECT_EQ(w->exit_code, 137);
+  EXPECT_TRUE(rt.Delete(o.id, false).ok());
+}
+
+TEST_F(RuntimeTest, HybridHostWarnsAboutLimitsAndStrictModeFails) {
+  Bundle b("limits");
+  b.SetArgs({"true"});
+  b.config()["linux"]["resources"] = {{"memory", {{"limit", 64 << 20}}}, {"pids", {{"limit", 50}}}};
+  b.Save();
+  std::set<std::string> avail;
+  {
+    std::ifstream in(Cgroup2() + "/cgroup.controllers");
+    for (std::string c; in >> c;) avail.insert(c);
+  }
+  if (avail.count("memory") && avail.count("pids")) GTEST_SKIP() << "host cgroup2 has memory and pids";
+  CmdResult r = Skiff({"run", "-b", b.dir(), NewId("limits")});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("memory.max"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("pids.max"), std::string::npos) << r.err;
+  std::string id = NewId("limits-strict");
+  CmdResult s = RunCmd({SkiffRuntime(), "--root", SkiffRoot(), "--strict-cgroups", "run", "-b", b.dir(), id});
+  EXPECT_EQ(s.code, 1);
+  EXPECT_NE(s.err.find("memory.max"), std::string::npos) << s.err;
+  EXPECT_FALSE(fs::exists(Cgroup2() + "/skiff/" + id));
+  EXPECT_FALSE(fs::exists(SkiffRoot() + "/" + id));
+}
+
+}  // namespace
+}  // namespace skiff::runtime
+
+// Removes this run's directory when all tests are done.
+class CleanupEnv : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (geteuid() == 0) {
+      std::error_code ec;
+      std::filesystem::remove_all(skiff::runtime::testing::TestBase(), ec);
+    }
+  }
+};
+static auto* const kEnv = ::testing::AddGlobalTestEnvironment(new CleanupEnv);
