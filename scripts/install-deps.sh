@@ -22,7 +22,7 @@ BUILD_PKGS=(
 )
 PEER_PKGS=(
   etcd-server etcd-client runc iptables iproute2 util-linux procps psmisc
-  docker-registry skopeo busybox-static curl netcat-openbsd
+  docker-registry skopeo busybox-static curl netcat-openbsd openssl
   qemu-system-x86 qemu-utils debootstrap lintian debhelper dpkg-dev fakeroot
   systemd
 )

@@ -90,33 +90,45 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output = nullp
 
 class DockerRegistry {
  public:
-  absl::Status Start(const std::string& dir) {
+  // `tls_dir` holds cert.pem/key.pem for an HTTPS registry without auth,
+  // serving the same storage as the plain one.
+  absl::Status Start(const std::string& dir, const std::string& tls_dir = "") {
     port_ = FreePort();
+    tls_ = !tls_dir.empty();
     char salt_buf[CRYPT_GENSALT_OUTPUT_SIZE];
     if (!crypt_gensalt_rn("$2b$", 4, nullptr, 0, salt_buf, sizeof salt_buf)) return absl::InternalError("gensalt");
     struct crypt_data cd = {};
     const char* hash = crypt_r(kPassword, salt_buf, &cd);
     if (!hash || hash[0] == '*') return absl::InternalError("bcrypt unavailable");
     std::ofstream(dir + "/htpasswd") << kUser << ":" << hash << "\n";
-    std::ofstream(dir + "/registry.yml") << "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
-                                         << "storage:\n  filesystem:\n    rootdirectory: " << dir << "/data\n"
-                                         << "  delete:\n    enabled: true\n"
-                                         << "http:\n  addr: 127.0.0.1:" << port_ << "\n"
-                                         << "auth:\n  htpasswd:\n    realm: skiff\n    path: " << dir << "/htpasswd\n";
-    log_ = dir + "/registry.log";
+    std::string name = tls_ ? "registry-tls" : "registry";
+    {
+      std::ofstream y(dir + "/" + name + ".yml");
+      y << "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
+        << "storage:\n  filesystem:\n    rootdirectory: " << dir << "/data\n"
+        << "  delete:\n    enabled: true\n"
+        << "http:\n  addr: 127.0.0.1:" << port_ << "\n";
+      if (tls_) {
+        y << "  tls:\n    certificate: " << tls_dir << "/cert.pem\n    key: " << tls_dir << "/key.pem\n";
+      } else {
+        y << "auth:\n  htpasswd:\n    realm: skiff\n    path: " << dir << "/htpasswd\n";
+      }
+    }
+    log_ = dir + "/" + name + ".log";
     pid_ = ::fork();
     if (pid_ == 0) {
       int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
-      std::string cfg = dir + "/registry.yml";
+      std::string cfg = dir + "/" + name + ".yml";
       ::execl("/usr/bin/docker-registry", "docker-registry", "serve", cfg.c_str(), nullptr);
       ::_exit(127);
     }
     for (int i = 0; i < 100; ++i) {
       std::string out;
-      RunCommand({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://" + host() + "/v2/"}, &out);
-      if (out == "401") return absl::OkStatus();
+      RunCommand({"curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", (tls_ ? "https://" : "http://") + host() + "/v2/"},
+                 &out);
+      if (out == (tls_ ? "200" : "401")) return absl::OkStatus();
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return absl::UnavailableError("docker-registry did not come up; log: " + ReadFile(log_).value_or(""));
@@ -133,6 +145,7 @@ class DockerRegistry {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+  bool tls_ = false;
   std::string log_;
 };
 
@@ -248,6 +261,8 @@ class RegistryTest : public ::testing::Test {
     return out;
   }
   static void TearDownTestSuite() {
+    delete tls_registry_;
+    tls_registry_ = nullptr;
     delete registry_;
     delete scratch_;
     delete image_;
@@ -284,6 +299,7 @@ class RegistryTest : public ::testing::Test {
 
   static ScratchDir* scratch_;
   static DockerRegistry* registry_;
+  static DockerRegistry* tls_registry_;
   static BuiltImage* image_;
   static BuiltImage* arm_;
   static absl::Status* setup_error_;
@@ -291,6 +307,7 @@ class RegistryTest : public ::testing::Test {
 };
 ScratchDir* RegistryTest::scratch_ = nullptr;
 DockerRegistry* RegistryTest::registry_ = nullptr;
+DockerRegistry* RegistryTest::tls_registry_ = nullptr;
 BuiltImage* RegistryTest::image_ = nullptr;
 BuiltImage* RegistryTest::arm_ = nullptr;
 absl::Status* RegistryTest::setup_error_ = nullptr;
@@ -325,6 +342,34 @@ TEST_F(RegistryTest, PullsByTagAndByDigestWithBasicAuthFromCredentialsFile) {
   by_digest = fresh->Pull(host() + "/test/busybox@" + image_->manifest_digest, PullOptions{});
   ASSERT_TRUE(by_digest.ok()) << by_digest.status();
   EXPECT_TRUE(fresh->Get(host() + "/test/busybox@" + image_->manifest_digest).ok());
+}
+
+TEST_F(RegistryTest, PullsOverHttpsVerifyingTheRegistryCertificate) {
+  std::string tls = dir() + "/tls";
+  ASSERT_TRUE(MkdirAll(tls).ok());
+  std::string out;
+  ASSERT_EQ(RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", tls + "/key.pem", "-out", tls + "/cert.pem"},
+                       &out),
+            0)
+      << out;
+  if (!tls_registry_) {
+    tls_registry_ = new DockerRegistry();
+    ASSERT_TRUE(tls_registry_->Start(dir(), tls).ok());
+  }
+  std::string ref = tls_registry_->host() + "/test/busybox:1";
+  // Not in the insecure list: HTTPS, and an unknown CA is refused.
+  auto store = NewStore(Options{});
+  auto r = store->Pull(ref, PullOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_NE(std::string(r.status().message()).find("https://"), std::string::npos) << r.status();
+  Options with_ca;
+  with_ca.ca_file = tls + "/cert.pem";
+  store = NewStore(with_ca);
+  r = store->Pull(ref, PullOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->digest, image_->manifest_digest);
 }
 
 TEST_F(RegistryTest, UsesImagePullSecretsAndRejectsMissingOrWrongCredentials) {
