@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <string>
@@ -45,7 +46,9 @@ int main(int argc, char** argv) {
   }
   const int clients = std::atoi(f["clients"].c_str());
   const int conns = std::max(1, std::atoi(f["conns"].c_str()));
-  const int64_t total = std::atoll(f["total"].c_str());
+  // --duration S runs for S seconds instead of a fixed request count.
+  const double duration = std::atof(f["duration"].c_str());
+  const int64_t total = duration > 0 ? INT64_MAX / 2 : std::atoll(f["total"].c_str());
   const size_t val_size = static_cast<size_t>(std::atoll(f["val-size"].c_str()));
   const int64_t key_space = std::max<int64_t>(1, std::atoll(f["key-space"].c_str()));
   std::vector<std::unique_ptr<etcdserverpb::KV::Stub>> stubs;
@@ -57,30 +60,35 @@ int main(int argc, char** argv) {
         grpc::CreateCustomChannel(f["endpoint"], grpc::InsecureChannelCredentials(), args)));
   }
   std::string value(val_size, 'v');
+  std::atomic<int64_t> errors{0};
   if (op == "fill") {
     std::atomic<int64_t> next{0};
     std::vector<std::thread> ts;
-    for (int c = 0; c < std::max(clients, 16); ++c) {
+    for (int c = 0; c < std::max(clients, 4); ++c) {
       ts.emplace_back([&, c] {
         auto* stub = stubs[static_cast<size_t>(c) % stubs.size()].get();
-        for (int64_t i; (i = next.fetch_add(1)) < total;) {
-          etcdserverpb::PutRequest r;
-          r.set_key(Key(i));
-          r.set_value(value);
-          etcdserverpb::PutResponse resp;
+        // 100 puts per txn: loading is not what is measured.
+        for (int64_t i; (i = next.fetch_add(100)) < total;) {
+          etcdserverpb::TxnRequest t;
+          for (int64_t k = i; k < std::min(total, i + 100); ++k) {
+            auto* p = t.add_success()->mutable_request_put();
+            p->set_key(Key(k));
+            p->set_value(value);
+          }
+          etcdserverpb::TxnResponse resp;
           grpc::ClientContext ctx;
-          stub->Put(&ctx, r, &resp);
+          if (!stub->Txn(&ctx, t, &resp).ok()) errors++;
         }
       });
     }
     for (auto& t : ts) t.join();
-    std::printf("op=fill requests=%lld\n", static_cast<long long>(total));
-    return 0;
+    std::printf("op=fill keys=%lld errors=%lld\n", static_cast<long long>(total), static_cast<long long>(errors.load()));
+    return errors.load() == 0 ? 0 : 1;
   }
   std::atomic<int64_t> next{0};
-  std::atomic<int64_t> errors{0};
   std::vector<std::vector<double>> lat(static_cast<size_t>(clients));
   auto t0 = Clock::now();
+  const auto deadline = t0 + std::chrono::milliseconds(static_cast<int64_t>(duration * 1000));
   std::vector<std::thread> ts;
   for (int c = 0; c < clients; ++c) {
     ts.emplace_back([&, c] {
@@ -88,6 +96,7 @@ int main(int argc, char** argv) {
       auto& l = lat[static_cast<size_t>(c)];
       uint64_t x = 88172645463325252ULL ^ static_cast<uint64_t>(c + 1);
       for (int64_t i; (i = next.fetch_add(1)) < total;) {
+        if (duration > 0 && Clock::now() >= deadline) break;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
