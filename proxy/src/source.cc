@@ -282,6 +282,23 @@ absl::StatusOr<ClusterState> LoadClusterStateFile(const std::string& path) {
 
 namespace {
 
+// Forwards a reload as the object-level changes a watch would have sent, so
+// the agent looks only at what differs.
+void SendDifferences(const ClusterState& old, const ClusterState& now, StateSink& sink) {
+  for (const auto& [k, v] : now.services) {
+    auto it = old.services.find(k);
+    if (it == old.services.end() || !(it->second == v)) sink.UpsertService(v);
+  }
+  for (const auto& [k, v] : old.services)
+    if (!now.services.count(k)) sink.DeleteService(v.ns, v.name);
+  for (const auto& [k, v] : now.endpoint_slices) {
+    auto it = old.endpoint_slices.find(k);
+    if (it == old.endpoint_slices.end() || !(it->second == v)) sink.UpsertEndpointSlice(v);
+  }
+  for (const auto& [k, v] : old.endpoint_slices)
+    if (!now.endpoint_slices.count(k)) sink.DeleteEndpointSlice(v.ns, v.name);
+}
+
 class FileSource final : public Source {
  public:
   FileSource(std::string path, int poll_ms) : path_(std::move(path)), poll_ms_(poll_ms) {}
@@ -301,7 +318,10 @@ class FileSource final : public Source {
           log::Info("loaded services file ", log::Field("path", path_), " ",
                     log::Field("services", static_cast<long long>(state->services.size())), " ",
                     log::Field("endpointslices", static_cast<long long>(state->endpoint_slices.size())));
-          sink.Replace(*std::move(state));
+          if (!loaded) sink.Replace(*state);
+          else
+            SendDifferences(last_, *state, sink);
+          last_ = *std::move(state);
           loaded = true;
         } else if (!loaded) {
           return state.status();
@@ -319,6 +339,7 @@ class FileSource final : public Source {
  private:
   std::string path_;
   int poll_ms_;
+  ClusterState last_;
 };
 
 }  // namespace
