@@ -113,6 +113,35 @@ absl::StatusOr<int> DiskUsedPercent(const std::string& path) {
 
 std::once_flag curl_once;
 
+absl::Status MountOverlayLayerByLayer(const std::vector<std::string>& lowers, const std::string& upper,
+                                      const std::string& work, const std::string& target) {
+  UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
+  if (!fs) return LastErrnoError("fsopen overlay");
+  for (const auto& l : lowers) {
+    if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", l.c_str(), 0) != 0) {
+      if (errno == EINVAL) {
+        return absl::ResourceExhaustedError("image has " + std::to_string(lowers.size()) +
+                                            " layers, more than one overlay mount option string holds, and this "
+                                            "kernel has no overlay lowerdir+ (Linux >= 6.8)");
+      }
+      return LastErrnoError("overlay lowerdir+ " + l);
+    }
+  }
+  if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0) {
+    return LastErrnoError("overlay upperdir " + upper);
+  }
+  if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0) {
+    return LastErrnoError("overlay workdir " + work);
+  }
+  if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) return LastErrnoError("create overlay");
+  UniqueFd mnt(::fsmount(fs.get(), FSMOUNT_CLOEXEC, 0));
+  if (!mnt) return LastErrnoError("fsmount overlay");
+  if (::move_mount(mnt.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return LastErrnoError("move_mount overlay to " + target);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status WithReason(absl::Status st, const char* reason) {
@@ -600,9 +629,11 @@ absl::StatusOr<std::string> Store::MountRootfs(const Image& image, const std::st
   std::string lower;
   for (const auto& l : lowers) lower += (lower.empty() ? "" : ":") + l;
   std::string opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
+  // mount(2) options are limited to one page; deep images go through the
+  // new mount API, one lower layer per fsconfig call (Linux >= 6.8).
   if (opts.size() >= 4000) {
-    return absl::ResourceExhaustedError("image " + image.ref + " has too many layers for one overlay mount (" +
-                                        std::to_string(lowers.size()) + ")");
+    RETURN_IF_ERROR(MountOverlayLayerByLayer(lowers, upper, work, merged));
+    return merged;
   }
   if (::mount("overlay", merged.c_str(), "overlay", 0, opts.c_str()) != 0) {
     return LastErrnoError("mount overlay on " + merged);

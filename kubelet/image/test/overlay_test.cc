@@ -127,5 +127,32 @@ TEST(Overlay, MergedRootfsHonoursWhiteoutsOpaqueDirsLinksSetuidAndXattrs) {
   EXPECT_TRUE((*store)->UnmountRootfs(cdir).ok());
 }
 
+TEST(Overlay, MountsImagesDeeperThanOneMountOptionPage) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (overlay mounts)";
+  ScratchDir scratch("skiff-image-priv");
+  std::vector<Layer> layers;
+  for (int i = 0; i < 48; ++i) {
+    auto l = BuildLayer({Dir("d"), File("d/f" + std::to_string(i), std::to_string(i)), File("top", std::to_string(i))},
+                        Compression::kGzip);
+    ASSERT_TRUE(l.ok());
+    layers.push_back(*l);
+  }
+  auto img = BuildImage(layers, ImageConfig{});
+  ASSERT_TRUE(img.ok());
+  ASSERT_TRUE(WriteOciLayout(scratch.path() + "/layout", {*img}, {"example.com/deep:1"}).ok());
+  ASSERT_TRUE(TarDirectory(scratch.path() + "/layout", scratch.path() + "/layout.tar").ok());
+  auto store = Store::Open(scratch.path() + "/store", Options{});
+  ASSERT_TRUE(store.ok());
+  auto imported = (*store)->Import(scratch.path() + "/layout.tar");
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::string cdir = scratch.path() + "/c";
+  auto merged = (*store)->MountRootfs((*imported)[0], cdir);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_TRUE(Exists(*merged + "/d/f0"));
+  EXPECT_TRUE(Exists(*merged + "/d/f47"));
+  EXPECT_EQ(ReadFile(*merged + "/top").value_or(""), "47");  // the top layer wins
+  ASSERT_TRUE((*store)->UnmountRootfs(cdir).ok());
+}
+
 }  // namespace
 }  // namespace skiff::image
