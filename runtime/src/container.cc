@@ -327,6 +327,15 @@ absl::StatusOr<UniqueFd> ConnectConsole(const std::string& path) {
   return UniqueFd(MoveAbove2(s.release()));
 }
 
+absl::Status WriteOomScoreAdj(pid_t pid, int value) {
+  std::string path = "/proc/" + std::to_string(pid) + "/oom_score_adj";
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  std::string v = std::to_string(value);
+  if (!fd || write(fd.get(), v.data(), v.size()) != static_cast<ssize_t>(v.size()))
+    return LastErrnoError("process.oomScoreAdj: write " + path);
+  return absl::OkStatus();
+}
+
 // Like runc: HOME from the container's /etc/passwd (or "/") unless set.
 void AddHomeEnv(const std::string& rootfs, ProcessPlan* p) {
   for (const auto& e : p->env)
@@ -535,6 +544,8 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   pidfd.reset(raw_pidfd);
   theirs.reset();
   rec.pid = child;
+  // From here: inside a user namespace the init could not raise it itself.
+  if (plan->process.has_oom_score_adj) RETURN_IF_ERROR(WriteOomScoreAdj(child, plan->process.oom_score_adj));
   if (!into_cgroup) {
     RETURN_IF_ERROR(cgm->AddProcess(cg_path, rec.cgroup_dir, child));
     if (!cgm->CreatesBeforeProcess())
@@ -873,6 +884,10 @@ absl::StatusOr<pid_t> Runtime::Exec(const std::string& id, const ExecOptions& o)
   if (pid < 0) return ErrnoError(clone_errno, "clone exec process");
   UniqueFd pidfd(raw_pidfd);
   theirs.reset();
+  if (p->has_oom_score_adj) {
+    absl::Status os = WriteOomScoreAdj(pid, p->oom_score_adj);
+    if (!os.ok()) log::Warn("exec in ", id, ": ", os);
+  }
   SyncMsg m;
   // EOF: execve succeeded (the socket was close-on-exec); a message: it failed.
   ssize_t n = recv(ours.get(), &m, sizeof(m), 0);

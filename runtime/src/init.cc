@@ -213,13 +213,6 @@ int SetupStdio(ProcessPlan* p, const char** what) {
   if (p->umask >= 0) umask(p->umask);
   for (const PreparedRlimit& r : p->rlimits)
     if (setrlimit(r.resource, &r.limit) != 0) Fail(sync_fd, "setrlimit", "", -errno);
-  if (p->has_oom_score_adj) {
-    char buf[16];
-    int n = snprintf(buf, sizeof(buf), "%d", p->oom_score_adj);
-    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, buf, n) != n) Fail(sync_fd, "write", "/proc/self/oom_score_adj", -errno);
-    close(fd);
-  }
   if (!p->stdio_done && (rc = SetupStdio(p, &what)) < 0) Fail(sync_fd, what, "", rc);
   bool seccomp_early = p->seccomp && !p->no_new_privs;
   if (p->has_caps) {

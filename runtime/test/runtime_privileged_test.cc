@@ -122,6 +122,31 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"no_exec", {"/bin/does-not-exist"}}),
     [](const auto& info) { return std::string(info.param.name); });
 
+TEST_F(RuntimeTest, UserNamespaceIdsSysctlOomScoreAndRlimitsMatchRunc) {
+  Bundle b("userns");
+  auto& c = b.config();
+  c["process"]["args"] = {"sh", "-c",
+                          "id; cat /proc/self/uid_map /proc/self/gid_map; cat /proc/sys/net/ipv4/ip_forward; "
+                          "cat /proc/self/oom_score_adj; ulimit -n; ulimit -Hn; ls -ln /bin/busybox; pwd; touch /dev/x"};
+  c["process"]["user"] = {{"uid", 1000}, {"gid", 1000}, {"additionalGids", {5, 6}}};
+  c["process"]["oomScoreAdj"] = 100;
+  c["process"]["cwd"] = "/tmp";
+  c["process"]["rlimits"] = {{{"type", "RLIMIT_NOFILE"}, {"hard", 2048}, {"soft", 512}}};
+  c["linux"]["namespaces"].push_back({{"type", "user"}});
+  c["linux"]["uidMappings"] = {{{"containerID", 0}, {"hostID", 100000}, {"size", 65536}}};
+  c["linux"]["gidMappings"] = {{{"containerID", 0}, {"hostID", 200000}, {"size", 65536}}};
+  c["linux"]["sysctl"] = {{"net.ipv4.ip_forward", "1"}};
+  b.Save();
+  ASSERT_EQ(RunCmd({"chown", "-R", "100000:200000", b.dir() + "/rootfs"}).code, 0);
+  std::string id = NewId("userns");
+  CmdResult r = Runc({"run", "-b", b.dir(), id});
+  CmdResult s = Skiff({"run", "-b", b.dir(), id});
+  EXPECT_EQ(s.code, r.code) << "runc: " << r.err << "\nskiff: " << s.err;
+  EXPECT_EQ(s.out, r.out);
+  EXPECT_NE(s.out.find("uid=1000 gid=1000 groups=5,6"), std::string::npos);
+  EXPECT_NE(s.out.find("\n100\n512\n2048\n"), std::string::npos) << s.out;
+}
+
 // --- isolation --------------------------------------------------------------
 
 TEST_F(RuntimeTest, IsolatesUnderTheDefaultSeccompProfile) {
