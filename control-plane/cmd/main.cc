@@ -1,0 +1,215 @@
+// skiff-control-plane: the API server, scheduler and controller manager in
+// one process, on the embedded store or an external etcd cluster.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "skiff/apiserver/server.h"
+#include "skiff/client/config.h"
+#include "skiff/client/dial.h"
+#include "skiff/common/log.h"
+#include "skiff/controllers/manager.h"
+#include "skiff/scheduler/scheduler.h"
+#include "skiff/store/server.h"
+#include "skiff/store/store.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int) {
+  g_stop = true;
+  char c = 1;
+  if (g_signal_pipe[1] >= 0) (void)!write(g_signal_pipe[1], &c, 1);
+}
+
+void Usage() {
+  fprintf(stderr,
+          "usage: skiff-control-plane --data-dir DIR [--listen ADDR:PORT] [--etcd-servers URL,...]\n"
+          "         [--service-cluster-ip-range CIDR] [--service-node-port-range MIN-MAX]\n"
+          "         [--components apiserver,scheduler,controllers] [--health-listen ADDR:PORT]\n"
+          "         [--tls-san NAME]... [--token-auth-file FILE] [--advertise-address IP]\n"
+          "         [--cluster-cidr CIDR] [--kubelet-tls] [--insecure] [--v debug|info|warning|error]\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  skiff::log::Init("skiff-control-plane");
+  skiff::apiserver::ServerOptions opts;
+  opts.data_dir = "/var/lib/skiff/control-plane";
+  opts.listen = "0.0.0.0:6443";
+  std::string components = "apiserver,scheduler,controllers";
+  std::string cluster_cidr = "10.244.0.0/16";
+  std::string leader_identity;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string v;
+    auto eq = a.find('=');
+    bool has_inline = a.rfind("--", 0) == 0 && eq != std::string::npos;
+    if (has_inline) {
+      v = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    }
+    auto value = [&]() -> std::string {
+      if (has_inline) return v;
+      if (i + 1 >= argc) {
+        fprintf(stderr, "%s needs a value\n", a.c_str());
+        exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--data-dir") opts.data_dir = value();
+    else if (a == "--listen") opts.listen = value();
+    else if (a == "--etcd-servers") {
+      for (auto s : absl::StrSplit(value(), ',', absl::SkipEmpty())) opts.etcd_servers.push_back(std::string(s));
+    } else if (a == "--service-cluster-ip-range") opts.service_cluster_ip_range = value();
+    else if (a == "--service-node-port-range") {
+      std::vector<std::string> parts = absl::StrSplit(value(), '-');
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &opts.node_port_min) ||
+          !absl::SimpleAtoi(parts[1], &opts.node_port_max) || opts.node_port_min > opts.node_port_max) {
+        fprintf(stderr, "--service-node-port-range: want MIN-MAX\n");
+        return 2;
+      }
+    } else if (a == "--components") components = value();
+    else if (a == "--health-listen") opts.health_listen = value();
+    else if (a == "--tls-san") {
+      for (auto s : absl::StrSplit(value(), ',', absl::SkipEmpty())) opts.tls_sans.push_back(std::string(s));
+    } else if (a == "--token-auth-file") opts.token_auth_file = value();
+    else if (a == "--advertise-address") opts.advertise_address = value();
+    else if (a == "--cluster-cidr") cluster_cidr = value();
+    else if (a == "--leader-identity") leader_identity = value();
+    else if (a == "--bookmark-interval-ms") {
+      if (!absl::SimpleAtoi(value(), &opts.bookmark_interval_ms)) return 2;
+    } else if (a == "--kubelet-tls") opts.kubelet_tls = true;
+    else if (a == "--insecure") opts.insecure = true;
+    else if (a == "--v") skiff::log::SetLevel(skiff::log::ParseLevel(value()));
+    else if (a == "-h" || a == "--help") {
+      Usage();
+      return 0;
+    } else {
+      fprintf(stderr, "unknown flag %s\n", a.c_str());
+      Usage();
+      return 2;
+    }
+  }
+  std::set<std::string> comps;
+  for (auto c : absl::StrSplit(components, ',', absl::SkipEmpty())) comps.insert(std::string(c));
+  for (const auto& c : comps)
+    if (c != "apiserver" && c != "scheduler" && c != "controllers") {
+      fprintf(stderr, "--components: unknown component %s\n", c.c_str());
+      return 2;
+    }
+
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return 1;
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  // The embedded store, served on a unix socket under --data-dir, when no
+  // external etcd is named.
+  std::unique_ptr<skiff::store::Store> store;
+  std::unique_ptr<skiff::store::Server> store_server;
+  if (comps.count("apiserver") && opts.etcd_servers.empty()) {
+    if (::mkdir(opts.data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      skiff::log::Error("mkdir ", opts.data_dir, ": ", strerror(errno));
+      return 1;
+    }
+    skiff::store::Options so;
+    so.data_dir = opts.data_dir + "/store";
+    so.auto_compaction_retention_ms = 60 * 60 * 1000;
+    auto s = skiff::store::Store::Open(so);
+    if (!s.ok()) {
+      skiff::log::Error("embedded store: ", s.status());
+      return 1;
+    }
+    store = std::move(*s);
+    std::string sock = opts.data_dir + "/store.sock";
+    ::unlink(sock.c_str());
+    skiff::store::ServerOptions sso;
+    sso.listen_client_urls = {"unix://" + sock};
+    auto srv = skiff::store::Server::Start(store.get(), sso);
+    if (!srv.ok()) {
+      skiff::log::Error("embedded store server: ", srv.status());
+      return 1;
+    }
+    store_server = std::move(*srv);
+    opts.etcd_servers = {"unix://" + sock};
+    skiff::log::Info("embedded store ", skiff::log::Field("data_dir", so.data_dir), " ", skiff::log::Field("socket", sock));
+  }
+
+  std::unique_ptr<skiff::apiserver::ApiServer> api;
+  skiff::client::Credentials internal;
+  if (comps.count("apiserver")) {
+    auto srv = skiff::apiserver::ApiServer::Start(opts);
+    if (!srv.ok()) {
+      skiff::log::Error("api server: ", srv.status());
+      return 1;
+    }
+    api = std::move(*srv);
+    internal = api->InternalCredentials();
+  } else {
+    // Scheduler/controllers alone (HA layouts) use <data-dir>/admin.conf or $SKIFFCONFIG.
+    auto cfg = skiff::client::LoadClientConfig(getenv("SKIFFCONFIG") ? getenv("SKIFFCONFIG") : opts.data_dir + "/admin.conf");
+    if (!cfg.ok()) {
+      skiff::log::Error("client config: ", cfg.status());
+      return 1;
+    }
+    internal = cfg->credentials;
+  }
+
+  std::vector<std::thread> threads;
+  if (comps.count("scheduler") || comps.count("controllers")) {
+    auto dialed = skiff::client::Dial(internal);
+    if (!dialed.ok()) {
+      skiff::log::Error("dial api server: ", dialed.status());
+      return 1;
+    }
+    std::shared_ptr<skiff::client::Client> client(std::move(*dialed));
+    if (comps.count("scheduler")) {
+      threads.emplace_back([client, leader_identity] {
+        skiff::scheduler::Options so;
+        so.identity = leader_identity;
+        auto st = skiff::scheduler::Run(client, so, g_stop);
+        if (!st.ok()) skiff::log::Error("scheduler: ", st);
+      });
+    }
+    if (comps.count("controllers")) {
+      threads.emplace_back([client, leader_identity, cluster_cidr] {
+        skiff::controllers::Options co;
+        co.identity = leader_identity;
+        co.cluster_cidr = cluster_cidr;
+        auto st = skiff::controllers::Run(client, co, g_stop);
+        if (!st.ok()) skiff::log::Error("controllers: ", st);
+      });
+    }
+  }
+
+  char c;
+  while (!g_stop) {
+    ssize_t n = read(g_signal_pipe[0], &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  skiff::log::Info("shutting down");
+  g_stop = true;
+  for (auto& t : threads) t.join();
+  if (api) api->Shutdown();
+  if (store_server) store_server->Shutdown();
+  return 0;
+}
