@@ -512,6 +512,11 @@ absl::StatusOr<Image> Store::Get(const std::string& input) {
   if (!parsed.ok()) return WithReason(parsed.status(), "InvalidImageName");
   std::string name = parsed->String();
   auto body = ReadFile(impl_->RefPath(name), 4096);
+  if (!body.ok() && !parsed->digest.empty()) {
+    // Pulled under another name (by tag): the content is here all the same.
+    auto by_digest = impl_->LoadImage(parsed->digest, name);
+    if (by_digest.ok()) return by_digest;
+  }
   if (!body.ok()) return absl::NotFoundError("image " + name + " is not in the store");
   return impl_->LoadImage(body->substr(0, body->find('\n')), name);
 }

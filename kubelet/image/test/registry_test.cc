@@ -471,6 +471,27 @@ TEST_F(RegistryTest, ResumesATransferCutOffMidway) {
   EXPECT_EQ(store->Stats().bytes_fetched, TotalBlobBytes());
 }
 
+TEST_F(RegistryTest, IfNotPresentAndNeverUseTheStoreWithoutAskingTheRegistry) {
+  FakeImage fake(*image_);
+  FakeHttpServer server([&](const HttpRequest& r) { return fake.Serve(r); });
+  Options o;
+  o.insecure_registries = {server.host()};
+  auto store = NewStore(o);
+  ASSERT_TRUE(store->Ensure(server.host() + "/test/busybox:1", PullPolicy::kIfNotPresent, PullOptions{}).ok());
+  size_t requests = server.requests().size();
+  auto r = store->Ensure(server.host() + "/test/busybox:1", PullPolicy::kIfNotPresent, PullOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  r = store->Ensure(server.host() + "/test/busybox@" + image_->manifest_digest, PullPolicy::kNever, PullOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->digest, image_->manifest_digest);
+  EXPECT_EQ(server.requests().size(), requests);
+  // Always asks for the manifest again, but fetches no blob twice.
+  r = store->Ensure(server.host() + "/test/busybox:1", PullPolicy::kAlways, PullOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(server.requests().size(), requests);
+  EXPECT_EQ(store->Stats().blobs_fetched, 3);
+}
+
 TEST_F(RegistryTest, RefusesATamperedBlob) {
   FakeImage fake(*image_);
   const std::string big = image_->layers[1].digest;
