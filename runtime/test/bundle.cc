@@ -68,7 +68,9 @@ CmdResult RunCmd(const std::vector<std::string>& argv) {
 
 std::string BuildDir() {
   const char* b = getenv("SKIFF_BUILD_DIR");
-  return b ? b : "build";
+  if (b && *b) return b;
+  // Test binaries live in <build>/tests.
+  return fs::read_symlink("/proc/self/exe").parent_path().parent_path().string();
 }
 std::string SkiffRuntime() { return BuildDir() + "/bin/skiff-runtime"; }
 
