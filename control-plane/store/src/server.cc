@@ -45,29 +45,52 @@ grpc::Status Reply(absl::StatusOr<Resp> r, Resp* out) {
   return grpc::Status::OK;
 }
 
-class KVService final : public etcdserverpb::KV::Service {
+// KV on gRPC's callback API: a write parks no thread while it waits for its
+// group commit; the committing thread finishes the RPC.
+class KVService final : public etcdserverpb::KV::CallbackService {
  public:
   explicit KVService(Store* s) : s_(s) {}
-  grpc::Status Range(ServerContext*, const etcdserverpb::RangeRequest* req, etcdserverpb::RangeResponse* resp) override {
-    if (TooLarge(*req)) return ToGrpcStatus(ErrRequestTooLarge());
-    return Reply(s_->Range(*req), resp);
+  grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* ctx, const etcdserverpb::RangeRequest* req,
+                                  etcdserverpb::RangeResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(TooLarge(*req) ? ToGrpcStatus(ErrRequestTooLarge()) : Reply(s_->Range(*req), resp));
+    return r;
   }
-  grpc::Status Put(ServerContext*, const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp) override {
-    if (TooLarge(*req)) return ToGrpcStatus(ErrRequestTooLarge());
-    return Reply(s_->Put(*req), resp);
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
+                                etcdserverpb::PutResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    if (TooLarge(*req)) {
+      r->Finish(ToGrpcStatus(ErrRequestTooLarge()));
+    } else {
+      s_->PutAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
+    }
+    return r;
   }
-  grpc::Status DeleteRange(ServerContext*, const etcdserverpb::DeleteRangeRequest* req,
-                           etcdserverpb::DeleteRangeResponse* resp) override {
-    if (TooLarge(*req)) return ToGrpcStatus(ErrRequestTooLarge());
-    return Reply(s_->DeleteRange(*req), resp);
+  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* ctx, const etcdserverpb::DeleteRangeRequest* req,
+                                        etcdserverpb::DeleteRangeResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    if (TooLarge(*req)) {
+      r->Finish(ToGrpcStatus(ErrRequestTooLarge()));
+    } else {
+      s_->DeleteRangeAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
+    }
+    return r;
   }
-  grpc::Status Txn(ServerContext*, const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp) override {
-    if (TooLarge(*req)) return ToGrpcStatus(ErrRequestTooLarge());
-    return Reply(s_->Txn(*req), resp);
+  grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* ctx, const etcdserverpb::TxnRequest* req,
+                                etcdserverpb::TxnResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    if (TooLarge(*req)) {
+      r->Finish(ToGrpcStatus(ErrRequestTooLarge()));
+    } else {
+      s_->TxnAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
+    }
+    return r;
   }
-  grpc::Status Compact(ServerContext*, const etcdserverpb::CompactionRequest* req,
-                       etcdserverpb::CompactionResponse* resp) override {
-    return Reply(s_->Compact(*req), resp);
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const etcdserverpb::CompactionRequest* req,
+                                    etcdserverpb::CompactionResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_->CompactAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
+    return r;
   }
 
  private:

@@ -394,18 +394,36 @@ absl::StatusOr<etcdserverpb::RangeResponse> StoreImpl::Range(const etcdserverpb:
 
 // Group commit without a writer thread: the first caller to find no commit in
 // progress becomes the leader, takes every queued request as one batch,
-// applies and fsyncs it, wakes the others, and hands leadership to the next
-// queued request if any. A lone client pays no thread hand-off at all; under
-// load the queue that builds up during one fsync becomes the next batch.
-absl::Status StoreImpl::Submit(PendingOp& op) {
+// applies and fsyncs it and completes the others. If requests queued up
+// meanwhile, leadership passes to the first of them when it is a blocked
+// synchronous caller; asynchronous requests (the gRPC adapter's) have no
+// thread of their own, so the leader keeps going until the queue is empty.
+// A lone client pays no thread hand-off at all; under load the queue that
+// builds up during one fsync becomes the next batch.
+void StoreImpl::Complete(PendingOp* op) {
+  if (op->callback) {
+    op->callback(op->status);
+    delete op;
+  } else {
+    op->done.release();
+  }
+}
+
+void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
   {
     std::unique_lock<std::mutex> lk(q_mu_);
-    if (stopping_) return ErrStopped();
-    queue_.push_back(&op);
-    if (leader_busy_) {
+    if (stopping_) {
       lk.unlock();
-      op.done.acquire();
-      if (!op.lead) return op.status;
+      op->status = ErrStopped();
+      Complete(op);
+      return;
+    }
+    queue_.push_back(op);
+    if (leader_busy_) {
+      if (self == nullptr) return;  // async: the leader completes it
+      lk.unlock();
+      self->done.acquire();
+      if (!self->lead) return;
     } else {
       leader_busy_ = true;
     }
@@ -418,18 +436,47 @@ absl::Status StoreImpl::Submit(PendingOp& op) {
     }
     ProcessBatch(batch);
     for (PendingOp* o : batch) {
-      if (o != &op) o->done.release();
+      if (o != self) Complete(o);
     }
     std::lock_guard<std::mutex> lk(q_mu_);
     if (queue_.empty()) {
       leader_busy_ = false;
-      return op.status;
+      return;
     }
     PendingOp* next = queue_.front();
-    next->lead = true;
-    next->done.release();
-    return op.status;
+    if (!next->callback) {
+      next->lead = true;
+      next->done.release();
+      return;
+    }
   }
+}
+
+absl::Status StoreImpl::Submit(PendingOp& op) {
+  Enqueue(&op, &op);
+  return op.status;
+}
+
+void StoreImpl::SubmitAsync(PendingOp::Kind kind, const google::protobuf::Message* req,
+                            google::protobuf::Message* resp, Done done) {
+  auto* op = new PendingOp(kind, req, resp);
+  op->callback = std::move(done);
+  Enqueue(op, nullptr);
+}
+
+void StoreImpl::PutAsync(const etcdserverpb::PutRequest& req, etcdserverpb::PutResponse* resp, Done done) {
+  SubmitAsync(PendingOp::Kind::kPut, &req, resp, std::move(done));
+}
+void StoreImpl::DeleteRangeAsync(const etcdserverpb::DeleteRangeRequest& req,
+                                 etcdserverpb::DeleteRangeResponse* resp, Done done) {
+  SubmitAsync(PendingOp::Kind::kDelete, &req, resp, std::move(done));
+}
+void StoreImpl::TxnAsync(const etcdserverpb::TxnRequest& req, etcdserverpb::TxnResponse* resp, Done done) {
+  SubmitAsync(PendingOp::Kind::kTxn, &req, resp, std::move(done));
+}
+void StoreImpl::CompactAsync(const etcdserverpb::CompactionRequest& req, etcdserverpb::CompactionResponse* resp,
+                             Done done) {
+  SubmitAsync(PendingOp::Kind::kCompact, &req, resp, std::move(done));
 }
 
 absl::StatusOr<etcdserverpb::PutResponse> StoreImpl::Put(const etcdserverpb::PutRequest& req) {

@@ -106,6 +106,12 @@ class StoreImpl final : public Store {
   absl::StatusOr<etcdserverpb::DeleteRangeResponse> DeleteRange(const etcdserverpb::DeleteRangeRequest& req) override;
   absl::StatusOr<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& req) override;
   absl::StatusOr<etcdserverpb::CompactionResponse> Compact(const etcdserverpb::CompactionRequest& req) override;
+  void PutAsync(const etcdserverpb::PutRequest& req, etcdserverpb::PutResponse* resp, Done done) override;
+  void DeleteRangeAsync(const etcdserverpb::DeleteRangeRequest& req, etcdserverpb::DeleteRangeResponse* resp,
+                        Done done) override;
+  void TxnAsync(const etcdserverpb::TxnRequest& req, etcdserverpb::TxnResponse* resp, Done done) override;
+  void CompactAsync(const etcdserverpb::CompactionRequest& req, etcdserverpb::CompactionResponse* resp,
+                    Done done) override;
   std::unique_ptr<WatchStream> NewWatchStream() override;
   absl::StatusOr<etcdserverpb::LeaseGrantResponse> LeaseGrant(const etcdserverpb::LeaseGrantRequest& req) override;
   absl::StatusOr<etcdserverpb::LeaseRevokeResponse> LeaseRevoke(const etcdserverpb::LeaseRevokeRequest& req) override;
@@ -142,6 +148,7 @@ class StoreImpl final : public Store {
     absl::Status status;
     std::binary_semaphore done{0};
     bool lead = false;  // woken to lead the next batch rather than finished
+    Done callback;      // set for asynchronous requests
     PendingOp(Kind k, const google::protobuf::Message* r, google::protobuf::Message* p) : kind(k), req(r), resp(p) {}
   };
   struct WriteCtx {
@@ -162,6 +169,10 @@ class StoreImpl final : public Store {
   friend class ReadTxn;
 
   absl::Status Submit(PendingOp& op);
+  void Enqueue(PendingOp* op, PendingOp* self);
+  void Complete(PendingOp* op);
+  void SubmitAsync(PendingOp::Kind kind, const google::protobuf::Message* req, google::protobuf::Message* resp,
+                   Done done);
   // Applies and commits a batch; true when it was handed to the syncer.
   bool RunGroup(const std::vector<PendingOp*>& group);
   struct Durable {

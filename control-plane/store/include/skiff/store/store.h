@@ -90,6 +90,18 @@ class Store {
   virtual absl::StatusOr<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& req) = 0;
   virtual absl::StatusOr<etcdserverpb::CompactionResponse> Compact(const etcdserverpb::CompactionRequest& req) = 0;
 
+  // The same writes without blocking the caller: `done` runs once the write
+  // is durable (or failed), on whichever thread committed it, after *resp is
+  // filled. req and resp must stay valid until then. Used by the gRPC adapter
+  // so a thousand in-flight writes do not need a thousand threads.
+  using Done = std::function<void(absl::Status)>;
+  virtual void PutAsync(const etcdserverpb::PutRequest& req, etcdserverpb::PutResponse* resp, Done done) = 0;
+  virtual void DeleteRangeAsync(const etcdserverpb::DeleteRangeRequest& req, etcdserverpb::DeleteRangeResponse* resp,
+                                Done done) = 0;
+  virtual void TxnAsync(const etcdserverpb::TxnRequest& req, etcdserverpb::TxnResponse* resp, Done done) = 0;
+  virtual void CompactAsync(const etcdserverpb::CompactionRequest& req, etcdserverpb::CompactionResponse* resp,
+                            Done done) = 0;
+
   // Watch.
   virtual std::unique_ptr<WatchStream> NewWatchStream() = 0;
 
