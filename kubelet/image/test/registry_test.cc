@@ -210,8 +210,9 @@ class RegistryTest : public ::testing::Test {
     registry_ = new DockerRegistry();
     setup_error_ = new absl::Status(Prepare(dir));
   }
+  // Images only; the registry starts on first use (fake-server tests do not
+  // need it, and under ctest every test is its own process).
   static absl::Status Prepare(const std::string& dir) {
-    RETURN_IF_ERROR(registry_->Start(dir));
     auto base = BuildLayer(BusyboxRootfs(), Compression::kGzip);
     auto big = BuildLayer({Dir("data"), File("data/blob", RandomBytes(6 << 20, 7))}, Compression::kZstd);
     if (!base.ok() || !big.ok()) return absl::InternalError("build layers");
@@ -221,6 +222,12 @@ class RegistryTest : public ::testing::Test {
     ASSIGN_OR_RETURN(BuiltImage arm, BuildImage({*base}, cfg, "arm64"));
     image_ = new BuiltImage(amd);
     arm_ = new BuiltImage(arm);
+    return absl::OkStatus();
+  }
+  static absl::Status StartRegistry(const std::string& dir) {
+    RETURN_IF_ERROR(registry_->Start(dir));
+    const BuiltImage& amd = *image_;
+    const BuiltImage& arm = *arm_;
     RETURN_IF_ERROR(WriteOciLayout(dir + "/layout", {amd, arm}, {"1", "arm"}));
     std::string creds = std::string(kUser) + ":" + kPassword;
     for (const auto& [src, dst] : std::vector<std::pair<std::string, std::string>>{
@@ -268,6 +275,8 @@ class RegistryTest : public ::testing::Test {
     delete image_;
     delete arm_;
     delete setup_error_;
+    delete registry_error_;
+    registry_error_ = nullptr;
     registry_ = nullptr;
     scratch_ = nullptr;
     image_ = arm_ = nullptr;
@@ -278,8 +287,13 @@ class RegistryTest : public ::testing::Test {
     ASSERT_TRUE(setup_error_ && setup_error_->ok()) << (setup_error_ ? *setup_error_ : absl::UnknownError("no setup"));
   }
   std::string dir() const { return scratch_->path(); }
-  std::string host() const { return registry_->host(); }
-  Options Opts(bool with_creds = true) const {
+  // The real registry, started (and loaded) by the first test that asks.
+  std::string host() {
+    if (!registry_error_) registry_error_ = new absl::Status(StartRegistry(scratch_->path()));
+    EXPECT_TRUE(registry_error_->ok()) << *registry_error_;
+    return registry_->host();
+  }
+  Options Opts(bool with_creds = true) {
     Options o;
     o.insecure_registries = {host()};
     if (with_creds) o.credentials_file = dir() + "/config.json";
@@ -303,6 +317,7 @@ class RegistryTest : public ::testing::Test {
   static BuiltImage* image_;
   static BuiltImage* arm_;
   static absl::Status* setup_error_;
+  static absl::Status* registry_error_;
   static int counter_;
 };
 ScratchDir* RegistryTest::scratch_ = nullptr;
@@ -311,6 +326,7 @@ DockerRegistry* RegistryTest::tls_registry_ = nullptr;
 BuiltImage* RegistryTest::image_ = nullptr;
 BuiltImage* RegistryTest::arm_ = nullptr;
 absl::Status* RegistryTest::setup_error_ = nullptr;
+absl::Status* RegistryTest::registry_error_ = nullptr;
 int RegistryTest::counter_ = 0;
 
 TEST_F(RegistryTest, PullsByTagAndByDigestWithBasicAuthFromCredentialsFile) {
@@ -345,6 +361,7 @@ TEST_F(RegistryTest, PullsByTagAndByDigestWithBasicAuthFromCredentialsFile) {
 }
 
 TEST_F(RegistryTest, PullsOverHttpsVerifyingTheRegistryCertificate) {
+  host();  // the plain registry loads the storage both serve
   std::string tls = dir() + "/tls";
   ASSERT_TRUE(MkdirAll(tls).ok());
   std::string out;
