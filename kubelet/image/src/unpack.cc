@@ -10,10 +10,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <memory>
 #include <vector>
 
 #include "digest.h"
+#include "skiff/common/log.h"
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 
@@ -138,8 +140,20 @@ absl::Status ApplyMetadata(int dirfd, const std::string& name, struct archive_en
   size_t xsize;
   archive_entry_xattr_reset(e);
   while (archive_entry_xattr_next(e, &xname, &xval, &xsize) == ARCHIVE_OK) {
+    // overlayfs' own xattrs (redirect, metacopy, opaque) steer how the kernel
+    // reads the layer; only our whiteout translation may set them.
+    if (std::string_view(xname).rfind("trusted.overlay.", 0) == 0) {
+      log::Warn("image: ignoring overlay xattr from layer ", log::Field("path", rel), " ", log::Field("xattr", xname));
+      continue;
+    }
     if (::lsetxattr(path.c_str(), xname, xval, xsize, 0) != 0) {
-      if (!root && (errno == EPERM || errno == ENOTSUP)) continue;
+      // user.* xattrs are not allowed on symlinks, and some filesystems lack
+      // a namespace: the file is still usable, so say so and go on.
+      if (errno == EPERM || errno == ENOTSUP) {
+        log::Warn("image: cannot set xattr ", log::Field("path", rel), " ", log::Field("xattr", xname), " ",
+                  log::Field("error", strerror(errno)));
+        continue;
+      }
       return LastErrnoError("set xattr " + std::string(xname) + " on " + rel);
     }
   }

@@ -145,5 +145,19 @@ TEST_F(Unpack, PreservesOwnershipModesXattrsAndLinks) {
   EXPECT_EQ(a.st_uid, 5u);
 }
 
+TEST_F(Unpack, IgnoresOverlayXattrsSmuggledInTheLayer) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for trusted.* xattrs";
+  Entry d = Dir("sneaky");
+  d.xattrs["trusted.overlay.opaque"] = "y";
+  d.xattrs["trusted.overlay.redirect"] = "/etc";
+  Entry link = Symlink("l", "sneaky");
+  link.xattrs["user.note"] = "not allowed on symlinks";
+  auto r = Run({d, link});
+  ASSERT_TRUE(r.ok()) << r.status();
+  char v[16];
+  EXPECT_LT(::lgetxattr((dest_ + "/sneaky").c_str(), "trusted.overlay.opaque", v, sizeof v), 0);
+  EXPECT_LT(::lgetxattr((dest_ + "/sneaky").c_str(), "trusted.overlay.redirect", v, sizeof v), 0);
+}
+
 }  // namespace
 }  // namespace skiff::image
