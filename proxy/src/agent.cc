@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
@@ -178,6 +179,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   uint64_t seen = 0;
   bool notified = false;
   bool first = true;
+  bool first_log = true;
   absl::Status result;
   while (!stop.load()) {
     FrontendDelta delta;
@@ -218,7 +220,9 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
     auto t2 = std::chrono::steady_clock::now();
     if (!st.ok()) {
       log::Error("programming failed: ", st.status());
-      // Retry from scratch: compare everything on the next pass.
+      // Retry from scratch: re-read the maps and compare everything on the
+      // next pass.
+      if (auto rs = map.Recover(); !rs.ok()) log::Error("re-reading maps failed: ", rs);
       builder = DesiredBuilder(NodeConfig{options.node_name, options.node_ips});
       first = true;
       seen = 0;
@@ -232,6 +236,10 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
               log::Field("writes", static_cast<long long>(st->map_writes)), " ",
               log::Field("deletes", static_cast<long long>(st->map_deletes)), " ",
               log::Field("compute_us", us(t1 - t0)), " ", log::Field("apply_us", us(t2 - t1)));
+    if (first_log) {
+      malloc_trim(0);
+      first_log = false;
+    }
     if (!notified) {
       sd_notify(0, "READY=1");
       notified = true;

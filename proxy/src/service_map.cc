@@ -27,11 +27,6 @@ skiff_lb4_key MakeKey(const FrontendKey& k, uint16_t slot) {
   return key;
 }
 
-absl::Status Update(int fd, const void* key, const void* value, const char* what) {
-  if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) return LastErrnoError(std::string("update ") + what);
-  return absl::OkStatus();
-}
-
 absl::Status Delete(int fd, const void* key, const char* what) {
   if (bpf_map_delete_elem(fd, key) != 0 && errno != ENOENT) return LastErrnoError(std::string("delete ") + what);
   return absl::OkStatus();
@@ -104,6 +99,77 @@ uint32_t ServiceMap::AllocBackendId() {
 uint32_t ServiceMap::ServiceId(const std::string& service_port) const {
   auto it = service_ports_.find(service_port);
   return it == service_ports_.end() ? 0 : it->second.id;
+}
+
+absl::Status ServiceMap::PutRaw(int phase, int fd, const void* key, size_t key_size, const void* value,
+                                size_t value_size) {
+  MapOp op;
+  op.fd = fd;
+  op.del = false;
+  op.key.assign(static_cast<const uint8_t*>(key), static_cast<const uint8_t*>(key) + key_size);
+  op.value.assign(static_cast<const uint8_t*>(value), static_cast<const uint8_t*>(value) + value_size);
+  ops_[phase].push_back(std::move(op));
+  return absl::OkStatus();
+}
+
+absl::Status ServiceMap::DelRaw(int phase, int fd, const void* key, size_t key_size) {
+  MapOp op;
+  op.fd = fd;
+  op.del = true;
+  op.key.assign(static_cast<const uint8_t*>(key), static_cast<const uint8_t*>(key) + key_size);
+  ops_[phase].push_back(std::move(op));
+  return absl::OkStatus();
+}
+
+// Writes the recorded operations phase by phase (the order that keeps every
+// visible slot valid, see service_map.h). Updates to one map within a phase
+// go to the kernel as one BPF_MAP_UPDATE_BATCH; a kernel without batch
+// support gets them one by one.
+absl::Status ServiceMap::Flush() {
+  for (auto& phase : ops_) {
+    std::map<int, std::vector<const MapOp*>> updates;
+    for (const MapOp& op : phase) {
+      if (op.del) {
+        if (bpf_map_delete_elem(op.fd, op.key.data()) != 0 && errno != ENOENT)
+          return LastErrnoError("delete map entry");
+      } else {
+        updates[op.fd].push_back(&op);
+      }
+    }
+    for (auto& [fd, ops] : updates) {
+      size_t ks = ops[0]->key.size(), vs = ops[0]->value.size();
+      bool batched = false;
+      if (ops.size() > 1 && batch_supported_) {
+        std::vector<uint8_t> keys, values;
+        keys.reserve(ks * ops.size());
+        values.reserve(vs * ops.size());
+        for (const MapOp* op : ops) {
+          keys.insert(keys.end(), op->key.begin(), op->key.end());
+          values.insert(values.end(), op->value.begin(), op->value.end());
+        }
+        size_t done = 0;
+        while (done < ops.size()) {
+          __u32 count = static_cast<__u32>(ops.size() - done);
+          LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+          int rc = bpf_map_update_batch(fd, keys.data() + done * ks, values.data() + done * vs, &count, &opts);
+          if (rc != 0 && (errno == EINVAL || errno == 524 /* kernel ENOTSUPP */ || errno == EOPNOTSUPP) && done == 0 && count == 0) {
+            batch_supported_ = false;
+            break;
+          }
+          if (rc != 0 && count == 0) return LastErrnoError("batch update map");
+          done += count;
+        }
+        batched = done == ops.size();
+      }
+      if (!batched) {
+        for (const MapOp* op : ops)
+          if (bpf_map_update_elem(fd, op->key.data(), op->value.data(), BPF_ANY) != 0)
+            return LastErrnoError("update map entry");
+      }
+    }
+    phase.clear();
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ServiceMap::Recover() {
@@ -192,7 +258,7 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
     v.backend_id = slots[index];
     v.service_id = service_id;
     ++st->map_writes;
-    return Update(fds_.services, &key, &v, "service slot");
+    return Put(kSlots, fds_.services, key, v);
   };
   // 1. Replace departing backends in place with arriving ones.
   for (size_t i = 0; i < slots.size(); ++i) {
@@ -235,13 +301,13 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
     v.service_id = service_id;
     v.affinity_timeout = want.affinity_timeout_s;
     ++st->map_writes;
-    RETURN_IF_ERROR(Update(fds_.services, &key, &v, "service entry"));
+    RETURN_IF_ERROR(Put(kServiceEntries, fds_.services, key, v));
   }
   // 5. Drop slots beyond it.
   for (uint32_t s = slots.size() + 1; s <= p->stored_slots; ++s) {
     skiff_lb4_key key = MakeKey(fk, static_cast<uint16_t>(s));
     ++st->map_deletes;
-    RETURN_IF_ERROR(Delete(fds_.services, &key, "service slot"));
+    RETURN_IF_ERROR(Del(kSlotDeletes, fds_.services, key));
   }
   p->service_id = service_id;
   p->flags = want.flags;
@@ -254,11 +320,11 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
 absl::Status ServiceMap::DeleteFrontend(const FrontendKey& fk, const Programmed& p, ApplyStats* st) {
   skiff_lb4_key key = MakeKey(fk, 0);
   ++st->map_deletes;
-  RETURN_IF_ERROR(Delete(fds_.services, &key, "service entry"));
+  RETURN_IF_ERROR(Del(kEntryDeletes, fds_.services, key));
   for (uint32_t s = 1; s <= p.stored_slots; ++s) {
     key = MakeKey(fk, static_cast<uint16_t>(s));
     ++st->map_deletes;
-    RETURN_IF_ERROR(Delete(fds_.services, &key, "service slot"));
+    RETURN_IF_ERROR(Del(kSlotDeletes, fds_.services, key));
   }
   return absl::OkStatus();
 }
@@ -277,7 +343,7 @@ absl::Status ServiceMap::WriteMaglev(uint32_t sid, ApplyStats* st) {
     if (cur == maglev_sets_.end()) return absl::OkStatus();
     maglev_sets_.erase(cur);
     ++st->map_deletes;
-    return Delete(fds_.maglev, &sid, "maglev table");
+    return Del(kSlotDeletes, fds_.maglev, sid);
   }
   if (cur != maglev_sets_.end() && cur->second == set) return absl::OkStatus();
   std::vector<std::pair<uint64_t, uint32_t>> in;
@@ -287,7 +353,7 @@ absl::Status ServiceMap::WriteMaglev(uint32_t sid, ApplyStats* st) {
   }
   std::vector<uint32_t> table = BuildMaglevTable(in, SKIFF_MAGLEV_TABLE_SIZE);
   ++st->map_writes;
-  RETURN_IF_ERROR(Update(fds_.maglev, &sid, table.data(), "maglev table"));
+  RETURN_IF_ERROR(PutRaw(kServiceEntries, fds_.maglev, &sid, sizeof(sid), table.data(), table.size() * 4));
   maglev_sets_[sid] = std::move(set);
   return absl::OkStatus();
 }
@@ -306,7 +372,7 @@ absl::StatusOr<uint32_t> ServiceMap::ServiceIdFor(const FrontendKey& fk, const s
   if (!live_service_ids_.count(id)) {
     std::vector<skiff_lb_counters> zero(ncpus_);
     ++st->map_writes;
-    RETURN_IF_ERROR(Update(fds_.counters, &id, zero.data(), "counters"));
+    RETURN_IF_ERROR(PutRaw(kBackends, fds_.counters, &id, sizeof(id), zero.data(), zero.size() * sizeof(zero[0])));
     live_service_ids_.insert(id);
   }
   return id;
@@ -314,10 +380,10 @@ absl::StatusOr<uint32_t> ServiceMap::ServiceIdFor(const FrontendKey& fk, const s
 
 absl::Status ServiceMap::ReleaseServiceId(uint32_t sid, ApplyStats* st) {
   ++st->map_deletes;
-  RETURN_IF_ERROR(Delete(fds_.counters, &sid, "counters"));
+  RETURN_IF_ERROR(Del(kBackendDeletes, fds_.counters, sid));
   if (maglev_sets_.count(sid)) {
     ++st->map_deletes;
-    if (fds_.maglev >= 0) RETURN_IF_ERROR(Delete(fds_.maglev, &sid, "maglev table"));
+    if (fds_.maglev >= 0) RETURN_IF_ERROR(Del(kSlotDeletes, fds_.maglev, sid));
     maglev_sets_.erase(sid);
   }
   live_service_ids_.erase(sid);
@@ -346,6 +412,7 @@ void ServiceMap::Unref(const FrontendKey& fk, const Frontend& f, std::set<Backen
 }
 
 absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
+  for (auto& phase : ops_) phase.clear();
   ApplyStats st;
   std::set<BackendKey> maybe_dead;
   std::set<std::string> maybe_dead_sp;
@@ -393,7 +460,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
         v.proto = b.proto;
         v.flags = b.flags;
         ++st.map_writes;
-        RETURN_IF_ERROR(Update(fds_.backends, &id, &v, "backend"));
+        RETURN_IF_ERROR(Put(kBackends, fds_.backends, id, v));
       }
       ids.push_back(id);
     }
@@ -427,7 +494,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
     uint32_t id = it->second;
     if (backends_[id].refs) continue;
     ++st.map_deletes;
-    RETURN_IF_ERROR(Delete(fds_.backends, &id, "backend"));
+    RETURN_IF_ERROR(Del(kBackendDeletes, fds_.backends, id));
     backends_.erase(id);
     backend_ids_.erase(it);
     free_backend_ids_.push_back(id);
@@ -438,6 +505,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
     RETURN_IF_ERROR(ReleaseServiceId(it->second.id, &st));
     service_ports_.erase(it);
   }
+  RETURN_IF_ERROR(Flush());
   st.frontends = frontends_.size();
   st.backends = backends_.size();
   return st;
@@ -463,7 +531,7 @@ absl::StatusOr<ApplyStats> ServiceMap::Apply(const DesiredState& desired) {
       continue;
     }
     ++st.map_deletes;
-    RETURN_IF_ERROR(Delete(fds_.backends, &id, "backend"));
+    RETURN_IF_ERROR(Del(kBackendDeletes, fds_.backends, id));
     backends_.erase(id);
     free_backend_ids_.push_back(id);
     it = backend_ids_.erase(it);
@@ -472,6 +540,7 @@ absl::StatusOr<ApplyStats> ServiceMap::Apply(const DesiredState& desired) {
   for (uint32_t sid : live_service_ids_)
     if (!sid_owner_.count(sid)) orphan_sids.push_back(sid);
   for (uint32_t sid : orphan_sids) RETURN_IF_ERROR(ReleaseServiceId(sid, &st));
+  RETURN_IF_ERROR(Flush());
   st.backends = backends_.size();
   return st;
 }

@@ -1,6 +1,7 @@
 #include "skiff/proxy/source.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -23,8 +24,25 @@ void StateStore::Bump() {
 
 void StateStore::Replace(ClusterState state) {
   std::lock_guard lock(mu_);
+  if (!synced_) {
+    changes_.all = true;
+  } else {
+    // A re-list or a file reload: record only what differs, so the agent
+    // looks at the changed services alone.
+    for (const auto& [k, v] : state.services) {
+      auto it = state_.services.find(k);
+      if (it == state_.services.end() || !(it->second == v)) changes_.services.insert(k);
+    }
+    for (const auto& [k, v] : state_.services)
+      if (!state.services.count(k)) changes_.services.insert(k);
+    for (const auto& [k, v] : state.endpoint_slices) {
+      auto it = state_.endpoint_slices.find(k);
+      if (it == state_.endpoint_slices.end() || !(it->second == v)) changes_.slices.insert(k);
+    }
+    for (const auto& [k, v] : state_.endpoint_slices)
+      if (!state.endpoint_slices.count(k)) changes_.slices.insert(k);
+  }
   state_ = std::move(state);
-  changes_.all = true;
   synced_ = true;
   Bump();
 }
@@ -282,23 +300,6 @@ absl::StatusOr<ClusterState> LoadClusterStateFile(const std::string& path) {
 
 namespace {
 
-// Forwards a reload as the object-level changes a watch would have sent, so
-// the agent looks only at what differs.
-void SendDifferences(const ClusterState& old, const ClusterState& now, StateSink& sink) {
-  for (const auto& [k, v] : now.services) {
-    auto it = old.services.find(k);
-    if (it == old.services.end() || !(it->second == v)) sink.UpsertService(v);
-  }
-  for (const auto& [k, v] : old.services)
-    if (!now.services.count(k)) sink.DeleteService(v.ns, v.name);
-  for (const auto& [k, v] : now.endpoint_slices) {
-    auto it = old.endpoint_slices.find(k);
-    if (it == old.endpoint_slices.end() || !(it->second == v)) sink.UpsertEndpointSlice(v);
-  }
-  for (const auto& [k, v] : old.endpoint_slices)
-    if (!now.endpoint_slices.count(k)) sink.DeleteEndpointSlice(v.ns, v.name);
-}
-
 class FileSource final : public Source {
  public:
   FileSource(std::string path, int poll_ms) : path_(std::move(path)), poll_ms_(poll_ms) {}
@@ -318,11 +319,11 @@ class FileSource final : public Source {
           log::Info("loaded services file ", log::Field("path", path_), " ",
                     log::Field("services", static_cast<long long>(state->services.size())), " ",
                     log::Field("endpointslices", static_cast<long long>(state->endpoint_slices.size())));
-          if (!loaded) sink.Replace(*state);
-          else
-            SendDifferences(last_, *state, sink);
-          last_ = *std::move(state);
+          // The store diffs a replacement against what it holds.
+          sink.Replace(*std::move(state));
           loaded = true;
+          // yaml-cpp builds a large node graph; give its memory back.
+          malloc_trim(0);
         } else if (!loaded) {
           return state.status();
         } else {
@@ -339,7 +340,6 @@ class FileSource final : public Source {
  private:
   std::string path_;
   int poll_ms_;
-  ClusterState last_;
 };
 
 }  // namespace

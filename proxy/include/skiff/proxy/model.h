@@ -93,6 +93,8 @@ struct ChangeSet {
 class StateSink {
  public:
   virtual ~StateSink() = default;
+  // The complete current state (a list result or a file). Implementations
+  // find out themselves what differs from what they had.
   virtual void Replace(ClusterState state) = 0;
   virtual void UpsertService(Service service) = 0;
   virtual void DeleteService(const std::string& ns, const std::string& name) = 0;

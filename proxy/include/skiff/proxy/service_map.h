@@ -93,7 +93,28 @@ class ServiceMap {
     return b;
   }
 
+  // Map writes are recorded per phase and flushed in phase order.
+  enum Phase { kBackends, kSlots, kServiceEntries, kEntryDeletes, kSlotDeletes, kBackendDeletes, kPhases };
+  struct MapOp {
+    int fd = -1;
+    bool del = false;
+    std::vector<uint8_t> key, value;
+  };
+  absl::Status PutRaw(int phase, int fd, const void* key, size_t key_size, const void* value, size_t value_size);
+  absl::Status DelRaw(int phase, int fd, const void* key, size_t key_size);
+  template <typename K, typename V>
+  absl::Status Put(int phase, int fd, const K& key, const V& value) {
+    return PutRaw(phase, fd, &key, sizeof(key), &value, sizeof(value));
+  }
+  template <typename K>
+  absl::Status Del(int phase, int fd, const K& key) {
+    return DelRaw(phase, fd, &key, sizeof(key));
+  }
+  absl::Status Flush();
+
   LbMapFds fds_;
+  std::vector<MapOp> ops_[kPhases];
+  bool batch_supported_ = true;
   std::map<FrontendKey, Programmed> frontends_;  // what the services map holds
   std::map<FrontendKey, Frontend> applied_;      // what was asked for last
   std::map<BackendKey, uint32_t> backend_ids_;
