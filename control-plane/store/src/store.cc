@@ -103,6 +103,7 @@ StoreImpl::~StoreImpl() {
   }
   ticker_cv_.notify_all();
   if (ticker_.joinable()) ticker_.join();
+  if (committer_.joinable()) committer_.join();
   // Wait for a leader still committing (callers racing the destructor).
   for (;;) {
     std::lock_guard<std::mutex> lk(q_mu_);
@@ -215,6 +216,7 @@ absl::Status StoreImpl::Init() {
   hub_.rev = rev_;
   RETURN_IF_ERROR(RebuildLeases());
   EnsurePreallocated();
+  committer_ = std::thread([this] { CommitterLoop(); });
 
   ticker_ = std::thread([this] { TickerLoop(); });
   log::Info("store: opened ", log::Field("data_dir", opts_.data_dir), " ", log::Field("revision", rev_), " ",
@@ -419,8 +421,28 @@ void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
       return;
     }
     queue_.push_back(op);
+    if (self == nullptr) {
+      // Async requests come from gRPC's callback threads. A request that
+      // finds the store idle commits inline (no hand-off for a lone client);
+      // otherwise the committer thread leads, so gRPC's threads never queue
+      // behind a commit under load.
+      if (leader_busy_) return;
+      if (queue_.size() > 1) {
+        q_cv_.notify_one();
+        return;
+      }
+      leader_busy_ = true;
+      std::vector<PendingOp*> batch;
+      batch.swap(queue_);
+      lk.unlock();
+      ProcessBatch(batch);
+      for (PendingOp* o : batch) Complete(o);
+      lk.lock();
+      leader_busy_ = false;
+      if (!queue_.empty()) q_cv_.notify_one();
+      return;
+    }
     if (leader_busy_) {
-      if (self == nullptr) return;  // async: the leader completes it
       lk.unlock();
       self->done.acquire();
       if (!self->lead) return;
@@ -447,7 +469,34 @@ void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
     if (!next->callback) {
       next->lead = true;
       next->done.release();
-      return;
+    } else {
+      leader_busy_ = false;
+      q_cv_.notify_one();
+    }
+    return;
+  }
+}
+
+void StoreImpl::CommitterLoop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(q_mu_);
+      q_cv_.wait(lk, [&] { return stopping_ || (!queue_.empty() && !leader_busy_); });
+      if (stopping_ && (queue_.empty() || leader_busy_)) return;
+      leader_busy_ = true;
+    }
+    for (;;) {
+      std::vector<PendingOp*> batch;
+      {
+        std::lock_guard<std::mutex> lk(q_mu_);
+        if (queue_.empty()) {
+          leader_busy_ = false;
+          break;
+        }
+        batch.swap(queue_);
+      }
+      ProcessBatch(batch);
+      for (PendingOp* o : batch) Complete(o);
     }
   }
 }
@@ -771,7 +820,11 @@ void StoreImpl::WritePut(WriteCtx& c, const etcdserverpb::PutRequest& r, etcdser
   const IndexEntry* old = index_.Get(r.key(), 0);
   mvccpb::KeyValue prev;
   bool have_prev = false;
-  if (old != nullptr) have_prev = LoadValue(c.txn, old->main, old->sub, &prev, nullptr).ok();
+  // The previous value is needed for prev_kv, ignore_value, and for watch
+  // events once any watcher has ever been created (they may ask prev_kv).
+  if (old != nullptr && (r.prev_kv() || r.ignore_value() || watchers_seen_.load(std::memory_order_acquire))) {
+    have_prev = LoadValue(c.txn, old->main, old->sub, &prev, nullptr).ok();
+  }
   mvccpb::KeyValue kv;
   kv.set_key(r.key());
   kv.set_create_revision(old ? old->create : c.rev);

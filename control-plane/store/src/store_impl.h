@@ -139,6 +139,7 @@ class StoreImpl final : public Store {
                                       std::vector<RevEventsPtr>* out);
   int64_t progress_interval_ms() const { return opts_.progress_notify_interval_ms; }
   WatchHub hub_;
+  std::atomic<bool> watchers_seen_{false};
 
  private:
   struct PendingOp {
@@ -171,6 +172,8 @@ class StoreImpl final : public Store {
   absl::Status Submit(PendingOp& op);
   void Enqueue(PendingOp* op, PendingOp* self);
   void Complete(PendingOp* op);
+  void CommitterLoop();
+  std::thread committer_;
   void SubmitAsync(PendingOp::Kind kind, const google::protobuf::Message* req, google::protobuf::Message* resp,
                    Done done);
   // Applies and commits a batch; true when it was handed to the syncer.

@@ -76,6 +76,7 @@ void WatchHub::ProgressTick() {
 }
 
 StreamImpl::StreamImpl(StoreImpl* store) : store_(store) {
+  store_->watchers_seen_.store(true, std::memory_order_release);
   std::lock_guard<std::mutex> lk(store_->hub_.mu);
   store_->hub_.streams.insert(this);
 }
