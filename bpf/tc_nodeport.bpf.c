@@ -54,6 +54,28 @@ static __always_inline struct skiff_ct4_value* ct_lookup(const struct skiff_tupl
   return v;
 }
 
+// After SNAT (or the reverse translation of a SNATed reply) the packet's
+// source is a node address: the kernel would drop it as a martian if it
+// were handed back to the stack, so send it out directly to the next hop.
+static __always_inline int forward(struct __sk_buff* skb) {
+  void* data = (void*)(long)skb->data;
+  void* data_end = (void*)(long)skb->data_end;
+  struct iphdr* ip = data + SKIFF_ETH_HLEN;
+  if ((void*)(ip + 1) > data_end) return TC_ACT_SHOT;
+  struct bpf_fib_lookup fib = {};
+  fib.family = 2; /* AF_INET */
+  fib.tos = ip->tos;
+  fib.l4_protocol = ip->protocol;
+  fib.tot_len = bpf_ntohs(ip->tot_len);
+  fib.ipv4_src = ip->saddr;
+  fib.ipv4_dst = ip->daddr;
+  fib.ifindex = skb->ingress_ifindex;
+  int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+  if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+    return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
+  return TC_ACT_OK;  // no route: let the stack decide
+}
+
 static __always_inline int apply(struct __sk_buff* skb, const struct skiff_tuple4* t, const struct skiff_ct4_value* v) {
   if (v->new_daddr && skiff_nat4(skb, t->proto, 0, t->daddr, v->new_daddr, t->dport, v->new_dport)) return -1;
   if (v->new_saddr && skiff_nat4(skb, t->proto, 1, t->saddr, v->new_saddr, t->sport, v->new_sport)) return -1;
@@ -96,7 +118,8 @@ int skiff_tc_ingress(struct __sk_buff* skb) {
   if (!v) v = ct_lookup(&t, SKIFF_CT_DIR_ORIG, now, cfg->ct_timeout_s);
   if (v) {
     lb_count(v->service_id, 0, 1, skb->len, 0);
-    return apply(skb, &t, v) ? TC_ACT_SHOT : TC_ACT_OK;
+    if (apply(skb, &t, v)) return TC_ACT_SHOT;
+    return v->new_saddr ? forward(skb) : TC_ACT_OK;
   }
 
   struct skiff_lb4_key key = {.address = t.daddr, .dport = t.dport, .proto = t.proto, .scope = SKIFF_LB_SCOPE_EXT};
@@ -173,7 +196,8 @@ int skiff_tc_ingress(struct __sk_buff* skb) {
       .dir = SKIFF_CT_DIR_ORIG};
   if (bpf_map_update_elem(&ct4, &ok, &orig, BPF_ANY)) return TC_ACT_SHOT;
   lb_count(svc->service_id, 1, 1, skb->len, 0);
-  return apply(skb, &t, &orig) ? TC_ACT_SHOT : TC_ACT_OK;
+  if (apply(skb, &t, &orig)) return TC_ACT_SHOT;
+  return local ? TC_ACT_OK : forward(skb);
 }
 
 SEC("tc")

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -96,6 +98,12 @@ class TcNodePort : public ::testing::Test {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root to load BPF programs";
+    // A fresh network namespace without routes: the program's FIB lookups
+    // find nothing, so forwarded packets come back with TC_ACT_OK instead of
+    // being redirected by this machine's own routes.
+    orig_netns_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(orig_netns_, 0);
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << strerror(errno);
     skel_.reset(tc_nodeport__open_and_load());
     ASSERT_TRUE(skel_) << "tc_nodeport__open_and_load failed (verifier?)";
     skiff_tc_config cfg{};
@@ -162,7 +170,16 @@ class TcNodePort : public ::testing::Test {
     return static_cast<int>(opts.retval);
   }
 
+  void TearDown() override {
+    skel_.reset();
+    if (orig_netns_ >= 0) {
+      setns(orig_netns_, CLONE_NEWNET);
+      close(orig_netns_);
+    }
+  }
+
   std::unique_ptr<tc_nodeport, SkelDeleter> skel_;
+  int orig_netns_ = -1;
 };
 
 struct Fixture {
