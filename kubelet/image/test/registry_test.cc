@@ -2,7 +2,6 @@
 // started by the test with htpasswd basic auth, loaded with a busybox image
 // pushed by skopeo; misbehaving registries are played by FakeHttpServer.
 #include <crypt.h>
-#include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
