@@ -27,6 +27,8 @@ int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
   vsnprintf(buf, sizeof(buf), fmt, args);
   std::string line(buf);
   while (!line.empty() && line.back() == '\n') line.pop_back();
+  // bpf_tc_hook_create on an existing clsact qdisc: expected, handled (EEXIST).
+  if (line.find("Exclusivity flag on") != std::string::npos) level = LIBBPF_DEBUG;
   if (level == LIBBPF_WARN) log::Warn("libbpf: ", line);
   else if (level == LIBBPF_INFO)
     log::Debug("libbpf: ", line);

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "lab.h"
@@ -146,7 +147,7 @@ class AgentTest : public ::testing::Test {
     unlink(log_.c_str());
     lab_.reset();
   }
-  void StartAgent() {
+  void StartAgent(std::vector<std::string> extra = {}) {
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
@@ -154,9 +155,15 @@ class AgentTest : public ::testing::Test {
       if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) _exit(120);
       int logfd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       dup2(logfd, 2);
-      execl(binary_.c_str(), binary_.c_str(), "--from-file", file_.c_str(), "--bpffs-dir", lab_->bpffs().c_str(),
-            "--cgroup-root", lab_->cgroup().c_str(), "--node-name", "node-a", "--metrics-bind-address",
-            "127.0.0.1:10249", static_cast<char*>(nullptr));
+      std::vector<std::string> args = {binary_,        "--from-file",  file_,
+                                       "--bpffs-dir",   lab_->bpffs(),  "--cgroup-root",
+                                       lab_->cgroup(),  "--node-name",  "node-a",
+                                       "--metrics-bind-address", "127.0.0.1:10249"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(binary_.c_str(), argv.data());
       _exit(121);
     }
     agent_ = pid;
@@ -299,6 +306,53 @@ TEST_F(AgentTest, KillNineAndRestartUnderTcpAndUdpTrafficLosesNothing) {
   EXPECT_NE(log.find("replaced program on pinned link"), std::string::npos);
   // Reconciled: the restarted agent found everything in place.
   EXPECT_NE(log.find("writes=0 deletes=0"), std::string::npos) << log;
+}
+
+const char* kNodePort = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: np, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.30
+  ports: [{name: http, port: 80, nodePort: 30080}, {name: dns, port: 53, protocol: UDP, nodePort: 30053}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: np-1, namespace: default, labels: {kubernetes.io/service-name: np}}
+addressType: IPv4
+ports: [{name: http, port: 8080}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- addresses: [10.0.0.11]
+  nodeName: node-b
+)";
+
+TEST_F(AgentTest, NodePortFromOutsideTheNodeReachesARemoteBackendAndRepliesAreTranslated) {
+  ASSERT_TRUE(lab_->AddOutside()) << lab_->error();
+  std::ofstream(file_) << kNodePort;
+  StartAgent({"--node-ip", "192.168.50.1", "--tc-interfaces",
+              lab_->node_external_if() + "," + lab_->node_internal_if()});
+  ASSERT_TRUE(WaitHealthy());
+  std::string tcp, udp, peer, from;
+  // The outside host is not in the node's cgroup: its packets meet tc, not
+  // the socket LB.
+  lab_->Leave();
+  std::thread outside([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    tcp = TcpRequest("192.168.50.1", 30080, &peer);
+    udp = UdpRequest("192.168.50.1", 30053, false, &from);
+  });
+  outside.join();
+  ASSERT_TRUE(lab_->Enter());
+  EXPECT_EQ(tcp, "10.0.0.11:8080");
+  EXPECT_EQ(peer, "192.168.50.1:30080");
+  EXPECT_EQ(udp, "10.0.0.11:5353");
+  EXPECT_EQ(from, "192.168.50.1:30053");
+  int code;
+  std::string metrics = HttpGet("/metrics", &code);
+  EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/np:http/TCP\"} 1"),
+            std::string::npos)
+      << metrics;
 }
 
 }  // namespace

@@ -128,6 +128,7 @@ bool Lab::Sh(const std::string& cmd) {
 Lab::Lab(const std::string& tag) : tag_(tag) {
   CleanStale(tag);
   std::string id = std::to_string(getpid());
+  id_ = id;
   node_ns_ = "skiff-" + tag + "-" + id + "-n";
   backend_ns_ = "skiff-" + tag + "-" + id + "-b";
   node_ns_path_ = "/run/netns/" + node_ns_;
@@ -184,6 +185,28 @@ Lab::~Lab() {
   }
   if (system(("ip netns del " + backend_ns_ + " 2>/dev/null").c_str()) != 0) {
   }
+  if (!outside_ns_.empty() && system(("ip netns del " + outside_ns_ + " 2>/dev/null").c_str()) != 0) {
+  }
+}
+
+bool Lab::AddOutside() {
+  outside_ns_ = "skiff-" + tag_ + "-" + id_ + "-o";
+  std::string x = node_external_if(), o = "s" + tag_ + id_ + "o";
+  return Sh("ip netns add " + outside_ns_) && Sh("ip -n " + outside_ns_ + " link set lo up") &&
+         Sh("ip -n " + node_ns_ + " link add " + x + " type veth peer name " + o + " netns " + outside_ns_) &&
+         Sh("ip -n " + node_ns_ + " addr add 192.168.50.1/24 dev " + x) &&
+         Sh("ip -n " + outside_ns_ + " addr add 192.168.50.2/24 dev " + o) &&
+         Sh("ip -n " + node_ns_ + " link set " + x + " up") && Sh("ip -n " + outside_ns_ + " link set " + o + " up") &&
+         Sh("ip -n " + backend_ns_ + " route add 192.168.50.0/24 via 10.0.0.1") &&
+         Sh("nsenter --net=" + node_ns_path_ + " sysctl -q -w net.ipv4.ip_forward=1");
+}
+
+bool Lab::EnterOutsideThisThread() {
+  int fd = open(("/run/netns/" + outside_ns_).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = setns(fd, CLONE_NEWNET) == 0;
+  close(fd);
+  return ok;
 }
 
 bool Lab::AddBackendAddress(int last_octet) {

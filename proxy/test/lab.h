@@ -30,6 +30,15 @@ class Lab {
   bool AddBackendAddress(int last_octet);
   bool StartServers(const std::vector<int>& ports);
 
+  // A third namespace, "outside": a host beyond the node's external
+  // interface (outside 192.168.50.2/24 <-> node 192.168.50.1/24). Turns on
+  // forwarding in the node netns and routes the backends' replies to
+  // 192.168.50.0/24 via the node.
+  bool AddOutside();
+  bool EnterOutsideThisThread();
+  std::string node_external_if() const { return "s" + tag_ + id_ + "x"; }
+  std::string node_internal_if() const { return "s" + tag_ + id_ + "n"; }
+
   // Moves this process into the lab cgroup and this thread into the node
   // netns; Leave() undoes both.
   bool Enter();
@@ -49,6 +58,8 @@ class Lab {
   bool ok_ = false;
   std::string error_;
   std::string tag_;
+  std::string id_;
+  std::string outside_ns_;
   std::string node_ns_, backend_ns_, node_ns_path_, backend_ns_path_, backend_ifname_;
   std::string cgroup_, orig_cgroup_, bpffs_;
   std::vector<std::string> backend_ips_;
