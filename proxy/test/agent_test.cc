@@ -134,8 +134,18 @@ class AgentTest : public ::testing::Test {
     file_ = "/tmp/skiff-ag-" + id + "-services.yaml";
     log_ = "/tmp/skiff-ag-" + id + "-proxy.log";
     std::ofstream(file_) << kServices;
+    // Test binaries live in <build>/tests, programs in <build>/bin.
     const char* bd = getenv("SKIFF_BUILD_DIR");
-    binary_ = std::string(bd ? bd : ".") + "/bin/skiff-proxy";
+    if (bd) {
+      binary_ = std::string(bd) + "/bin/skiff-proxy";
+    } else {
+      char self[4096];
+      ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+      ASSERT_GT(n, 0);
+      std::string dir(self, n);
+      dir = dir.substr(0, dir.rfind('/'));
+      binary_ = dir + "/../bin/skiff-proxy";
+    }
     ASSERT_EQ(access(binary_.c_str(), X_OK), 0) << binary_;
     ASSERT_TRUE(lab_->Enter()) << lab_->error();
   }
