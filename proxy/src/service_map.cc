@@ -493,6 +493,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
     if (it == backend_ids_.end()) continue;
     uint32_t id = it->second;
     if (backends_[id].refs) continue;
+    removed_backends_.push_back(id);
     ++st.map_deletes;
     RETURN_IF_ERROR(Del(kBackendDeletes, fds_.backends, id));
     backends_.erase(id);
@@ -506,9 +507,36 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
     service_ports_.erase(it);
   }
   RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(ForgetConntrack(&st));
   st.frontends = frontends_.size();
   st.backends = backends_.size();
   return st;
+}
+
+// tc conntrack entries of backends that left: later packets of those flows
+// then pick a live backend instead of being sent to a gone one. A walk of
+// the LRU map, done only when backends were removed.
+absl::Status ServiceMap::ForgetConntrack(ApplyStats* st) {
+  if (removed_backends_.empty() || fds_.ct < 0) {
+    removed_backends_.clear();
+    return absl::OkStatus();
+  }
+  std::set<uint32_t> gone(removed_backends_.begin(), removed_backends_.end());
+  removed_backends_.clear();
+  std::vector<skiff_ct4_key> doomed;
+  skiff_ct4_key key, next;
+  skiff_ct4_key* prev = nullptr;
+  while (bpf_map_get_next_key(fds_.ct, prev, &next) == 0) {
+    skiff_ct4_value v;
+    if (bpf_map_lookup_elem(fds_.ct, &next, &v) == 0 && gone.count(v.backend_id)) doomed.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const skiff_ct4_key& k : doomed) {
+    ++st->map_deletes;
+    if (bpf_map_delete_elem(fds_.ct, &k) != 0 && errno != ENOENT) return LastErrnoError("delete conntrack entry");
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ApplyStats> ServiceMap::Apply(const DesiredState& desired) {

@@ -318,6 +318,29 @@ TEST_F(AgentTest, KillNineAndRestartUnderTcpAndUdpTrafficLosesNothing) {
   EXPECT_NE(log.find("writes=0 deletes=0"), std::string::npos) << log;
 }
 
+TEST_F(AgentTest, RestartReconcilesChangesMadeWhileTheAgentWasDown) {
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  StopAgent(SIGKILL);
+  // 10.0.0.12 leaves "web"; service "after" is deleted.
+  std::string text = kServices;
+  auto cut = [&](const std::string& what, const std::string& with) {
+    auto p = text.find(what);
+    ASSERT_NE(p, std::string::npos) << what;
+    text.replace(p, what.size(), with);
+  };
+  cut("- addresses: [10.0.0.12]\n  conditions: {ready: true}\n  nodeName: node-b\n", "");
+  cut("metadata: {name: after, namespace: default}", "metadata: {name: after, namespace: gone}");
+  std::ofstream(file_) << text;
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(TcpRequest("10.96.0.10", 80), "10.0.0.11:8080");
+  // "after" moved to namespace "gone" without endpoints: it now refuses.
+  int err = 0;
+  TcpRequest("10.96.0.13", 80, nullptr, &err);
+  EXPECT_EQ(err, ECONNREFUSED);
+}
+
 const char* kNodePort = R"(
 apiVersion: v1
 kind: Service

@@ -111,6 +111,8 @@ class ServiceMap {
     return DelRaw(phase, fd, &key, sizeof(key));
   }
   absl::Status Flush();
+  absl::Status ForgetConntrack(ApplyStats* st);
+  std::vector<uint32_t> removed_backends_;
 
   LbMapFds fds_;
   std::vector<MapOp> ops_[kPhases];
