@@ -13,18 +13,26 @@ struct Globals {
   RuntimeOptions runtime;
 };
 
-// Arguments after the verb; flags parsed by each verb.
+// Arguments after the verb. Like runc (urfave/cli), flags come before the
+// first positional argument; everything from there on is positional.
 class Args {
  public:
   explicit Args(std::vector<std::string> a) : a_(std::move(a)) {}
-  // Takes "--name VALUE", "--name=VALUE" or a short alias; false if absent.
+  // Declares the verb's flags: {long, short} pairs taking a value, and booleans.
+  absl::Status Parse(const std::vector<std::pair<std::string, std::string>>& with_value,
+                     const std::vector<std::pair<std::string, std::string>>& booleans);
+  // Takes the next value given for `name` (repeatable flags: call again).
   bool Value(const std::string& name, const std::string& alias, std::string* out);
   bool Flag(const std::string& name, const std::string& alias);
-  // What remains, in order; error when an unknown flag is left before `--`.
-  absl::StatusOr<std::vector<std::string>> Rest(bool stop_at_first_positional = false);
+  absl::StatusOr<std::vector<std::string>> Rest(bool unused = false);
 
  private:
   std::vector<std::string> a_;
+  std::vector<std::pair<std::string, std::string>> values_;  // long name -> value, in order
+  std::vector<std::string> bools_;
+  std::vector<std::string> positional_;
+  bool parsed_ = false;
+  absl::Status error_;
 };
 
 int Fail(const absl::Status& s);

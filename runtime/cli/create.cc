@@ -9,6 +9,10 @@ namespace skiff::runtime::cli {
 // Shared by create and run.
 absl::StatusOr<CreateOptions> ParseCreate(Args& a) {
   CreateOptions o;
+  RETURN_IF_ERROR(a.Parse({{"--bundle", "-b"}, {"--pid-file", ""}, {"--console-socket", ""}, {"--netns", ""},
+                           {"--cgroup-path", ""}, {"--preserve-fds", ""}},
+                          {{"--seccomp-default", ""}, {"--no-pivot", ""}, {"--no-new-keyring", ""},
+                           {"--detach", "-d"}, {"--keep", ""}}));
   a.Value("--bundle", "-b", &o.bundle_dir);
   a.Value("--pid-file", "", &o.pid_file);
   a.Value("--console-socket", "", &o.console_socket);

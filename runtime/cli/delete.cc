@@ -4,6 +4,7 @@
 namespace skiff::runtime::cli {
 
 int CmdDelete(Globals& g, Args& a) {
+  if (auto s = a.Parse({}, {{"--force", "-f"}}); !s.ok()) return Fail(s);
   bool force = a.Flag("--force", "-f");
   auto rest = a.Rest();
   if (!rest.ok()) return Fail(rest.status());

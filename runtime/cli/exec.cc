@@ -11,6 +11,11 @@ namespace skiff::runtime::cli {
 
 int CmdExec(Globals& g, Args& a) {
   ExecOptions o;
+  if (auto s = a.Parse({{"--process", "-p"}, {"--cwd", ""}, {"--user", "-u"}, {"--console-socket", ""},
+                        {"--pid-file", ""}, {"--env", "-e"}, {"--cap", "-c"}},
+                       {{"--detach", "-d"}, {"--tty", "-t"}, {"--no-new-privs", ""}});
+      !s.ok())
+    return Fail(s);
   std::string process_file, cwd, user, v;
   a.Value("--process", "-p", &process_file);
   bool detach = a.Flag("--detach", "-d");

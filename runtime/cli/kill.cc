@@ -6,6 +6,7 @@
 namespace skiff::runtime::cli {
 
 int CmdKill(Globals& g, Args& a) {
+  if (auto s = a.Parse({}, {{"--all", "-a"}}); !s.ok()) return Fail(s);
   bool all = a.Flag("--all", "-a");
   auto rest = a.Rest();
   if (!rest.ok()) return Fail(rest.status());

@@ -8,6 +8,7 @@
 namespace skiff::runtime::cli {
 
 int CmdList(Globals& g, Args& a) {
+  if (auto s = a.Parse({{"--format", "-f"}}, {{"--quiet", "-q"}}); !s.ok()) return Fail(s);
   bool quiet = a.Flag("--quiet", "-q");
   std::string format = "table";
   a.Value("--format", "-f", &format);

@@ -8,58 +8,71 @@
 
 #include "cli.h"
 #include "skiff/common/log.h"
+#include "skiff/common/status.h"
 
 namespace skiff::runtime::cli {
 
-bool Args::Value(const std::string& name, const std::string& alias, std::string* out) {
-  for (size_t i = 0; i < a_.size(); i++) {
-    if (a_[i] == "--") return false;
+absl::Status Args::Parse(const std::vector<std::pair<std::string, std::string>>& with_value,
+                         const std::vector<std::pair<std::string, std::string>>& booleans) {
+  parsed_ = true;
+  auto match = [](const std::vector<std::pair<std::string, std::string>>& set, const std::string& a) -> std::string {
+    for (auto& [l, s] : set)
+      if (a == l || (!s.empty() && a == s) || a == "-" + l.substr(std::min<size_t>(2, l.size()))) return l;
+    return "";
+  };
+  size_t i = 0;
+  for (; i < a_.size(); i++) {
     const std::string& x = a_[i];
-    if ((x == name || (!alias.empty() && x == alias)) && i + 1 < a_.size()) {
-      *out = a_[i + 1];
-      a_.erase(a_.begin() + i, a_.begin() + i + 2);
-      return true;
+    if (x == "--") {
+      i++;
+      break;
     }
-    if (x.rfind(name + "=", 0) == 0) {
-      *out = x.substr(name.size() + 1);
-      a_.erase(a_.begin() + i);
-      return true;
+    if (x.size() < 2 || x[0] != '-') break;
+    std::string name = x, value;
+    bool has_eq = false;
+    if (auto eq = x.find('='); eq != std::string::npos) {
+      name = x.substr(0, eq);
+      value = x.substr(eq + 1);
+      has_eq = true;
     }
-    if (x.size() > 1 && x[0] != '-') break;  // flags come before positionals
-  }
-  return false;
-}
-
-bool Args::Flag(const std::string& name, const std::string& alias) {
-  for (size_t i = 0; i < a_.size(); i++) {
-    if (a_[i] == "--") return false;
-    if (a_[i] == name || (!alias.empty() && a_[i] == alias) || a_[i] == name + "=true") {
-      a_.erase(a_.begin() + i);
-      return true;
-    }
-    if (a_[i] == name + "=false") {
-      a_.erase(a_.begin() + i);
-      return false;
-    }
-    if (a_[i].size() > 1 && a_[i][0] != '-') break;
-  }
-  return false;
-}
-
-absl::StatusOr<std::vector<std::string>> Args::Rest(bool stop_at_first_positional) {
-  std::vector<std::string> out;
-  bool positional = false;
-  for (size_t i = 0; i < a_.size(); i++) {
-    if (!positional && a_[i] == "--") {
-      positional = true;
+    if (std::string l = match(with_value, name); !l.empty()) {
+      if (!has_eq) {
+        if (i + 1 >= a_.size()) return error_ = absl::InvalidArgumentError("flag needs an argument: " + x);
+        value = a_[++i];
+      }
+      values_.push_back({l, value});
       continue;
     }
-    if (!positional && a_[i].size() > 1 && a_[i][0] == '-')
-      return absl::InvalidArgumentError("flag provided but not defined: " + a_[i]);
-    out.push_back(a_[i]);
-    if (stop_at_first_positional) positional = true;
+    if (std::string l = match(booleans, name); !l.empty()) {
+      if (!has_eq || value == "true") bools_.push_back(l);
+      continue;
+    }
+    return error_ = absl::InvalidArgumentError("flag provided but not defined: " + x);
   }
-  return out;
+  positional_.assign(a_.begin() + i, a_.end());
+  return absl::OkStatus();
+}
+
+bool Args::Value(const std::string& name, const std::string&, std::string* out) {
+  for (auto it = values_.begin(); it != values_.end(); ++it) {
+    if (it->first != name) continue;
+    *out = it->second;
+    values_.erase(it);
+    return true;
+  }
+  return false;
+}
+
+bool Args::Flag(const std::string& name, const std::string&) {
+  for (auto& b : bools_)
+    if (b == name) return true;
+  return false;
+}
+
+absl::StatusOr<std::vector<std::string>> Args::Rest(bool) {
+  if (!parsed_) RETURN_IF_ERROR(Parse({}, {}));
+  if (!error_.ok()) return error_;
+  return positional_;
 }
 
 int Fail(const absl::Status& s) { return Fail(std::string(s.message())); }

@@ -9,6 +9,7 @@
 namespace skiff::runtime::cli {
 
 int CmdPs(Globals& g, Args& a) {
+  if (auto s = a.Parse({{"--format", "-f"}}, {}); !s.ok()) return Fail(s);
   std::string format = "table";
   a.Value("--format", "-f", &format);
   auto rest = a.Rest();

@@ -47,10 +47,10 @@ int WaitForwarding(Runtime& rt, const std::string& id, pid_t pid, bool is_exec) 
 }
 
 int CmdRun(Globals& g, Args& a) {
-  bool detach = a.Flag("--detach", "-d");
-  bool keep = a.Flag("--keep", "");
   auto o = ParseCreate(a);
   if (!o.ok()) return Fail(o.status());
+  bool detach = a.Flag("--detach", "-d");
+  bool keep = a.Flag("--keep", "");
   Runtime rt(g.runtime);
   if (detach) {
     // Detached: the init must not keep our stdio pipes open unless asked.
