@@ -291,7 +291,7 @@ absl::Status Kubelet::Start() {
   std::string rv = list.resource_version();
   threads_.emplace_back([this] { LeaseLoop(); });
   if (network_) threads_.emplace_back([this] { NodeLoop(); });
-  threads_.emplace_back([this, rv] {
+  threads_.emplace_back([this, rv, lo] {
     std::string from = rv;
     while (!stopping_) {
       client::ListOptions wo;

@@ -39,10 +39,6 @@ bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == 
 
 std::string NowRfc3339() { return objects::Now(); }
 
-int64_t Seconds(const std::string& rfc3339) {
-  absl::Time t = objects::ParseTime(rfc3339);
-  return t == absl::InfinitePast() ? 0 : absl::ToUnixSeconds(t);
-}
 
 // Connect with a timeout; true when the TCP handshake completed.
 int ConnectTimeout(const std::string& ip, int port, int timeout_ms) {

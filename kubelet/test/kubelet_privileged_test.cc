@@ -75,7 +75,7 @@ class KubeletTest : public ::testing::Test {
     g_cgroup_rel = "skiff-kubelet-test-" + std::to_string(getpid());
     g_cgroup_abs = *cg + "/" + g_cgroup_rel;
     // A node address, so the node has an InternalIP and a pod can reach it.
-    system("ip link set lo up >/dev/null 2>&1");
+    // (loopback stays down: the node address used is 127.0.0.1 only for status)
     g_isolated = true;
   }
   static void TearDownTestSuite() {
@@ -117,6 +117,11 @@ class KubeletTest : public ::testing::Test {
     cfg_.listen = "";
     cfg_.healthz_listen = "";
     api_ = std::make_shared<fakeclient::FakeClient>();
+    for (const char* ns : {"default", "kube-node-lease"}) {
+      api::v1::Namespace n;
+      n.mutable_metadata()->set_name(ns);
+      ASSERT_TRUE(api_->Create("namespaces", "", objects::Wrap(n)).ok());
+    }
   }
   void TearDown() override {
     if (kubelet_) {
@@ -242,8 +247,8 @@ TEST_F(KubeletTest, RegistersTheNodeAndRenewsItsLease) {
   ASSERT_GE(st.addresses_size(), 1);
   EXPECT_EQ(st.addresses(0).type(), "InternalIP");
   EXPECT_FALSE(st.node_info().kernel_version().empty());
+  ASSERT_TRUE(WaitFor([&] { return api_->Get("leases", "kube-node-lease", "node-a").ok(); }, 3000));
   auto lease = api_->Get("leases", "kube-node-lease", "node-a");
-  ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_EQ(lease->lease().spec().holder_identity(), "node-a");
   EXPECT_FALSE(lease->lease().spec().renew_time().empty());
 }
@@ -262,7 +267,7 @@ TEST_F(KubeletTest, RunsAPodReachableByItsIpWithLogsAndExec) {
   ASSERT_TRUE(WaitFor([&] { return Get("web")->status().container_statuses(0).ready(); }, 5000));
   std::string body;
   ASSERT_TRUE(WaitFor([&] { body = HttpGet(got.status().pod_ip(), 8080); return body.find("served") != std::string::npos; }, 5000))
-      << body;
+      << body << "\nlogs: " << Logs("web") << "\nstatus: " << Get("web")->status().DebugString();
   ASSERT_TRUE(WaitFor([&] { return Logs("web").find("hello-from-web\n") != std::string::npos; }, 3000)) << Logs("web");
   EXPECT_NE(Logs("web").find("to-stderr\n"), std::string::npos);
   // Log files are in the CRI format under <log-dir>/<ns>_<pod>_<uid>/<container>/0.log.
@@ -383,7 +388,7 @@ TEST_F(KubeletTest, InitContainersRunInOrderBeforeTheMainContainer) {
   ASSERT_EQ(g.status().init_container_statuses_size(), 2);
   EXPECT_EQ(g.status().init_container_statuses(0).state().terminated().reason(), "Completed");
   for (const auto& c : g.status().conditions()) {
-    if (c.type() == "Initialized") EXPECT_EQ(c.status(), "True");
+    if (c.type() == "Initialized") { EXPECT_EQ(c.status(), "True"); }
   }
 }
 
