@@ -106,7 +106,8 @@ absl::StatusOr<uint32_t> Ipam::Allocate(const std::string& owner) {
       unlink(tmp.c_str());
       return st;
     }
-    fsync(fd.get());
+    // No fsync: allocations must survive a kubelet crash, which the page cache
+    // does; after a machine crash every pod netns is gone and pods are recreated.
   }
   for (uint32_t i = 0; i < n; ++i) {
     uint32_t ip = first + (start + i) % n;
