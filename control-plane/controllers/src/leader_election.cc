@@ -99,7 +99,7 @@ absl::Status RunWithLeaderElection(std::shared_ptr<client::Client> api, const Le
   using std::chrono::milliseconds;
   const auto duration = milliseconds(cfg.lease_duration_seconds * 1000L);
   const auto renew_every = std::max(milliseconds(100), duration / 5);
-  const auto retry_every = std::max(milliseconds(100), duration / 10);
+  const auto retry_every = std::max(milliseconds(100), duration / 20);
   const auto renew_deadline = duration * 2 / 3;
   while (!stop) {
     auto ok = TryAcquireOrRenew(*api, cfg);

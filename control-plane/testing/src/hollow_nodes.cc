@@ -30,10 +30,12 @@ absl::Status HollowNodes::Start() {
                         if (c == nullptr || c->status() != "True") queue_.Add("node:" + o->node().metadata().name());
                       },
                       nullptr});
-  pods_->Start();
-  nodes_->Start();
   std::atomic<bool> never{false};
-  pods_->WaitForSync(never);
+  if (opts_.run_pods) {
+    pods_->Start();
+    pods_->WaitForSync(never);
+  }
+  nodes_->Start();
   nodes_->WaitForSync(never);
   for (int i = 0; i < opts_.workers; i++) threads_.emplace_back([this] { Work(); });
   threads_.emplace_back([this] { RenewLoop(); });

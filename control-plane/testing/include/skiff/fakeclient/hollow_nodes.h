@@ -29,6 +29,8 @@ struct HollowOptions {
   int workers = 2;
   // When false, pods become Running but not Ready (tests flip readiness).
   bool pods_become_ready = true;
+  // When false, bound pods are left alone (scheduler-only benchmarks).
+  bool run_pods = true;
 };
 
 class HollowNodes {
