@@ -336,6 +336,9 @@ absl::Status WriteOomScoreAdj(pid_t pid, int value) {
   return absl::OkStatus();
 }
 
+// Hooks get the state on one line, as runc sends it.
+std::string HookState(const ContainerState& st) { return json::parse(st.ToJson()).dump(); }
+
 // Like runc: HOME from the container's /etc/passwd (or "/") unless set.
 void AddHomeEnv(const std::string& rootfs, ProcessPlan* p) {
   for (const auto& e : p->env)
@@ -527,6 +530,21 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   plan->sync_fd = theirs.get();
   if (hooks.create_runtime.empty() && !hooks.prestart.empty()) hooks.create_runtime = hooks.prestart;
   FinalizeArgv(&plan->process);
+  if (!plan->start_hooks.empty()) {
+    // The init only learns its host pid with kSyncCommitted; it splices it in.
+    ContainerState hs;
+    hs.oci_version = rec.oci_version;
+    hs.id = rec.id;
+    hs.status = ContainerStatus::kCreated;
+    hs.pid = 987654321;
+    hs.bundle = bundle;
+    hs.annotations = rec.annotations;
+    hs.created = rec.created;
+    std::string text = HookState(hs);
+    size_t at = text.find("987654321");
+    plan->start_hooks_state = text.substr(0, at);
+    plan->start_hooks_state_suffix = text.substr(at + 9);
+  }
 
   int raw_pidfd = -1;
   uint64_t flags = static_cast<uint64_t>(plan->clone_flags) | CLONE_PIDFD;
@@ -573,8 +591,8 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
       st.pid = child;
       st.bundle = bundle;
       st.annotations = rec.annotations;
-      RETURN_IF_ERROR(RunHooks(hooks.create_runtime, st.ToJson(), "createRuntime"));
-      RETURN_IF_ERROR(RunHooks(hooks.create_container, st.ToJson(), "createContainer"));
+      RETURN_IF_ERROR(RunHooks(hooks.create_runtime, HookState(st), "createRuntime"));
+      RETURN_IF_ERROR(RunHooks(hooks.create_container, HookState(st), "createContainer"));
     } else if (m.type == kSyncReady) {
       break;
     }
@@ -583,10 +601,12 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
     if (send(ours.get(), &go, sizeof(go), MSG_NOSIGNAL) < 0) return LastErrnoError("sync with container init");
   }
   rec.pid_start = ProcStartTime(child);
+
   RETURN_IF_ERROR(WriteFileAtomic(dir + "/state.json", RecordJson(rec, "created")));
   if (!o.pid_file.empty()) RETURN_IF_ERROR(WriteFileAtomic(o.pid_file, std::to_string(child)));
   SyncMsg c;
   c.type = kSyncCommitted;
+  c.value = child;
   if (send(ours.get(), &c, sizeof(c), MSG_NOSIGNAL) < 0) return LastErrnoError("sync with container init");
   {
     SyncMsg ack;
@@ -617,7 +637,7 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
     ch.reaped.erase(o.id);
   }
   if (o.start_immediately && !hooks.poststart.empty()) {
-    absl::Status hs = RunHooks(hooks.poststart, st.ToJson(), "poststart");
+    absl::Status hs = RunHooks(hooks.poststart, HookState(st), "poststart");
     if (!hs.ok()) log::Warn("container ", o.id, ": ", hs);
   }
   return st;
@@ -647,7 +667,7 @@ absl::Status Runtime::Start(const std::string& id) {
   auto spec = StoredSpec(l.dir);
   if (spec.ok() && spec->hooks && !spec->hooks->poststart.empty()) {
     l.status = ContainerStatus::kRunning;
-    absl::Status hs = RunHooks(spec->hooks->poststart, ToState(l).ToJson(), "poststart");
+    absl::Status hs = RunHooks(spec->hooks->poststart, HookState(ToState(l)), "poststart");
     if (!hs.ok()) log::Warn("container ", id, ": ", hs);
   }
   return absl::OkStatus();
@@ -711,7 +731,7 @@ absl::Status Runtime::Delete(const std::string& id, bool force) {
   RemoveTree(l.dir);
   if (spec.ok() && spec->hooks && !spec->hooks->poststop.empty()) {
     l.status = ContainerStatus::kStopped;
-    absl::Status hs = RunHooks(spec->hooks->poststop, ToState(l).ToJson(), "poststop");
+    absl::Status hs = RunHooks(spec->hooks->poststop, HookState(ToState(l)), "poststop");
     if (!hs.ok()) log::Warn("container ", id, ": ", hs);
   }
   return absl::OkStatus();

@@ -267,7 +267,12 @@ void RunStartHooks(InitPlan* plan) {
       _exit(127);
     }
     close(fds[0]);
+    char pidbuf[16];
+    int n = snprintf(pidbuf, sizeof(pidbuf), "%d", plan->host_pid);
     (void)!write(fds[1], plan->start_hooks_state.data(), plan->start_hooks_state.size());
+    (void)!write(fds[1], pidbuf, n);
+    (void)!write(fds[1], plan->start_hooks_state_suffix.data(), plan->start_hooks_state_suffix.size());
+    (void)!write(fds[1], "\n", 1);
     close(fds[1]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -316,7 +321,14 @@ void RunInit(InitPlan* plan) {
   if ((rc = SetupStdio(&plan->process, &what)) < 0) Fail(sync, what, "", rc);
   plan->process.stdio_done = true;
   SendSync(sync, kSyncReady, 0, nullptr);
-  if (!WaitSync(sync, kSyncCommitted)) _exit(1);
+  {
+    SyncMsg m;
+    ssize_t n;
+    while ((n = recv(sync, &m, sizeof(m), 0)) < 0 && errno == EINTR) {
+    }
+    if (n != static_cast<ssize_t>(sizeof(m)) || m.type != kSyncCommitted) _exit(1);
+    plan->host_pid = m.value;
+  }
   prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
   // The runtime waits for this before it may exit: its exit would otherwise
   // race with the line above and kill us.

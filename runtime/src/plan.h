@@ -112,7 +112,9 @@ struct InitPlan {
   int sync_fd = -1;
   int state_dir_fd = -1;  // O_PATH; init opens exec.fifo through it
   bool wait_for_start = true;
-  std::string start_hooks_state;  // state JSON for startContainer hooks
+  std::string start_hooks_state;  // state JSON for startContainer hooks, up to the pid
+  std::string start_hooks_state_suffix;
+  int host_pid = 0;  // learned from kSyncCommitted
   std::vector<Hook> start_hooks;
   std::vector<std::vector<char*>> start_hook_argv, start_hook_envp;
   ProcessPlan process;

@@ -147,6 +147,34 @@ TEST_F(RuntimeTest, UserNamespaceIdsSysctlOomScoreAndRlimitsMatchRunc) {
   EXPECT_NE(s.out.find("\n100\n512\n2048\n"), std::string::npos) << s.out;
 }
 
+TEST_F(RuntimeTest, RunsEveryHookKindWithStateOnStdin) {
+  Bundle b("hooks");
+  b.SetArgs({"sleep", "30"});
+  std::string log = b.dir() + "/hooks.log";
+  auto hook = [&](const std::string& name, const std::string& file) {
+    // Reads the state JSON from stdin and appends "<name> <id field present>".
+    return nlohmann::json{{"path", "/bin/sh"},
+                          {"args", {"sh", "-c", "read -r s; case \"$s\" in *'\"id\"'*) echo " + name + " ok;; *) echo " + name + " nostate;; esac >> " + file}}};
+  };
+  auto& h = b.config()["hooks"];
+  h["createRuntime"] = {hook("createRuntime", log)};
+  h["createContainer"] = {hook("createContainer", log)};
+  h["poststart"] = {hook("poststart", log)};
+  h["poststop"] = {hook("poststop", log)};
+  // startContainer runs inside the container: paths resolve in its rootfs.
+  h["startContainer"] = {{{"path", "/bin/sh"}, {"args", {"sh", "-c", "read -r s; case \"$s\" in *'\"pid\":'[1-9]*) echo started;; *) echo \"$s\";; esac > /dev/shm/hook"}}}};
+  b.Save();
+  std::string id = NewId("hooks");
+  ASSERT_EQ(Skiff({"create", "-b", b.dir(), id}).code, 0);
+  ASSERT_EQ(Skiff({"start", id}).code, 0);
+  CmdResult e = Skiff({"exec", id, "cat", "/dev/shm/hook"});
+  EXPECT_EQ(e.out, "started\n") << e.err;
+  ASSERT_EQ(Skiff({"delete", "-f", id}).code, 0);
+  std::ifstream in(log);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "createRuntime ok\ncreateContainer ok\npoststart ok\npoststop ok\n");
+}
+
 // --- isolation --------------------------------------------------------------
 
 TEST_F(RuntimeTest, IsolatesUnderTheDefaultSeccompProfile) {
