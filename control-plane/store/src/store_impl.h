@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <semaphore>
 #include <set>
 #include <shared_mutex>
@@ -173,6 +174,11 @@ class StoreImpl final : public Store {
   void Enqueue(PendingOp* op, PendingOp* self);
   void Complete(PendingOp* op);
   void CommitterLoop();
+  void LeadLoop(PendingOp* self);
+  void CompleteOne(PendingOp* op);
+  void FlushPending();
+  void AckPending();
+  PendingOp* leader_self_ = nullptr;
   std::thread committer_;
   void SubmitAsync(PendingOp::Kind kind, const google::protobuf::Message* req, google::protobuf::Message* resp,
                    Done done);
@@ -243,6 +249,7 @@ class StoreImpl final : public Store {
   mutable std::mutex metrics_mu_;
   Metrics metrics_;
   std::atomic<int64_t> ranges_{0};
+  std::optional<Durable> pending_;  // committed, meta page not yet flushed (leader only)
 };
 
 // A pooled read-only LMDB transaction: renewing a reset txn avoids taking a
