@@ -9,7 +9,11 @@
 
 #include "absl/strings/str_split.h"
 #include "skiff/common/log.h"
+#include "skiff/client/config.h"
+#include "skiff/client/dial.h"
+#include "skiff/common/config_args.h"
 #include "skiff/proxy/agent.h"
+#include "skiff/proxy/api_source.h"
 #include "skiff/proxy/datapath.h"
 
 namespace {
@@ -19,7 +23,7 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
 
 void Usage() {
-  std::cerr << "usage: skiff-proxy (--from-file FILE | --server URL) [--node-name NAME] [--node-ip IP,...]\n"
+  std::cerr << "usage: skiff-proxy (--from-file FILE | --server HOST:PORT [--kubeconfig FILE]) [--config FILE] [--node-name NAME] [--node-ip IP,...]\n"
                "       [--cgroup-root DIR] [--bpffs-dir DIR] [--service-cluster-ip-range CIDR]\n"
                "       [--no-service-route] [--metrics-bind-address HOST:PORT|off] [--tc-interfaces IF,...]\n"
                "       [--log-level debug|info|warning|error]\n"
@@ -34,12 +38,19 @@ std::vector<std::string> SplitList(const std::string& v) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int raw_argc, char** raw_argv) {
   skiff::log::Init("skiff-proxy");
+  auto expanded = skiff::ExpandConfigArgs(raw_argc, raw_argv);
+  if (!expanded.ok()) {
+    std::cerr << "skiff-proxy: " << expanded.status().message() << "\n";
+    return 2;
+  }
+  int argc = expanded->argc();
+  char** argv = expanded->argv();
   skiff::proxy::AgentOptions opts;
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) == 0) opts.node_name = host;
-  std::string from_file, server;
+  std::string from_file, server, kubeconfig;
   bool cleanup = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -60,6 +71,7 @@ int main(int argc, char** argv) {
     };
     if (a == "--from-file") from_file = value();
     else if (a == "--server") server = value();
+    else if (a == "--kubeconfig") kubeconfig = value();
     else if (a == "--node-name") opts.node_name = value();
     else if (a == "--node-ip") opts.node_ips = SplitList(value());
     else if (a == "--cgroup-root") opts.cgroup_root = value();
@@ -93,10 +105,20 @@ int main(int argc, char** argv) {
   if (!from_file.empty()) {
     source = skiff::proxy::MakeFileSource(from_file);
   } else if (!server.empty()) {
-    // The API watch source plugs in here (a skiff::proxy::Source over the
-    // control-plane client: list + watch Services and EndpointSlices).
-    skiff::log::Error("--server: the API watch source is not part of this build yet; use --from-file");
-    return 2;
+    // Services and EndpointSlices from the API: credentials from --kubeconfig
+    // (or the default client config), --server overrides its address.
+    auto cfg = skiff::client::LoadClientConfig(kubeconfig.empty() ? skiff::client::DefaultConfigPath() : kubeconfig);
+    if (!cfg.ok()) {
+      skiff::log::Error("--kubeconfig: ", cfg.status());
+      return 2;
+    }
+    cfg->credentials.server = server;
+    auto api = skiff::client::Dial(cfg->credentials);
+    if (!api.ok()) {
+      skiff::log::Error("--server ", server, ": ", api.status());
+      return 1;
+    }
+    source = skiff::proxy::MakeApiSource(std::shared_ptr<skiff::client::Client>(std::move(*api)));
   } else {
     Usage();
     return 2;
