@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <cstring>
 #include <thread>
 
@@ -136,7 +137,14 @@ std::string Ctx::ConfigPath() const {
   std::string e = Getenv("SKIFFCONFIG");
   if (!e.empty()) return e;
   std::string home = Getenv("HOME");
-  return (home.empty() ? std::string("/root") : home) + "/.skiff/config";
+  std::string user = (home.empty() ? std::string("/root") : home) + "/.skiff/config";
+  // On a control-plane machine the administrator's config is the fallback,
+  // as skiff::client::DefaultConfigPath() does.
+  std::error_code ec;
+  if (!std::filesystem::exists(user, ec) && std::filesystem::exists("/etc/skiff/admin.conf", ec)) {
+    return "/etc/skiff/admin.conf";
+  }
+  return user;
 }
 
 absl::StatusOr<ClientConfig*> Ctx::Config() {

@@ -495,8 +495,12 @@ absl::StatusOr<std::vector<Step>> ParsePath(std::string expr) {
       }
       ++i;
       size_t j = i;
-      while (j < expr.size() && expr[j] != '.' && expr[j] != '[') ++j;
-      std::string name = expr.substr(i, j - i);
+      std::string name;
+      // kubectl's jsonpath escapes dots inside keys: .annotations.a\.b/c
+      while (j < expr.size() && expr[j] != '.' && expr[j] != '[') {
+        if (expr[j] == '\\' && j + 1 < expr.size()) ++j;
+        name += expr[j++];
+      }
       if (name == "*") {
         steps.push_back(MakeStep(Step::kWildcard));
       } else if (!name.empty()) {

@@ -276,6 +276,8 @@ spec:
   EXPECT_EQ(out_, "deployment.apps/nginx-deployment\n");
   ASSERT_EQ(Run({"get", "deploy", "-o", "jsonpath={.items[*].metadata.name} {.items[0].spec.replicas}"}), 0) << err_;
   EXPECT_EQ(out_, "nginx-deployment 3");
+  ASSERT_EQ(Run({"get", "svc", "my-service", "-o", R"(jsonpath={.spec.selector.app\.kubernetes\.io/name})"}), 0) << err_;
+  EXPECT_EQ(out_, "MyApp");
   ASSERT_EQ(Run({"get", "deploy", "-o",
                  R"(jsonpath={range .items[*]}{.metadata.name}{"\t"}{.spec.template.spec.containers[?(@.name=="nginx")].image}{"\n"}{end})"}),
             0)
