@@ -398,13 +398,25 @@ absl::StatusOr<Object> Registry::Create(const std::string& resource, const std::
     m->clear_namespace_();
   }
   if (info->namespaced && !m->namespace_().empty()) {
-    auto nsobj = Read(*LookupResource("namespaces").value(), "", m->namespace_());
-    if (!nsobj.ok()) {
-      if (nsobj.status().code() == absl::StatusCode::kNotFound)
-        return absl::NotFoundError(absl::StrCat("namespaces \"", m->namespace_(), "\" not found"));
-      return nsobj.status();
+    // The watch cache knows the namespace almost always; a namespace created
+    // a moment ago may not have reached it yet, so fall back to etcd.
+    std::shared_ptr<const Object> cached;
+    if (auto* nc = cache("namespaces")) {
+      WatchFilter all;
+      int64_t rev;
+      for (const auto& n : nc->List(all, &rev))
+        if (Meta(*n).name() == m->namespace_()) cached = n;
     }
-    if (!nsobj->obj.namespace_().metadata().deletion_timestamp().empty())
+    if (!cached) {
+      auto nsobj = Read(*LookupResource("namespaces").value(), "", m->namespace_());
+      if (!nsobj.ok()) {
+        if (nsobj.status().code() == absl::StatusCode::kNotFound)
+          return absl::NotFoundError(absl::StrCat("namespaces \"", m->namespace_(), "\" not found"));
+        return nsobj.status();
+      }
+      cached = std::make_shared<Object>(nsobj->obj);
+    }
+    if (!cached->namespace_().metadata().deletion_timestamp().empty())
       return absl::PermissionDeniedError(absl::StrCat(QualifiedResource(*info), " \"", m->name(),
                                                       "\" is forbidden: unable to create new content in namespace ",
                                                       m->namespace_(), " because it is being terminated"));

@@ -283,7 +283,7 @@ class ApiService final : public v1::Api::Service {
       if (req->allow_watch_bookmarks() && absl::Now() - last_bookmark >= absl::Milliseconds(opts_->bookmark_interval_ms)) {
         last_bookmark = absl::Now();
         int64_t rev = (*w)->progress_revision();
-        if (rev > last_rev) {
+        if (rev > 0 && rev >= last_rev) {
           v1::WatchEvent bm;
           bm.set_type("BOOKMARK");
           Object* o = bm.mutable_object();

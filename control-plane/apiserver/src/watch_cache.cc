@@ -73,9 +73,10 @@ absl::Status WatchCache::Init() {
   if (!now.ok()) return now.status();
   int64_t target = now->revision;
   std::vector<int64_t> candidates;
-  for (int64_t back : {opts_.history_revisions, opts_.history_revisions / 10, int64_t{0}})
-    if (target - back > 0) candidates.push_back(target - back);
-  if (candidates.empty()) candidates.push_back(target);
+  for (int64_t back : {opts_.history_revisions, opts_.history_revisions / 10, int64_t{0}}) {
+    int64_t c = std::max<int64_t>(1, target - back);
+    if (candidates.empty() || candidates.back() != c) candidates.push_back(c);
+  }
   absl::StatusOr<EtcdRange> snap = absl::UnknownError("no snapshot");
   int64_t start = target;
   for (int64_t c : candidates) {

@@ -74,13 +74,13 @@ absl::StatusOr<ClientConfig> ParseClientConfig(const std::string& yaml, const st
     YAML::Node ctx;
     if (!cfg.context.empty()) {
       ctx = FindNamed(root["contexts"], cfg.context);
-      if (!ctx) return absl::NotFoundError(absl::StrCat("client config: context \"", cfg.context, "\" not found"));
+      if (!ctx || ctx.IsNull()) return absl::NotFoundError(absl::StrCat("client config: context \"", cfg.context, "\" not found"));
     } else if (root["contexts"] && root["contexts"].IsSequence() && root["contexts"].size() > 0) {
       ctx = root["contexts"][0];
       cfg.context = ctx["name"] ? ctx["name"].as<std::string>() : "";
     }
     std::string cluster_name, user_name;
-    if (ctx && ctx["context"]) {
+    if (ctx && !ctx.IsNull() && ctx["context"]) {
       YAML::Node c = ctx["context"];
       if (c["cluster"]) cluster_name = c["cluster"].as<std::string>();
       if (c["user"]) user_name = c["user"].as<std::string>();
@@ -88,7 +88,7 @@ absl::StatusOr<ClientConfig> ParseClientConfig(const std::string& yaml, const st
     }
     YAML::Node cluster = cluster_name.empty() ? (root["clusters"] && root["clusters"].size() ? root["clusters"][0] : YAML::Node())
                                               : FindNamed(root["clusters"], cluster_name);
-    if (!cluster || !cluster["cluster"]) return absl::NotFoundError("client config: no cluster");
+    if (!cluster || cluster.IsNull() || !cluster["cluster"]) return absl::NotFoundError("client config: no cluster");
     YAML::Node cl = cluster["cluster"];
     if (!cl["server"]) return absl::InvalidArgumentError("client config: cluster has no server");
     std::string server = cl["server"].as<std::string>();
@@ -104,7 +104,7 @@ absl::StatusOr<ClientConfig> ParseClientConfig(const std::string& yaml, const st
     cfg.credentials.ca_cert_pem = *ca;
     YAML::Node user = user_name.empty() ? (root["users"] && root["users"].size() ? root["users"][0] : YAML::Node())
                                         : FindNamed(root["users"], user_name);
-    if (user && user["user"]) {
+    if (user && !user.IsNull() && user["user"]) {
       YAML::Node u = user["user"];
       auto cert = DataOrFile(u, "client-certificate", base_dir);
       if (!cert.ok()) return cert.status();
