@@ -254,3 +254,42 @@ TEST_F(EtcdctlCompat, SnapshotSaveRestoresIntoWorkingStore) {
 
 }  // namespace
 }  // namespace skiff::store::testing
+
+namespace skiff::store::testing {
+namespace {
+
+TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
+  ScratchDir dir("tls");
+  auto sh = [&](const std::string& cmd) {
+    Child c({"/bin/sh", "-c", "cd " + dir.path() + " && " + cmd}, dir.sub("openssl.log"));
+    return c.Wait();
+  };
+  ASSERT_EQ(sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=skiff-ca"), 0);
+  ASSERT_EQ(sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 && "
+               "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
+               "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt "
+               "-days 1 -extfile ext.cnf"),
+            0);
+  ASSERT_EQ(sh("openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client && "
+               "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 1"),
+            0);
+  int port = FreePort();
+  std::string url = "https://127.0.0.1:" + std::to_string(port);
+  Child store({BinDir() + "/skiff-store", "--data-dir", dir.sub("data"), "--listen-client-urls", url,
+               "--cert-file", dir.sub("server.crt"), "--key-file", dir.sub("server.key"), "--trusted-ca-file",
+               dir.sub("ca.crt"), "--client-cert-auth"},
+              dir.sub("store.log"));
+  ASSERT_TRUE(WaitForPort(port));
+  CmdResult ok = Etcdctl(url, {"--cacert", dir.sub("ca.crt"), "--cert", dir.sub("client.crt"), "--key",
+                               dir.sub("client.key"), "put", "secure", "yes"});
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  CmdResult get = Etcdctl(url, {"--cacert", dir.sub("ca.crt"), "--cert", dir.sub("client.crt"), "--key",
+                                dir.sub("client.key"), "get", "secure", "--print-value-only"});
+  EXPECT_EQ(get.out, "yes\n");
+  CmdResult anon = Etcdctl(url, {"--cacert", dir.sub("ca.crt"), "--dial-timeout", "2s", "--command-timeout", "3s",
+                                 "get", "secure"});
+  EXPECT_NE(anon.code, 0) << "a client without a certificate was served";
+}
+
+}  // namespace
+}  // namespace skiff::store::testing
