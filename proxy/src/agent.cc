@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -131,6 +132,102 @@ absl::StatusOr<UniqueFd> Listen(const std::string& address) {
   return fd;
 }
 
+// Health-check node ports of externalTrafficPolicy: Local services: a load
+// balancer asks each node and sends traffic only where the answer is 200
+// (the service has a ready endpoint on this node), as with kube-proxy.
+class HealthCheckPorts {
+ public:
+  struct Target {
+    std::string ns, name;
+    int local_endpoints = 0;
+  };
+  // Opens listeners for new ports, closes those that went away.
+  void Sync(std::map<uint16_t, Target> want) {
+    std::lock_guard lock(mu_);
+    for (auto it = listeners_.begin(); it != listeners_.end();) {
+      if (want.count(it->first)) {
+        ++it;
+      } else {
+        it = listeners_.erase(it);
+      }
+    }
+    for (const auto& [port, t] : want) {
+      if (listeners_.count(port)) continue;
+      auto fd = Listen("0.0.0.0:" + std::to_string(port));
+      if (!fd.ok()) {
+        log::Warn("health check node port: ", fd.status());
+        continue;
+      }
+      listeners_[port] = *std::move(fd);
+    }
+    targets_ = std::move(want);
+  }
+  void Serve(const std::atomic<bool>& stop) {
+    while (!stop.load()) {
+      std::vector<pollfd> fds;
+      std::vector<uint16_t> ports;
+      {
+        std::lock_guard lock(mu_);
+        for (const auto& [port, fd] : listeners_) {
+          fds.push_back({fd.get(), POLLIN, 0});
+          ports.push_back(port);
+        }
+      }
+      if (fds.empty()) {
+        usleep(200000);
+        continue;
+      }
+      if (poll(fds.data(), fds.size(), 200) <= 0) continue;
+      for (size_t i = 0; i < fds.size(); ++i) {
+        if (!(fds[i].revents & POLLIN)) continue;
+        UniqueFd c(accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC));
+        if (!c) continue;
+        timeval tv{1, 0};
+        setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char buf[1024];
+        if (read(c.get(), buf, sizeof(buf)) < 0) continue;
+        Target t;
+        {
+          std::lock_guard lock(mu_);
+          auto it = targets_.find(ports[i]);
+          if (it == targets_.end()) continue;
+          t = it->second;
+        }
+        std::string body = "{\"service\":{\"namespace\":\"" + t.ns + "\",\"name\":\"" + t.name +
+                           "\"},\"localEndpoints\":" + std::to_string(t.local_endpoints) + "}\n";
+        std::string resp = std::string("HTTP/1.1 ") + (t.local_endpoints > 0 ? "200 OK" : "503 Service Unavailable") +
+                           "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                           "\r\nConnection: close\r\n\r\n" + body;
+        if (send(c.get(), resp.data(), resp.size(), MSG_NOSIGNAL) < 0) {
+        }
+      }
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<uint16_t, UniqueFd> listeners_;
+  std::map<uint16_t, Target> targets_;
+};
+
+std::map<uint16_t, HealthCheckPorts::Target> HealthTargets(const ClusterState& state, const std::string& node) {
+  std::map<uint16_t, HealthCheckPorts::Target> out;
+  for (const auto& [key, svc] : state.services) {
+    if (!svc.health_check_node_port) continue;
+    out[svc.health_check_node_port] = {svc.ns, svc.name, 0};
+  }
+  if (out.empty()) return out;
+  std::map<std::string, uint16_t> port_of;
+  for (const auto& [port, t] : out) port_of[t.ns + "/" + t.name] = port;
+  for (const auto& [k, es] : state.endpoint_slices) {
+    auto it = port_of.find(es.ns + "/" + es.service_name);
+    if (it == port_of.end()) continue;
+    for (const Endpoint& e : es.endpoints)
+      if (e.ready && e.node_name == node) out[it->second].local_endpoints += e.addresses.size();
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> source, std::atomic<bool>& stop) {
@@ -166,6 +263,9 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
     log::Info("serving /metrics and /healthz ", log::Field("address", options.metrics_address));
   }
 
+  HealthCheckPorts health_ports;
+  std::thread health([&] { health_ports.Serve(stop); });
+
   StateStore store;
   absl::Status source_status;
   std::atomic<bool> source_done{false};
@@ -189,6 +289,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
       t0 = std::chrono::steady_clock::now();
       delta = builder.Update(state, first ? ChangeSet::All() : changes);
       services = state.services.size();
+      health_ports.Sync(HealthTargets(state, options.node_name));
     });
     if (gen == seen) continue;
     seen = gen;
@@ -248,6 +349,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   stop = true;
   if (src.joinable()) src.join();
   if (http.joinable()) http.join();
+  if (health.joinable()) health.join();
   if (!source_status.ok()) return source_status;
   return result;
 }

@@ -173,6 +173,8 @@ void ParseService(const YAML::Node& obj, ClusterState* out) {
   }
   s.external_policy_local = Str(Get(spec, "externalTrafficPolicy")) == "Local";
   s.internal_policy_local = Str(Get(spec, "internalTrafficPolicy")) == "Local";
+  if (auto hc = ParsePort(Get(spec, "healthCheckNodePort")); hc && s.external_policy_local)
+    s.health_check_node_port = *hc;
   if (Get(spec, "ports") && Get(spec, "ports").IsSequence()) {
     for (const auto& p : Get(spec, "ports")) {
       ServicePort sp;

@@ -34,11 +34,11 @@ std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
-std::string HttpGet(const std::string& path, int* code) {
+std::string HttpGet(const std::string& path, int* code, int port = 10249) {
   int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_port = htons(10249);
+  a.sin_port = htons(port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   *code = 0;
   if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
@@ -339,6 +339,46 @@ TEST_F(AgentTest, RestartReconcilesChangesMadeWhileTheAgentWasDown) {
   int err = 0;
   TcpRequest("10.96.0.13", 80, nullptr, &err);
   EXPECT_EQ(err, ECONNREFUSED);
+}
+
+const char* kHealthCheck = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: default}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.40
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32000
+  ports: [{name: http, port: 80, nodePort: 30090}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: lb-1, namespace: default, labels: {kubernetes.io/service-name: lb}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.0.0.11]
+  nodeName: NODE
+)";
+
+TEST_F(AgentTest, HealthCheckNodePortAnswersWhetherThisNodeHasALocalEndpoint) {
+  std::string text = kHealthCheck;
+  text.replace(text.find("NODE"), 4, "node-a");
+  std::ofstream(file_) << text;
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  int code = 0;
+  std::string body;
+  for (int i = 0; i < 50 && code != 200; ++i, usleep(20000)) body = HttpGet("/", &code, 32000);
+  EXPECT_EQ(code, 200);
+  EXPECT_NE(body.find("\"localEndpoints\":1"), std::string::npos) << body;
+  text.replace(text.find("node-a"), 6, "node-b");
+  std::ofstream(file_ + ".tmp") << text;
+  ASSERT_EQ(rename((file_ + ".tmp").c_str(), file_.c_str()), 0);
+  for (int i = 0; i < 100 && code != 503; ++i, usleep(20000)) body = HttpGet("/", &code, 32000);
+  EXPECT_EQ(code, 503);
+  EXPECT_NE(body.find("\"localEndpoints\":0"), std::string::npos) << body;
 }
 
 const char* kNodePort = R"(

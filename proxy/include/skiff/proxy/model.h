@@ -33,6 +33,7 @@ struct Service {
   uint32_t affinity_timeout_s = 10800;
   bool external_policy_local = false;     // externalTrafficPolicy: Local
   bool internal_policy_local = false;     // internalTrafficPolicy: Local
+  uint16_t health_check_node_port = 0;    // spec.healthCheckNodePort (eTP Local LoadBalancer)
 
   std::string Key() const { return ns + "/" + name; }
   bool operator==(const Service&) const = default;
