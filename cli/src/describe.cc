@@ -53,56 +53,56 @@ std::string HumanTime(const std::string& rfc3339) {
   return absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", t, absl::UTCTimeZone());
 }
 
-void DescribeContainer(Writer& w, const api::v1::Container& c, const api::v1::ContainerStatus* st) {
-  w.Line(1, c.name(), "");
-  if (st != nullptr) w.Line(2, "Container ID", st->container_id(), 20);
-  w.Line(2, "Image", c.image(), 20);
-  if (st != nullptr) w.Line(2, "Image ID", st->image_id(), 20);
+void DescribeContainer(Writer& w, const api::v1::Container& c, const api::v1::ContainerStatus* st, int base = 1) {
+  w.Line(base, c.name(), "");
+  if (st != nullptr) w.Line(base + 1, "Container ID", st->container_id(), 20);
+  w.Line(base + 1, "Image", c.image(), 20);
+  if (st != nullptr) w.Line(base + 1, "Image ID", st->image_id(), 20);
   std::vector<std::string> ports;
   for (const auto& p : c.ports())
     ports.push_back(absl::StrCat(p.container_port(), "/", p.protocol().empty() ? "TCP" : p.protocol()));
-  w.Line(2, "Port", ports.empty() ? "<none>" : absl::StrJoin(ports, ", "), 20);
+  w.Line(base + 1, "Port", ports.empty() ? "<none>" : absl::StrJoin(ports, ", "), 20);
   if (!c.command().empty()) {
-    w.Line(2, "Command", "", 20);
+    w.Line(base + 1, "Command", "", 20);
     for (const auto& a : c.command()) w.Raw(absl::StrCat("      ", a, "\n"));
   }
   if (!c.args().empty()) {
-    w.Line(2, "Args", "", 20);
+    w.Line(base + 1, "Args", "", 20);
     for (const auto& a : c.args()) w.Raw(absl::StrCat("      ", a, "\n"));
   }
   if (st != nullptr) {
     const auto& s = st->state();
     if (s.has_running()) {
-      w.Line(2, "State", "Running", 20);
-      w.Line(3, "Started", HumanTime(s.running().started_at()), 20);
+      w.Line(base + 1, "State", "Running", 20);
+      w.Line(base + 2, "Started", HumanTime(s.running().started_at()), 20);
     } else if (s.has_terminated()) {
-      w.Line(2, "State", "Terminated", 20);
-      w.Line(3, "Reason", s.terminated().reason(), 20);
-      w.Line(3, "Exit Code", std::to_string(s.terminated().exit_code()), 20);
+      w.Line(base + 1, "State", "Terminated", 20);
+      w.Line(base + 2, "Reason", s.terminated().reason(), 20);
+      w.Line(base + 2, "Exit Code", std::to_string(s.terminated().exit_code()), 20);
     } else if (s.has_waiting()) {
-      w.Line(2, "State", "Waiting", 20);
-      w.Line(3, "Reason", s.waiting().reason(), 20);
+      w.Line(base + 1, "State", "Waiting", 20);
+      w.Line(base + 2, "Reason", s.waiting().reason(), 20);
     }
     if (st->last_state().has_terminated()) {
-      w.Line(2, "Last State", "Terminated", 20);
-      w.Line(3, "Reason", st->last_state().terminated().reason(), 20);
-      w.Line(3, "Exit Code", std::to_string(st->last_state().terminated().exit_code()), 20);
+      w.Line(base + 1, "Last State", "Terminated", 20);
+      w.Line(base + 2, "Reason", st->last_state().terminated().reason(), 20);
+      w.Line(base + 2, "Exit Code", std::to_string(st->last_state().terminated().exit_code()), 20);
     }
-    w.Line(2, "Ready", st->ready() ? "True" : "False", 20);
-    w.Line(2, "Restart Count", std::to_string(st->restart_count()), 20);
+    w.Line(base + 1, "Ready", st->ready() ? "True" : "False", 20);
+    w.Line(base + 1, "Restart Count", std::to_string(st->restart_count()), 20);
   }
-  if (!c.resources().limits().empty()) w.Map(2, "Limits", c.resources().limits(), 20);
-  if (!c.resources().requests().empty()) w.Map(2, "Requests", c.resources().requests(), 20);
+  if (!c.resources().limits().empty()) w.Map(base + 1, "Limits", c.resources().limits(), 20);
+  if (!c.resources().requests().empty()) w.Map(base + 1, "Requests", c.resources().requests(), 20);
   if (c.env().empty()) {
-    w.Line(2, "Environment", "<none>", 20);
+    w.Line(base + 1, "Environment", "<none>", 20);
   } else {
-    w.Line(2, "Environment", "", 20);
+    w.Line(base + 1, "Environment", "", 20);
     for (const auto& e : c.env()) w.Raw(absl::StrCat("      ", e.name(), ":  ", e.value(), "\n"));
   }
   if (c.volume_mounts().empty()) {
-    w.Line(2, "Mounts", "<none>", 20);
+    w.Line(base + 1, "Mounts", "<none>", 20);
   } else {
-    w.Line(2, "Mounts", "", 20);
+    w.Line(base + 1, "Mounts", "", 20);
     for (const auto& m : c.volume_mounts())
       w.Raw(absl::StrCat("      ", m.mount_path(), " from ", m.name(), m.read_only() ? " (ro)" : " (rw)", "\n"));
   }
@@ -206,7 +206,7 @@ void DescribeDeployment(Writer& w, const api::v1::Deployment& d) {
   w.Line(0, "Pod Template", "");
   w.Map(1, "Labels", d.spec().template_().metadata().labels(), 24);
   w.Line(1, "Containers", "");
-  for (const auto& c : d.spec().template_().spec().containers()) DescribeContainer(w, c, nullptr);
+  for (const auto& c : d.spec().template_().spec().containers()) DescribeContainer(w, c, nullptr, 2);
   if (!s.conditions().empty()) {
     w.Line(0, "Conditions", "");
     w.Raw("  Type           Status  Reason\n  ----           ------  ------\n");

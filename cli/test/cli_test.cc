@@ -3,7 +3,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -51,6 +54,14 @@ class Listener {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // Leftovers of crashed runs (their pid is gone).
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::temp_directory_path(), ec)) {
+      std::string name = e.path().filename().string();
+      if (name.rfind("skiffctl-test-", 0) != 0) continue;
+      int pid = std::atoi(name.c_str() + strlen("skiffctl-test-"));
+      if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0) std::filesystem::remove_all(e.path(), ec);
+    }
     home_ = std::filesystem::temp_directory_path() / ("skiffctl-test-" + std::to_string(::getpid()));
     std::filesystem::remove_all(home_);
     std::filesystem::create_directories(home_);
