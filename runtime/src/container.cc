@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_split.h"
+#include "device_filter.h"
 #include "hooks.h"
 #include "plan.h"
 #include "skiff/common/log.h"
@@ -336,6 +337,30 @@ absl::Status WriteOomScoreAdj(pid_t pid, int value) {
   return absl::OkStatus();
 }
 
+// Device rules only when the spec has any (runc's spec denies all and lists
+// none): default allow-list + spec rules + the spec's own device nodes.
+absl::Status ApplyDeviceRules(int cgroup_fd, const Spec& spec, bool strict, std::vector<std::string>* warnings) {
+  if (!spec.linux || !spec.linux->resources || spec.linux->resources->devices.empty()) return absl::OkStatus();
+  std::vector<DeviceCgroupRule> rules = spec.linux->resources->devices;
+  for (auto& r : DefaultDeviceRules()) rules.push_back(r);
+  for (const Device& d : spec.linux->devices) {
+    DeviceCgroupRule r;
+    r.allow = true;
+    r.type = d.type == "b" ? "b" : "c";
+    r.major = d.major;
+    r.minor = d.minor;
+    r.access = "rwm";
+    rules.push_back(r);
+  }
+  ASSIGN_OR_RETURN(auto prog, BuildDeviceProgram(rules));
+  absl::Status st = AttachDeviceProgram(cgroup_fd, prog);
+  if (!st.ok()) {
+    if (strict) return st;
+    warnings->push_back("linux.resources.devices (" + std::string(st.message()) + ")");
+  }
+  return absl::OkStatus();
+}
+
 // Hooks get the state on one line, as runc sends it.
 std::string HookState(const ContainerState& st) { return json::parse(st.ToJson()).dump(); }
 
@@ -514,6 +539,7 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
     RETURN_IF_ERROR(cgm->Apply(rec.cgroup_dir, res, options_.strict_cgroups, &warnings));
     cg_fd.reset(open(rec.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!cg_fd) return LastErrnoError("open cgroup " + rec.cgroup_dir);
+    RETURN_IF_ERROR(ApplyDeviceRules(cg_fd.get(), spec, options_.strict_cgroups, &warnings));
   }
   rec.oom_kills_at_start = CgroupOomKills(rec.cgroup_dir);
 
@@ -566,8 +592,12 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   if (plan->process.has_oom_score_adj) RETURN_IF_ERROR(WriteOomScoreAdj(child, plan->process.oom_score_adj));
   if (!into_cgroup) {
     RETURN_IF_ERROR(cgm->AddProcess(cg_path, rec.cgroup_dir, child));
-    if (!cgm->CreatesBeforeProcess())
+    if (!cgm->CreatesBeforeProcess()) {
       RETURN_IF_ERROR(cgm->Apply(rec.cgroup_dir, res, options_.strict_cgroups, &warnings));
+      UniqueFd dfd(open(rec.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!dfd) return LastErrnoError("open cgroup " + rec.cgroup_dir);
+      RETURN_IF_ERROR(ApplyDeviceRules(dfd.get(), spec, options_.strict_cgroups, &warnings));
+    }
   }
   const Linux* lx = spec.linux ? &*spec.linux : nullptr;
   for (;;) {

@@ -175,6 +175,22 @@ TEST_F(RuntimeTest, RunsEveryHookKindWithStateOnStdin) {
   EXPECT_EQ(all, "createRuntime ok\ncreateContainer ok\npoststart ok\npoststop ok\n");
 }
 
+TEST_F(RuntimeTest, DeviceCgroupProgramDeniesWhatTheSpecDeniesLikeRunc) {
+  Bundle b("devices");
+  b.SetArgs({"sh", "-c",
+             "mknod /dev/sda b 8 0 && echo mknod-ok; head -c1 /dev/sda >/dev/null 2>&1; echo read=$?; "
+             "head -c1 /dev/zero | wc -c; echo x > /dev/null; echo null=$?"});
+  for (const char* set : {"bounding", "effective", "permitted"}) b.config()["process"]["capabilities"][set].push_back("CAP_MKNOD");
+  b.Save();
+  RunCmd({"ln", "-sf", "busybox", b.dir() + "/rootfs/bin/mknod"});
+  std::string id = NewId("devices");
+  CmdResult r = Runc({"run", "-b", b.dir(), id});
+  CmdResult s = Skiff({"run", "-b", b.dir(), id});
+  EXPECT_EQ(s.out, r.out);
+  EXPECT_EQ(s.out, "mknod-ok\nread=1\n1\nnull=0\n");
+  EXPECT_EQ(s.err.find("not applied"), std::string::npos) << s.err;
+}
+
 // --- isolation --------------------------------------------------------------
 
 TEST_F(RuntimeTest, IsolatesUnderTheDefaultSeccompProfile) {
