@@ -447,5 +447,24 @@ TEST(Quota, NoSpaceAlarmBlocksPutsButAllowsDeletes) {
   EXPECT_EQ(s->Alarm(a)->alarms_size(), 1);
 }
 
+TEST(Store, AutoCompactionKeepsOnlyTheRetentionWindow) {
+  TempDir d;
+  Options o;
+  o.auto_compaction_retention_ms = 500;
+  auto s = OpenStore(d.path(), o);
+  for (int i = 0; i < 20; ++i) Put(s.get(), "ac", std::to_string(i));
+  int64_t before = s->Revision();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (s->GetMetrics().compact_revision < before && std::chrono::steady_clock::now() < deadline) {
+    Put(s.get(), "tick", "x");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_GE(s->GetMetrics().compact_revision, before);
+  RangeRequest old;
+  old.set_key("ac");
+  old.set_revision(2);
+  EXPECT_EQ(s->Range(old).status().code(), absl::StatusCode::kOutOfRange);
+}
+
 }  // namespace
 }  // namespace skiff::store
