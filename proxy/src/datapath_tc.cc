@@ -81,6 +81,18 @@ absl::Status Datapath::SetTcConfig(uint32_t node_address_be) {
   return absl::OkStatus();
 }
 
+absl::Status Datapath::DetachTc(const std::string& ifname) {
+  int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (!ifindex) return LastErrnoError("interface " + ifname);
+  for (bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+    int err = bpf_tc_detach(&hook, &opts);
+    if (err && err != -ENOENT && err != -EINVAL) return ErrnoError(-err, "detach tc program from " + ifname);
+  }
+  return absl::OkStatus();
+}
+
 int Datapath::tc_ingress_fd() const { return tc_ ? bpf_program__fd(tc_->progs.skiff_tc_ingress) : -1; }
 int Datapath::tc_egress_fd() const { return tc_ ? bpf_program__fd(tc_->progs.skiff_tc_egress) : -1; }
 

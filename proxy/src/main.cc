@@ -27,7 +27,7 @@ void Usage() {
                "       [--cgroup-root DIR] [--bpffs-dir DIR] [--service-cluster-ip-range CIDR]\n"
                "       [--no-service-route] [--metrics-bind-address HOST:PORT|off] [--tc-interfaces IF,...]\n"
                "       [--log-level debug|info|warning|error]\n"
-               "       skiff-proxy --cleanup [--bpffs-dir DIR]   (detach programs, remove pinned maps)\n";
+               "       skiff-proxy --cleanup [--bpffs-dir DIR] [--tc-interfaces IF,...]   (detach programs, remove pinned maps)\n";
 }
 
 std::vector<std::string> SplitList(const std::string& v) {
@@ -94,6 +94,9 @@ int main(int raw_argc, char** raw_argv) {
     }
   }
   if (cleanup) {
+    for (const std::string& ifname : opts.tc_interfaces) {
+      if (auto st = skiff::proxy::Datapath::DetachTc(ifname); !st.ok()) skiff::log::Warn("cleanup: ", st);
+    }
     auto st = skiff::proxy::Datapath::RemovePins(opts.bpffs_dir);
     if (!st.ok()) {
       skiff::log::Error("cleanup: ", st);

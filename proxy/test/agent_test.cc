@@ -426,6 +426,17 @@ TEST_F(AgentTest, NodePortFromOutsideTheNodeReachesARemoteBackendAndRepliesAreTr
   EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/np:http/TCP\"} 1"),
             std::string::npos)
       << metrics;
+
+  // --cleanup detaches the tc programs and removes the pins.
+  StopAgent(SIGTERM);
+  std::string ifs = lab_->node_external_if() + "," + lab_->node_internal_if();
+  std::string ns = "nsenter --net=" + lab_->node_netns_path() + " ";
+  ASSERT_EQ(system((ns + binary_ + " --cleanup --bpffs-dir " + lab_->bpffs() + " --tc-interfaces " + ifs).c_str()), 0);
+  std::string out_file = log_ + ".tc";
+  ASSERT_EQ(system((ns + "tc filter show dev " + lab_->node_external_if() + " ingress > " + out_file).c_str()), 0);
+  EXPECT_EQ(ReadAll(out_file), "");
+  unlink(out_file.c_str());
+  EXPECT_NE(access((lab_->bpffs() + "/skiff_lb4_services_v1").c_str(), F_OK), 0);
 }
 
 }  // namespace

@@ -53,6 +53,8 @@ class Datapath {
 
   // Removes the pinned links (detaching the programs) and the pinned maps.
   static absl::Status RemovePins(const std::string& bpffs_dir);
+  // Removes skiff's tc filters (ingress and egress) from `ifname`.
+  static absl::Status DetachTc(const std::string& ifname);
 
   const LbMapFds& maps() const { return fds_; }
   int tc_ingress_fd() const;
