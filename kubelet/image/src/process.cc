@@ -31,6 +31,24 @@ ContainerProcess ResolveProcess(const ImageConfig& image, const std::vector<std:
   return p;
 }
 
+PullPolicy DefaultPullPolicy(const std::string& ref) {
+  // Kubernetes looks at the reference as written: an explicit digest pins
+  // the content, an explicit non-latest tag is assumed stable.
+  std::string r = ref;
+  if (r.find('@') != std::string::npos) return PullPolicy::kIfNotPresent;
+  auto slash = r.rfind('/');
+  auto colon = r.rfind(':');
+  if (colon == std::string::npos || (slash != std::string::npos && colon < slash)) return PullPolicy::kAlways;
+  return r.substr(colon + 1) == "latest" ? PullPolicy::kAlways : PullPolicy::kIfNotPresent;
+}
+
+PullPolicy ParsePullPolicy(const std::string& policy, const std::string& ref) {
+  if (policy == "Always") return PullPolicy::kAlways;
+  if (policy == "IfNotPresent") return PullPolicy::kIfNotPresent;
+  if (policy == "Never") return PullPolicy::kNever;
+  return DefaultPullPolicy(ref);
+}
+
 bool PullBackOff::InBackOff(const std::string& key, Clock::time_point now) const {
   auto it = entries_.find(key);
   return it != entries_.end() && now < it->second.until;

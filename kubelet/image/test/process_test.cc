@@ -35,6 +35,17 @@ TEST(ResolveProcess, PodEnvAndWorkingDirOverrideTheImage) {
   EXPECT_EQ(ResolveProcess(ImageConfig{}, {}, {}, {}, "").working_dir, "/");
 }
 
+TEST(PullPolicy, DefaultsLikeKubernetes) {
+  EXPECT_EQ(DefaultPullPolicy("busybox"), PullPolicy::kAlways);
+  EXPECT_EQ(DefaultPullPolicy("busybox:latest"), PullPolicy::kAlways);
+  EXPECT_EQ(DefaultPullPolicy("127.0.0.1:5000/x"), PullPolicy::kAlways);
+  EXPECT_EQ(DefaultPullPolicy("127.0.0.1:5000/x:1.2"), PullPolicy::kIfNotPresent);
+  EXPECT_EQ(DefaultPullPolicy("x@sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            PullPolicy::kIfNotPresent);
+  EXPECT_EQ(ParsePullPolicy("Never", "busybox"), PullPolicy::kNever);
+  EXPECT_EQ(ParsePullPolicy("", "busybox:1"), PullPolicy::kIfNotPresent);
+}
+
 TEST(PullBackOff, DoublesFromTenSecondsToFiveMinutes) {
   PullBackOff b;
   auto t = PullBackOff::Clock::time_point{} + std::chrono::hours(1);

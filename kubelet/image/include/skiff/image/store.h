@@ -44,6 +44,12 @@ struct Image {
 
 enum class PullPolicy { kAlways, kIfNotPresent, kNever };
 
+// Kubernetes' default when a container sets no imagePullPolicy: Always for
+// ":latest" or no tag (and no digest), IfNotPresent otherwise.
+PullPolicy DefaultPullPolicy(const std::string& ref);
+// "Always" | "IfNotPresent" | "Never"; empty or unknown -> DefaultPullPolicy(ref).
+PullPolicy ParsePullPolicy(const std::string& policy, const std::string& ref);
+
 // A parsed image reference: [registry/]repository[:tag][@digest].
 struct Reference {
   std::string registry;    // "docker.io" when none given
