@@ -672,6 +672,17 @@ TEST_F(CliTest, VersionApiResourcesCompletionToken) {
   EXPECT_THAT(out_, HasSubstr("deployments           deploy       apps/v1                        true         Deployment\n"));
   ASSERT_EQ(Run({"completion", "bash"}), 0);
   EXPECT_THAT(out_, HasSubstr("complete -F _skiffctl skiffctl"));
+  // The script loads in bash and completes verbs and resource types.
+  std::string script = WriteFile("completion.bash", out_);
+  std::string probe = WriteFile("probe.sh", "source '" + script +
+                                                "'\nCOMP_WORDS=(skiffctl ge); COMP_CWORD=1; _skiffctl; echo \"${COMPREPLY[@]}\"\n"
+                                                "COMP_WORDS=(skiffctl get dep); COMP_CWORD=2; _skiffctl; echo "
+                                                "\"${COMPREPLY[@]}\"\n");
+  std::string result = (home_ / "result").string();
+  ASSERT_EQ(std::system(("bash '" + probe + "' > '" + result + "' 2>&1").c_str()), 0);
+  std::stringstream got;
+  got << std::ifstream(result).rdbuf();
+  EXPECT_EQ(got.str(), "get\ndeployments deploy\n");
   ASSERT_EQ(Run({"completion", "zsh"}), 0);
   EXPECT_THAT(out_, HasSubstr("#compdef skiffctl"));
   ASSERT_EQ(Run({"token", "create"}), 0) << err_;
