@@ -489,6 +489,10 @@ class CleanupEnv : public ::testing::Environment {
     if (geteuid() == 0) {
       std::error_code ec;
       std::filesystem::remove_all(skiff::runtime::testing::TestBase(), ec);
+      // The default parent of our containers' cgroups; rmdir only succeeds
+      // when no other run still has containers under it.
+      auto cg = skiff::runtime::FindCgroup2Mount();
+      if (cg.ok()) rmdir((*cg + "/skiff").c_str());
     }
   }
 };
