@@ -5,7 +5,7 @@
 // version, lease) to serve keys_only/count_only reads without touching disk.
 //
 // Thread-safety: none here; StoreImpl guards it with a shared_mutex. Only the
-// writer thread mutates it, and readers bound every lookup by the committed
+// commit leader mutates it, and readers bound every lookup by the committed
 // revision, so entries the writer has appended but not yet fsynced are
 // invisible to them.
 #pragma once

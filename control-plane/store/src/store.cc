@@ -1,6 +1,5 @@
-// The engine: LMDB storage, MVCC writes through one writer thread with group
-// commit, reads against the committed revision, leases, compaction and
-// maintenance.
+// The engine: LMDB storage, MVCC writes through leader-based group commit,
+// reads against the committed revision, leases, compaction and maintenance.
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -137,8 +136,9 @@ absl::Status StoreImpl::Init() {
   if (rc != 0) return MdbError(rc, "mdb_env_set_mapsize");
   // MDB_NOTLS: read txns are pooled and move between threads.
   // MDB_NOMETASYNC: a commit fsyncs its data pages (so the file is always
-  // consistent) but not the meta page; SyncLoop flushes that before any
-  // request of the batch is acknowledged, so an ack still means durable.
+  // consistent) but not the meta page; the next commit's fsync or
+  // FlushPending flushes it before any request of the batch is acknowledged,
+  // so an ack still means durable (see LeadLoop).
   rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NORDAHEAD | MDB_NOMETASYNC, 0600);
   if (rc != 0) return MdbError(rc, absl::StrCat("open lmdb in ", dir));
 

@@ -182,7 +182,9 @@ class StoreImpl final : public Store {
   std::thread committer_;
   void SubmitAsync(PendingOp::Kind kind, const google::protobuf::Message* req, google::protobuf::Message* resp,
                    Done done);
-  // Applies and commits a batch; true when it was handed to the syncer.
+  // Applies and commits a batch; true when it became pending_ (acknowledged
+  // once its meta page is flushed), false when it failed and its requests
+  // can be completed right away.
   bool RunGroup(const std::vector<PendingOp*>& group);
   struct Durable {
     int64_t rev;
