@@ -17,10 +17,14 @@ function(skiff_test NAME)
   add_executable(${NAME} ${T_SOURCES})
   set_target_properties(${NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   target_link_libraries(${NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
+  # The environment goes in through a launcher: gtest_discover_tests cannot
+  # pass a list-valued ENVIRONMENT property (it splits at the ';').
+  set_target_properties(${NAME} PROPERTIES CROSSCOMPILING_EMULATOR
+    "/usr/bin/env;SKIFF_SOURCE_DIR=${CMAKE_SOURCE_DIR};SKIFF_BUILD_DIR=${CMAKE_BINARY_DIR}")
   gtest_discover_tests(${NAME}
     DISCOVERY_MODE PRE_TEST
-    PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
-               ENVIRONMENT "SKIFF_SOURCE_DIR=${CMAKE_SOURCE_DIR};SKIFF_BUILD_DIR=${CMAKE_BINARY_DIR}")
+    DISCOVERY_TIMEOUT 60
+    PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT})
   if(T_LABEL STREQUAL "unit")
     add_dependencies(unit-tests ${NAME})
   endif()
