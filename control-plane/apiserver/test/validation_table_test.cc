@@ -1,0 +1,217 @@
+// One case per remaining validation rule, each with its exact message.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "skiff/apiserver/validation.h"
+
+namespace skiff::apiserver {
+namespace {
+
+Object Base(const std::string& kind) {
+  Object o;
+  if (kind == "Pod") {
+    o.mutable_pod()->mutable_metadata()->set_name("p");
+    o.mutable_pod()->mutable_metadata()->set_namespace_("default");
+    auto* c = o.mutable_pod()->mutable_spec()->add_containers();
+    c->set_name("app");
+    c->set_image("busybox");
+  } else if (kind == "Service") {
+    o.mutable_service()->mutable_metadata()->set_name("s");
+    o.mutable_service()->mutable_metadata()->set_namespace_("default");
+    o.mutable_service()->mutable_spec()->add_ports()->set_port(80);
+  } else if (kind == "Deployment") {
+    auto* d = o.mutable_deployment();
+    d->mutable_metadata()->set_name("d");
+    d->mutable_metadata()->set_namespace_("default");
+    (*d->mutable_spec()->mutable_selector()->mutable_match_labels())["app"] = "d";
+    (*d->mutable_spec()->mutable_template_()->mutable_metadata()->mutable_labels())["app"] = "d";
+    auto* c = d->mutable_spec()->mutable_template_()->mutable_spec()->add_containers();
+    c->set_name("app");
+    c->set_image("busybox");
+  } else if (kind == "Node") {
+    o.mutable_node()->mutable_metadata()->set_name("n");
+  } else if (kind == "EndpointSlice") {
+    o.mutable_endpoint_slice()->mutable_metadata()->set_name("e");
+    o.mutable_endpoint_slice()->mutable_metadata()->set_namespace_("default");
+    o.mutable_endpoint_slice()->set_address_type("IPv4");
+  } else if (kind == "Lease") {
+    o.mutable_lease()->mutable_metadata()->set_name("l");
+    o.mutable_lease()->mutable_metadata()->set_namespace_("default");
+  } else if (kind == "Event") {
+    o.mutable_event()->mutable_metadata()->set_name("ev");
+    o.mutable_event()->mutable_metadata()->set_namespace_("default");
+    o.mutable_event()->mutable_involved_object()->set_kind("Pod");
+  } else if (kind == "RoleBinding") {
+    o.mutable_role_binding()->mutable_metadata()->set_name("rb");
+    o.mutable_role_binding()->mutable_metadata()->set_namespace_("default");
+    o.mutable_role_binding()->mutable_role_ref()->set_kind("Role");
+    o.mutable_role_binding()->mutable_role_ref()->set_name("r");
+  }
+  ApplyDefaults(&o);
+  return o;
+}
+
+struct Case {
+  std::string kind;
+  std::function<void(Object*)> mutate;
+  std::string message;  // after `<Kind> "<name>" is invalid: `
+};
+
+#define POD(expr) [](Object* o) { auto* s = o->mutable_pod()->mutable_spec(); auto* c = s->mutable_containers(0); (void)c; expr; }
+#define SVC(expr) [](Object* o) { auto* s = o->mutable_service()->mutable_spec(); expr; }
+#define DEP(expr) [](Object* o) { auto* s = o->mutable_deployment()->mutable_spec(); expr; }
+
+const std::vector<Case>& Cases() {
+  static const std::vector<Case> kCases = {
+      {"Pod", POD(s->add_volumes()->mutable_empty_dir()), "spec.volumes[0].name: Required value"},
+      {"Pod", POD(s->add_volumes()->set_name("data")), "spec.volumes[0]: Required value: must specify a volume type"},
+      {"Pod", POD(auto* v = s->add_volumes(); v->set_name("data"); v->mutable_empty_dir(); v->mutable_host_path()->set_path("/x")),
+       "spec.volumes[0]: Forbidden: may not specify more than 1 volume type"},
+      {"Pod", POD(for (int i = 0; i < 2; ++i) { auto* v = s->add_volumes(); v->set_name("data"); v->mutable_empty_dir(); }),
+       "spec.volumes[1].name: Duplicate value: \"data\""},
+      {"Pod", POD(auto* v = s->add_volumes(); v->set_name("h"); v->mutable_host_path()),
+       "spec.volumes[0].hostPath.path: Required value"},
+      {"Pod", POD(auto* v = s->add_volumes(); v->set_name("c"); v->mutable_config_map()),
+       "spec.volumes[0].configMap.name: Required value"},
+      {"Pod", POD(auto* v = s->add_volumes(); v->set_name("s"); v->mutable_secret()),
+       "spec.volumes[0].secret.secretName: Required value"},
+      {"Pod", POD(auto* v = s->add_volumes(); v->set_name("data"); v->mutable_empty_dir(); c->add_volume_mounts()->set_name("data")),
+       "spec.containers[0].volumeMounts[0].mountPath: Required value"},
+      {"Pod", POD(c->add_env()->set_value("x")), "spec.containers[0].env[0].name: Required value"},
+      {"Pod", POD(auto* e = c->add_env(); e->set_name("A"); e->set_value("x"); e->mutable_value_from()->mutable_field_ref()->set_field_path("metadata.name")),
+       "spec.containers[0].env[0].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty"},
+      {"Pod", POD(auto* e = c->add_env(); e->set_name("A"); e->mutable_value_from()),
+       "spec.containers[0].env[0].valueFrom: Invalid value: \"\": must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"},
+      {"Pod", POD(auto* e = c->add_env(); e->set_name("A"); e->mutable_value_from()->mutable_config_map_key_ref()->set_name("cm")),
+       "spec.containers[0].env[0].valueFrom.configMapKeyRef.key: Required value"},
+      {"Pod", POD(c->set_image_pull_policy("Sometimes")),
+       "spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\""},
+      {"Pod", POD(s->set_dns_policy("Custom")),
+       "spec.dnsPolicy: Unsupported value: \"Custom\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""},
+      {"Pod", POD(auto* t = s->add_tolerations(); t->set_key("k"); t->set_operator_("Like")),
+       "spec.tolerations[0].operator: Unsupported value: \"Like\": supported values: \"Equal\", \"Exists\""},
+      {"Pod", POD(auto* t = s->add_tolerations(); t->set_key("k"); t->set_effect("NoRun")),
+       "spec.tolerations[0].effect: Unsupported value: \"NoRun\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\""},
+      {"Pod", POD(auto* t = s->add_tolerations(); t->set_key("k"); t->set_operator_("Exists"); t->set_value("v")),
+       "spec.tolerations[0].operator: Invalid value: \"v\": value must be empty when `operator` is 'Exists'"},
+      {"Pod", POD(auto* p = c->mutable_liveness_probe(); p->mutable_exec()->add_command("true"); p->mutable_tcp_socket()->set_port("80"); p->set_success_threshold(1); p->set_timeout_seconds(1)),
+       "spec.containers[0].livenessProbe: Forbidden: may not specify more than 1 handler type"},
+      {"Pod", POD(auto* p = c->mutable_liveness_probe(); p->mutable_exec()->add_command("true"); p->set_success_threshold(2)),
+       "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"},
+      {"Pod", POD(auto* p = c->mutable_readiness_probe(); p->mutable_http_get()->set_port("http_port"); p->set_success_threshold(1)),
+       "spec.containers[0].readinessProbe.httpGet.port: Invalid value: \"http_port\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"},
+      {"Pod", POD(auto* p = c->mutable_readiness_probe(); p->mutable_tcp_socket()->set_port("70000"); p->set_success_threshold(1)),
+       "spec.containers[0].readinessProbe.tcpSocket.port: Invalid value: 70000: must be between 1 and 65535, inclusive"},
+      {"Pod", POD(auto* p = c->mutable_liveness_probe(); p->mutable_exec(); p->set_success_threshold(1)),
+       "spec.containers[0].livenessProbe.exec.command: Required value"},
+      {"Pod", POD(auto* p = c->add_ports(); p->set_container_port(80); p->set_host_port(70000); p->set_protocol("TCP")),
+       "spec.containers[0].ports[0].hostPort: Invalid value: 70000: must be between 1 and 65535, inclusive"},
+      {"Pod", POD(auto* p = c->add_ports(); p->set_container_port(80); p->set_name("averyverylongportname"); p->set_protocol("TCP")),
+       "spec.containers[0].ports[0].name: Invalid value: \"averyverylongportname\": must be no more than 15 characters"},
+      {"Pod", POD(for (int i = 0; i < 2; ++i) { auto* p = c->add_ports(); p->set_container_port(80 + i); p->set_name("http"); p->set_protocol("TCP"); }),
+       "spec.containers[0].ports[1].name: Duplicate value: \"http\""},
+      {"Pod", POD(auto* ic = s->add_init_containers(); ic->set_name("init"); ic->set_image("busybox"); ic->set_image_pull_policy("Always"); ic->mutable_readiness_probe()->mutable_exec()->add_command("x")),
+       "spec.initContainers[0].readinessProbe: Forbidden: may not be set for init containers"},
+      {"Pod", POD(auto* ic = s->add_init_containers(); ic->set_name("app"); ic->set_image("busybox"); ic->set_image_pull_policy("Always")),
+       "spec.initContainers[0].name: Duplicate value: \"app\""},
+      {"Pod", POD(s->set_active_deadline_seconds(0)),
+       "spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 2147483647, inclusive"},
+      {"Pod", POD(s->set_node_name("Bad_Node")),
+       "spec.nodeName: Invalid value: \"Bad_Node\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"},
+      {"Pod", [](Object* o) { auto* r = o->mutable_pod()->mutable_metadata()->add_owner_references(); r->set_api_version("apps/v1"); r->set_kind("ReplicaSet"); r->set_name("rs"); },
+       "metadata.ownerReferences[0].uid: Invalid value: \"\": uid must not be empty"},
+      {"Pod", [](Object* o) { o->mutable_pod()->mutable_metadata()->add_finalizers("bad finalizer"); },
+       "metadata.finalizers[0]: Invalid value: \"bad finalizer\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"},
+      {"Pod", [](Object* o) { (*o->mutable_pod()->mutable_metadata()->mutable_labels())[std::string(64, 'k')] = "v"; },
+       "metadata.labels: Invalid value: \"" + std::string(64, 'k') + "\": name part must be no more than 63 characters"},
+      {"Pod", [](Object* o) { (*o->mutable_pod()->mutable_metadata()->mutable_labels())["Bad_Prefix/k"] = "v"; },
+       "metadata.labels: Invalid value: \"Bad_Prefix/k\": prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"},
+      {"Pod", [](Object* o) { o->mutable_pod()->mutable_metadata()->clear_namespace_(); }, "metadata.namespace: Required value"},
+      {"Service", SVC(s->set_type("ExternalName"); s->clear_ports()), "spec.externalName: Required value"},
+      {"Service", SVC(s->set_type("NodePort"); s->set_cluster_ip("None")),
+       "spec.clusterIPs[0]: Invalid value: \"None\": may not be set to 'None' for NodePort services"},
+      {"Service", SVC(s->set_cluster_ip("10.96.0.300")),
+       "spec.clusterIPs[0]: Invalid value: \"10.96.0.300\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"},
+      {"Service", SVC(s->add_external_ips("not-an-ip")),
+       "spec.externalIPs[0]: Invalid value: \"not-an-ip\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"},
+      {"Service", SVC(s->set_external_traffic_policy("Nearest")),
+       "spec.externalTrafficPolicy: Unsupported value: \"Nearest\": supported values: \"Cluster\", \"Local\""},
+      {"Service", SVC(s->set_internal_traffic_policy("Nearest")),
+       "spec.internalTrafficPolicy: Unsupported value: \"Nearest\": supported values: \"Cluster\", \"Local\""},
+      {"Service", SVC(s->mutable_ports(0)->set_name("web"); auto* p = s->add_ports(); p->set_port(81); p->set_name("web"); p->set_protocol("TCP"); p->set_target_port("81")),
+       "spec.ports[1].name: Duplicate value: \"web\""},
+      {"Service", SVC(s->mutable_ports(0)->set_protocol("ICMP")),
+       "spec.ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\""},
+      {"Service", SVC(s->mutable_ports(0)->set_target_port("0")),
+       "spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive"},
+      {"Service", SVC((*s->mutable_selector())["app"] = "-x"),
+       "spec.selector: Invalid value: \"-x\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"},
+      {"Deployment", DEP(s->mutable_strategy()->set_type("BlueGreen")),
+       "spec.strategy.type: Unsupported value: \"BlueGreen\": supported values: \"Recreate\", \"RollingUpdate\""},
+      {"Deployment", DEP(auto* ru = s->mutable_strategy()->mutable_rolling_update(); ru->set_max_surge("0"); ru->set_max_unavailable("0%")),
+       "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"0%\": may not be 0 when `maxSurge` is 0"},
+      {"Deployment", DEP(s->mutable_strategy()->mutable_rolling_update()->set_max_surge("110%")),
+       "spec.strategy.rollingUpdate.maxSurge: Invalid value: \"110%\": must not be greater than 100%"},
+      {"Deployment", DEP(s->mutable_strategy()->mutable_rolling_update()->set_max_surge("lots")),
+       "spec.strategy.rollingUpdate.maxSurge: Invalid value: \"lots\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"},
+      {"Deployment", DEP(s->mutable_strategy()->set_type("Recreate")),
+       "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"},
+      {"Deployment", DEP(s->mutable_template_()->mutable_spec()->set_restart_policy("Never")),
+       "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""},
+      {"Deployment", DEP(s->set_revision_history_limit(-1)),
+       "spec.revisionHistoryLimit: Invalid value: -1: must be greater than or equal to 0"},
+      {"Deployment", DEP(s->set_min_ready_seconds(-5)), "spec.minReadySeconds: Invalid value: -5: must be greater than or equal to 0"},
+      {"Deployment", DEP(auto* e = s->mutable_selector()->add_match_expressions(); e->set_key("app"); e->set_operator_("Exists"); e->add_values("d")),
+       "spec.selector.matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"},
+      {"Node", [](Object* o) { auto* t = o->mutable_node()->mutable_spec()->add_taints(); t->set_key("k"); t->set_effect("Evict"); },
+       "spec.taints[0].effect: Unsupported value: \"Evict\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\""},
+      {"Node", [](Object* o) { o->mutable_node()->mutable_spec()->add_taints()->set_effect("NoSchedule"); },
+       "spec.taints[0].key: Required value"},
+      {"EndpointSlice", [](Object* o) { o->mutable_endpoint_slice()->set_address_type("IPX"); },
+       "addressType: Unsupported value: \"IPX\": supported values: \"IPv4\", \"IPv6\", \"FQDN\""},
+      {"EndpointSlice", [](Object* o) { o->mutable_endpoint_slice()->add_endpoints()->add_addresses("10.0.0.999"); },
+       "endpoints[0].addresses[0]: Invalid value: \"10.0.0.999\": must be a valid IPv4 address"},
+      {"EndpointSlice", [](Object* o) { o->mutable_endpoint_slice()->add_endpoints(); },
+       "endpoints[0].addresses: Required value: must contain at least 1 address"},
+      {"Lease", [](Object* o) { o->mutable_lease()->mutable_spec()->set_lease_duration_seconds(0); },
+       "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"},
+      {"Event", [](Object* o) { o->mutable_event()->clear_involved_object(); }, "involvedObject: Required value"},
+      {"RoleBinding", [](Object* o) { o->mutable_role_binding()->mutable_role_ref()->set_kind("Group"); },
+       "roleRef.kind: Unsupported value: \"Group\": supported values: \"Role\", \"ClusterRole\""},
+      {"RoleBinding", [](Object* o) { o->mutable_role_binding()->mutable_role_ref()->clear_name(); }, "roleRef.name: Required value"},
+  };
+  return kCases;
+}
+
+TEST(ValidationRules, EachRuleHasItsKubernetesMessage) {
+  for (const auto& c : Cases()) {
+    Object o = Base(c.kind);
+    EXPECT_TRUE(Validate(o, nullptr).empty()) << c.kind << " base object must be valid";
+    c.mutate(&o);
+    FieldErrors errs = Validate(o, nullptr);
+    std::string got = errs.empty() ? "<valid>" : std::string(InvalidError(c.kind, Meta(o).name(), errs).message());
+    std::string want = c.kind + " \"" + Meta(o).name() + "\" is invalid: " + c.message;
+    EXPECT_EQ(got, want);
+  }
+}
+
+TEST(ValidationRules, ImmutableSecretAndConfigMapData) {
+  Object old;
+  old.mutable_secret()->mutable_metadata()->set_name("s");
+  old.mutable_secret()->mutable_metadata()->set_namespace_("default");
+  old.mutable_secret()->set_immutable(true);
+  ApplyDefaults(&old);
+  Object o = old;
+  (*o.mutable_secret()->mutable_data())["k"] = "v";
+  auto errs = Validate(o, &old);
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_EQ(errs[0].ToString(), "data: Forbidden: field is immutable when `immutable` is set");
+  Object t = old;
+  t.mutable_secret()->set_type("kubernetes.io/tls");
+  auto terrs = Validate(t, &old);
+  ASSERT_FALSE(terrs.empty());
+  EXPECT_EQ(terrs[0].ToString(), "type: Invalid value: \"kubernetes.io/tls\": field is immutable");
+}
+}  // namespace
+}  // namespace skiff::apiserver
