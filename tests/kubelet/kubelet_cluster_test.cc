@@ -1,0 +1,213 @@
+// skiff-kubelet in the lab: skiff-control-plane on host 1, a skiff-kubelet
+// on hosts 1 and 2 (each in its host's network namespace and cgroup subtree),
+// skiffctl run inside host 1. Pods of a Deployment reach Running on both
+// nodes, are reachable by pod IP across nodes, logs and exec go through the
+// API server to the kubelet, and a SIGKILLed kubelet restarts without
+// restarting any container.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "gtest/gtest.h"
+#include "lab.h"
+
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string BuildDir() {
+  const char* b = getenv("SKIFF_BUILD_DIR");
+  return b ? b : "build";
+}
+
+std::string Cgroup2Mount() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto dash = line.find(" - cgroup2 ");
+    if (dash == std::string::npos) continue;
+    std::istringstream ss(line);
+    std::string id, parent, dev, root, mp;
+    ss >> id >> parent >> dev >> root >> mp;
+    return mp;
+  }
+  return "";
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class KubeletCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    auto lab = skiff::lab::Lab::Create(2);
+    ASSERT_TRUE(lab.ok()) << lab.status();
+    lab_ = std::move(*lab);
+    images_ = lab_->host(1).dir + "/images";
+    fs::create_directories(images_ + "/busybox/bin");
+    for (const char* d : {"proc", "dev", "sys", "tmp", "etc"}) fs::create_directories(images_ + "/busybox/" + d);
+    fs::copy_file("/bin/busybox", images_ + "/busybox/bin/busybox");
+    for (const char* a : {"sh", "sleep", "echo", "cat", "httpd", "mkdir", "hostname", "wget"})
+      fs::create_symlink("busybox", images_ + "/busybox/bin/" + a);
+    const auto& h1 = lab_->host(1);
+    data_ = h1.dir + "/cp";
+    auto cp = lab_->Start(1, {BuildDir() + "/bin/skiff-control-plane", "--data-dir", data_, "--listen",
+                              h1.address + ":6443", "--advertise-address", h1.address, "--health-listen",
+                              "127.0.0.1:6444"},
+                          h1.dir + "/cp.log");
+    ASSERT_TRUE(cp.ok()) << cp.status();
+    cp_ = std::move(*cp);
+    ASSERT_TRUE(WaitFor([&] { return fs::exists(data_ + "/admin.conf") && Ctl({"get", "namespaces"}).exit_code == 0; },
+                        30000))
+        << Slurp(h1.dir + "/cp.log");
+    for (int i = 1; i <= 2; ++i) StartKubelet(i);
+    ASSERT_TRUE(WaitFor([&] {
+      auto r = Ctl({"get", "nodes", "-o", "json"});
+      return r.exit_code == 0 && r.output.find("\"h2\"") != std::string::npos &&
+             r.output.find("\"h1\"") != std::string::npos;
+    }, 30000)) << Ctl({"get", "nodes"}).output << Slurp(lab_->host(1).dir + "/kubelet.log");
+  }
+  void TearDown() override {
+    if (!lab_) return;
+    Ctl({"delete", "deployment", "web"});
+    // Give the kubelets a moment to remove pods, then stop everything; the lab removes the rest.
+    WaitFor([&] { return Ctl({"get", "pods", "-o", "json"}).output.find("\"web-") == std::string::npos; }, 20000);
+    for (auto& k : kubelets_) k.second.Signal(SIGTERM);
+    for (auto& k : kubelets_) k.second.Wait();
+    for (int i = 1; i <= 2; ++i) {
+      const auto& h = lab_->host(i);
+      EXPECT_TRUE(!fs::exists(h.dir + "/run/netns") || fs::is_empty(h.dir + "/run/netns")) << "netns left on h" << i;
+    }
+  }
+  void StartKubelet(int i) {
+    const auto& h = lab_->host(i);
+    std::string cg = h.cgroup.substr(Cgroup2Mount().size());
+    auto k = lab_->Start(i, {BuildDir() + "/bin/skiff-kubelet", "--kubeconfig", data_ + "/admin.conf", "--node-name",
+                             h.name, "--root-dir", h.dir + "/root", "--run-dir", h.dir + "/run", "--log-dir",
+                             h.dir + "/log", "--cgroup-root", cg + "/kubepods", "--pod-cidr",
+                             "10.244." + std::to_string(i) + ".0/24", "--node-ip", h.address, "--rootfs-dir", images_,
+                             "--listen", h.address + ":10250", "--healthz-listen", "127.0.0.1:10248"},
+                         h.dir + "/kubelet.log");
+    ASSERT_TRUE(k.ok()) << k.status();
+    kubelets_[i] = std::move(*k);
+  }
+  skiff::lab::CommandResult Ctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {BuildDir() + "/bin/skiffctl", "--kubeconfig", data_ + "/admin.conf"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return lab_->Run(1, argv);
+  }
+  static bool WaitFor(const std::function<bool()>& f, int ms) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < end) {
+      if (f()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    return f();
+  }
+  json Pods() {
+    auto r = Ctl({"get", "pods", "-o", "json"});
+    if (r.exit_code != 0) return json::array();
+    auto j = json::parse(r.output, nullptr, false);
+    if (j.is_discarded()) return json::array();
+    return j.contains("items") ? j["items"] : json::array();
+  }
+
+  std::unique_ptr<skiff::lab::Lab> lab_;
+  skiff::lab::Process cp_;
+  std::map<int, skiff::lab::Process> kubelets_;
+  std::string data_, images_;
+};
+
+TEST_F(KubeletCluster, DeploymentPodsRunOnBothNodesAndAreReachableAcrossNodes) {
+  std::string yaml = lab_->host(1).dir + "/web.yaml";
+  std::ofstream(yaml) << R"(apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 4
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: local/busybox
+        command: ["sh", "-c", "echo hello-from-$(hostname); mkdir -p /tmp/w; hostname > /tmp/w/index.html; exec httpd -f -p 8080 -h /tmp/w"]
+        readinessProbe:
+          tcpSocket: {port: 8080}
+          periodSeconds: 1
+)";
+  auto r = Ctl({"apply", "-f", yaml});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::set<std::string> nodes;
+  json pods;
+  ASSERT_TRUE(WaitFor([&] {
+    pods = Pods();
+    int ready = 0;
+    nodes.clear();
+    for (auto& p : pods) {
+      if (p["status"].value("phase", "") != "Running") continue;
+      for (auto& c : p["status"]["conditions"])
+        if (c["type"] == "Ready" && c["status"] == "True") ++ready;
+      nodes.insert(p["spec"].value("nodeName", ""));
+    }
+    return ready == 4 && nodes.size() == 2;
+  }, 60000)) << pods.dump(1) << "\n" << Slurp(lab_->host(2).dir + "/kubelet.log").substr(0, 4000);
+  // Every pod answers on its pod IP from both hosts (same node and across nodes).
+  for (auto& p : pods) {
+    std::string ip = p["status"]["podIP"];
+    std::string name = p["metadata"]["name"];
+    for (int h = 1; h <= 2; ++h) {
+      auto w = lab_->Run(h, {"busybox", "wget", "-q", "-T", "3", "-O", "-", "http://" + ip + ":8080/"});
+      EXPECT_EQ(w.exit_code, 0) << "host " << h << " -> " << ip << ": " << w.output;
+      EXPECT_EQ(w.output, name + "\n");
+    }
+  }
+  // Logs and exec through the API server.
+  std::string first = pods[0]["metadata"]["name"];
+  auto logs = Ctl({"logs", first});
+  EXPECT_EQ(logs.exit_code, 0) << logs.output;
+  EXPECT_NE(logs.output.find("hello-from-" + first), std::string::npos) << logs.output;
+  auto ex = Ctl({"exec", first, "--", "cat", "/tmp/w/index.html"});
+  EXPECT_EQ(ex.exit_code, 0) << ex.output;
+  EXPECT_NE(ex.output.find(first), std::string::npos) << ex.output;
+
+  // SIGKILL both kubelets and start them again: nothing restarts.
+  std::map<std::string, std::string> ids;
+  for (auto& p : pods) ids[p["metadata"]["name"]] = p["status"]["containerStatuses"][0].value("containerID", "");
+  for (auto& k : kubelets_) {
+    k.second.Signal(SIGKILL);
+    k.second.Wait();
+  }
+  for (int i = 1; i <= 2; ++i) StartKubelet(i);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  auto after = Pods();
+  ASSERT_EQ(after.size(), pods.size());
+  for (auto& p : after) {
+    std::string name = p["metadata"]["name"];
+    EXPECT_EQ(p["status"].value("phase", ""), "Running") << name;
+    EXPECT_EQ(p["status"]["containerStatuses"][0].value("restartCount", 0), 0) << name;
+    EXPECT_EQ(p["status"]["containerStatuses"][0].value("containerID", ""), ids[name]) << name;
+  }
+}
+
+}  // namespace
