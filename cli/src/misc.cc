@@ -122,9 +122,6 @@ int CmdToken(Ctx& ctx) {
   return 0;
 }
 
-int CmdImage(Ctx& ctx) {
-  return Fail(ctx, "image import is not available yet: the API has no call to load an OCI archive onto a node");
-}
 
 int CmdCompletion(Ctx& ctx) {
   if (ctx.flags.args.empty()) return Fail(ctx, "Shell not specified.\nSee 'skiffctl completion -h' for help and examples");
