@@ -19,7 +19,8 @@ have() { [[ -x $BIN/$1 ]] || { missing+=("$1"); return 1; }; }
 
 say "dependencies and build"
 scripts/install-deps.sh >/dev/null
-scripts/build.sh build -DSKIFF_BUILD_BENCH=OFF >/tmp/skiff-make-up-build.log 2>&1 || {
+# SKIFF_UP_NO_BUILD=1 uses build/ as it is.
+[[ ${SKIFF_UP_NO_BUILD:-0} == 1 ]] || scripts/build.sh build -DSKIFF_BUILD_BENCH=OFF >/tmp/skiff-make-up-build.log 2>&1 || {
   tail -n 30 /tmp/skiff-make-up-build.log >&2
   echo "make up: the build failed (full log: /tmp/skiff-make-up-build.log)" >&2
   exit 1
@@ -79,14 +80,14 @@ if have skiff-kubelet; then
   fi
   daemon h2 kubelet "$BIN/skiff-kubelet" --server "$API" --kubeconfig "$KUBECONFIG_FILE" --node-name node-1 \
     --node-ip "$H2_ADDR" --root-dir "$H2_DIR/root/kubelet" --run-dir "$H2_DIR/run" --log-dir "$H2_DIR/log/pods" \
-    --image-dir "$H2_DIR/root/images" --cgroup-root "$H2_CGROUP/kubepods" --cgroup-driver cgroupfs \
-    --listen "$H2_ADDR:10250"
+    --image-root "$H2_DIR/root/images" --cgroup-root "$H2_CGROUP/kubepods" --cgroup-driver cgroupfs \
+    --listen "$H2_ADDR:10250" --healthz-listen "$H2_ADDR:10248"
 fi
 
 if have skiff-proxy; then
   say "node-1: proxy (eBPF service load balancing at the node's cgroup)"
   daemon h2 proxy "$BIN/skiff-proxy" --server "$API" --kubeconfig "$KUBECONFIG_FILE" --node-name node-1 \
-    --cgroup-root "$H2_CGROUP" --bpffs-dir "$H2_BPFFS" --healthz-listen "$H2_ADDR:10256"
+    --node-ip "$H2_ADDR" --cgroup-root "$H2_CGROUP" --bpffs-dir "$H2_BPFFS" --metrics-bind-address "$H2_ADDR:10256"
 fi
 
 if [[ ${#missing[@]} -gt 0 ]]; then
