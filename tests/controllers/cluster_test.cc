@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <thread>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "processes.h"
@@ -15,6 +16,7 @@
 #include "skiff/controllers/manager.h"
 #include "skiff/controllers/objects.h"
 #include "skiff/fakeclient/builders.h"
+#include "skiff/fakeclient/fake_client.h"
 #include "skiff/fakeclient/hollow_nodes.h"
 #include "skiff/scheduler/scheduler.h"
 
@@ -42,20 +44,35 @@ absl::StatusOr<std::shared_ptr<client::Client>> Connect(const std::string& addre
   return api;
 }
 
+// The same scenarios run against the real API server (Real) and against the
+// in-memory fake (Fake), which shows the controllers' logic even when the
+// API server misbehaves.
+struct Real {};
+struct Fake {};
+
+template <typename Backend>
 class Cluster : public ::testing::Test {
  protected:
+  static constexpr bool kReal = std::is_same_v<Backend, Real>;
   static void SetUpTestSuite() {
-    ASSERT_EQ(access(Binary().c_str(), X_OK), 0) << Binary() << " not built";
-    dir_ = new std::string(ScratchDir("suite"));
-    auto etcd = StartEtcd(*dir_);
-    ASSERT_TRUE(etcd.ok()) << etcd.status();
-    etcd_ = new Etcd(std::move(*etcd));
-    auto cp = StartControlPlane(Binary(), *dir_ + "/cp", etcd_->url, "apiserver");
-    ASSERT_TRUE(cp.ok()) << cp.status();
-    cp_ = new ControlPlane(std::move(*cp));
-    auto api = Connect(cp_->address);
-    ASSERT_TRUE(api.ok()) << api.status();
-    api_ = new std::shared_ptr<client::Client>(*api);
+    dir_ = new std::string(ScratchDir(kReal ? "suite" : "suite-fake"));
+    if (kReal) {
+      ASSERT_EQ(access(Binary().c_str(), X_OK), 0) << Binary() << " not built";
+      auto etcd = StartEtcd(*dir_);
+      ASSERT_TRUE(etcd.ok()) << etcd.status();
+      etcd_ = new Etcd(std::move(*etcd));
+      auto cp = StartControlPlane(Binary(), *dir_ + "/cp", etcd_->url, "apiserver");
+      ASSERT_TRUE(cp.ok()) << cp.status();
+      cp_ = new ControlPlane(std::move(*cp));
+      auto api = Connect(cp_->address);
+      ASSERT_TRUE(api.ok()) << api.status();
+      api_ = new std::shared_ptr<client::Client>(*api);
+    } else {
+      auto fake = std::make_shared<fakeclient::FakeClient>();
+      for (const char* ns : {"default", "kube-system"})
+        ASSERT_TRUE(fake->Create("namespaces", "", Wrap(fakeclient::MakeNamespace(ns))).ok());
+      api_ = new std::shared_ptr<client::Client>(fake);
+    }
     stop_ = new std::atomic<bool>(false);
     Options co;
     co.leader_elect = false;
@@ -76,6 +93,11 @@ class Cluster : public ::testing::Test {
     for (int i = 0; i < 3; i++) ASSERT_TRUE(hollow_->AddNode("hollow-" + std::to_string(i)).ok());
   }
   static void TearDownTestSuite() {
+    if (getenv("SKIFF_IT_KEEP")) return;
+    if (cp_ != nullptr && !cp_->proc.Alive()) {
+      ADD_FAILURE() << "skiff-control-plane died during the suite; its log:";
+      (void)system(("tail -40 " + cp_->data_dir + ".log").c_str());
+    }
     if (hollow_) hollow_->Stop();
     if (stop_) *stop_ = true;
     if (threads_)
@@ -129,86 +151,89 @@ class Cluster : public ::testing::Test {
   }
 
   std::string ns_;
-  static std::string* dir_;
-  static Etcd* etcd_;
-  static ControlPlane* cp_;
-  static std::shared_ptr<client::Client>* api_;
-  static std::atomic<bool>* stop_;
-  static std::vector<std::thread>* threads_;
-  static fakeclient::HollowNodes* hollow_;
+  static inline std::string* dir_ = nullptr;
+  static inline Etcd* etcd_ = nullptr;
+  static inline ControlPlane* cp_ = nullptr;
+  static inline std::shared_ptr<client::Client>* api_ = nullptr;
+  static inline std::atomic<bool>* stop_ = nullptr;
+  static inline std::vector<std::thread>* threads_ = nullptr;
+  static inline fakeclient::HollowNodes* hollow_ = nullptr;
 };
-std::string* Cluster::dir_ = nullptr;
-Etcd* Cluster::etcd_ = nullptr;
-ControlPlane* Cluster::cp_ = nullptr;
-std::shared_ptr<client::Client>* Cluster::api_ = nullptr;
-std::atomic<bool>* Cluster::stop_ = nullptr;
-std::vector<std::thread>* Cluster::threads_ = nullptr;
-fakeclient::HollowNodes* Cluster::hollow_ = nullptr;
+
+class BackendNames {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, Real> ? "RealApiServer" : "FakeClient";
+  }
+};
+using Backends = ::testing::Types<Real, Fake>;
+TYPED_TEST_SUITE(Cluster, Backends, BackendNames);
 
 constexpr auto kWait = std::chrono::seconds(30);
 
-TEST_F(Cluster, DeploymentRollsOutRollsBackAndScales) {
-  ASSERT_TRUE(api()->Create("deployments", ns_, Wrap(fakeclient::MakeDeployment(ns_, "web", 4, "img:1"))).ok());
-  ASSERT_TRUE(WaitFor([&] { return Complete("web", 4); }, kWait));
-  EXPECT_EQ(RunningPods("app=web"), 4);
-  Mutate("deployments", "web", [](Object* o) {
+TYPED_TEST(Cluster, DeploymentRollsOutRollsBackAndScales) {
+  ASSERT_TRUE(this->api()->Create("deployments", this->ns_, Wrap(fakeclient::MakeDeployment(this->ns_, "web", 4, "img:1"))).ok());
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("web", 4); }, kWait));
+  EXPECT_EQ(this->RunningPods("app=web"), 4);
+  this->Mutate("deployments", "web", [](Object* o) {
     o->mutable_deployment()->mutable_spec()->mutable_template_()->mutable_spec()->mutable_containers(0)->set_image("img:2");
   });
-  ASSERT_TRUE(WaitFor([&] { return Complete("web", 4, "img:2"); }, kWait));
-  for (const auto& p : Items("pods", "app=web"))
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("web", 4, "img:2"); }, kWait));
+  for (const auto& p : this->Items("pods", "app=web"))
     if (objects::IsPodActive(p.pod())) {
       EXPECT_EQ(p.pod().spec().containers(0).image(), "img:2");
     }
   // Rollback to the previous revision through the annotation.
-  Mutate("deployments", "web", [](Object* o) {
+  this->Mutate("deployments", "web", [](Object* o) {
     (*o->mutable_deployment()->mutable_metadata()->mutable_annotations())[kRollbackAnnotation] = "0";
   });
-  ASSERT_TRUE(WaitFor([&] { return Complete("web", 4, "img:1"); }, kWait));
-  auto d = api()->Get("deployments", ns_, "web");
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("web", 4, "img:1"); }, kWait));
+  auto d = this->api()->Get("deployments", this->ns_, "web");
   EXPECT_EQ(d->deployment().metadata().annotations().at(kRevisionAnnotation), "3");
   // Scale.
-  Mutate("deployments", "web", [](Object* o) { o->mutable_deployment()->mutable_spec()->set_replicas(7); });
-  ASSERT_TRUE(WaitFor([&] { return Complete("web", 7, "img:1"); }, kWait));
-  Mutate("deployments", "web", [](Object* o) { o->mutable_deployment()->mutable_spec()->set_replicas(2); });
-  ASSERT_TRUE(WaitFor([&] { return Complete("web", 2, "img:1") && RunningPods("app=web") == 2; }, kWait));
+  this->Mutate("deployments", "web", [](Object* o) { o->mutable_deployment()->mutable_spec()->set_replicas(7); });
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("web", 7, "img:1"); }, kWait));
+  this->Mutate("deployments", "web", [](Object* o) { o->mutable_deployment()->mutable_spec()->set_replicas(2); });
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("web", 2, "img:1") && this->RunningPods("app=web") == 2; }, kWait));
 }
 
-TEST_F(Cluster, RecreateReplacesAllPodsAtOnce) {
-  auto dep = fakeclient::MakeDeployment(ns_, "batch", 3, "img:1");
+TYPED_TEST(Cluster, RecreateReplacesAllPodsAtOnce) {
+  auto dep = fakeclient::MakeDeployment(this->ns_, "batch", 3, "img:1");
   dep.mutable_spec()->mutable_strategy()->set_type("Recreate");
-  ASSERT_TRUE(api()->Create("deployments", ns_, Wrap(dep)).ok());
-  ASSERT_TRUE(WaitFor([&] { return Complete("batch", 3); }, kWait));
+  ASSERT_TRUE(this->api()->Create("deployments", this->ns_, Wrap(dep)).ok());
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("batch", 3); }, kWait));
   std::atomic<bool> done{false}, mixed{false};
   std::thread watcher([&] {
     while (!done) {
       std::set<std::string> images;
-      for (const auto& p : Items("pods", "app=batch")) images.insert(p.pod().spec().containers(0).image());
+      for (const auto& p : this->Items("pods", "app=batch")) images.insert(p.pod().spec().containers(0).image());
       if (images.size() > 1) mixed = true;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
-  Mutate("deployments", "batch", [](Object* o) {
+  this->Mutate("deployments", "batch", [](Object* o) {
     o->mutable_deployment()->mutable_spec()->mutable_template_()->mutable_spec()->mutable_containers(0)->set_image("img:2");
   });
-  bool ok = WaitFor([&] { return Complete("batch", 3, "img:2"); }, kWait);
+  bool ok = WaitFor([&] { return this->Complete("batch", 3, "img:2"); }, kWait);
   done = true;
   watcher.join();
   ASSERT_TRUE(ok);
   EXPECT_FALSE(mixed.load());
 }
 
-TEST_F(Cluster, ServiceEndpointSliceFollowsPodReadiness) {
-  ASSERT_TRUE(api()->Create("deployments", ns_, Wrap(fakeclient::MakeDeployment(ns_, "api", 2))).ok());
+TYPED_TEST(Cluster, ServiceEndpointSliceFollowsPodReadiness) {
+  ASSERT_TRUE(this->api()->Create("deployments", this->ns_, Wrap(fakeclient::MakeDeployment(this->ns_, "api", 2))).ok());
   api::v1::Service svc;
   svc.mutable_metadata()->set_name("api");
   (*svc.mutable_spec()->mutable_selector())["app"] = "api";
   auto* sp = svc.mutable_spec()->add_ports();
   sp->set_port(80);
   sp->set_target_port("8080");
-  ASSERT_TRUE(api()->Create("services", ns_, Wrap(svc)).ok());
+  ASSERT_TRUE(this->api()->Create("services", this->ns_, Wrap(svc)).ok());
   auto ready_endpoints = [&] {
     int ready = 0, total = 0;
-    for (const auto& s : Items("endpointslices", std::string(kServiceNameLabel) + "=api"))
+    for (const auto& s : this->Items("endpointslices", std::string(kServiceNameLabel) + "=api"))
       for (const auto& e : s.endpoint_slice().endpoints()) {
         total++;
         ready += e.conditions().ready();
@@ -216,49 +241,49 @@ TEST_F(Cluster, ServiceEndpointSliceFollowsPodReadiness) {
     return std::make_pair(ready, total);
   };
   ASSERT_TRUE(WaitFor([&] { return ready_endpoints() == std::make_pair(2, 2); }, kWait));
-  auto slices = Items("endpointslices", std::string(kServiceNameLabel) + "=api");
+  auto slices = this->Items("endpointslices", std::string(kServiceNameLabel) + "=api");
   ASSERT_EQ(slices.size(), 1u);
   EXPECT_EQ(slices[0].endpoint_slice().ports(0).port(), 8080);
   // One pod turns unready (as a failing readiness probe would report).
-  auto pods = Items("pods", "app=api");
+  auto pods = this->Items("pods", "app=api");
   ASSERT_EQ(pods.size(), 2u);
   std::string victim = pods[0].pod().metadata().name();
   for (int i = 0; i < 10; i++) {
-    auto p = *api()->Get("pods", ns_, victim);
+    auto p = *this->api()->Get("pods", this->ns_, victim);
     objects::SetCondition(p.mutable_pod()->mutable_status()->mutable_conditions(), "Ready", "False", "", "");
-    if (api()->UpdateStatus("pods", ns_, p).ok()) break;
+    if (this->api()->UpdateStatus("pods", this->ns_, p).ok()) break;
   }
   ASSERT_TRUE(WaitFor([&] { return ready_endpoints() == std::make_pair(1, 2); }, kWait));
   // Scale to 3: the new pod appears.
-  Mutate("deployments", "api", [](Object* o) { o->mutable_deployment()->mutable_spec()->set_replicas(3); });
+  this->Mutate("deployments", "api", [](Object* o) { o->mutable_deployment()->mutable_spec()->set_replicas(3); });
   ASSERT_TRUE(WaitFor([&] { return ready_endpoints() == std::make_pair(2, 3); }, kWait));
 }
 
-TEST_F(Cluster, LostNodeIsTaintedAndItsPodsRescheduledElsewhere) {
-  ASSERT_TRUE(hollow_->AddNode("doomed", {{"doom", ns_}}).ok());
+TYPED_TEST(Cluster, LostNodeIsTaintedAndItsPodsRescheduledElsewhere) {
+  ASSERT_TRUE(this->hollow_->AddNode("doomed", {{"doom", this->ns_}}).ok());
   // Pods that prefer the doomed node land there.
-  auto dep = fakeclient::MakeDeployment(ns_, "svc", 2);
+  auto dep = fakeclient::MakeDeployment(this->ns_, "svc", 2);
   auto* pref = dep.mutable_spec()->mutable_template_()->mutable_spec()->mutable_affinity()->mutable_node_affinity()
                    ->add_preferred_during_scheduling_ignored_during_execution();
   pref->set_weight(100);
   auto* e = pref->mutable_preference()->add_match_expressions();
   e->set_key("doom");
   e->set_operator_("In");
-  e->add_values(ns_);
-  ASSERT_TRUE(api()->Create("deployments", ns_, Wrap(dep)).ok());
-  ASSERT_TRUE(WaitFor([&] { return Complete("svc", 2); }, kWait));
-  for (const auto& p : Items("pods", "app=svc")) EXPECT_EQ(p.pod().spec().node_name(), "doomed");
+  e->add_values(this->ns_);
+  ASSERT_TRUE(this->api()->Create("deployments", this->ns_, Wrap(dep)).ok());
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("svc", 2); }, kWait));
+  for (const auto& p : this->Items("pods", "app=svc")) EXPECT_EQ(p.pod().spec().node_name(), "doomed");
   auto t0 = std::chrono::steady_clock::now();
-  hollow_->KillNode("doomed");
+  this->hollow_->KillNode("doomed");
   ASSERT_TRUE(WaitFor([&] {
-    auto n = api()->Get("nodes", "", "doomed");
+    auto n = this->api()->Get("nodes", "", "doomed");
     const auto* c = objects::FindCondition(n->node().status().conditions(), "Ready");
     bool tainted = false;
     for (const auto& t : n->node().spec().taints()) tainted |= t.key() == kTaintUnreachable;
     return c != nullptr && c->status() == "Unknown" && tainted;
   }, kWait));
   ASSERT_TRUE(WaitFor([&] {
-    auto pods = Items("pods", "app=svc");
+    auto pods = this->Items("pods", "app=svc");
     int elsewhere = 0;
     for (const auto& p : pods)
       elsewhere += p.pod().spec().node_name() != "doomed" && p.pod().status().phase() == "Running";
@@ -270,61 +295,61 @@ TEST_F(Cluster, LostNodeIsTaintedAndItsPodsRescheduledElsewhere) {
   EXPECT_LE(took.count(), 15000);
   client::DeleteOptions now;
   now.grace_period_seconds = 0;
-  (void)api()->Delete("nodes", "", "doomed", now);
+  (void)this->api()->Delete("nodes", "", "doomed", now);
 }
 
-TEST_F(Cluster, NamespaceDeletionRemovesContentsFirst) {
-  ASSERT_TRUE(api()->Create("deployments", ns_, Wrap(fakeclient::MakeDeployment(ns_, "x", 2))).ok());
-  ASSERT_TRUE(WaitFor([&] { return RunningPods("app=x") == 2; }, kWait));
-  ASSERT_TRUE(WaitFor([&] { return api()->Get("serviceaccounts", ns_, "default").ok(); }, kWait));
-  ASSERT_TRUE(api()->Delete("namespaces", "", ns_).ok());
-  ASSERT_TRUE(WaitFor([&] { return api()->Get("namespaces", "", ns_).status().code() == absl::StatusCode::kNotFound; },
+TYPED_TEST(Cluster, NamespaceDeletionRemovesContentsFirst) {
+  ASSERT_TRUE(this->api()->Create("deployments", this->ns_, Wrap(fakeclient::MakeDeployment(this->ns_, "x", 2))).ok());
+  ASSERT_TRUE(WaitFor([&] { return this->RunningPods("app=x") == 2; }, kWait));
+  ASSERT_TRUE(WaitFor([&] { return this->api()->Get("serviceaccounts", this->ns_, "default").ok(); }, kWait));
+  ASSERT_TRUE(this->api()->Delete("namespaces", "", this->ns_).ok());
+  ASSERT_TRUE(WaitFor([&] { return this->api()->Get("namespaces", "", this->ns_).status().code() == absl::StatusCode::kNotFound; },
                       kWait));
-  auto pods = api()->List("pods", ns_);
+  auto pods = this->api()->List("pods", this->ns_);
   ASSERT_TRUE(pods.ok());
   EXPECT_EQ(pods->items_size(), 0);
-  EXPECT_EQ(api()->List("replicasets", ns_)->items_size(), 0);
+  EXPECT_EQ(this->api()->List("replicasets", this->ns_)->items_size(), 0);
 }
 
-TEST_F(Cluster, GarbageCollectionBackgroundForegroundAndOrphan) {
+TYPED_TEST(Cluster, GarbageCollectionBackgroundForegroundAndOrphan) {
   for (const char* name : {"bg", "fg", "or"})
-    ASSERT_TRUE(api()->Create("deployments", ns_, Wrap(fakeclient::MakeDeployment(ns_, name, 2))).ok());
-  ASSERT_TRUE(WaitFor([&] { return Complete("bg", 2) && Complete("fg", 2) && Complete("or", 2); }, kWait));
+    ASSERT_TRUE(this->api()->Create("deployments", this->ns_, Wrap(fakeclient::MakeDeployment(this->ns_, name, 2))).ok());
+  ASSERT_TRUE(WaitFor([&] { return this->Complete("bg", 2) && this->Complete("fg", 2) && this->Complete("or", 2); }, kWait));
   // Background: the deployment goes at once, its ReplicaSet and pods after.
-  ASSERT_TRUE(api()->Delete("deployments", ns_, "bg").ok());
-  EXPECT_FALSE(api()->Get("deployments", ns_, "bg").ok());
-  ASSERT_TRUE(WaitFor([&] { return Items("replicasets", "app=bg").empty() && Items("pods", "app=bg").empty(); }, kWait));
+  ASSERT_TRUE(this->api()->Delete("deployments", this->ns_, "bg").ok());
+  EXPECT_FALSE(this->api()->Get("deployments", this->ns_, "bg").ok());
+  ASSERT_TRUE(WaitFor([&] { return this->Items("replicasets", "app=bg").empty() && this->Items("pods", "app=bg").empty(); }, kWait));
   // Foreground: the deployment stays (with its finalizer) until its dependents are gone.
   client::DeleteOptions fg;
   fg.propagation_policy = "Foreground";
-  ASSERT_TRUE(api()->Delete("deployments", ns_, "fg", fg).ok());
+  ASSERT_TRUE(this->api()->Delete("deployments", this->ns_, "fg", fg).ok());
   bool owner_first = false;
   ASSERT_TRUE(WaitFor([&] {
-    bool owner = api()->Get("deployments", ns_, "fg").ok();
-    if (!owner && (!Items("replicasets", "app=fg").empty() || !Items("pods", "app=fg").empty())) owner_first = true;
+    bool owner = this->api()->Get("deployments", this->ns_, "fg").ok();
+    if (!owner && (!this->Items("replicasets", "app=fg").empty() || !this->Items("pods", "app=fg").empty())) owner_first = true;
     return !owner;
   }, kWait));
   EXPECT_FALSE(owner_first);
-  EXPECT_TRUE(Items("pods", "app=fg").empty());
+  EXPECT_TRUE(this->Items("pods", "app=fg").empty());
   // Orphan: the ReplicaSet stays, without an owner.
   client::DeleteOptions orphan;
   orphan.propagation_policy = "Orphan";
-  ASSERT_TRUE(api()->Delete("deployments", ns_, "or", orphan).ok());
-  ASSERT_TRUE(WaitFor([&] { return !api()->Get("deployments", ns_, "or").ok(); }, kWait));
+  ASSERT_TRUE(this->api()->Delete("deployments", this->ns_, "or", orphan).ok());
+  ASSERT_TRUE(WaitFor([&] { return !this->api()->Get("deployments", this->ns_, "or").ok(); }, kWait));
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  auto rss = Items("replicasets", "app=or");
+  auto rss = this->Items("replicasets", "app=or");
   ASSERT_EQ(rss.size(), 1u);
   EXPECT_TRUE(rss[0].replica_set().metadata().owner_references().empty());
-  EXPECT_EQ(RunningPods("app=or"), 2);
+  EXPECT_EQ(this->RunningPods("app=or"), 2);
 }
 
-TEST_F(Cluster, UnschedulablePodGetsItsReasonAndSchedulesWhenANodeAppears) {
-  auto pod = fakeclient::MakePod(ns_, "picky");
-  (*pod.mutable_spec()->mutable_node_selector())["pool"] = ns_;
-  ASSERT_TRUE(api()->Create("pods", ns_, Wrap(pod)).ok());
+TYPED_TEST(Cluster, UnschedulablePodGetsItsReasonAndSchedulesWhenANodeAppears) {
+  auto pod = fakeclient::MakePod(this->ns_, "picky");
+  (*pod.mutable_spec()->mutable_node_selector())["pool"] = this->ns_;
+  ASSERT_TRUE(this->api()->Create("pods", this->ns_, Wrap(pod)).ok());
   std::string msg;
   ASSERT_TRUE(WaitFor([&] {
-    auto p = api()->Get("pods", ns_, "picky");
+    auto p = this->api()->Get("pods", this->ns_, "picky");
     const auto* c = objects::FindCondition(p->pod().status().conditions(), "PodScheduled");
     if (c == nullptr || c->reason() != "Unschedulable") return false;
     msg = c->message();
@@ -333,14 +358,14 @@ TEST_F(Cluster, UnschedulablePodGetsItsReasonAndSchedulesWhenANodeAppears) {
   EXPECT_NE(msg.find("node(s) didn't match Pod's node affinity/selector"), std::string::npos) << msg;
   EXPECT_EQ(msg.rfind("0/", 0), 0u) << msg;
   ASSERT_TRUE(WaitFor([&] {
-    for (const auto& e : Items("events"))
+    for (const auto& e : this->Items("events"))
       if (e.event().reason() == "FailedScheduling" && e.event().involved_object().name() == "picky") return true;
     return false;
   }, kWait));
-  std::string node = "pool-" + ns_;
-  ASSERT_TRUE(hollow_->AddNode(node, {{"pool", ns_}}).ok());
+  std::string node = "pool-" + this->ns_;
+  ASSERT_TRUE(this->hollow_->AddNode(node, {{"pool", this->ns_}}).ok());
   ASSERT_TRUE(WaitFor([&] {
-    auto p = api()->Get("pods", ns_, "picky");
+    auto p = this->api()->Get("pods", this->ns_, "picky");
     return p->pod().spec().node_name() == node && p->pod().status().phase() == "Running";
   }, kWait));
 }
