@@ -24,12 +24,46 @@ cp "$root/systemd-units/skiff.slice" "$stage/debian/skiff-node.skiff.slice"
 echo "README.md" >"$stage/debian/skiff-control-plane.docs"
 echo "README.md" >"$stage/debian/skiff-node.docs"
 echo "README.md" >"$stage/debian/skiffctl.docs"
+# Manual pages: a one-line purpose per program and its own --help text.
+declare -A purpose=(
+  [skiff-control-plane]="Skiff API server, scheduler and controllers"
+  [skiff-store]="etcd v3 compatible key-value store"
+  [skiff-kubelet]="Skiff node agent: runs the pods bound to this node"
+  [skiff-monitor]="per-container monitor of skiff-kubelet: stdio, logs, exit status"
+  [skiff-proxy]="eBPF load balancing for Skiff Services"
+  [skiff-runtime]="OCI container runtime with runc's command line"
+  [skiff-image]="pull, import, list and remove container images on a Skiff node"
+  [skiffctl]="kubectl-like command line for Skiff clusters"
+)
+declare -A owner=(
+  [skiff-control-plane]=skiff-control-plane [skiff-store]=skiff-control-plane [skiff-kubelet]=skiff-node
+  [skiff-monitor]=skiff-node [skiff-proxy]=skiff-node [skiff-runtime]=skiff-node [skiff-image]=skiff-node
+  [skiffctl]=skiffctl
+)
+mkdir -p "$stage/man"
+for bin in "${!purpose[@]}"; do
+  [[ -x $build/bin/$bin ]] || continue
+  help=$(timeout 5 "$build/bin/$bin" --help 2>&1 </dev/null | sed -e 's/\\/\\e/g' -e 's/^\./\\\&./' || true)
+  {
+    echo ".TH ${bin^^} 1 \"$(date -u +%Y-%m-%d)\" \"skiff $version\" \"Skiff\""
+    echo ".SH NAME"
+    echo "$bin \\- ${purpose[$bin]}"
+    echo ".SH SYNOPSIS"
+    echo ".nf"
+    echo "$help"
+    echo ".fi"
+    echo ".SH SEE ALSO"
+    echo "/usr/share/doc/${owner[$bin]}/README.md"
+  } >"$stage/man/$bin.1"
+  echo "man/$bin.1" >>"$stage/debian/${owner[$bin]}.manpages"
+done
+
 cat >"$stage/debian/changelog" <<CHANGELOG
 skiff ($version) unstable; urgency=medium
 
   * Release $version.
 
- -- Skiff developers <skiff@localhost.localdomain>  $(date -R -d @"${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)}")
+ -- Skiff developers <developers@skiff-project.org>  $(date -R -d @"${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)}")
 CHANGELOG
 
 (cd "$stage" && SKIFF_BUILD_DIR="$build" dpkg-buildpackage -b -us -uc -d) >"$out/dpkg-buildpackage.log" 2>&1 || {
