@@ -20,6 +20,7 @@
 #include "skiff/client/config.h"
 #include "skiff/client/dial.h"
 #include "skiff/common/log.h"
+#include "skiff/common/systemd.h"
 #include "skiff/controllers/manager.h"
 #include "skiff/scheduler/scheduler.h"
 #include "skiff/store/server.h"
@@ -201,6 +202,9 @@ int main(int argc, char** argv) {
   }
 
   char c;
+  // READY=1 was sent by the API server once serving; the watchdog pings
+  // from here on (the embedded store and API server run in this process).
+  skiff::systemd::StartWatchdog();
   while (!g_stop) {
     ssize_t n = read(g_signal_pipe[0], &c, 1);
     if (n < 0 && errno == EINTR) continue;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "skiff/common/log.h"
+#include "skiff/common/systemd.h"
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 #include "skiff/proxy/datapath.h"
@@ -343,6 +344,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
     }
     if (!notified) {
       sd_notify(0, "READY=1");
+      skiff::systemd::StartWatchdog();
       notified = true;
     }
   }

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_split.h"
 #include "skiff/common/log.h"
+#include "skiff/common/systemd.h"
 #include "skiff/store/server.h"
 #include "skiff/store/store.h"
 
@@ -164,6 +165,8 @@ int main(int argc, char** argv) {
   std::string ports;
   for (int p : (*server)->ClientPorts()) ports += std::to_string(p) + " ";
   skiff::log::Info("skiff-store: ready to serve client requests ", skiff::log::Field("ports", ports));
+  skiff::systemd::NotifyReady();
+  skiff::systemd::StartWatchdog();
   int sig = 0;
   sigwait(&set, &sig);
   skiff::log::Info("skiff-store: stopping on signal ", sig);
