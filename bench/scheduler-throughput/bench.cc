@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -15,6 +17,7 @@
 #include "processes.h"
 #include "skiff/client/dial.h"
 #include "skiff/common/log.h"
+#include "skiff/controllers/informer.h"
 #include "skiff/controllers/manager.h"
 #include "skiff/controllers/objects.h"
 #include "skiff/fakeclient/builders.h"
@@ -95,18 +98,50 @@ int main(int argc, char** argv) {
   double create_s = std::chrono::duration<double>(Clock::now() - t_create).count();
   fprintf(stderr, "created %d pods in %.2fs (%d failed)\n", pods, create_s, failed.load());
 
+  // Bindings observed through a watch (polling Lists of 3000 pods would load
+  // the API server more than the scheduler does).
+  std::mutex mu;
+  std::set<std::string> bound_keys;
+  Clock::time_point first_bind{}, last_bind{};
+  controllers::Informer watch(api, "pods", "bench");
+  auto on_pod = [&](const controllers::ObjectPtr& o) {
+    if (o->pod().spec().node_name().empty()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!bound_keys.insert(o->pod().metadata().name()).second) return;
+    auto now = Clock::now();
+    if (bound_keys.size() == 1) first_bind = now;
+    last_bind = now;
+  };
+  watch.AddHandler({on_pod, [&](const controllers::ObjectPtr&, const controllers::ObjectPtr& o) { on_pod(o); }, nullptr});
+  watch.Start();
+  std::atomic<bool> never{false};
+  watch.WaitForSync(never);
+  auto count = [&](const std::string& prefix) {
+    std::lock_guard<std::mutex> lock(mu);
+    int n = 0;
+    for (const auto& k : bound_keys) n += k.rfind(prefix, 0) == 0;
+    return n;
+  };
+
   std::atomic<bool> stop{false};
   scheduler::Options so;
   so.leader_elect = false;
   auto t0 = Clock::now();
   std::thread sched([&] { (void)scheduler::Run(api, so, stop); });
   int want = pods - failed.load();
-  bool all = fakeclient::WaitFor([&] { return CountBound(*api, "bench", "bench=throughput") >= want; },
-                                 std::chrono::seconds(120));
+  bool all = fakeclient::WaitFor([&] { return count("p-") >= want; }, std::chrono::seconds(120));
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   int bound = CountBound(*api, "bench", "bench=throughput");
-  double rate = bound / secs;
-  fprintf(stderr, "scheduled %d/%d pods on %d nodes in %.2fs%s\n", bound, want, nodes, secs, all ? "" : " (TIMEOUT)");
+  double bind_secs;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    bind_secs = std::chrono::duration<double>(last_bind - first_bind).count();
+  }
+  double rate = bound / std::max(bind_secs, 1e-3);
+  fprintf(stderr,
+          "scheduled %d/%d pods on %d nodes: %.2fs from scheduler start (incl. its initial list), %.2fs from first to "
+          "last binding; overall %.0f pods/s%s\n",
+          bound, want, nodes, secs, bind_secs, bound / secs, all ? "" : " (TIMEOUT)");
 
   // Deployment: controllers on, pods to Running by the hollow nodes is not
   // needed for "bound".
@@ -119,12 +154,12 @@ int main(int argc, char** argv) {
   auto t1 = Clock::now();
   if (!api->Create("deployments", "bench", objects::Wrap(fakeclient::MakeDeployment("bench", "web", replicas))).ok())
     return 1;
-  bool dep_all = fakeclient::WaitFor([&] { return CountBound(*api, "bench", "app=web") >= replicas; },
-                                     std::chrono::seconds(120));
+  bool dep_all = fakeclient::WaitFor([&] { return count("web-") >= replicas; }, std::chrono::seconds(120));
   double dep_s = std::chrono::duration<double>(Clock::now() - t1).count();
   fprintf(stderr, "deployment of %d replicas: all bound in %.3fs%s\n", replicas, dep_s, dep_all ? "" : " (TIMEOUT)");
 
   stop = true;
+  watch.Stop();
   sched.join();
   ctrl.join();
   hollow.Stop();

@@ -64,7 +64,7 @@ class EndpointSliceController : public Controller {
       if (it != m.labels().end() && it->second == kManagedByValue && svc != m.labels().end())
         EnqueueKey(objects::Key(m.namespace_(), svc->second));
     };
-    slices_->AddHandler({nullptr, [on_slice](const ObjectPtr&, const ObjectPtr& o) { on_slice(o); }, on_slice});
+    slices_->AddHandler({on_slice, [on_slice](const ObjectPtr&, const ObjectPtr& o) { on_slice(o); }, on_slice});
   }
   std::string Name() const override { return "endpointslice"; }
 

@@ -18,8 +18,13 @@ api::v1::ObjectReference RefTo(const api::v1::Object& obj) {
   return ref;
 }
 
-EventRecorder::EventRecorder(std::shared_ptr<client::Client> api, std::string component, size_t max_queue)
-    : api_(std::move(api)), component_(std::move(component)), max_queue_(max_queue) {
+EventRecorder::EventRecorder(std::shared_ptr<client::Client> api, std::string component, size_t max_queue,
+                             double normal_per_second)
+    : api_(std::move(api)),
+      component_(std::move(component)),
+      max_queue_(max_queue),
+      rate_(normal_per_second),
+      tokens_(normal_per_second * 2) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -36,6 +41,13 @@ void EventRecorder::Event(const api::v1::ObjectReference& involved, const std::s
                           const std::string& reason, const std::string& message) {
   std::lock_guard<std::mutex> lock(mu_);
   if (queue_.size() >= max_queue_) return;
+  if (type == "Normal") {
+    auto now = std::chrono::steady_clock::now();
+    tokens_ = std::min(rate_ * 2, tokens_ + rate_ * std::chrono::duration<double>(now - refilled_).count());
+    refilled_ = now;
+    if (tokens_ < 1) return;
+    tokens_ -= 1;
+  }
   queue_.push_back({involved, type, reason, message});
   cv_.notify_all();
 }

@@ -23,7 +23,7 @@
 namespace skiff::scheduler {
 
 struct CoreOptions {
-  int binder_threads = 8;
+  int binder_threads = 32;
   // Pod spec.schedulerName values this scheduler serves.
   std::vector<std::string> scheduler_names = {"", "default-scheduler", "skiff-scheduler"};
 };
