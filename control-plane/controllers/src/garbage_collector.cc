@@ -99,8 +99,24 @@ class GarbageCollector : public Controller {
     if (missing == 0) return absl::OkStatus();
     if (missing == m.owner_references_size()) {
       if (!m.deletion_timestamp().empty()) return absl::OkStatus();
+      // The cache may be behind (an orphaning owner may just have removed
+      // its reference): decide on the live object, and delete only that
+      // exact version.
+      auto live = ctx_.api->Get(resource, m.namespace_(), m.name());
+      if (!live.ok()) return live.status().code() == absl::StatusCode::kNotFound ? absl::OkStatus() : live.status();
+      const auto& lm = objects::Meta(*live);
+      if (lm.uid() != m.uid() || lm.owner_references_size() != m.owner_references_size()) {
+        queue_.AddAfter(item, std::chrono::milliseconds(100));
+        return absl::OkStatus();
+      }
+      for (int i = 0; i < lm.owner_references_size(); i++)
+        if (lm.owner_references(i).uid() != m.owner_references(i).uid()) {
+          queue_.AddAfter(item, std::chrono::milliseconds(100));
+          return absl::OkStatus();
+        }
       client::DeleteOptions opts;
       opts.precondition_uid = m.uid();
+      opts.precondition_resource_version = lm.resource_version();
       opts.propagation_policy = "Background";
       auto r = ctx_.api->Delete(resource, m.namespace_(), m.name(), opts);
       if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound) return r.status();

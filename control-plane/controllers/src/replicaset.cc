@@ -130,6 +130,7 @@ class ReplicaSetController : public Controller {
 
     std::vector<const Pod*> owned;
     std::vector<ObjectPtr> keep;  // keeps pointees alive
+    bool live_checked = false, live_ok = false;
     for (const auto& p : pods_->ListNamespace(meta.namespace_())) {
       const auto& pod = p->pod();
       const auto* ref = objects::ControllerOf(pod.metadata());
@@ -140,6 +141,16 @@ class ReplicaSetController : public Controller {
         if (sel.Empty() || !sel.Matches(pod.metadata().labels()) || !meta.deletion_timestamp().empty() ||
             objects::IsPodTerminating(pod))
           continue;
+        // Re-check the owner live first: the cache may not show a deletion
+        // yet, and adopting for a ReplicaSet about to vanish would get the
+        // pod garbage-collected (an orphaning delete would be undone).
+        if (!live_checked) {
+          auto live = ctx_.api->Get("replicasets", meta.namespace_(), meta.name());
+          live_ok = live.ok() && live->replica_set().metadata().uid() == meta.uid() &&
+                    live->replica_set().metadata().deletion_timestamp().empty();
+          live_checked = true;
+        }
+        if (!live_ok) continue;
         Object adopted = *p;
         *adopted.mutable_pod()->mutable_metadata()->add_owner_references() =
             objects::MakeControllerRef("apps/v1", "ReplicaSet", meta);

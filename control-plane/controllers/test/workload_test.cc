@@ -71,6 +71,9 @@ TEST(ReplicaSetController, AdoptsMatchingOrphans) {
   auto orphan = fakeclient::MakePod("d", "stray");
   (*orphan.mutable_metadata()->mutable_labels())["app"] = "web";
   ASSERT_TRUE(h.api->Create("pods", "d", Wrap(orphan)).ok());
+  // Let the pod reach the controller's cache first; otherwise the controller
+  // may create two pods, adopt the orphan and then scale one of the three away.
+  ASSERT_TRUE(WaitFor([&] { return h.informers->For("pods")->Get("d/stray") != nullptr; }));
   ASSERT_TRUE(h.api->Create("replicasets", "d", Wrap(MakeRS("d", "web", 2))).ok());
   ASSERT_TRUE(WaitFor([&] { return ActivePods(h, "d", "app=web") == 2; }));
   auto p = h.api->Get("pods", "d", "stray");
