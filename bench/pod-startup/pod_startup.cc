@@ -37,6 +37,16 @@ static long RssKb(pid_t pid) {
   return v;
 }
 
+// Proportional set size: shared library pages divided among the processes mapping them.
+static long PssKb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Pss:", 0) == 0) return atol(line.c_str() + 4);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   int pods = argc > 1 ? atoi(argv[1]) : 30;
   std::string build = argc > 2 ? argv[2] : "build";
@@ -104,7 +114,7 @@ int main(int argc, char** argv) {
   }
   std::this_thread::sleep_for(std::chrono::seconds(1));
   long self_rss = RssKb(getpid());
-  long mon_max = 0, mon_sum = 0;
+  long mon_max = 0, mon_sum = 0, pss_max = 0;
   int mons = 0;
   for (auto& e : fs::recursive_directory_iterator(c.run_dir + "/pods")) {
     if (e.path().extension() != ".state") continue;
@@ -112,14 +122,15 @@ int main(int argc, char** argv) {
     if (!r.ok() || r->exited) continue;
     long rss = RssKb(r->monitor_pid);
     mon_max = std::max(mon_max, rss);
+    pss_max = std::max(pss_max, PssKb(r->monitor_pid));
     mon_sum += rss;
     ++mons;
   }
   std::vector<double> s = lat;
   std::sort(s.begin(), s.end());
-  printf("pods=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f engine_rss_kb=%ld monitors=%d monitor_rss_kb_avg=%ld monitor_rss_kb_max=%ld\n",
+  printf("pods=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f engine_rss_kb=%ld monitors=%d monitor_rss_kb_avg=%ld monitor_rss_kb_max=%ld monitor_pss_kb_max=%ld\n",
          pods, s[s.size() / 2], s[std::min(s.size() - 1, s.size() * 99 / 100)], s.back(), self_rss, mons,
-         mons ? mon_sum / mons : 0, mon_max);
+         mons ? mon_sum / mons : 0, mon_max, pss_max);
   fflush(stdout);
   // Clean up: delete every pod and wait for the kubelet to remove everything.
   for (int i = 0; i < pods; ++i) {

@@ -177,7 +177,7 @@ spec:
     std::string ip = p["status"]["podIP"];
     std::string name = p["metadata"]["name"];
     for (int h = 1; h <= 2; ++h) {
-      auto w = lab_->Run(h, {"busybox", "wget", "-q", "-T", "3", "-O", "-", "http://" + ip + ":8080/"});
+      auto w = lab_->Run(h, {"curl", "-s", "-m", "3", "http://" + ip + ":8080/"});
       EXPECT_EQ(w.exit_code, 0) << "host " << h << " -> " << ip << ": " << w.output;
       EXPECT_EQ(w.output, name + "\n");
     }
