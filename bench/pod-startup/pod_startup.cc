@@ -154,6 +154,7 @@ int main(int argc, char** argv) {
     for (auto& d : dirs) rmdir(d.c_str());
     rmdir((*cg + "/" + cg_rel).c_str());
   }
-  fs::remove_all(base);
+  std::error_code ec;
+  fs::remove_all(base, ec);
   return 0;
 }

@@ -212,6 +212,7 @@ absl::StatusOr<PodNetworkResult> PodNetwork::Lookup(const std::string& pod_uid) 
 }
 
 absl::StatusOr<PodNetworkResult> PodNetwork::Setup(const std::string& pod_uid) {
+  std::lock_guard<std::mutex> lock(mu_);
   PodNetworkResult res;
   res.netns_path = NetnsPath(pod_uid);
   res.host_veth = HostVethName(pod_uid);
@@ -277,6 +278,7 @@ absl::StatusOr<PodNetworkResult> PodNetwork::Setup(const std::string& pod_uid) {
 }
 
 absl::Status PodNetwork::Teardown(const std::string& pod_uid) {
+  std::lock_guard<std::mutex> lock(mu_);
   // Deleting the node-side end removes the pair and, with the link, its /32 route.
   RETURN_IF_ERROR(DeleteLinkByName(sock_, HostVethName(pod_uid)));
   RETURN_IF_ERROR(DeleteNetns(NetnsPath(pod_uid)));
@@ -298,6 +300,7 @@ std::set<std::string> PodNetwork::KnownPods() const {
 }
 
 absl::Status PodNetwork::SyncNodeRoutes(const std::map<std::string, std::string>& cidr_to_gateway) {
+  std::lock_guard<std::mutex> lock(mu_);
   const Ipv4Cidr own = ipam_->cidr();
   std::map<std::pair<uint32_t, int>, uint32_t> want;
   for (const auto& [cidr_text, gw_text] : cidr_to_gateway) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -69,6 +70,8 @@ class PodNetwork {
   PodNetwork() = default;
   PodNetworkOptions options_;
   std::unique_ptr<Ipam> ipam_;
+  // libnl sockets are not thread-safe; pod workers call in from many threads.
+  std::mutex mu_;
   ::nl_sock* sock_ = nullptr;  // rtnetlink, node namespace
 };
 
