@@ -11,8 +11,10 @@
 #include <iostream>
 #include <mutex>
 
+#include "skiff/common/config_args.h"
 #include "skiff/common/log.h"
 #include "skiff/kubelet/config.h"
+#include "skiff/kubelet/join.h"
 #include "skiff/kubelet/kubelet.h"
 #include "skiff/kubelet/server.h"
 #ifdef SKIFF_KUBELET_HAVE_CLIENT
@@ -27,6 +29,9 @@ void OnSignal(int) { g_stop = 1; }
 
 void Usage() {
   std::cerr << "usage: skiff-kubelet --server HOST:PORT | --kubeconfig FILE [--insecure] --node-name NAME\n"
+               "  skiff-kubelet --join TOKEN --server HOST:PORT --discovery-token-ca-cert-hash sha256:HEX\n"
+               "    [--node-name NAME] [--kubeconfig FILE] [--write-config]   (node join, then exit)\n"
+               "  [--config FILE]\n"
                "  [--root-dir DIR] [--run-dir DIR] [--log-dir DIR] [--cgroup-root PATH]\n"
                "  [--cgroup-driver cgroupfs|systemd] [--pod-cidr CIDR] [--node-ip IP]\n"
                "  [--service-cluster-ip-range CIDR] [--listen ADDR] [--healthz-listen ADDR]\n"
@@ -36,10 +41,19 @@ void Usage() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int raw_argc, char** raw_argv) {
+  auto expanded = skiff::ExpandConfigArgs(raw_argc, raw_argv);
+  if (!expanded.ok()) {
+    std::cerr << "skiff-kubelet: " << expanded.status().message() << "\n";
+    return 2;
+  }
+  int argc = expanded->argc();
+  char** argv = expanded->argv();
   skiff::kubelet::Config c;
   std::string server, kubeconfig, level = "info";
   bool insecure = false;
+  std::string join_token, ca_hash;
+  bool write_config = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     std::string v;
@@ -56,6 +70,10 @@ int main(int argc, char** argv) {
     };
     if (a == "--server") server = next();
     else if (a == "--kubeconfig") kubeconfig = next();
+    else if (a == "--join") join_token = next();
+    else if (a == "--bootstrap-token") join_token = next();
+    else if (a == "--discovery-token-ca-cert-hash") ca_hash = next();
+    else if (a == "--write-config") write_config = true;
     else if (a == "--insecure") insecure = true;
     else if (a == "--node-name") c.node_name = next();
     else if (a == "--root-dir") c.root_dir = next();
@@ -85,6 +103,28 @@ int main(int argc, char** argv) {
     }
   }
   skiff::log::Init("skiff-kubelet", skiff::log::ParseLevel(level));
+#ifdef SKIFF_KUBELET_HAVE_CLIENT
+  if (!join_token.empty()) {
+    skiff::kubelet::JoinOptions jo;
+    jo.server = server;
+    jo.token = join_token;
+    jo.ca_hash = ca_hash;
+    jo.node_name = c.node_name;
+    if (jo.node_name.empty()) {
+      char host[256] = {};
+      if (gethostname(host, sizeof host - 1) == 0) jo.node_name = host;
+    }
+    if (!kubeconfig.empty()) jo.kubeconfig_path = kubeconfig;
+    jo.write_config = write_config;
+    auto st = skiff::kubelet::Join(jo);
+    if (!st.ok()) {
+      std::cerr << "skiff-kubelet: " << st.message() << "\n";
+      return 1;
+    }
+    std::cout << "This node has joined the cluster as " << jo.node_name << ".\n";
+    return 0;
+  }
+#endif
   if (c.cgroup_driver != "cgroupfs" && c.cgroup_driver != "systemd") {
     std::cerr << "skiff-kubelet: --cgroup-driver must be cgroupfs or systemd\n";
     return 2;

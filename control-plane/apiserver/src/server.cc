@@ -782,7 +782,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(ServerOptions opts) 
   } else {
     grpc::SslServerCredentialsOptions so(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
     so.pem_root_certs = impl->pki.ca_cert;
-    so.pem_key_cert_pairs.push_back({impl->pki.serving_key, impl->pki.serving_cert});
+    // The chain includes the CA, so a joining node can find it and pin it by
+    // its public-key hash (--discovery-token-ca-cert-hash).
+    so.pem_key_cert_pairs.push_back({impl->pki.serving_key, impl->pki.serving_cert + impl->pki.ca_cert});
     creds = grpc::SslServerCredentials(so);
   }
   b.AddListeningPort(o.listen, creds, &impl->port);
