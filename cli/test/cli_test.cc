@@ -1,5 +1,6 @@
 // skiffctl against an in-memory API: golden tables and -o yaml/json, bad
 // input, and the verbs' effects.
+#include <algorithm>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -569,8 +570,11 @@ TEST_F(CliTest, WatchSeesChanges) {
   ASSERT_TRUE(c->Delete("pods", "default", "web-0").ok());
   // The watch never ends by itself; end it by waiting for the output, then
   // detaching is not allowed — so cancel through a final event count.
-  for (int i = 0; i < 200; ++i) {
-    if (absl::StrContains(out.str(), "web-1")) break;
+  // Header, web-0, web-1 added, web-0 deleted: wait for all four lines (the
+  // last one comes after the delete, and sanitizer builds are slow).
+  for (int i = 0; i < 1000; ++i) {
+    std::string s = out.str();
+    if (std::count(s.begin(), s.end(), '\n') >= 4) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   // Stop: deleting the namespace isn't modelled; break the stream instead.

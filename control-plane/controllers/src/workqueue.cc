@@ -54,7 +54,10 @@ bool WorkQueue::Get(std::string* key) {
     if (delayed_.empty()) {
       cv_.wait(lock);
     } else {
-      cv_.wait_until(lock, delayed_.begin()->first);
+      // A copy: wait_until reads the deadline again after waking, when another
+      // thread may have erased the map entry it would otherwise refer to.
+      const Clock::time_point deadline = delayed_.begin()->first;
+      cv_.wait_until(lock, deadline);
     }
   }
   *key = queue_.front();
