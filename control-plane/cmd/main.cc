@@ -20,6 +20,7 @@
 #include "skiff/client/config.h"
 #include "skiff/client/dial.h"
 #include "skiff/common/log.h"
+#include "skiff/common/config_args.h"
 #include "skiff/common/systemd.h"
 #include "skiff/controllers/manager.h"
 #include "skiff/scheduler/scheduler.h"
@@ -48,7 +49,14 @@ void Usage() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int raw_argc, char** raw_argv) {
+  auto expanded = skiff::ExpandConfigArgs(raw_argc, raw_argv);
+  if (!expanded.ok()) {
+    fprintf(stderr, "skiff-control-plane: %s\n", std::string(expanded.status().message()).c_str());
+    return 2;
+  }
+  int argc = expanded->argc();
+  char** argv = expanded->argv();
   skiff::log::Init("skiff-control-plane");
   skiff::apiserver::ServerOptions opts;
   opts.data_dir = "/var/lib/skiff/control-plane";
