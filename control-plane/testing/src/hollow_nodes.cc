@@ -30,13 +30,15 @@ absl::Status HollowNodes::Start() {
                         if (c == nullptr || c->status() != "True") queue_.Add("node:" + o->node().metadata().name());
                       },
                       nullptr});
-  std::atomic<bool> never{false};
-  if (opts_.run_pods) {
-    pods_->Start();
-    pods_->WaitForSync(never);
-  }
+  if (opts_.run_pods) pods_->Start();
   nodes_->Start();
-  nodes_->WaitForSync(never);
+  // Bounded: a dead API server must fail the caller, not hang it.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((!nodes_->HasSynced() || (opts_.run_pods && !pods_->HasSynced())) &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (!nodes_->HasSynced() || (opts_.run_pods && !pods_->HasSynced()))
+    return absl::UnavailableError("hollow nodes: API server did not answer list/watch within 30 s");
   for (int i = 0; i < opts_.workers; i++) threads_.emplace_back([this] { Work(); });
   threads_.emplace_back([this] { RenewLoop(); });
   return absl::OkStatus();
@@ -66,9 +68,17 @@ absl::Status HollowNodes::AddNode(const std::string& name, const std::map<std::s
   // Kubernetes takes status from the kubelet's status update, not from create.
   if (r.ok()) {
     auto upd = *r;
-    *upd.mutable_node()->mutable_status() = node.status();
-    auto s = api_->UpdateStatus("nodes", "", upd);
-    if (!s.ok()) return s.status();
+    // A controller (node IPAM) may change the node between the create and
+    // this update: on a conflict, re-read it and try again, as a kubelet does.
+    for (int attempt = 0;; ++attempt) {
+      *upd.mutable_node()->mutable_status() = node.status();
+      auto s = api_->UpdateStatus("nodes", "", upd);
+      if (s.ok()) break;
+      if (s.status().code() != absl::StatusCode::kAborted || attempt >= 20) return s.status();
+      auto cur = api_->Get("nodes", "", name);
+      if (!cur.ok()) return cur.status();
+      upd = *cur;
+    }
   }
   return RenewLease(name);
 }
