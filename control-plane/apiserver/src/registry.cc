@@ -105,6 +105,8 @@ absl::Status Registry::Start(const std::string& advertise_ip, int port) {
   for (const auto& info : AllResources()) {
     auto cache = std::make_unique<WatchCache>(etcd_, info, opts_.cache);
     RETURN_IF_ERROR(cache->Start());
+    // Requests can arrive while the caches start: publish each under the lock.
+    std::lock_guard<std::mutex> l(caches_mu_);
     caches_[info.resource] = std::move(cache);
   }
   return EnsureBootstrapObjects(advertise_ip, port);
@@ -118,10 +120,12 @@ void Registry::Stop() {
       if (t.joinable()) t.join();
     threads_.clear();
   }
+  std::lock_guard<std::mutex> l(caches_mu_);
   for (auto& [name, c] : caches_) c->Stop();
 }
 
 WatchCache* Registry::cache(const std::string& resource) {
+  std::lock_guard<std::mutex> l(caches_mu_);
   auto it = caches_.find(resource);
   return it == caches_.end() ? nullptr : it->second.get();
 }
@@ -184,7 +188,9 @@ absl::StatusOr<v1::ObjectList> Registry::List(const std::string& resource, const
   // resourceVersion=0 without paging: served from the watch cache.
   if (p.resource_version == "0" && p.continue_token.empty()) {
     int64_t rev = 0;
-    auto items = caches_[info->resource]->List(filter, &rev);
+    WatchCache* wc = cache(info->resource);
+    if (!wc) return absl::UnavailableError(absl::StrCat("the server is starting: ", info->resource, " are not ready"));
+    auto items = wc->List(filter, &rev);
     int64_t n = 0;
     for (const auto& o : items) {
       if (p.limit > 0 && n >= p.limit) break;
@@ -275,12 +281,13 @@ absl::StatusOr<std::shared_ptr<CacheWatcher>> Registry::Watch(const std::string&
     if (!absl::SimpleAtoi(resource_version, &from) || from < 0)
       return absl::FailedPreconditionError(absl::StrCat("invalid resource version: ", resource_version));
   }
-  return caches_[info->resource]->Watch(std::move(filter), from);
+  WatchCache* wc = cache(info->resource);
+  if (!wc) return absl::UnavailableError(absl::StrCat("the server is starting: ", info->resource, " are not ready"));
+  return wc->Watch(std::move(filter), from);
 }
 
 void Registry::Unwatch(const std::string& resource, const std::shared_ptr<CacheWatcher>& w) {
-  auto it = caches_.find(resource);
-  if (it != caches_.end()) it->second->Unwatch(w);
+  if (WatchCache* wc = cache(resource)) wc->Unwatch(w);
 }
 
 // ---------------------------------------------------------------- allocation

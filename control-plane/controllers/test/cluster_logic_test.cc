@@ -215,11 +215,13 @@ TEST(NodeLifecycleController, UnreachableNodeIsTaintedAndItsPodsEvictedAfterTole
   ASSERT_TRUE(h.api->Create("pods", "d", Wrap(keep)).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   auto n0 = h.api->Get("nodes", "", "node-0");
+  ASSERT_TRUE(n0.ok()) << n0.status();
   EXPECT_EQ(objects::FindCondition(n0->node().status().conditions(), "Ready")->status(), "True");
   auto start = std::chrono::steady_clock::now();
   h.hollow->KillNode("node-0");
   ASSERT_TRUE(WaitFor([&] {
     auto n = h.api->Get("nodes", "", "node-0");
+    if (!n.ok()) return false;
     const auto* c = objects::FindCondition(n->node().status().conditions(), "Ready");
     bool tainted = false;
     for (const auto& t : n->node().spec().taints()) tainted |= t.key() == kTaintUnreachable && t.effect() == "NoExecute";
@@ -231,11 +233,13 @@ TEST(NodeLifecycleController, UnreachableNodeIsTaintedAndItsPodsEvictedAfterTole
   EXPECT_TRUE(h.api->Get("pods", "d", "tolerant").ok());
   // The healthy node is untouched.
   auto n1 = h.api->Get("nodes", "", "node-1");
+  ASSERT_TRUE(n1.ok()) << n1.status();
   EXPECT_TRUE(n1->node().spec().taints().empty());
   // Coming back removes the taint.
   h.hollow->ReviveNode("node-0");
   ASSERT_TRUE(WaitFor([&] {
     auto n = h.api->Get("nodes", "", "node-0");
+    if (!n.ok()) return false;
     return n->node().spec().taints().empty() &&
            objects::FindCondition(n->node().status().conditions(), "Ready")->status() == "True";
   }));
@@ -258,7 +262,9 @@ TEST(NodeIpamController, GivesEachNodeADistinctPodCidr) {
   // The range is full now.
   ASSERT_TRUE(h.api->Create("nodes", "", Wrap(fakeclient::MakeNode("extra"))).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(h.api->Get("nodes", "", "extra")->node().spec().pod_cidr(), "");
+  auto extra = h.api->Get("nodes", "", "extra");
+  ASSERT_TRUE(extra.ok()) << extra.status();
+  EXPECT_EQ(extra->node().spec().pod_cidr(), "");
 }
 
 TEST(ServiceAccountController, EnsuresDefaultServiceAccount) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -92,6 +93,7 @@ class Registry {
   EtcdClient* etcd_;
   RegistryOptions opts_;
   uint32_t cidr_base_ = 0, cidr_size_ = 0;
+  std::mutex caches_mu_;  // guards the map; the caches themselves are never removed before ~Registry
   std::map<std::string, std::unique_ptr<WatchCache>> caches_;
   std::atomic<int64_t> requests_{0};
   std::mutex threads_mu_;
