@@ -25,6 +25,9 @@ retry() {  # retry SECONDS CMD...
 }
 ctl() { skiffctl --config "$CONF" "$@"; }
 
+# Verdicts go to the second serial port (the host captures it to a file of
+# its own); the first one is shared with the kernel and the login prompt.
+exec >>/dev/ttyS1 2>&1
 echo "SKIFF-VM: START kernel $(uname -r)"
 
 # --- the machine is what the tier promises -----------------------------------

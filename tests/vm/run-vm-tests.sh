@@ -64,12 +64,13 @@ if [[ ${SKIFF_VM_ACCEL:-auto} == kvm ]] || { [[ ${SKIFF_VM_ACCEL:-auto} == auto 
 fi
 echo "vm: booting with ${accel[1]} ($(( $(date +%s) - t0 ))s)"
 console=$work/console.log
+results=$work/results.log
 qemu-system-x86_64 "${accel[@]}" -machine q35 -m 6144 -smp 2 -nographic -nodefaults -no-reboot \
   -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
   -append "console=ttyS0 root=/dev/vda rw systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 loglevel=4 panic=-1" \
   -drive "file=$work/root.qcow2,if=virtio,format=qcow2" \
   -drive "file=$work/payload.img,if=virtio,format=raw,readonly=on" \
-  -nic none -serial "file:$console" -display none -monitor none &
+  -nic none -serial "file:$console" -serial "file:$results" -display none -monitor none &
 qemu_pid=$!
 
 deadline=$(( $(date +%s) + timeout_s ))
@@ -84,11 +85,12 @@ kill -9 "$qemu_pid" 2>/dev/null || true
 wait "$qemu_pid" 2>/dev/null || true
 qemu_pid=""
 
-grep -a 'SKIFF-VM:' "$console" | sed 's/\r$//' || true
-passes=$(grep -ac 'SKIFF-VM: PASS' "$console" || true)
-fails=$(grep -ac 'SKIFF-VM: FAIL' "$console" || true)
+touch "$results"
+grep -a 'SKIFF-VM:' "$results" | sed 's/\r$//' || true
+passes=$(grep -ac 'SKIFF-VM: PASS' "$results" || true)
+fails=$(grep -ac 'SKIFF-VM: FAIL' "$results" || true)
 echo "vm: wall time $(( $(date +%s) - t0 ))s, accel ${accel[1]}"
-if ! grep -aq 'SKIFF-VM: DONE' "$console"; then
+if ! grep -aq 'SKIFF-VM: DONE' "$results"; then
   echo "vm: the guest did not finish; last console lines:" >&2
   tail -n 60 "$console" | sed 's/\r$//' >&2
   exit 1
