@@ -80,14 +80,18 @@ pids_test() {
   echo "$out" | grep -qiE 'fork|resource temporarily unavailable|cannot' || { echo "forks were not refused: $out"; return 1; }
 }
 cpu_test() {
-  local b
-  b=$(make_bundle cpu '{"cpu":{"quota":10000,"period":100000}}' '["sh","-c","(while :; do :; done) & sleep 3; cat /sys/fs/cgroup/cpu.stat"]')
-  local out
-  out=$(skiff-runtime --root /run/skiff-vm-rt run -b "$b" cpu 2>&1)
-  skiff-runtime --root /run/skiff-vm-rt delete -f cpu >/dev/null 2>&1
+  local b rt="skiff-runtime --root /run/skiff-vm-rt"
+  b=$(make_bundle cpu '{"cpu":{"quota":10000,"period":100000}}' '["sh","-c","while :; do :; done"]')
+  $rt create -b "$b" cpu >/dev/null 2>&1 && $rt start cpu >/dev/null 2>&1 || { echo "could not start the container"; return 1; }
+  sleep 3
+  local stat
+  stat=$(cat /sys/fs/cgroup/skiffvm/cpu/cpu.stat 2>&1)
+  $rt kill cpu KILL >/dev/null 2>&1
+  sleep 0.5
+  $rt delete -f cpu >/dev/null 2>&1
   local throttled
-  throttled=$(echo "$out" | awk '/nr_throttled/ {print $2}')
-  [[ -n $throttled && $throttled -gt 0 ]] || { echo "cpu.stat shows no throttling: $out"; return 1; }
+  throttled=$(echo "$stat" | awk '/nr_throttled/ {print $2}')
+  [[ -n $throttled && $throttled -gt 0 ]] || { echo "cpu.stat shows no throttling: $stat"; return 1; }
 }
 check runtime-memory-max-oom-kill oom_test
 check runtime-pids-max-stops-fork-bomb pids_test
@@ -134,7 +138,10 @@ check service-answers-after-upgrade retry 30 sh -c "curl -sS --max-time 2 http:/
 ctl delete -f $P/web.yaml >/dev/null 2>&1
 ctl delete -f $P/manifests/web-nodeport.yaml >/dev/null 2>&1
 ctl delete pod oom --grace-period=0 --force >/dev/null 2>&1
-retry 60 sh -c "[ -z \"\$(skiffctl --config $CONF get pods -o name 2>/dev/null)\" ]" >/dev/null 2>&1
+ctl delete pods -l app=web --grace-period=1 >/dev/null 2>&1
+# Pods are gone from the API, then the kubelet has torn them down (monitors exit).
+check pods-deleted retry 120 sh -c "[ -z \"\$(skiffctl --config $CONF get pods -o name 2>/dev/null)\" ]"
+check containers-torn-down retry 60 sh -c '! pgrep skiff-monitor >/dev/null' 
 systemctl stop skiff-kubelet skiff-proxy skiff-control-plane skiff-store >/dev/null 2>&1
 check no-stray-processes sh -c '! pgrep -a "skiff-|httpd" '
 

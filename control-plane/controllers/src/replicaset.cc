@@ -155,7 +155,15 @@ class ReplicaSetController : public Controller {
         *adopted.mutable_pod()->mutable_metadata()->add_owner_references() =
             objects::MakeControllerRef("apps/v1", "ReplicaSet", meta);
         auto r = ctx_.api->Update("pods", meta.namespace_(), adopted);
-        if (!r.ok()) continue;
+        if (!r.ok()) {
+          // As kube-controller-manager's claimPods: a failed adoption fails
+          // this sync (and requeues it) instead of counting without the pod,
+          // which would create a replacement and later scale a pod away.
+          if (r.status().code() != absl::StatusCode::kNotFound)
+            return absl::Status(r.status().code(), absl::StrCat("adopt pod ", pod.metadata().name(), ": ",
+                                                                r.status().message()));
+          continue;
+        }
         keep.push_back(std::make_shared<const Object>(*r));
         owned.push_back(&keep.back()->pod());
         continue;

@@ -72,6 +72,9 @@ TEST(EndpointSliceController, TracksSelectedPodsReadinessAndNamedPorts) {
   ASSERT_EQ(ports.size(), 1u);
   EXPECT_EQ(ports[0].port(), 8080);
   EXPECT_EQ(ports[0].name(), "http");
+  // A slice made while a pod's named port was still unresolved is removed by
+  // a later pass: converge to one.
+  ASSERT_TRUE(WaitFor([&] { return h.ListItems("endpointslices", "d").size() == 1; }));
   auto slices = h.ListItems("endpointslices", "d");
   ASSERT_EQ(slices.size(), 1u);
   EXPECT_EQ(slices[0].endpoint_slice().address_type(), "IPv4");

@@ -48,7 +48,10 @@ class Harness {
     if (scheduler) threads.emplace_back([this] { scheduler->Run(stop); });
     if (hollow) {
       ASSERT_TRUE(hollow->Start().ok());
-      for (int i = 0; i < hollow_count; i++) ASSERT_TRUE(hollow->AddNode("node-" + std::to_string(i)).ok());
+      for (int i = 0; i < hollow_count; i++) {
+        auto st = hollow->AddNode("node-" + std::to_string(i));
+        ASSERT_TRUE(st.ok()) << st;
+      }
     }
   }
   void Stop() {

@@ -103,7 +103,10 @@ absl::Status HollowNodes::RenewLease(const std::string& node) {
     auto upd = *got;
     upd.mutable_lease()->mutable_spec()->set_renew_time(now);
     upd.mutable_lease()->mutable_spec()->set_holder_identity(node);
-    return api_->Update("leases", "kube-node-lease", upd).status();
+    auto r = api_->Update("leases", "kube-node-lease", upd);
+    // A concurrent renewal (the renew loop) won: the lease is fresh either way.
+    if (!r.ok() && r.status().code() == absl::StatusCode::kAborted) return absl::OkStatus();
+    return r.status();
   }
   if (got.status().code() != absl::StatusCode::kNotFound) return got.status();
   api::v1::Lease lease;
@@ -114,7 +117,10 @@ absl::Status HollowNodes::RenewLease(const std::string& node) {
   lease.mutable_spec()->set_holder_identity(node);
   lease.mutable_spec()->set_lease_duration_seconds(40);
   lease.mutable_spec()->set_renew_time(now);
-  return api_->Create("leases", "kube-node-lease", objects::Wrap(lease)).status();
+  auto created = api_->Create("leases", "kube-node-lease", objects::Wrap(lease));
+  // The renew loop may have created it a moment ago: then the lease is fresh.
+  if (!created.ok() && created.status().code() == absl::StatusCode::kAlreadyExists) return absl::OkStatus();
+  return created.status();
 }
 
 absl::Status HollowNodes::ReportReady(const std::string& name) {
