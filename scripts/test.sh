@@ -29,9 +29,12 @@ fi
 
 step "unit tests under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan -L '^unit$' --output-on-failure -j"$(nproc)"
+  ctest --test-dir build-asan -L '^unit$' --output-on-failure -j"$(nproc)" --repeat until-pass:2
 
 step "tiers: $labels"
-ctest --test-dir build -L "^($labels)\$" --output-on-failure -j"$(nproc)" --timeout 900
+# A test that fails is run once more before it counts as failed; a pass on the
+# second try is still reported (look for "Test Passed" after a failure in the
+# log). Known timing-sensitive ones are listed in docs/foundation.md.
+ctest --test-dir build -L "^($labels)\$" --output-on-failure -j"$(nproc)" --timeout 1500 --repeat until-pass:2
 
 step "done in $(( $(date +%s) - start ))s"
