@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "make down: run as root (sudo make down)" >&2; exit 1; }
-LAB=skiffup
+LAB=${SKIFF_UP_LAB:-skiffup}
 if [[ ! -d /run/skiff-lab/$LAB ]] && ! ip netns list 2>/dev/null | grep -q "^$LAB-"; then
   echo "make down: no local cluster is up"
   exit 0

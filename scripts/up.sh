@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 [[ $(id -u) -eq 0 ]] || { echo "make up: run as root (sudo make up)" >&2; exit 1; }
 
-LAB=skiffup
-BIN=$root/build/bin
+LAB=${SKIFF_UP_LAB:-skiffup}
+BIN=${SKIFF_BUILD_DIR:-$root/build}/bin
 say() { echo "==> $*"; }
 missing=()
 have() { [[ -x $BIN/$1 ]] || { missing+=("$1"); return 1; }; }
