@@ -59,6 +59,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION CMD...
   return 1
 }
 
+# The kubelet takes --cgroup-root relative to the cgroup2 mount.
+CG2_MOUNT=$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)
+H2_CGROUP_REL=${H2_CGROUP#"$CG2_MOUNT"}
 CP_DIR=$H1_DIR/root/control-plane
 API=$H1_ADDR:6443
 KUBECONFIG_FILE=$CP_DIR/admin.conf
@@ -80,7 +83,7 @@ if have skiff-kubelet; then
   fi
   daemon h2 kubelet "$BIN/skiff-kubelet" --server "$API" --kubeconfig "$KUBECONFIG_FILE" --node-name node-1 \
     --node-ip "$H2_ADDR" --root-dir "$H2_DIR/root/kubelet" --run-dir "$H2_DIR/run" --log-dir "$H2_DIR/log/pods" \
-    --image-root "$H2_DIR/root/images" --cgroup-root "$H2_CGROUP/kubepods" --cgroup-driver cgroupfs \
+    --image-root "$H2_DIR/root/images" --cgroup-root "$H2_CGROUP_REL/kubepods" --cgroup-driver cgroupfs \
     --listen "$H2_ADDR:10250" --healthz-listen "$H2_ADDR:10248"
 fi
 
