@@ -85,22 +85,26 @@ void GrpcClient::PrepareContext(grpc::ClientContext* ctx) const {
   if (!creds_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + creds_.token);
 }
 
-static void Unary(const GrpcClient* c, grpc::ClientContext* ctx) {
-  c->PrepareContext(ctx);
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+namespace {
+// One unary call of the Api stub: credentials, a deadline, the error mapping.
+template <typename Resp, typename Req, typename Method>
+absl::StatusOr<Resp> CallUnary(const GrpcClient* c, v1::Api::Stub* stub, Method method, const Req& req) {
+  Resp out;
+  grpc::ClientContext ctx;
+  c->PrepareContext(&ctx);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  grpc::Status s = (stub->*method)(&ctx, req, &out);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return out;
 }
+}  // namespace
 
 absl::StatusOr<Object> GrpcClient::Create(const std::string& resource, const std::string& ns, const Object& obj) {
   v1::CreateRequest req;
   req.set_resource(resource);
   req.set_namespace_(ns);
   *req.mutable_object() = obj;
-  Object out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->Create(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<Object>(this, stub_.get(), &v1::Api::Stub::Create, req);
 }
 
 absl::StatusOr<Object> GrpcClient::Get(const std::string& resource, const std::string& ns, const std::string& name) {
@@ -108,12 +112,7 @@ absl::StatusOr<Object> GrpcClient::Get(const std::string& resource, const std::s
   req.set_resource(resource);
   req.set_namespace_(ns);
   req.set_name(name);
-  Object out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->Get(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<Object>(this, stub_.get(), &v1::Api::Stub::Get, req);
 }
 
 absl::StatusOr<ObjectList> GrpcClient::List(const std::string& resource, const std::string& ns,
@@ -126,12 +125,7 @@ absl::StatusOr<ObjectList> GrpcClient::List(const std::string& resource, const s
   req.set_limit(opts.limit);
   req.set_continue_(opts.continue_token);
   req.set_resource_version(opts.resource_version);
-  ObjectList out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->List(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<ObjectList>(this, stub_.get(), &v1::Api::Stub::List, req);
 }
 
 absl::StatusOr<std::unique_ptr<WatchStream>> GrpcClient::WatchRequest(const v1::WatchRequest& req) {
@@ -170,12 +164,7 @@ absl::StatusOr<Object> GrpcClient::Update(const std::string& resource, const std
   req.set_resource(resource);
   req.set_namespace_(ns);
   *req.mutable_object() = obj;
-  Object out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->Update(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<Object>(this, stub_.get(), &v1::Api::Stub::Update, req);
 }
 
 absl::StatusOr<Object> GrpcClient::UpdateStatus(const std::string& resource, const std::string& ns, const Object& obj) {
@@ -184,12 +173,7 @@ absl::StatusOr<Object> GrpcClient::UpdateStatus(const std::string& resource, con
   req.set_namespace_(ns);
   req.set_subresource("status");
   *req.mutable_object() = obj;
-  Object out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->Update(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<Object>(this, stub_.get(), &v1::Api::Stub::Update, req);
 }
 
 absl::StatusOr<Object> GrpcClient::Patch(const std::string& resource, const std::string& ns, const std::string& name,
@@ -201,12 +185,7 @@ absl::StatusOr<Object> GrpcClient::Patch(const std::string& resource, const std:
   req.set_patch_type("merge");
   req.set_patch(merge_patch_json);
   req.set_subresource(subresource);
-  Object out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->Patch(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<Object>(this, stub_.get(), &v1::Api::Stub::Patch, req);
 }
 
 absl::StatusOr<Object> GrpcClient::Delete(const std::string& resource, const std::string& ns, const std::string& name,
@@ -219,30 +198,15 @@ absl::StatusOr<Object> GrpcClient::Delete(const std::string& resource, const std
   req.mutable_preconditions()->set_uid(opts.precondition_uid);
   req.mutable_preconditions()->set_resource_version(opts.precondition_resource_version);
   req.set_propagation_policy(opts.propagation_policy);
-  Object out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->Delete(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<Object>(this, stub_.get(), &v1::Api::Stub::Delete, req);
 }
 
 absl::StatusOr<v1::WhoAmIResponse> GrpcClient::WhoAmI() {
-  v1::WhoAmIResponse out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->WhoAmI(&ctx, v1::WhoAmIRequest(), &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<v1::WhoAmIResponse>(this, stub_.get(), &v1::Api::Stub::WhoAmI, v1::WhoAmIRequest());
 }
 
 absl::StatusOr<v1::VersionInfo> GrpcClient::Version() {
-  v1::VersionInfo out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->Version(&ctx, v1::VersionRequest(), &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<v1::VersionInfo>(this, stub_.get(), &v1::Api::Stub::Version, v1::VersionRequest());
 }
 
 absl::StatusOr<v1::CreateBootstrapTokenResponse> GrpcClient::CreateBootstrapToken(int64_t ttl_seconds,
@@ -250,12 +214,7 @@ absl::StatusOr<v1::CreateBootstrapTokenResponse> GrpcClient::CreateBootstrapToke
   v1::CreateBootstrapTokenRequest req;
   req.set_ttl_seconds(ttl_seconds);
   req.set_description(description);
-  v1::CreateBootstrapTokenResponse out;
-  grpc::ClientContext ctx;
-  Unary(this, &ctx);
-  grpc::Status s = stub_->CreateBootstrapToken(&ctx, req, &out);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return out;
+  return CallUnary<v1::CreateBootstrapTokenResponse>(this, stub_.get(), &v1::Api::Stub::CreateBootstrapToken, req);
 }
 
 absl::StatusOr<std::unique_ptr<GrpcClient>> Dial(const Credentials& creds) {
