@@ -508,8 +508,10 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   UniqueFd pidfd;
   bool cgroup_made = false;
   bool committed = false;
+  bool pid_file_written = false;
   auto cleanup = [&]() {
     if (committed) return;
+    if (pid_file_written) unlink(o.pid_file.c_str());
     if (pidfd) {
       syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
       siginfo_t si;
@@ -588,6 +590,14 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   pidfd.reset(raw_pidfd);
   theirs.reset();
   rec.pid = child;
+  // The pid and its start time are fixed at clone: record them now, while
+  // the init sets itself up on the other CPU.
+  rec.pid_start = ProcStartTime(child);
+  RETURN_IF_ERROR(WriteFileAtomic(dir + "/state.json", RecordJson(rec, "created")));
+  if (!o.pid_file.empty()) {
+    RETURN_IF_ERROR(WriteFileAtomic(o.pid_file, std::to_string(child)));
+    pid_file_written = true;
+  }
   // From here: inside a user namespace the init could not raise it itself.
   if (plan->process.has_oom_score_adj) RETURN_IF_ERROR(WriteOomScoreAdj(child, plan->process.oom_score_adj));
   if (!into_cgroup) {
@@ -598,6 +608,14 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
       if (!dfd) return LastErrnoError("open cgroup " + rec.cgroup_dir);
       RETURN_IF_ERROR(ApplyDeviceRules(dfd.get(), spec, options_.strict_cgroups, &warnings));
     }
+  }
+  // Only once the init is in its cgroup with its oom_score_adj: after this
+  // it may run the user program without waiting for us.
+  {
+    SyncMsg c;
+    c.type = kSyncCommitted;
+    c.value = child;
+    if (send(ours.get(), &c, sizeof(c), MSG_NOSIGNAL) < 0) return LastErrnoError("sync with container init");
   }
   const Linux* lx = spec.linux ? &*spec.linux : nullptr;
   for (;;) {
@@ -629,21 +647,6 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
     SyncMsg go;
     go.type = kSyncGo;
     if (send(ours.get(), &go, sizeof(go), MSG_NOSIGNAL) < 0) return LastErrnoError("sync with container init");
-  }
-  rec.pid_start = ProcStartTime(child);
-
-  RETURN_IF_ERROR(WriteFileAtomic(dir + "/state.json", RecordJson(rec, "created")));
-  if (!o.pid_file.empty()) RETURN_IF_ERROR(WriteFileAtomic(o.pid_file, std::to_string(child)));
-  SyncMsg c;
-  c.type = kSyncCommitted;
-  c.value = child;
-  if (send(ours.get(), &c, sizeof(c), MSG_NOSIGNAL) < 0) return LastErrnoError("sync with container init");
-  {
-    SyncMsg ack;
-    ssize_t n;
-    while ((n = recv(ours.get(), &ack, sizeof(ack), 0)) < 0 && errno == EINTR) {
-    }
-    if (n != static_cast<ssize_t>(sizeof(ack))) return absl::InternalError("container init exited during setup");
   }
   committed = true;
   for (auto& w : warnings) log::Warn("container ", o.id, ": cgroup limit not applied: ", w);

@@ -120,12 +120,20 @@ void SendSync(int fd, int type, int value, const char* msg) {
 }
 
 // Blocks for a message of `want` type; false when the runtime is gone.
-bool WaitSync(int fd, int want) {
+// kSyncCommitted may arrive at any point (the runtime sends it as soon as it
+// has recorded our pid, without waiting for us): it is noted in *host_pid.
+bool WaitSync(int fd, int want, int* host_pid) {
   SyncMsg m;
   for (;;) {
     ssize_t n = recv(fd, &m, sizeof(m), 0);
     if (n < 0 && errno == EINTR) continue;
-    return n == static_cast<ssize_t>(sizeof(m)) && m.type == want;
+    if (n != static_cast<ssize_t>(sizeof(m))) return false;
+    if (m.type == kSyncCommitted && host_pid) {
+      *host_pid = m.value;
+      if (want == kSyncCommitted) return true;
+      continue;
+    }
+    return m.type == want;
   }
 }
 
@@ -295,7 +303,7 @@ void RunInit(InitPlan* plan) {
   }
   if (plan->new_userns) {
     SendSync(sync, kSyncIdMapsNeeded, 0, nullptr);
-    if (!WaitSync(sync, kSyncGo)) _exit(1);
+    if (!WaitSync(sync, kSyncGo, &plan->host_pid)) _exit(1);
     if (syscall(SYS_setresgid, 0, 0, 0) != 0) Fail(sync, "setgid 0 in user namespace", "", -errno);
     if (syscall(SYS_setresuid, 0, 0, 0) != 0) Fail(sync, "setuid 0 in user namespace", "", -errno);
   }
@@ -307,7 +315,7 @@ void RunInit(InitPlan* plan) {
     Fail(sync, "setdomainname", plan->domainname.c_str(), -errno);
   if (plan->hooks_in_create) {
     SendSync(sync, kSyncHooksNeeded, 0, nullptr);
-    if (!WaitSync(sync, kSyncGo)) _exit(1);
+    if (!WaitSync(sync, kSyncGo, &plan->host_pid)) _exit(1);
   }
   if ((rc = FinishRootfs(plan, &what, &obj)) < 0) Fail(sync, what, obj, rc);
   if (!FindExecutable(plan->process)) {
@@ -320,19 +328,13 @@ void RunInit(InitPlan* plan) {
   // returns, as runc does.
   if ((rc = SetupStdio(&plan->process, &what)) < 0) Fail(sync, what, "", rc);
   plan->process.stdio_done = true;
-  SendSync(sync, kSyncReady, 0, nullptr);
-  {
-    SyncMsg m;
-    ssize_t n;
-    while ((n = recv(sync, &m, sizeof(m), 0)) < 0 && errno == EINTR) {
-    }
-    if (n != static_cast<ssize_t>(sizeof(m)) || m.type != kSyncCommitted) _exit(1);
-    plan->host_pid = m.value;
-  }
+  // The runtime records our pid right after clone and then sends
+  // kSyncCommitted; from then on we may outlive it. Ready goes out only after
+  // the parent-death signal is cleared, so the runtime may exit as soon as it
+  // has read it: one hand-off instead of a ready/commit/ack round trip.
+  if (plan->host_pid == 0 && !WaitSync(sync, kSyncCommitted, &plan->host_pid)) _exit(1);
   prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
-  // The runtime waits for this before it may exit: its exit would otherwise
-  // race with the line above and kill us.
-  SendSync(sync, kSyncGo, 0, nullptr);
+  SendSync(sync, kSyncReady, 0, nullptr);
   close(sync);
   if (plan->wait_for_start) {
     // Blocks until `start` opens the fifo for reading.

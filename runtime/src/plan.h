@@ -22,10 +22,10 @@ namespace skiff::runtime {
 enum SyncType : int {
   kSyncIdMapsNeeded = 1,  // child: write my uid/gid maps, then kSyncGo
   kSyncHooksNeeded = 2,   // child: run createRuntime/createContainer hooks, then kSyncGo
-  kSyncReady = 3,         // child: set up; waiting for kSyncCommitted
+  kSyncReady = 3,         // child: set up, committed, parent-death signal cleared
   kSyncError = 4,         // child: failed; msg says why
   kSyncGo = 5,
-  kSyncCommitted = 6,  // parent: state recorded; child may outlive us
+  kSyncCommitted = 6,  // parent: state recorded (value = host pid); child may outlive us
   kSyncPid = 7,        // exec middle process: value = pid of the exec'ed process
 };
 struct SyncMsg {
