@@ -3,6 +3,7 @@
 // paths. Prepare* runs in the runtime; the rest in the clone'd init and uses
 // only syscalls on prepared strings.
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <limits.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -57,32 +58,74 @@ const std::map<std::string, unsigned long>& PropagationFlags() {
 
 // --- child side -------------------------------------------------------------
 
-// mkdir -p; the last component becomes a file when as_file.
-int MakePath(const char* path, bool as_file) {
-  // Mount points usually exist already: one syscall instead of a walk.
-  // mknod(S_IFREG) creates an empty file and never opens what exists (a
-  // fifo or device node at the mount point must not be opened).
-  if (as_file) {
-    if (mknod(path, S_IFREG | 0644, 0) == 0 || errno == EEXIST) return 0;
-  } else if (mkdir(path, 0755) == 0 || errno == EEXIST) {
-    return 0;
-  }
-  if (errno != ENOENT) return -errno;
+// Opens `dest` (a container path) below root_fd the way the container will
+// see it: symlinks and ".." resolve as if root_fd were "/", so a link in the
+// image cannot point a mount outside the rootfs. Missing components are
+// created (the last one a file when as_file). Returns an O_PATH fd or -errno.
+int OpenInRoot(int root_fd, const char* dest, bool as_file) {
+  struct open_how how = {};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  while (*dest == '/') dest++;
+  if (!*dest) return static_cast<int>(syscall(SYS_openat2, root_fd, ".", &how, sizeof(how)));
+  // Mount points usually exist: one syscall.
+  int fd = static_cast<int>(syscall(SYS_openat2, root_fd, dest, &how, sizeof(how)));
+  if (fd >= 0 || errno != ENOENT) return fd >= 0 ? fd : -errno;
   char buf[PATH_MAX];
-  size_t n = strlen(path);
+  size_t n = strlen(dest);
   if (n >= sizeof(buf)) return -ENAMETOOLONG;
-  memcpy(buf, path, n + 1);
-  for (size_t i = 1; i < n; i++) {
-    if (buf[i] != '/') continue;
+  memcpy(buf, dest, n + 1);
+  // Walk the prefixes, each resolved from the root again, creating what is
+  // missing in the directory its parent prefix resolved to.
+  int parent = static_cast<int>(syscall(SYS_openat2, root_fd, ".", &how, sizeof(how)));
+  if (parent < 0) return -errno;
+  size_t start = 0;
+  for (size_t i = 0; i <= n; i++) {
+    if (buf[i] != '/' && buf[i] != 0) continue;
+    bool last = buf[i] == 0;
+    char saved = buf[i];
     buf[i] = 0;
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
-    buf[i] = '/';
+    const char* name = buf + start;
+    if (*name && strcmp(name, ".") != 0) {
+      int next = static_cast<int>(syscall(SYS_openat2, root_fd, buf, &how, sizeof(how)));
+      if (next < 0 && errno == ENOENT) {
+        if (strcmp(name, "..") == 0) {
+          close(parent);
+          return -ENOENT;
+        }
+        int rc = last && as_file ? mknodat(parent, name, S_IFREG | 0644, 0) : mkdirat(parent, name, 0755);
+        // EEXIST here: a dangling symlink; resolving it again fails below.
+        if (rc != 0 && errno != EEXIST) {
+          int err = errno;
+          close(parent);
+          return -err;
+        }
+        next = static_cast<int>(syscall(SYS_openat2, root_fd, buf, &how, sizeof(how)));
+      }
+      if (next < 0) {
+        int err = errno;
+        close(parent);
+        return -err;
+      }
+      close(parent);
+      parent = next;
+    }
+    buf[i] = saved;
+    start = i + 1;
   }
-  if (as_file) {
-    if (mknod(buf, S_IFREG | 0644, 0) != 0 && errno != EEXIST) return -errno;
-    return 0;
-  }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
+  return parent;
+}
+
+// The host path of an fd from OpenInRoot, checked to be inside the rootfs.
+int FdPath(int fd, const std::string& rootfs, char* out, size_t len) {
+  char link[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, out, len - 1);
+  if (n < 0) return -errno;
+  if (static_cast<size_t>(n) >= len - 1) return -ENAMETOOLONG;
+  out[n] = 0;
+  size_t r = rootfs.size();
+  if (strncmp(out, rootfs.c_str(), r) != 0 || (out[r] != 0 && out[r] != '/')) return -EXDEV;
   return 0;
 }
 
@@ -107,48 +150,67 @@ int RemountBind(const char* target, unsigned long flags) {
   return 0;
 }
 
-int DoMount(const PreparedMount& m, const char** what) {
+int DoMount(const PreparedMount& m, int root_fd, const std::string& rootfs, const char** what) {
+  bool as_file = false;
   if (m.bind) {
     struct stat st;
     if (stat(m.source.c_str(), &st) != 0) {
       *what = "stat bind source";
       return -errno;
     }
-    int rc = MakePath(m.target.c_str(), !S_ISDIR(st.st_mode));
-    if (rc < 0) {
-      *what = "create mount point";
-      return rc;
-    }
-    if (mount(m.source.c_str(), m.target.c_str(), nullptr, MS_BIND | (m.flags & MS_REC), nullptr) != 0) {
+    as_file = !S_ISDIR(st.st_mode);
+  }
+  int fd = OpenInRoot(root_fd, m.dest.c_str(), as_file);
+  if (fd < 0) {
+    *what = "resolve mount point inside the rootfs";
+    return fd;
+  }
+  // The mount goes on the fd's own path (/proc/self/fd/N follows the very
+  // dentry we resolved); later steps use the resolved host path, now a
+  // mount point of ours.
+  char proc_fd[64], target[PATH_MAX];
+  snprintf(proc_fd, sizeof(proc_fd), "/proc/self/fd/%d", fd);
+  int rc = FdPath(fd, rootfs, target, sizeof(target));
+  if (rc < 0) {
+    close(fd);
+    *what = "resolve mount point inside the rootfs";
+    return rc;
+  }
+  if (m.bind) {
+    rc = mount(m.source.c_str(), proc_fd, nullptr, MS_BIND | (m.flags & MS_REC), nullptr);
+    int err = errno;
+    close(fd);
+    if (rc != 0) {
       *what = "bind mount";
-      return -errno;
+      return -err;
     }
     unsigned long extra = m.flags & ~(MS_BIND | MS_REC | MS_REMOUNT);
     if (extra) {
-      rc = RemountBind(m.target.c_str(), extra);
+      rc = RemountBind(target, extra);
       if (rc < 0) {
         *what = "remount bind";
         return rc;
       }
     }
   } else {
-    int rc = MakePath(m.target.c_str(), false);
-    if (rc < 0) {
-      *what = "create mount point";
-      return rc;
-    }
-    int mrc = mount(m.source.c_str(), m.target.c_str(), m.type.c_str(), m.flags, m.data.empty() ? nullptr : m.data.c_str());
-    if (mrc != 0 && m.type == "cgroup2" && (errno == EPERM || errno == EBUSY)) {
+    int mrc = mount(m.source.c_str(), proc_fd, m.type.c_str(), m.flags, m.data.empty() ? nullptr : m.data.c_str());
+    int err = errno;
+    close(fd);
+    if (mrc != 0 && m.type == "cgroup2" && (err == EPERM || err == EBUSY)) {
       // Without a cgroup namespace the host's hierarchy is bind-mounted instead.
-      mrc = mount("/sys/fs/cgroup", m.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr);
-      if (mrc == 0 && (m.flags & MS_RDONLY)) mrc = RemountBind(m.target.c_str(), MS_RDONLY);
+      mrc = mount("/sys/fs/cgroup", target, nullptr, MS_BIND | MS_REC, nullptr);
+      err = errno;
+      if (mrc == 0 && (m.flags & MS_RDONLY)) {
+        mrc = RemountBind(target, MS_RDONLY);
+        err = -mrc;
+      }
     }
     if (mrc != 0) {
       *what = "mount";
-      return -errno;
+      return -err;
     }
   }
-  if (m.propagation && mount(nullptr, m.target.c_str(), nullptr, m.propagation, nullptr) != 0) {
+  if (m.propagation && mount(nullptr, target, nullptr, m.propagation, nullptr) != 0) {
     *what = "set mount propagation";
     return -errno;
   }
@@ -164,6 +226,7 @@ absl::Status PrepareMounts(const Spec& spec, InitPlan* plan) {
     PreparedMount pm;
     pm.source = m.source;
     pm.type = m.type;
+    pm.dest = m.destination;
     pm.target = plan->rootfs + m.destination;
     std::string data;
     for (const std::string& o : m.options) {
@@ -212,7 +275,8 @@ absl::Status PrepareMounts(const Spec& spec, InitPlan* plan) {
     for (const auto& d : kDefault) {
       PreparedDevice pd;
       pd.host_path = std::string("/dev/") + d.name;
-      pd.target = plan->rootfs + "/dev/" + d.name;
+      pd.dest = std::string("/dev/") + d.name;
+      pd.target = plan->rootfs + pd.dest;
       pd.mode = S_IFCHR | 0666;
       pd.dev = makedev(d.major, d.minor);
       plan->devices.push_back(pd);
@@ -231,6 +295,7 @@ absl::Status PrepareMounts(const Spec& spec, InitPlan* plan) {
       PreparedDevice pd;
       if (d.path.empty() || d.path[0] != '/')
         return absl::InvalidArgumentError("linux.devices[" + std::to_string(i) + "].path: must be absolute");
+      pd.dest = d.path;
       pd.target = plan->rootfs + d.path;
       mode_t type = d.type == "b" ? S_IFBLK : (d.type == "p" ? S_IFIFO : S_IFCHR);
       if (d.type != "b" && d.type != "c" && d.type != "u" && d.type != "p")
@@ -256,6 +321,91 @@ absl::Status PrepareMounts(const Spec& spec, InitPlan* plan) {
   return absl::OkStatus();
 }
 
+namespace {
+
+int SetupDevice(const PreparedDevice& d, int parent, const char* name, bool bind, const char** what) {
+  if (bind) {
+    // Bind mounts work in user namespaces too, where mknod does not.
+    if (mknodat(parent, name, S_IFREG | 0644, 0) != 0 && errno != EEXIST) {
+      *what = "create device node";
+      return -errno;
+    }
+    int fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      *what = "open device node";
+      return -errno;
+    }
+    char proc_fd[64];
+    snprintf(proc_fd, sizeof(proc_fd), "/proc/self/fd/%d", fd);
+    int rc = mount(d.host_path.c_str(), proc_fd, nullptr, MS_BIND, nullptr);
+    int err = errno;
+    close(fd);
+    if (rc != 0) {
+      *what = "bind device";
+      return -err;
+    }
+    return 0;
+  }
+  if (unlinkat(parent, name, 0) != 0 && errno == EISDIR) unlinkat(parent, name, AT_REMOVEDIR);
+  if (mknodat(parent, name, d.mode, d.dev) != 0) {
+    *what = "mknod";
+    return -errno;
+  }
+  // mknod honours the umask; the spec's mode is meant as is.
+  if (fchmodat(parent, name, d.mode & 07777, 0) != 0) {
+    *what = "chmod device";
+    return -errno;
+  }
+  if (fchownat(parent, name, d.uid, d.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    *what = "chown device";
+    return -errno;
+  }
+  return 0;
+}
+
+// Spec mounts, then device nodes, every destination resolved inside the
+// rootfs (OpenInRoot).
+int SetupMountsAndDevices(InitPlan* plan, int root_fd, const char** what, const char** obj) {
+  for (const PreparedMount& m : plan->mounts) {
+    *obj = m.target.c_str();
+    int rc = DoMount(m, root_fd, plan->rootfs, what);
+    if (rc < 0) return rc;
+  }
+  // Nodes usually share their directory (/dev): its fd is kept for the next.
+  char dir[PATH_MAX], last_dir[PATH_MAX] = "";
+  int parent = -1;
+  int rc = 0;
+  for (const PreparedDevice& d : plan->devices) {
+    *obj = d.target.c_str();
+    size_t n = d.dest.size();
+    size_t slash = d.dest.rfind('/');
+    if (n >= sizeof(dir) || slash == std::string::npos || slash + 1 == n) {
+      *what = "device path";
+      rc = -EINVAL;
+      break;
+    }
+    memcpy(dir, d.dest.data(), slash);
+    dir[slash] = 0;
+    if (parent < 0 || strcmp(dir, last_dir) != 0) {
+      if (parent >= 0) close(parent);
+      parent = OpenInRoot(root_fd, dir, false);
+      if (parent < 0) {
+        rc = parent;
+        *what = "resolve device directory inside the rootfs";
+        break;
+      }
+      memcpy(last_dir, dir, slash + 1);
+    }
+    // mknod where allowed (as runc); in a user namespace only a bind works.
+    rc = SetupDevice(d, parent, d.dest.c_str() + slash + 1, plan->new_userns && !d.host_path.empty(), what);
+    if (rc < 0) break;
+  }
+  if (parent >= 0) close(parent);
+  return rc;
+}
+
+}  // namespace
+
 int SetupRootfs(InitPlan* plan, const char** what, const char** obj) {
   unsigned long prop = plan->rootfs_propagation ? plan->rootfs_propagation : (MS_SLAVE | MS_REC);
   *obj = "/";
@@ -270,44 +420,14 @@ int SetupRootfs(InitPlan* plan, const char** what, const char** obj) {
     *what = "bind mount rootfs";
     return -errno;
   }
-  for (const PreparedMount& m : plan->mounts) {
-    *obj = m.target.c_str();
-    int rc = DoMount(m, what);
-    if (rc < 0) return rc;
+  int root_fd = open(plan->rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) {
+    *what = "open rootfs";
+    return -errno;
   }
-  for (const PreparedDevice& d : plan->devices) {
-    *obj = d.target.c_str();
-    // mknod where allowed (as runc); in a user namespace only a bind works.
-    bool bind = plan->new_userns && !d.host_path.empty();
-    int rc = MakePath(d.target.c_str(), bind);
-    if (rc < 0) {
-      *what = "create device node";
-      return rc;
-    }
-    if (bind) {
-      // Bind mounts work in user namespaces too, where mknod does not.
-      if (mount(d.host_path.c_str(), d.target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
-        *what = "bind device";
-        return -errno;
-      }
-    } else {
-      rmdir(d.target.c_str());
-      unlink(d.target.c_str());
-      if (mknod(d.target.c_str(), d.mode, d.dev) != 0) {
-        *what = "mknod";
-        return -errno;
-      }
-      // mknod honours the umask; the spec's mode is meant as is.
-      if (chmod(d.target.c_str(), d.mode & 07777) != 0) {
-        *what = "chmod device";
-        return -errno;
-      }
-      if (chown(d.target.c_str(), d.uid, d.gid) != 0) {
-        *what = "chown device";
-        return -errno;
-      }
-    }
-  }
+  int rc = SetupMountsAndDevices(plan, root_fd, what, obj);
+  close(root_fd);
+  if (rc < 0) return rc;
   for (size_t i = 0; i + 1 < plan->dev_symlinks.size(); i += 2) {
     *obj = plan->dev_symlinks[i + 1].c_str();
     if (symlink(plan->dev_symlinks[i].c_str(), plan->dev_symlinks[i + 1].c_str()) != 0 && errno != EEXIST) {

@@ -36,7 +36,8 @@ struct SyncMsg {
 
 struct PreparedMount {
   std::string source;
-  std::string target;       // absolute host path under the rootfs
+  std::string dest;         // the spec's destination, a path inside the container
+  std::string target;       // rootfs + dest, for messages
   std::string type;
   unsigned long flags = 0;  // MS_* except propagation
   unsigned long propagation = 0;
@@ -47,7 +48,8 @@ struct PreparedMount {
 
 struct PreparedDevice {
   std::string host_path;  // bind source when it exists on the host
-  std::string target;     // under the rootfs
+  std::string dest;       // path inside the container
+  std::string target;     // rootfs + dest, for messages
   mode_t mode = 0;        // S_IFCHR/S_IFBLK | perms
   dev_t dev = 0;
   uid_t uid = 0;

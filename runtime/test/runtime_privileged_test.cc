@@ -2,6 +2,7 @@
 // by `runc spec` around a busybox-static rootfs. Root only.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -189,6 +190,38 @@ TEST_F(RuntimeTest, DeviceCgroupProgramDeniesWhatTheSpecDeniesLikeRunc) {
   EXPECT_EQ(s.out, r.out);
   EXPECT_EQ(s.out, "mknod-ok\nread=1\n1\nnull=0\n");
   EXPECT_EQ(s.err.find("not applied"), std::string::npos) << s.err;
+}
+
+TEST_F(RuntimeTest, MountDestinationsResolveSymlinksInsideTheRootfs) {
+  Bundle b("symlinks");
+  const std::string tag = "skiff-escape-" + std::to_string(getpid());
+  const std::string host_file = "/etc/" + tag, host_dir = "/etc/" + tag + "-dir";
+  auto clean_host = [&] {
+    umount2(host_file.c_str(), MNT_DETACH);
+    std::error_code ec;
+    fs::remove(host_file, ec);
+    fs::remove(host_dir, ec);
+  };
+  clean_host();
+  // An absolute link and a relative one climbing far above "/": both point at
+  // the host's /etc if followed outside the rootfs.
+  fs::create_symlink("/etc", b.dir() + "/rootfs/abs");
+  fs::create_symlink("../../../../../../../../etc", b.dir() + "/rootfs/rel");
+  std::ofstream(b.dir() + "/marker") << "inside\n";
+  auto& m = b.config()["mounts"];
+  m.push_back({{"destination", "/abs/" + tag}, {"type", "bind"}, {"source", b.dir() + "/marker"}, {"options", {"bind", "ro"}}});
+  m.push_back({{"destination", "/rel/" + tag + "-dir"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", {"size=1m"}}});
+  b.SetArgs({"sh", "-c", "cat /etc/" + tag + "; ls -d /etc/" + tag + "-dir; grep -c " + tag + " /proc/self/mounts"});
+  std::string id = NewId("symlinks");
+  CmdResult s = Skiff({"run", "-b", b.dir(), id});
+  bool escaped = fs::exists(host_file) || fs::exists(host_dir);
+  clean_host();
+  EXPECT_FALSE(escaped) << "a mount point was created on the host's /etc";
+  EXPECT_EQ(s.code, 0) << s.err;
+  EXPECT_EQ(s.out, "inside\n/etc/" + tag + "-dir\n2\n");
+  // Both landed in the rootfs' own etc.
+  EXPECT_TRUE(fs::exists(b.dir() + "/rootfs/etc/" + tag));
+  EXPECT_TRUE(fs::is_directory(b.dir() + "/rootfs/etc/" + tag + "-dir"));
 }
 
 // --- isolation --------------------------------------------------------------
