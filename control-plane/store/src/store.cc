@@ -17,6 +17,7 @@
 #include "skiff/common/unique_fd.h"
 #include "skiff/store/errors.h"
 #include "store_impl.h"
+#include "wal.h"
 
 namespace skiff::store {
 namespace {
@@ -49,22 +50,6 @@ std::string RevKey(int64_t main, int64_t sub) {
   return k;
 }
 MDB_val Val(const std::string& s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
-  static uint32_t table[256] = {};
-  static std::once_flag once;
-  std::call_once(once, [] {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0x82F63B78u ^ (c >> 1) : c >> 1;
-      table[i] = c;
-    }
-  });
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
 
 bool InRange(const std::string& k, const std::string& key, const std::string& end) {
   if (end.empty()) return k == key;
@@ -110,6 +95,15 @@ StoreImpl::~StoreImpl() {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   {
+    std::lock_guard<std::mutex> lk(ckpt_mu_);
+    ckpt_stop_ = true;
+  }
+  ckpt_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  // A clean close flushes LMDB; the log segments stay until the next open
+  // has checked them (it drops them after its own flush).
+  if (env_ != nullptr && mdb_env_sync(env_, 1) != 0) log::Error("store: final lmdb flush failed");
+  {
     std::lock_guard<std::mutex> lk(hub_.mu);
     for (StreamImpl* s : hub_.streams) s->Close();
   }
@@ -135,11 +129,9 @@ absl::Status StoreImpl::Init() {
   rc = mdb_env_set_mapsize(env_, map);
   if (rc != 0) return MdbError(rc, "mdb_env_set_mapsize");
   // MDB_NOTLS: read txns are pooled and move between threads.
-  // MDB_NOMETASYNC: a commit fsyncs its data pages (so the file is always
-  // consistent) but not the meta page; the next commit's fsync or
-  // FlushPending flushes it before any request of the batch is acknowledged,
-  // so an ack still means durable (see LeadLoop).
-  rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NORDAHEAD | MDB_NOMETASYNC, 0600);
+  // MDB_NOSYNC: durability comes from the write-ahead log; LMDB is flushed
+  // by the checkpointer (see RunGroup and Checkpoint).
+  rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC, 0600);
   if (rc != 0) return MdbError(rc, absl::StrCat("open lmdb in ", dir));
 
   MDB_txn* txn = nullptr;
@@ -170,6 +162,24 @@ absl::Status StoreImpl::Init() {
     PutMeta(txn, "member_id", static_cast<int64_t>(member_id_), nullptr);
     PutMeta(txn, "cluster_id", static_cast<int64_t>(cluster_id_), nullptr);
   }
+  // Redo what the write-ahead log holds beyond LMDB's last applied record.
+  int64_t lmdb_seq = 0;
+  get_meta("wal_seq", &lmdb_seq);
+  uint64_t last_seq = 0;
+  int64_t replayed = 0;
+  absl::Status rs = ReplayWal(
+      dir + "/wal", static_cast<uint64_t>(lmdb_seq),
+      [&](uint64_t, std::string_view payload) {
+        ++replayed;
+        return ApplyWalRecord(txn, payload);
+      },
+      &last_seq);
+  if (!rs.ok()) {
+    mdb_txn_abort(txn);
+    return rs;
+  }
+  if (last_seq > static_cast<uint64_t>(lmdb_seq)) PutMeta(txn, "wal_seq", static_cast<int64_t>(last_seq), nullptr);
+  const uint64_t next_seq = std::max<uint64_t>(last_seq, static_cast<uint64_t>(lmdb_seq)) + 1;
   int64_t meta_rev = 1;
   get_meta("rev", &meta_rev);
   int64_t compact = 0;
@@ -177,7 +187,6 @@ absl::Status StoreImpl::Init() {
   int64_t alarm = 0;
   get_meta("alarm_nospace", &alarm);
   nospace_ = alarm != 0;
-
   // Rebuild the index from the revision-ordered records.
   MDB_cursor* cur = nullptr;
   rc = mdb_cursor_open(txn, kv_dbi_, &cur);
@@ -211,12 +220,22 @@ absl::Status StoreImpl::Init() {
   rev_ = std::max(meta_rev, max_rev);
   rc = mdb_txn_commit(txn);
   if (rc != 0) return MdbError(rc, "commit init txn");
+  // LMDB now holds everything the old log did: make it durable, then start
+  // a fresh log (appending after a torn tail would hide the new records).
+  rc = mdb_env_sync(env_, 1);
+  if (rc != 0) return MdbError(rc, "sync lmdb");
+  ASSIGN_OR_RETURN(wal_, Wal::Create(dir + "/wal", next_seq, opts_.wal_segment_bytes));
+  wal_seq_ = next_seq - 1;
+  applied_seq_ = wal_seq_;
+  checkpoint_seq_ = wal_seq_;
+  if (replayed > 0) log::Info("store: replayed write-ahead log ", log::Field("records", replayed));
   committed_rev_ = rev_;
   compact_rev_ = compact;
   hub_.rev = rev_;
   RETURN_IF_ERROR(RebuildLeases());
   EnsurePreallocated();
   committer_ = std::thread([this] { CommitterLoop(); });
+  checkpointer_ = std::thread([this] { CheckpointerLoop(); });
 
   ticker_ = std::thread([this] { TickerLoop(); });
   log::Info("store: opened ", log::Field("data_dir", opts_.data_dir), " ", log::Field("revision", rev_), " ",
@@ -256,11 +275,90 @@ absl::Status StoreImpl::RebuildLeases() {
 }
 
 void StoreImpl::PutMeta(MDB_txn* txn, const std::string& key, int64_t v, WriteCtx* c) {
-  char buf[8];
-  PutBe64(buf, static_cast<uint64_t>(v));
-  MDB_val k = Val(key), val{8, buf};
-  int rc = mdb_put(txn, meta_dbi_, &k, &val, 0);
+  std::string buf(8, '\0');
+  PutBe64(buf.data(), static_cast<uint64_t>(v));
+  int rc = 0;
+  if (c != nullptr && c->wal != nullptr) {
+    rc = TxPut(*c, meta_dbi_, key, buf, 0);
+  } else {
+    MDB_val k = Val(key), val = Val(buf);
+    rc = mdb_put(txn, meta_dbi_, &k, &val, 0);
+  }
   if (rc != 0 && c != nullptr && c->fatal.ok()) c->fatal = MdbError(rc, "put meta");
+}
+
+// A write-ahead log record is the batch's LMDB mutations, in order:
+//   u8 database (0 kv, 1 meta, 2 lease) | u8 'p' or 'd' | u32 key length |
+//   key | (for 'p') u32 value length | value        (lengths big endian)
+// Replaying them redoes the batch exactly, whatever the requests were
+// (lease IDs, expiry and compare results are already decided).
+namespace {
+void PutBe32(std::string* out, uint32_t v) {
+  char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+               static_cast<char>(v)};
+  out->append(b, 4);
+}
+uint32_t GetBe32(const char* p) {
+  return (uint32_t{static_cast<unsigned char>(p[0])} << 24) | (uint32_t{static_cast<unsigned char>(p[1])} << 16) |
+         (uint32_t{static_cast<unsigned char>(p[2])} << 8) | uint32_t{static_cast<unsigned char>(p[3])};
+}
+}  // namespace
+
+int StoreImpl::TxPut(WriteCtx& c, MDB_dbi dbi, const std::string& key, const std::string& val, unsigned flags) {
+  MDB_val k = Val(key), v = Val(val);
+  int rc = mdb_put(c.txn, dbi, &k, &v, flags);
+  if (rc == 0 && c.wal != nullptr) {
+    c.wal->push_back(static_cast<char>(dbi == kv_dbi_ ? 0 : dbi == meta_dbi_ ? 1 : 2));
+    c.wal->push_back('p');
+    PutBe32(c.wal, static_cast<uint32_t>(key.size()));
+    c.wal->append(key);
+    PutBe32(c.wal, static_cast<uint32_t>(val.size()));
+    c.wal->append(val);
+  }
+  return rc;
+}
+
+int StoreImpl::TxDel(WriteCtx& c, MDB_dbi dbi, const std::string& key) {
+  MDB_val k = Val(key);
+  int rc = mdb_del(c.txn, dbi, &k, nullptr);
+  if (rc == 0 && c.wal != nullptr) {
+    c.wal->push_back(static_cast<char>(dbi == kv_dbi_ ? 0 : dbi == meta_dbi_ ? 1 : 2));
+    c.wal->push_back('d');
+    PutBe32(c.wal, static_cast<uint32_t>(key.size()));
+    c.wal->append(key);
+  }
+  return rc;
+}
+
+absl::Status StoreImpl::ApplyWalRecord(MDB_txn* txn, std::string_view p) {
+  auto bad = [] { return absl::DataLossError("store: malformed write-ahead log record"); };
+  size_t off = 0;
+  while (off < p.size()) {
+    if (p.size() - off < 6) return bad();
+    const int db = p[off];
+    const char op = p[off + 1];
+    uint32_t klen = GetBe32(p.data() + off + 2);
+    off += 6;
+    if (db < 0 || db > 2 || (op != 'p' && op != 'd') || p.size() - off < klen) return bad();
+    MDB_dbi dbi = db == 0 ? kv_dbi_ : db == 1 ? meta_dbi_ : lease_dbi_;
+    MDB_val k{klen, const_cast<char*>(p.data() + off)};
+    off += klen;
+    int rc = 0;
+    if (op == 'p') {
+      if (p.size() - off < 4) return bad();
+      uint32_t vlen = GetBe32(p.data() + off);
+      off += 4;
+      if (p.size() - off < vlen) return bad();
+      MDB_val v{vlen, const_cast<char*>(p.data() + off)};
+      off += vlen;
+      rc = mdb_put(txn, dbi, &k, &v, 0);
+    } else {
+      rc = mdb_del(txn, dbi, &k, nullptr);
+      if (rc == MDB_NOTFOUND) rc = 0;
+    }
+    if (rc != 0) return MdbError(rc, "replay write-ahead log");
+  }
+  return absl::OkStatus();
 }
 
 etcdserverpb::ResponseHeader StoreImpl::HeaderAt(int64_t rev) const {
@@ -439,12 +537,9 @@ void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
   LeadLoop(self);
 }
 
-// Runs batches while this thread holds leadership (leader_busy_). Batches are
-// pipelined: with MDB_NOMETASYNC a commit fsyncs its data pages, which also
-// flushes the meta page the previous commit left in the page cache, so under
-// load batch N is acknowledged right after batch N+1's commit and each batch
-// costs one fsync. Before leadership is given up, the last batch's meta page
-// is flushed explicitly (FlushPending).
+// Runs batches while this thread holds leadership (leader_busy_). Each batch
+// costs one write-ahead log fdatasync; requests that arrive meanwhile form the
+// next batch.
 void StoreImpl::LeadLoop(PendingOp* self) {
   leader_self_ = self;
   for (;;) {
@@ -456,24 +551,16 @@ void StoreImpl::LeadLoop(PendingOp* self) {
     if (!batch.empty()) ProcessBatch(batch);
     std::unique_lock<std::mutex> lk(q_mu_);
     if (queue_.empty()) {
-      lk.unlock();
-      FlushPending();
-      lk.lock();
-      if (queue_.empty()) {
-        leader_self_ = nullptr;
-        leader_busy_ = false;
-        return;
-      }
+      leader_self_ = nullptr;
+      leader_busy_ = false;
+      return;
     }
     PendingOp* next = queue_.front();
     if (!next->callback || self != nullptr) {
-      lk.unlock();
-      FlushPending();
-      lk.lock();
       leader_self_ = nullptr;
-      if (!queue_.empty() && !queue_.front()->callback) {
-        queue_.front()->lead = true;
-        queue_.front()->done.release();
+      if (!next->callback) {
+        next->lead = true;
+        next->done.release();
       } else {
         // A blocked in-process caller should not serve the gRPC load.
         leader_busy_ = false;
@@ -488,23 +575,8 @@ void StoreImpl::CompleteOne(PendingOp* op) {
   if (op != leader_self_) Complete(op);
 }
 
-void StoreImpl::FlushPending() {
-  if (!pending_) return;
-  int rc = mdb_env_sync(env_, 1);
-  if (rc != 0) {
-    // Like etcd on a failed WAL fsync: the state on disk is unknown, so
-    // acknowledging anything further would be a lie.
-    log::Error("store: fdatasync failed, stopping: ", mdb_strerror(rc));
-    std::abort();
-  }
-  AckPending();
-}
-
-// Makes the pending batch visible and completes its requests; its meta page
-// is known to be on disk.
-void StoreImpl::AckPending() {
-  Durable d = std::move(*pending_);
-  pending_.reset();
+// Makes a durable batch visible and completes its requests.
+void StoreImpl::Ack(Durable d) {
   {
     std::lock_guard<std::mutex> lk(hub_.mu);
     committed_rev_.store(d.rev, std::memory_order_release);
@@ -518,6 +590,34 @@ void StoreImpl::AckPending() {
     metrics_.commit_ns_total += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - d.t0).count();
   }
   for (PendingOp* op : d.ops) CompleteOne(op);
+}
+
+// Flushes LMDB up to the last applied log record and drops the log segments
+// that hold nothing newer. Runs on the checkpointer thread (and once more in
+// the destructor), never on the commit path.
+void StoreImpl::Checkpoint() {
+  uint64_t seq = applied_seq_.load(std::memory_order_acquire);
+  if (seq <= checkpoint_seq_) return;
+  int rc = mdb_env_sync(env_, 1);
+  if (rc != 0) {
+    // Like etcd on a failed fsync: the state on disk is unknown.
+    log::Error("store: lmdb checkpoint fdatasync failed, stopping: ", mdb_strerror(rc));
+    std::abort();
+  }
+  checkpoint_seq_ = seq;
+  wal_->DropThrough(seq);
+}
+
+void StoreImpl::CheckpointerLoop() {
+  std::unique_lock<std::mutex> lk(ckpt_mu_);
+  for (;;) {
+    ckpt_cv_.wait_for(lk, std::chrono::milliseconds(std::max<int64_t>(opts_.checkpoint_interval_ms, 10)));
+    if (ckpt_stop_) return;
+    lk.unlock();
+    Checkpoint();
+    wal_->PrepareSpare();
+    lk.lock();
+  }
 }
 
 void StoreImpl::CommitterLoop() {
@@ -615,7 +715,6 @@ void StoreImpl::ProcessBatch(const std::vector<PendingOp*>& batch) {
   size_t i = 0;
   while (i < batch.size()) {
     if (batch[i]->kind == PendingOp::Kind::kCompact) {
-      FlushPending();
       RunCompaction(batch[i]);
       CompleteOne(batch[i]);
       ++i;
@@ -625,31 +724,40 @@ void StoreImpl::ProcessBatch(const std::vector<PendingOp*>& batch) {
     while (j < batch.size() && batch[j]->kind != PendingOp::Kind::kCompact) ++j;
     std::vector<PendingOp*> group(batch.begin() + static_cast<std::ptrdiff_t>(i),
                                   batch.begin() + static_cast<std::ptrdiff_t>(j));
-    if (!RunGroup(group)) {
-      FlushPending();
-      for (PendingOp* op : group) CompleteOne(op);
-    }
+    RunGroup(group);
     i = j;
   }
 }
 
-bool StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
+// One batch: apply every request in one LMDB write transaction, committed
+// without fsync (MDB_NOSYNC: the pages only reach the page cache, which a
+// killed process cannot lose), then append the batch's mutations to the
+// write-ahead log as one record and fdatasync it — the only flush an
+// acknowledgement waits for. LMDB itself is flushed by the checkpointer.
+// The LMDB commit comes first so that a failing commit (MDB_MAP_FULL) never
+// leaves a log record of requests that were answered with an error.
+void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
   auto t0 = Clock::now();
   MDB_txn* txn = nullptr;
   int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
   if (rc != 0) {
-    for (PendingOp* op : group) op->status = MdbError(rc, "begin write txn");
-    return false;
+    for (PendingOp* op : group) {
+      op->status = MdbError(rc, "begin write txn");
+      CompleteOne(op);
+    }
+    return;
   }
   const int64_t start_rev = rev_;
   std::vector<std::string> touched;
   std::vector<RevEventsPtr> events;
+  std::string record;
   absl::Status fatal;
   for (PendingOp* op : group) {
     WriteCtx c;
     c.txn = txn;
     c.rev = rev_ + 1;
     c.touched = &touched;
+    c.wal = &record;
     ApplyOp(c, op);
     if (!c.fatal.ok()) {
       fatal = c.fatal;
@@ -663,11 +771,18 @@ bool StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
       events.push_back(std::move(ev));
     }
   }
-  // Always dirty the txn: an empty commit skips LMDB's data fsync, and the
-  // previous batch's acknowledgement relies on that fsync (see LeadLoop).
-  if (fatal.ok()) {
+  if (fatal.ok() && rev_ != start_rev) {
     WriteCtx c;
+    c.txn = txn;
+    c.wal = &record;
     PutMeta(txn, "rev", rev_, &c);
+    fatal = c.fatal;
+  }
+  const bool logged = !record.empty();
+  if (fatal.ok() && logged) {
+    WriteCtx c;  // not logged itself: replay sets it
+    c.txn = txn;
+    PutMeta(txn, "wal_seq", static_cast<int64_t>(wal_seq_ + 1), &c);
     fatal = c.fatal;
   }
   if (fatal.ok()) {
@@ -685,17 +800,24 @@ bool StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
     }
     (void)RebuildLeases();
     if (fatal.code() == absl::StatusCode::kResourceExhausted && !nospace_) nospace_ = true;
-    for (PendingOp* op : group) op->status = fatal;
-    return false;
+    for (PendingOp* op : group) {
+      op->status = fatal;
+      CompleteOne(op);
+    }
+    return;
   }
-  // The data pages are synced, which also flushed the meta page of the
-  // previous commit: that batch is durable now. This batch's own meta page is
-  // written but not flushed (MDB_NOMETASYNC) until the next commit or
-  // FlushPending; nothing of it is visible or acknowledged before that.
-  if (pending_) AckPending();
-  pending_ = Durable{rev_, std::move(events), group, t0};
+  if (logged) {
+    absl::Status st = wal_->Append(wal_seq_ + 1, record);
+    if (!st.ok()) {
+      // Like etcd on a failed WAL write: nothing further can be promised.
+      log::Error("store: write-ahead log append failed, stopping: ", st);
+      std::abort();
+    }
+    ++wal_seq_;
+    applied_seq_.store(wal_seq_, std::memory_order_release);
+  }
+  Ack(Durable{rev_, std::move(events), group, t0});
   EnsurePreallocated();
-  return true;
 }
 
 // LMDB grows its file by writing pages past the end, so every commit that
@@ -850,9 +972,7 @@ void StoreImpl::WritePut(WriteCtx& c, const etcdserverpb::PutRequest& r, etcdser
   kv.set_lease(r.ignore_lease() && old ? old->lease : r.lease());
   std::string rec(1, kPutRecord);
   kv.AppendToString(&rec);
-  std::string k = RevKey(c.rev, c.sub);
-  MDB_val mk = Val(k), mv = Val(rec);
-  int rc = mdb_put(c.txn, kv_dbi_, &mk, &mv, MDB_APPEND);
+  int rc = TxPut(c, kv_dbi_, RevKey(c.rev, c.sub), rec, MDB_APPEND);
   if (rc != 0) {
     c.fatal = MdbError(rc, "put");
     return;
@@ -887,9 +1007,7 @@ void StoreImpl::DeleteKey(WriteCtx& c, const std::string& key, const IndexEntry&
   tomb.set_mod_revision(c.rev);
   std::string rec(1, kTombRecord);
   tomb.AppendToString(&rec);
-  std::string k = RevKey(c.rev, c.sub);
-  MDB_val mk = Val(k), mv = Val(rec);
-  int rc = mdb_put(c.txn, kv_dbi_, &mk, &mv, MDB_APPEND);
+  int rc = TxPut(c, kv_dbi_, RevKey(c.rev, c.sub), rec, MDB_APPEND);
   if (rc != 0) {
     c.fatal = MdbError(rc, "delete");
     return;
@@ -1079,11 +1197,10 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
         l.expiry = Clock::now() + std::chrono::seconds(ttl);
         leases_[id] = std::move(l);
       }
-      char kb[8], vb[8];
-      PutBe64(kb, static_cast<uint64_t>(id));
-      PutBe64(vb, static_cast<uint64_t>(ttl));
-      MDB_val mk{8, kb}, mv{8, vb};
-      int rc = mdb_put(c.txn, lease_dbi_, &mk, &mv, 0);
+      std::string kb(8, '\0'), vb(8, '\0');
+      PutBe64(kb.data(), static_cast<uint64_t>(id));
+      PutBe64(vb.data(), static_cast<uint64_t>(ttl));
+      int rc = TxPut(c, lease_dbi_, kb, vb, 0);
       if (rc != 0) {
         c.fatal = MdbError(rc, "put lease");
         return;
@@ -1114,10 +1231,9 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
         DeleteKey(c, k, copy, nullptr);
         if (!c.fatal.ok()) return;
       }
-      char kb[8];
-      PutBe64(kb, static_cast<uint64_t>(r.id()));
-      MDB_val mk{8, kb};
-      int rc = mdb_del(c.txn, lease_dbi_, &mk, nullptr);
+      std::string kb(8, '\0');
+      PutBe64(kb.data(), static_cast<uint64_t>(r.id()));
+      int rc = TxDel(c, lease_dbi_, kb);
       if (rc != 0 && rc != MDB_NOTFOUND) {
         c.fatal = MdbError(rc, "delete lease");
         return;

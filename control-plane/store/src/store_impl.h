@@ -33,6 +33,7 @@ using RevEventsPtr = std::shared_ptr<const RevEvents>;
 
 class StreamImpl;
 class StoreImpl;
+class Wal;
 class ReadTxn;
 
 struct Watcher {
@@ -159,6 +160,7 @@ class StoreImpl final : public Store {
     int32_t sub = 0;  // number of changes so far in this op
     std::vector<mvccpb::Event> events;
     std::vector<std::string>* touched = nullptr;
+    std::string* wal = nullptr;  // the batch's write-ahead log record (mutations)
     absl::Status fatal;  // an LMDB failure: the whole batch is aborted
   };
   struct Lease {
@@ -176,22 +178,35 @@ class StoreImpl final : public Store {
   void CommitterLoop();
   void LeadLoop(PendingOp* self);
   void CompleteOne(PendingOp* op);
-  void FlushPending();
-  void AckPending();
   PendingOp* leader_self_ = nullptr;
   std::thread committer_;
   void SubmitAsync(PendingOp::Kind kind, const google::protobuf::Message* req, google::protobuf::Message* resp,
                    Done done);
-  // Applies and commits a batch; true when it became pending_ (acknowledged
-  // once its meta page is flushed), false when it failed and its requests
-  // can be completed right away.
-  bool RunGroup(const std::vector<PendingOp*>& group);
+  // Applies a batch in one LMDB transaction (committed without fsync), logs
+  // its mutations as one write-ahead log record (one fdatasync), then makes it
+  // visible and completes its requests.
+  void RunGroup(const std::vector<PendingOp*>& group);
   struct Durable {
     int64_t rev;
     std::vector<RevEventsPtr> events;
     std::vector<PendingOp*> ops;
     std::chrono::steady_clock::time_point t0;
   };
+  void Ack(Durable d);
+  // LMDB writes of the commit path: applied to txn and logged to c.wal.
+  int TxPut(WriteCtx& c, MDB_dbi dbi, const std::string& key, const std::string& val, unsigned flags);
+  int TxDel(WriteCtx& c, MDB_dbi dbi, const std::string& key);
+  absl::Status ApplyWalRecord(MDB_txn* txn, std::string_view payload);
+  void CheckpointerLoop();
+  void Checkpoint();
+  std::unique_ptr<Wal> wal_;
+  uint64_t wal_seq_ = 0;                     // last record written (leader only)
+  std::atomic<uint64_t> applied_seq_{0};     // last record whose LMDB txn is committed
+  uint64_t checkpoint_seq_ = 0;              // LMDB is durable up to here (checkpointer)
+  std::thread checkpointer_;
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;
+  bool ckpt_stop_ = false;
   void ProcessBatch(const std::vector<PendingOp*>& batch);
   void EnsurePreallocated();
   int64_t prealloc_end_ = 0;
@@ -251,7 +266,6 @@ class StoreImpl final : public Store {
   mutable std::mutex metrics_mu_;
   Metrics metrics_;
   std::atomic<int64_t> ranges_{0};
-  std::optional<Durable> pending_;  // committed, meta page not yet flushed (leader only)
 };
 
 // A pooled read-only LMDB transaction: renewing a reset txn avoids taking a

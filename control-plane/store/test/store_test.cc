@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "mvcc_index.h"
 #include "skiff/store/store.h"
+#include "store_helpers.h"
 
 namespace skiff::store {
 namespace {
@@ -33,22 +34,8 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-std::unique_ptr<Store> OpenStore(const std::string& dir, Options o = {}) {
-  o.data_dir = dir;
-  auto s = Store::Open(o);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::move(*s) : nullptr;
-}
-
-int64_t Put(Store* s, const std::string& k, const std::string& v, int64_t lease = 0) {
-  etcdserverpb::PutRequest r;
-  r.set_key(k);
-  r.set_value(v);
-  r.set_lease(lease);
-  auto resp = s->Put(r);
-  EXPECT_TRUE(resp.ok()) << resp.status();
-  return resp.ok() ? resp->header().revision() : -1;
-}
+using testing::OpenStore;
+using testing::Put;
 
 etcdserverpb::RangeResponse Get(Store* s, const std::string& k, const std::string& end = "", int64_t rev = 0) {
   RangeRequest r;

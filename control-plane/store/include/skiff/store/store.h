@@ -44,6 +44,10 @@ struct Options {
   std::vector<std::string> peer_urls = {"http://localhost:2380"};
   // Shortest lease TTL granted (etcd's single-member default rounds to 2 s).
   int64_t min_lease_ttl_s = 2;
+  // Write-ahead log: size of a preallocated segment, and how often LMDB is
+  // flushed (checkpointed) so older segments can be dropped.
+  int64_t wal_segment_bytes = int64_t{16} << 20;
+  int64_t checkpoint_interval_ms = 1000;
 };
 
 // Counters for /metrics.
@@ -81,8 +85,8 @@ class Store {
   static absl::StatusOr<std::unique_ptr<Store>> Open(const Options& options);
   virtual ~Store() = default;
 
-  // KV. Writes return once their LMDB transaction is fsynced; concurrent
-  // writers share one transaction (group commit).
+  // KV. Writes return once their write-ahead log record is fdatasynced;
+  // concurrent writers share one record and one fdatasync (group commit).
   virtual absl::StatusOr<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& req) = 0;
   virtual absl::StatusOr<etcdserverpb::PutResponse> Put(const etcdserverpb::PutRequest& req) = 0;
   virtual absl::StatusOr<etcdserverpb::DeleteRangeResponse> DeleteRange(
