@@ -5,10 +5,13 @@
 
 #include <fstream>
 
+#include "absl/time/clock.h"
+
 #include "fixture.h"
 #include "objects.h"
 #include "skiff/apiserver/pki.h"
 #include "skiff/apiserver/resources.h"
+#include "skiff/api/v1/kubelet.grpc.pb.h"
 
 namespace skiff::apitest {
 namespace {
@@ -188,6 +191,180 @@ TEST_F(AuthTest, NodeCertificatesNeedAValidTokenAndMatchingSubject) {
   EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument);
   // A bootstrap token is not a general credential.
   EXPECT_EQ(WithToken(tok->token())->List("pods", "default").status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+// ---- A: NodeStats passthrough
+
+class StatsKubelet final : public ::skiff::api::v1::Kubelet::Service {
+ public:
+  grpc::Status Stats(grpc::ServerContext*, const ::skiff::api::v1::StatsRequest*,
+                     ::skiff::api::v1::StatsResponse* out) override {
+    out->set_node_name("stats-node");
+    out->set_cpu_usage_nano_cores(250000000);
+    out->set_memory_working_set_bytes(64 << 20);
+    auto* p = out->add_pods();
+    p->set_namespace_("default");
+    p->set_name("web");
+    auto* c = p->add_containers();
+    c->set_name("app");
+    c->set_cpu_usage_nano_cores(1000000);
+    c->set_memory_working_set_bytes(4 << 20);
+    return grpc::Status::OK;
+  }
+};
+
+TEST_F(AuthTest, NodeStatsArePassedThroughFromTheKubeletToViewersOnly) {
+  StatsKubelet kubelet;
+  int kport = 0;
+  grpc::ServerBuilder b;
+  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &kport);
+  b.RegisterService(&kubelet);
+  auto ksrv = b.BuildAndStart();
+  ASSERT_NE(kport, 0);
+  Object node = MakeObject("nodes", "", "stats-node");
+  node.mutable_node()->mutable_status()->mutable_daemon_endpoints()->mutable_kubelet_endpoint()->set_port(kport);
+  ASSERT_TRUE(admin_->Create("nodes", "", node).ok());
+
+  auto st = admin_->NodeStats("stats-node");
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->node_name(), "stats-node");
+  EXPECT_EQ(st->cpu_usage_nano_cores(), 250000000u);
+  ASSERT_EQ(st->pods_size(), 1);
+  EXPECT_EQ(st->pods(0).name(), "web");
+  EXPECT_EQ(st->pods(0).containers(0).memory_working_set_bytes(), 4u << 20);
+  // view (bound cluster-wide to "viewer") may.
+  EXPECT_TRUE(WithToken("viewer-token")->NodeStats("stats-node").ok());
+  // Without a cluster-wide role: refused with Kubernetes' message.
+  auto editor = WithToken("edit-token")->NodeStats("stats-node");
+  ASSERT_EQ(editor.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(editor.status().message(),
+            "nodes/stats \"stats-node\" is forbidden: User \"editor\" cannot get resource \"nodes/stats\" in API "
+            "group \"\" at the cluster scope");
+  EXPECT_EQ(JoinNode("n-stats")->NodeStats("stats-node").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ((*skiff::client::Dial(Anonymous()))->NodeStats("stats-node").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  auto missing = admin_->NodeStats("no-such-node");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "nodes \"no-such-node\" not found");
+  EXPECT_EQ(admin_->NodeStats("").status().code(), absl::StatusCode::kInvalidArgument);
+  // A kubelet that is down: Unavailable, naming the node.
+  ksrv->Shutdown();
+  auto down = admin_->NodeStats("stats-node");
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(down.status().message().rfind("node \"stats-node\": kubelet stats: ", 0), 0u) << down.status();
+}
+
+// ---- B: ServiceAccount tokens
+
+TEST_F(AuthTest, ServiceAccountTokensAuthenticateAsTheServiceAccount) {
+  ASSERT_TRUE(admin_->Create("serviceaccounts", "default", MakeObject("serviceaccounts", "default", "robot")).ok());
+  auto tok = admin_->CreateServiceAccountToken("default", "robot");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  int64_t now = absl::ToUnixSeconds(absl::Now());
+  EXPECT_NEAR(tok->expiration_unix(), now + 3600, 5);
+  auto robot = WithToken(tok->token());
+  auto who = robot->WhoAmI();
+  ASSERT_TRUE(who.ok()) << who.status();
+  EXPECT_EQ(who->username(), "system:serviceaccount:default:robot");
+  std::vector<std::string> groups(who->groups().begin(), who->groups().end());
+  EXPECT_EQ(groups, (std::vector<std::string>{"system:serviceaccounts", "system:serviceaccounts:default",
+                                              "system:authenticated"}));
+  auto denied = robot->List("pods", "default");
+  ASSERT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(denied.status().message(),
+            "pods is forbidden: User \"system:serviceaccount:default:robot\" cannot list resource \"pods\" in API "
+            "group \"\" in the namespace \"default\"");
+  // RBAC subjects of kind ServiceAccount apply.
+  Object rb = MakeObject("rolebindings", "default", "robot-view");
+  rb.mutable_role_binding()->mutable_subjects(0)->set_kind("ServiceAccount");
+  rb.mutable_role_binding()->mutable_subjects(0)->set_name("robot");
+  rb.mutable_role_binding()->mutable_subjects(0)->set_namespace_("default");
+  ASSERT_TRUE(admin_->Create("rolebindings", "default", rb).ok());
+  bool allowed = false;
+  for (int i = 0; i < 100 && !allowed; ++i) {
+    allowed = robot->List("pods", "default").ok();
+    if (!allowed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(allowed);
+
+  // Tampering with any part breaks the signature.
+  std::string t = tok->token();
+  std::string bad_sig = t;
+  char& c = bad_sig[bad_sig.size() - 10];
+  c = c == 'A' ? 'B' : 'A';
+  EXPECT_EQ(WithToken(bad_sig)->WhoAmI().status().code(), absl::StatusCode::kUnauthenticated);
+  // Another audience does not authenticate to the API server.
+  auto other = admin_->CreateServiceAccountToken("default", "robot", {"vault"});
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(WithToken(other->token())->WhoAmI().status().code(), absl::StatusCode::kUnauthenticated);
+  // Bad requests.
+  auto short_exp = admin_->CreateServiceAccountToken("default", "robot", {}, 60);
+  ASSERT_EQ(short_exp.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(short_exp.status().message(),
+            "TokenRequest.authentication.k8s.io \"robot\" is invalid: spec.expirationSeconds: Invalid value: 60: may "
+            "not specify a duration less than 10 minutes");
+  auto ghost = admin_->CreateServiceAccountToken("default", "ghost");
+  ASSERT_EQ(ghost.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ghost.status().message(), "serviceaccounts \"ghost\" not found");
+  auto viewer = WithToken("viewer-token")->CreateServiceAccountToken("default", "robot");
+  ASSERT_EQ(viewer.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(viewer.status().message(),
+            "serviceaccounts/token \"robot\" is forbidden: User \"viewer\" cannot create resource "
+            "\"serviceaccounts/token\" in API group \"\" in the namespace \"default\"");
+
+  // Bound to a pod: dies with the pod.
+  auto pod = admin_->Create("pods", "default", MakeObject("pods", "default", "robot-pod"));
+  ASSERT_TRUE(pod.ok());
+  auto bound = admin_->CreateServiceAccountToken("default", "robot", {}, 0, "robot-pod", Meta(*pod).uid());
+  ASSERT_TRUE(bound.ok()) << bound.status();
+  auto wrong_uid = admin_->CreateServiceAccountToken("default", "robot", {}, 0, "robot-pod", "not-the-uid");
+  EXPECT_EQ(wrong_uid.status().code(), absl::StatusCode::kFailedPrecondition);
+  auto bound_client = WithToken(bound->token());
+  EXPECT_TRUE(bound_client->WhoAmI().ok());
+  ASSERT_TRUE(admin_->Delete("pods", "default", "robot-pod").ok());  // unbound: gone at once
+  EXPECT_EQ(bound_client->WhoAmI().status().code(), absl::StatusCode::kUnauthenticated);
+  // A pod of the same name but another uid does not revive it.
+  ASSERT_TRUE(admin_->Create("pods", "default", MakeObject("pods", "default", "robot-pod")).ok());
+  EXPECT_EQ(bound_client->WhoAmI().status().code(), absl::StatusCode::kUnauthenticated);
+  // Deleting the ServiceAccount ends every token of it.
+  ASSERT_TRUE(admin_->Delete("serviceaccounts", "default", "robot").ok());
+  EXPECT_EQ(robot->WhoAmI().status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(AuthTest, NodesGetTokensOnlyForServiceAccountsOfTheirPods) {
+  ASSERT_TRUE(admin_->Create("serviceaccounts", "default", MakeObject("serviceaccounts", "default", "app-sa")).ok());
+  (void)admin_->Create("serviceaccounts", "default", MakeObject("serviceaccounts", "default", "default"));  // may exist
+  Object mine = MakeObject("pods", "default", "tok-mine");
+  mine.mutable_pod()->mutable_spec()->set_node_name("n-tok");
+  mine.mutable_pod()->mutable_spec()->set_service_account_name("app-sa");
+  Object theirs = MakeObject("pods", "default", "tok-theirs");
+  theirs.mutable_pod()->mutable_spec()->set_node_name("n-other");
+  theirs.mutable_pod()->mutable_spec()->set_service_account_name("app-sa");
+  auto m = admin_->Create("pods", "default", mine);
+  auto o = admin_->Create("pods", "default", theirs);
+  ASSERT_TRUE(m.ok() && o.ok());
+  auto node = JoinNode("n-tok");
+  auto ok = node->CreateServiceAccountToken("default", "app-sa", {}, 3607, "tok-mine", Meta(*m).uid());
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  auto as_pod = WithToken(ok->token())->WhoAmI();
+  ASSERT_TRUE(as_pod.ok());
+  EXPECT_EQ(as_pod->username(), "system:serviceaccount:default:app-sa");
+
+  auto unbound = node->CreateServiceAccountToken("default", "app-sa");
+  ASSERT_EQ(unbound.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(unbound.status().message(),
+            "node \"n-tok\" is not allowed to create serviceaccounts/token \"app-sa\": a node may only request "
+            "tokens bound to a pod");
+  auto other_node = node->CreateServiceAccountToken("default", "app-sa", {}, 0, "tok-theirs", Meta(*o).uid());
+  ASSERT_EQ(other_node.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(other_node.status().message(),
+            "node \"n-tok\" is not allowed to create serviceaccounts/token \"app-sa\": pod is not bound to this "
+            "node");
+  auto other_sa = node->CreateServiceAccountToken("default", "default", {}, 0, "tok-mine", Meta(*m).uid());
+  ASSERT_EQ(other_sa.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(other_sa.status().message(),
+            "node \"n-tok\" is not allowed to create serviceaccounts/token \"default\": the pod does not use this "
+            "service account");
 }
 
 }  // namespace

@@ -93,6 +93,22 @@ absl::StatusOr<UserInfo> Authenticator::AuthenticateBootstrapToken(const std::st
   return u;
 }
 
+absl::StatusOr<UserInfo> Authenticator::AuthenticateServiceAccountToken(const std::string& token) const {
+  if (!signer_) return Unauthorized();
+  ASSIGN_OR_RETURN(ServiceAccountClaims c, signer_->Verify(token, absl::Now()));
+  if (std::find(c.audiences.begin(), c.audiences.end(), kServiceAccountIssuer) == c.audiences.end())
+    return Unauthorized();
+  auto sa = registry_->Get("serviceaccounts", c.ns, c.name);
+  if (!sa.ok() || !Meta(*sa).deletion_timestamp().empty() || (!c.sa_uid.empty() && Meta(*sa).uid() != c.sa_uid))
+    return Unauthorized();
+  if (!c.pod_name.empty()) {
+    auto pod = registry_->Get("pods", c.ns, c.pod_name);
+    if (!pod.ok() || Meta(*pod).uid() != c.pod_uid) return Unauthorized();
+  }
+  return UserInfo{c.Username(),
+                  {"system:serviceaccounts", "system:serviceaccounts:" + c.ns, "system:authenticated"}};
+}
+
 absl::StatusOr<UserInfo> Authenticator::Authenticate(const grpc::ServerContext* ctx) const {
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");
@@ -110,6 +126,7 @@ absl::StatusOr<UserInfo> Authenticator::Authenticate(const grpc::ServerContext* 
         }
       }
     }
+    if (LooksLikeJwt(token)) return AuthenticateServiceAccountToken(token);
     return AuthenticateBootstrapToken(token);
   }
   auto auth = ctx->auth_context();
@@ -240,6 +257,15 @@ absl::Status Authorizer::AdmitNode(const UserInfo& user, const RequestAttributes
     if (a.subresource == "status") return absl::OkStatus();
     return deny("a node may only update the status of pods bound to it");
   }
+  if (a.resource == "serviceaccounts" && a.subresource == "token" && a.verb == "create") {
+    // `existing` is the pod the token is to be bound to.
+    if (!existing || !existing->has_pod()) return deny("a node may only request tokens bound to a pod");
+    if (existing->pod().spec().node_name() != node) return deny("pod is not bound to this node");
+    std::string sa = existing->pod().spec().service_account_name();
+    if (sa.empty()) sa = "default";
+    if (sa != a.name) return deny("the pod does not use this service account");
+    return absl::OkStatus();
+  }
   return deny("not permitted by NodeRestriction");
 }
 
@@ -262,17 +288,23 @@ absl::Status Authorizer::EnsureDefaultPolicy() const {
                                               "serviceaccounts", "namespaces", "namespaces/status"};
   const std::vector<std::string> kEditable = {"pods", "pods/exec", "pods/portforward", "pods/log", "services",
                                               "endpointslices", "deployments", "deployments/scale", "replicasets",
-                                              "leases", "events", "configmaps", "secrets", "serviceaccounts"};
+                                              "leases", "events", "configmaps", "secrets", "serviceaccounts",
+                                              "serviceaccounts/token"};
+  // `skiffctl top`: the kubelet's stats through the API server.
+  const v1::PolicyRule kNodeStats = rule({"get"}, {""}, {"nodes/stats"});
   struct RoleDef {
     std::string name;
     std::vector<v1::PolicyRule> rules;
   };
   std::vector<RoleDef> roles = {
       {"cluster-admin", {rule({"*"}, {"*"}, {"*"})}},
-      {"view", {rule(kRead, kGroups, kViewable)}},
-      {"edit", {rule(kRead, kGroups, kViewable), rule(all_verbs, kGroups, kEditable), rule(kRead, {""}, {"secrets"})}},
+      {"view", {rule(kRead, kGroups, kViewable), kNodeStats}},
+      {"edit",
+       {rule(kRead, kGroups, kViewable), rule(all_verbs, kGroups, kEditable), rule(kRead, {""}, {"secrets"}),
+        kNodeStats}},
       {"admin",
        {rule(kRead, kGroups, kViewable), rule(all_verbs, kGroups, kEditable), rule(kRead, {""}, {"secrets"}),
+        kNodeStats,
         rule(all_verbs, {"rbac.authorization.k8s.io"}, {"roles", "rolebindings"})}},
       {"node",
        {rule(kRead, {""}, {"pods", "services", "nodes", "configmaps", "secrets", "namespaces", "serviceaccounts"}),
@@ -281,6 +313,7 @@ absl::Status Authorizer::EnsureDefaultPolicy() const {
         rule({"create", "delete"}, {""}, {"pods"}),
         rule({"update", "patch"}, {""}, {"pods/status"}),
         rule({"create", "update", "patch"}, {""}, {"events"}),
+        rule({"create"}, {""}, {"serviceaccounts/token"}),
         rule(all_verbs, {"coordination.k8s.io"}, {"leases"})}},
       {"proxy",
        {rule(kRead, {""}, {"services", "nodes", "pods", "namespaces"}),
@@ -294,7 +327,24 @@ absl::Status Authorizer::EnsureDefaultPolicy() const {
     (*cr->mutable_metadata()->mutable_labels())["kubernetes.io/bootstrapping"] = "rbac-defaults";
     for (const auto& x : r.rules) *cr->add_rules() = x;
     auto st = registry_->Create("clusterroles", "", o);
-    if (!st.ok() && st.status().code() != absl::StatusCode::kAlreadyExists) return st.status();
+    if (st.ok()) continue;
+    if (st.status().code() != absl::StatusCode::kAlreadyExists) return st.status();
+    // Built-in roles of an older version get the current rules (an
+    // operator's own roles, without the bootstrapping label, are left alone).
+    auto cur = registry_->Get("clusterroles", "", r.name);
+    if (!cur.ok()) return cur.status();
+    auto& labels = cur->cluster_role().metadata().labels();
+    auto it = labels.find("kubernetes.io/bootstrapping");
+    if (it == labels.end() || it->second != "rbac-defaults") continue;
+    std::string have, want;
+    for (const auto& x : cur->cluster_role().rules()) have += x.SerializeAsString();
+    for (const auto& x : r.rules) want += x.SerializeAsString();
+    if (have == want) continue;
+    Object next = *cur;
+    next.mutable_cluster_role()->clear_rules();
+    for (const auto& x : r.rules) *next.mutable_cluster_role()->add_rules() = x;
+    auto up = registry_->Update("clusterroles", "", next, "");
+    if (!up.ok() && up.status().code() != absl::StatusCode::kAborted) return up.status();  // a replica raced us
   }
   struct BindingDef {
     std::string name, role, kind, subject;

@@ -16,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -23,6 +24,7 @@
 #include "skiff/api/v1/kubelet.grpc.pb.h"
 #include "skiff/apiserver/auth.h"
 #include "skiff/apiserver/pki.h"
+#include "skiff/apiserver/sa_token.h"
 #include "skiff/apiserver/validation.h"
 #include "skiff/client/config.h"
 #include "skiff/common/log.h"
@@ -198,16 +200,20 @@ struct Metrics {
 };
 
 static const char* kVerbNames[] = {"create", "get", "list", "watch", "update", "patch", "delete", "logs",
-                                   "exec", "portforward", "bootstrap", "nodecert", "version", "whoami", "", ""};
-enum Verb { kCreate, kGet, kList, kWatch, kUpdate, kPatch, kDelete, kLogs, kExec, kPortForward, kBoot, kNodeCert, kVersion, kWhoAmI };
+                                   "exec", "portforward", "bootstrap", "nodecert", "version", "whoami", "nodestats",
+                                   "serviceaccounttoken"};
+enum Verb {
+  kCreate, kGet, kList, kWatch, kUpdate, kPatch, kDelete, kLogs, kExec, kPortForward, kBoot, kNodeCert, kVersion,
+  kWhoAmI, kNodeStats, kSaToken
+};
 
 // ---------------------------------------------------------------- service
 
 class ApiService final : public v1::Api::Service {
  public:
   ApiService(Registry* reg, Authenticator* authn, Authorizer* authz, Metrics* metrics, const Pki* pki,
-             const ServerOptions* opts)
-      : reg_(reg), authn_(authn), authz_(authz), metrics_(metrics), pki_(pki), opts_(opts) {}
+             const ServerOptions* opts, const TokenSigner* signer)
+      : reg_(reg), authn_(authn), authz_(authz), metrics_(metrics), pki_(pki), opts_(opts), signer_(signer) {}
 
   grpc::Status Create(grpc::ServerContext* ctx, const v1::CreateRequest* req, v1::Object* out) override {
     Timer t(metrics_, kCreate);
@@ -457,6 +463,85 @@ class ApiService final : public v1::Api::Service {
     return t.Done(absl::OkStatus());
   }
 
+  // ---- stats and service-account tokens
+
+  grpc::Status NodeStats(grpc::ServerContext* ctx, const v1::NodeStatsRequest* req, v1::StatsResponse* out) override {
+    Timer t(metrics_, kNodeStats);
+    if (req->node_name().empty()) return t.Done(absl::InvalidArgumentError("node_name: Required value"));
+    auto user = Check(ctx, "get", "nodes", "stats", "", req->node_name(), nullptr, nullptr);
+    if (!user.ok()) return t.Done(user.status());
+    auto stub = KubeletForNode(req->node_name());
+    if (!stub.ok()) return t.Done(stub.status());
+    grpc::ClientContext kctx;
+    auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(30);
+    kctx.set_deadline(std::min(deadline, ctx->deadline()));
+    grpc::Status s = (*stub)->Stats(&kctx, v1::StatsRequest(), out);
+    if (!s.ok())
+      return t.Done(absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                                 absl::StrCat("node \"", req->node_name(), "\": kubelet stats: ", s.error_message())));
+    if (out->node_name().empty()) out->set_node_name(req->node_name());
+    return t.Done(absl::OkStatus());
+  }
+
+  grpc::Status CreateServiceAccountToken(grpc::ServerContext* ctx, const v1::ServiceAccountTokenRequest* req,
+                                         v1::ServiceAccountTokenResponse* out) override {
+    Timer t(metrics_, kSaToken);
+    return t.Done(IssueServiceAccountToken(ctx, *req, out));
+  }
+
+  absl::Status IssueServiceAccountToken(grpc::ServerContext* ctx, const v1::ServiceAccountTokenRequest& req,
+                                        v1::ServiceAccountTokenResponse* out) {
+    ASSIGN_OR_RETURN(UserInfo user, authn_->Authenticate(ctx));
+    RequestAttributes a{"create", "serviceaccounts", "token", req.namespace_(), req.name(), ""};
+    RETURN_IF_ERROR(authz_->Authorize(user, a));
+    std::vector<std::string> errs;
+    if (req.namespace_().empty()) errs.push_back("metadata.namespace: Required value");
+    if (req.name().empty()) errs.push_back("metadata.name: Required value");
+    int64_t exp = req.expiration_seconds() == 0 ? 3600 : req.expiration_seconds();
+    if (exp < 600)
+      errs.push_back(absl::StrCat("spec.expirationSeconds: Invalid value: ", exp,
+                                  ": may not specify a duration less than 10 minutes"));
+    if (exp > (int64_t{1} << 32))
+      errs.push_back(absl::StrCat("spec.expirationSeconds: Invalid value: ", exp,
+                                  ": may not specify a duration larger than 2^32 seconds"));
+    if (req.bound_pod_name().empty() && !req.bound_pod_uid().empty())
+      errs.push_back("spec.boundObjectRef.name: Required value");
+    if (!errs.empty()) {
+      std::string msg = absl::StrCat("TokenRequest.authentication.k8s.io \"", req.name(), "\" is invalid: ");
+      if (errs.size() == 1) absl::StrAppend(&msg, errs[0]);
+      else absl::StrAppend(&msg, "[", absl::StrJoin(errs, ", "), "]");
+      return absl::InvalidArgumentError(msg);
+    }
+    ASSIGN_OR_RETURN(Object sa, reg_->Get("serviceaccounts", req.namespace_(), req.name()));
+    std::optional<Object> pod;
+    if (!req.bound_pod_name().empty()) {
+      ASSIGN_OR_RETURN(pod, reg_->Get("pods", req.namespace_(), req.bound_pod_name()));
+      if (!req.bound_pod_uid().empty() && req.bound_pod_uid() != Meta(*pod).uid())
+        return absl::FailedPreconditionError(absl::StrCat("the UID in the bound object reference (", req.bound_pod_uid(),
+                                                          ") does not match the UID in record. The object might have "
+                                                          "been deleted and then recreated"));
+    }
+    if (!NodeNameOf(user).empty()) RETURN_IF_ERROR(authz_->AdmitNode(user, a, nullptr, pod ? &*pod : nullptr));
+    ServiceAccountClaims c;
+    c.ns = req.namespace_();
+    c.name = req.name();
+    c.sa_uid = Meta(sa).uid();
+    if (pod) {
+      c.pod_name = Meta(*pod).name();
+      c.pod_uid = Meta(*pod).uid();
+    }
+    for (const auto& aud : req.audiences()) c.audiences.push_back(aud);
+    if (c.audiences.empty()) c.audiences.push_back(kServiceAccountIssuer);
+    absl::Time now = absl::Now();
+    c.issued_at = absl::ToUnixSeconds(now);
+    c.expires = c.issued_at + exp;
+    out->set_token(signer_->Sign(c));
+    out->set_expiration_unix(c.expires);
+    out->set_expiration_timestamp(
+        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(c.expires), absl::UTCTimeZone()));
+    return absl::OkStatus();
+  }
+
   grpc::Status Version(grpc::ServerContext* ctx, const v1::VersionRequest*, v1::VersionInfo* out) override {
     Timer t(metrics_, kVersion);
     auto user = authn_->Authenticate(ctx);
@@ -520,6 +605,10 @@ class ApiService final : public v1::Api::Service {
     const std::string& node_name = pod.pod().spec().node_name();
     if (node_name.empty())
       return absl::FailedPreconditionError(absl::StrCat("pod ", pod_name, " does not have a host assigned"));
+    return KubeletForNode(node_name);
+  }
+
+  absl::StatusOr<std::unique_ptr<v1::Kubelet::Stub>> KubeletForNode(const std::string& node_name) {
     ASSIGN_OR_RETURN(Object node, reg_->Get("nodes", "", node_name));
     std::string ip;
     for (const auto& a : node.node().status().addresses())
@@ -574,6 +663,7 @@ class ApiService final : public v1::Api::Service {
   Metrics* metrics_;
   const Pki* pki_;
   const ServerOptions* opts_;
+  const TokenSigner* signer_;
 };
 
 // ---------------------------------------------------------------- health
@@ -664,6 +754,7 @@ struct ApiServer::Impl {
   std::unique_ptr<Authorizer> authz;
   Metrics metrics;
   Pki pki;
+  std::optional<TokenSigner> sa_signer;
   CertKey internal;
   std::string internal_token;
   std::unique_ptr<ApiService> service;
@@ -690,7 +781,7 @@ struct ApiServer::Impl {
     if (path == "/metrics") {
       std::string out;
       absl::StrAppend(&out, "# TYPE skiff_apiserver_requests_total counter\n");
-      for (int i = 0; i < 14; ++i)
+      for (int i = 0; i < 16; ++i)
         absl::StrAppend(&out, "skiff_apiserver_requests_total{verb=\"", kVerbNames[i], "\"} ", metrics.requests[i].load(), "\n");
       absl::StrAppend(&out, "# TYPE skiff_apiserver_request_errors_total counter\nskiff_apiserver_request_errors_total ",
                       metrics.errors.load(), "\n");
@@ -763,6 +854,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(ServerOptions opts) 
   }
   impl->authn = std::make_unique<Authenticator>(impl->registry.get(), tokens, o.insecure);
   impl->authz = std::make_unique<Authorizer>(impl->registry.get());
+  ASSIGN_OR_RETURN(TokenSigner signer, TokenSigner::LoadOrCreate(o.data_dir + "/pki/sa.key"));
+  impl->sa_signer.emplace(std::move(signer));
+  impl->authn->SetServiceAccountSigner(&*impl->sa_signer);
 
   if (!o.health_listen.empty()) {
     Impl* raw = impl.get();
@@ -774,7 +868,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(ServerOptions opts) 
   if (advertise.empty() && IsIp(host) && host != "0.0.0.0") advertise = host;
   // Port 0: bind first so the `kubernetes` Service can name the real port.
   impl->service = std::make_unique<ApiService>(impl->registry.get(), impl->authn.get(), impl->authz.get(),
-                                               &impl->metrics, &impl->pki, &impl->opts);
+                                               &impl->metrics, &impl->pki, &impl->opts, &*impl->sa_signer);
   grpc::ServerBuilder b;
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (o.insecure) {

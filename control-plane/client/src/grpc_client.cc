@@ -217,6 +217,25 @@ absl::StatusOr<v1::CreateBootstrapTokenResponse> GrpcClient::CreateBootstrapToke
   return CallUnary<v1::CreateBootstrapTokenResponse>(this, stub_.get(), &v1::Api::Stub::CreateBootstrapToken, req);
 }
 
+absl::StatusOr<v1::StatsResponse> GrpcClient::NodeStats(const std::string& node_name) {
+  v1::NodeStatsRequest req;
+  req.set_node_name(node_name);
+  return CallUnary<v1::StatsResponse>(this, stub_.get(), &v1::Api::Stub::NodeStats, req);
+}
+
+absl::StatusOr<v1::ServiceAccountTokenResponse> GrpcClient::CreateServiceAccountToken(
+    const std::string& ns, const std::string& service_account, const std::vector<std::string>& audiences,
+    int64_t expiration_seconds, const std::string& bound_pod_name, const std::string& bound_pod_uid) {
+  v1::ServiceAccountTokenRequest req;
+  req.set_namespace_(ns);
+  req.set_name(service_account);
+  for (const auto& a : audiences) req.add_audiences(a);
+  req.set_expiration_seconds(expiration_seconds);
+  req.set_bound_pod_name(bound_pod_name);
+  req.set_bound_pod_uid(bound_pod_uid);
+  return CallUnary<v1::ServiceAccountTokenResponse>(this, stub_.get(), &v1::Api::Stub::CreateServiceAccountToken, req);
+}
+
 absl::StatusOr<std::unique_ptr<GrpcClient>> Dial(const Credentials& creds) {
   if (creds.server.empty()) return absl::InvalidArgumentError("client config: no server address");
   if (!creds.insecure && !creds.client_cert_pem.empty() && creds.client_key_pem.empty())

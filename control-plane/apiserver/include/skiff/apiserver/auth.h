@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "skiff/apiserver/registry.h"
+#include "skiff/apiserver/sa_token.h"
 
 namespace skiff::apiserver {
 
@@ -36,14 +37,23 @@ class Authenticator {
   absl::StatusOr<UserInfo> Authenticate(const grpc::ServerContext* ctx) const;
   // Checks a bootstrap token "<id>.<secret>" against kube-system secrets.
   absl::StatusOr<UserInfo> AuthenticateBootstrapToken(const std::string& token) const;
+  // Checks a ServiceAccount token: signature, expiry, audience (must include
+  // kServiceAccountIssuer), the ServiceAccount still existing with the same
+  // uid, and the bound pod (if any) still existing with the same uid.
+  // User system:serviceaccount:<ns>:<name>, groups system:serviceaccounts,
+  // system:serviceaccounts:<ns>, system:authenticated.
+  absl::StatusOr<UserInfo> AuthenticateServiceAccountToken(const std::string& token) const;
   // Registers an extra token (the process's internal credential).
   void AddToken(StaticToken t);
+  // Enables ServiceAccount tokens (the signer must outlive the authenticator).
+  void SetServiceAccountSigner(const TokenSigner* signer) { signer_ = signer; }
 
  private:
   Registry* registry_;
   mutable std::mutex mu_;
   std::vector<StaticToken> tokens_;
   bool insecure_;
+  const TokenSigner* signer_ = nullptr;
 };
 
 struct RequestAttributes {

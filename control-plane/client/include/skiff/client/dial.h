@@ -8,6 +8,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "skiff/api/v1/api.grpc.pb.h"
 #include "skiff/client/client.h"
@@ -36,6 +38,14 @@ class GrpcClient : public Client {
   absl::StatusOr<api::v1::VersionInfo> Version();
   absl::StatusOr<api::v1::CreateBootstrapTokenResponse> CreateBootstrapToken(int64_t ttl_seconds,
                                                                             const std::string& description = "");
+  // Resource usage of a node and its pods (the kubelet's Stats, through the
+  // API server; needs `get nodes/stats`).
+  absl::StatusOr<api::v1::StatsResponse> NodeStats(const std::string& node_name);
+  // A ServiceAccount token (TokenRequest). Empty audiences = the API server's;
+  // expiration_seconds 0 = 3600. With bound_pod_name the token dies with the pod.
+  absl::StatusOr<api::v1::ServiceAccountTokenResponse> CreateServiceAccountToken(
+      const std::string& ns, const std::string& service_account, const std::vector<std::string>& audiences = {},
+      int64_t expiration_seconds = 0, const std::string& bound_pod_name = "", const std::string& bound_pod_uid = "");
   // For the streaming RPCs (Logs, Exec, PortForward): call PrepareContext on
   // your ClientContext (adds the bearer token), then use stub().
   void PrepareContext(grpc::ClientContext* ctx) const;
