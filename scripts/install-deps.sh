@@ -12,7 +12,7 @@ fi
 BUILD_PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   clang llvm lld libbpf-dev bpftool libelf-dev zlib1g-dev
-  libnl-3-dev libnl-route-3-dev libseccomp-dev libcgroup-dev
+  libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev libcgroup-dev
   libsystemd-dev libcap-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libyaml-cpp-dev libabsl-dev liblmdb-dev nlohmann-json3-dev

@@ -27,7 +27,12 @@ absl::Status MkdirAll(const std::string& path) {
   return absl::OkStatus();
 }
 
+// A claim or cursor: a symlink (its target is the value) or, as written by
+// earlier versions, a small regular file.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
+  char link[512];
+  ssize_t ln = readlink(path.c_str(), link, sizeof(link));
+  if (ln >= 0) return std::string(link, ln);
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return LastErrnoError("open " + path);
   char buf[512];
@@ -97,43 +102,27 @@ absl::StatusOr<uint32_t> Ipam::Allocate(const std::string& owner) {
   const uint32_t first = cidr_.network + 2, last = cidr_.Broadcast() - 1;
   const uint32_t n = last - first + 1;
   uint32_t start = (last_ >= first && last_ <= last) ? last_ - first + 1 : 0;
-  std::string tmp = absl::StrCat(dir_, "/.tmp-", getpid(), "-", owner);
-  {
-    UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd.valid()) return LastErrnoError("create " + tmp);
-    if (write(fd.get(), owner.data(), owner.size()) != static_cast<ssize_t>(owner.size())) {
-      absl::Status st = LastErrnoError("write " + tmp);
-      unlink(tmp.c_str());
-      return st;
-    }
-    // No fsync: allocations must survive a kubelet crash, which the page cache
-    // does; after a machine crash every pod netns is gone and pods are recreated.
-  }
+  // A claim is a symlink named after the address whose target is the owner:
+  // symlink(2) creates it complete and fails with EEXIST when the address is
+  // taken, so one call claims an address atomically, even against another
+  // allocator sharing the directory.
   for (uint32_t i = 0; i < n; ++i) {
     uint32_t ip = first + (start + i) % n;
     if (used_.count(ip)) continue;
     std::string path = dir_ + "/" + FormatIpv4(ip);
-    if (link(tmp.c_str(), path.c_str()) != 0) {
-      if (errno == EEXIST) continue;  // taken by another allocator sharing the directory
-      absl::Status st = LastErrnoError("link " + path);
-      unlink(tmp.c_str());
-      return st;
+    if (symlink(owner.c_str(), path.c_str()) != 0) {
+      if (errno == EEXIST) continue;
+      return LastErrnoError("claim " + path);
     }
-    unlink(tmp.c_str());
     used_.insert(ip);
     by_owner_[owner] = ip;
     last_ = ip;
+    // The round-robin cursor; losing it costs nothing but reuse order.
     std::string lastp = dir_ + "/last", lastt = dir_ + "/.tmp-last";
-    {
-      UniqueFd fd(open(lastt.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      if (fd.valid()) {
-        std::string s = FormatIpv4(ip);
-        if (write(fd.get(), s.data(), s.size()) == static_cast<ssize_t>(s.size())) rename(lastt.c_str(), lastp.c_str());
-      }
-    }
+    unlink(lastt.c_str());
+    if (symlink(FormatIpv4(ip).c_str(), lastt.c_str()) == 0) rename(lastt.c_str(), lastp.c_str());
     return ip;
   }
-  unlink(tmp.c_str());
   return absl::ResourceExhaustedError(absl::StrCat("no free address in podCIDR ", cidr_.ToString()));
 }
 

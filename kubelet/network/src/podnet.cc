@@ -3,8 +3,12 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/if_link.h>
 #include <linux/rtnetlink.h>
+#include <linux/veth.h>
 #include <net/if.h>
+#include <netlink/attr.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
@@ -21,6 +25,7 @@
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 #include "skiff/podnet/netns.h"
+#include "rtnl_batch.h"
 
 namespace skiff::podnet {
 namespace {
@@ -69,36 +74,6 @@ NlAddrPtr Ipv4Addr(uint32_t ip, int prefix) {
   return NlAddrPtr(a);
 }
 
-absl::StatusOr<int> IfIndex(nl_sock* s, const std::string& name) {
-  rtnl_link* l = nullptr;
-  int err = rtnl_link_get_kernel(s, 0, name.c_str(), &l);
-  if (err < 0) return NlError(err, "get link " + name);
-  LinkPtr lp(l);
-  return rtnl_link_get_ifindex(l);
-}
-
-absl::Status LinkUp(nl_sock* s, const std::string& name) {
-  rtnl_link* l = nullptr;
-  int err = rtnl_link_get_kernel(s, 0, name.c_str(), &l);
-  if (err < 0) return NlError(err, "get link " + name);
-  LinkPtr orig(l);
-  LinkPtr change(rtnl_link_alloc());
-  rtnl_link_set_flags(change.get(), IFF_UP);
-  err = rtnl_link_change(s, orig.get(), change.get(), 0);
-  if (err < 0) return NlError(err, "set " + name + " up");
-  return absl::OkStatus();
-}
-
-absl::Status AddAddress(nl_sock* s, int ifindex, uint32_t ip, int prefix, const std::string& what) {
-  std::unique_ptr<rtnl_addr, RouteAddrPut> a(rtnl_addr_alloc());
-  rtnl_addr_set_ifindex(a.get(), ifindex);
-  NlAddrPtr local = Ipv4Addr(ip, prefix);
-  rtnl_addr_set_local(a.get(), local.get());
-  int err = rtnl_addr_add(s, a.get(), 0);
-  if (err < 0 && err != -NLE_EXIST) return NlError(err, "add address to " + what);
-  return absl::OkStatus();
-}
-
 struct RouteSpec {
   uint32_t dst = 0;
   int prefix = 0;
@@ -137,12 +112,100 @@ absl::Status AddRoute(nl_sock* s, const RouteSpec& r, const std::string& what) {
   return absl::OkStatus();
 }
 
-absl::Status DeleteLinkByName(nl_sock* s, const std::string& name) {
-  LinkPtr l(rtnl_link_alloc());
-  rtnl_link_set_name(l.get(), name.c_str());
-  int err = rtnl_link_delete(s, l.get());
-  if (err < 0 && err != -NLE_OBJ_NOTFOUND && err != -NLE_NODEV) return NlError(err, "delete link " + name);
-  return absl::OkStatus();
+void PutIpv4(nl_msg* m, int attr, uint32_t ip) { nla_put_u32(m, attr, htonl(ip)); }
+
+void AddRouteRequest(RtnlBatch& b, const RouteSpec& r, const std::string& what) {
+  rtmsg rt{};
+  rt.rtm_family = AF_INET;
+  rt.rtm_dst_len = static_cast<unsigned char>(r.prefix);
+  rt.rtm_table = RT_TABLE_MAIN;
+  rt.rtm_protocol = r.protocol;
+  rt.rtm_scope = r.scope;
+  rt.rtm_type = r.type;
+  nl_msg* m = b.Add(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &rt, sizeof(rt), "add route " + what);
+  if (m == nullptr) return;
+  if (r.prefix > 0) PutIpv4(m, RTA_DST, r.dst);
+  if (r.ifindex != 0) nla_put_u32(m, RTA_OIF, static_cast<uint32_t>(r.ifindex));
+  if (r.gateway != 0) PutIpv4(m, RTA_GATEWAY, r.gateway);
+}
+
+constexpr int kLoopbackIfindex = 1;
+
+// No IPv6 link-local address on either end: the pod network is IPv4, and
+// address generation, DAD and router solicitations cost time per veth.
+void PutNoIpv6AddrGen(nl_msg* m) {
+  nlattr* af = nla_nest_start(m, IFLA_AF_SPEC);
+  nlattr* in6 = nla_nest_start(m, AF_INET6);
+  nla_put_u8(m, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE);
+  nla_nest_end(m, in6);
+  nla_nest_end(m, af);
+}
+
+void AddGetLink(RtnlBatch& b, const std::string& name, std::function<void(nlmsghdr*)> on_reply) {
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  nl_msg* m = b.Add(RTM_GETLINK, 0, &ifi, sizeof(ifi), "get link " + name, {ENODEV}, std::move(on_reply));
+  if (m != nullptr) nla_put_string(m, IFLA_IFNAME, name.c_str());
+}
+
+void AddDeleteLink(RtnlBatch& b, const std::string& name) {
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  nl_msg* m = b.Add(RTM_DELLINK, 0, &ifi, sizeof(ifi), "delete link " + name, {ENODEV});
+  if (m != nullptr) nla_put_string(m, IFLA_IFNAME, name.c_str());
+}
+
+// Brings a link up without an IPv6 link-local address: the pod network is
+// IPv4, and address generation, DAD and router solicitations cost time per
+// veth. The mode must be set before the link goes up, hence two requests.
+void AddLinkUp(RtnlBatch& b, int ifindex, const std::string& what, bool ipv6_linklocal = false) {
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = ifindex;
+  if (!ipv6_linklocal) {
+    nl_msg* m = b.Add(RTM_NEWLINK, 0, &ifi, sizeof(ifi), "set addrgenmode of " + what);
+    if (m != nullptr) PutNoIpv6AddrGen(m);
+  }
+  ifi.ifi_flags = IFF_UP;
+  ifi.ifi_change = IFF_UP;
+  b.Add(RTM_NEWLINK, 0, &ifi, sizeof(ifi), "set " + what + " up");
+}
+
+// One request: both ends named, the peer created directly in the namespace
+// `peer_ns` (no move afterwards). Neither end can be up yet: a veth refuses
+// to open before its peer is attached (ENOTCONN), and an address-generation
+// mode is refused at creation; AddLinkUp sets both afterwards.
+void AddVethPair(RtnlBatch& b, const std::string& name, const std::string& peer_name, int peer_ns) {
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  nl_msg* m = b.Add(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof(ifi), "add veth " + name);
+  if (m == nullptr) return;
+  nla_put_string(m, IFLA_IFNAME, name.c_str());
+  nlattr* info = nla_nest_start(m, IFLA_LINKINFO);
+  nla_put_string(m, IFLA_INFO_KIND, "veth");
+  nlattr* data = nla_nest_start(m, IFLA_INFO_DATA);
+  // VETH_INFO_PEER holds an ifinfomsg before its attributes, so it is not a
+  // plain nest and must not carry NLA_F_NESTED.
+  nlattr* peer = nla_nest_start(m, VETH_INFO_PEER);
+  if (peer != nullptr) peer->nla_type &= ~NLA_F_NESTED;
+  nlmsg_append(m, &ifi, sizeof(ifi), NLMSG_ALIGNTO);
+  nla_put_string(m, IFLA_IFNAME, peer_name.c_str());
+  nla_put_u32(m, IFLA_NET_NS_FD, static_cast<uint32_t>(peer_ns));
+  nla_nest_end(m, peer);
+  nla_nest_end(m, data);
+  nla_nest_end(m, info);
+}
+
+void AddAddress(RtnlBatch& b, int ifindex, uint32_t ip, const std::string& what) {
+  ifaddrmsg ifa{};
+  ifa.ifa_family = AF_INET;
+  ifa.ifa_prefixlen = 32;
+  ifa.ifa_index = ifindex;
+  nl_msg* m = b.Add(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &ifa, sizeof(ifa),
+                    "add address " + FormatIpv4(ip) + " to " + what, {EEXIST});
+  if (m == nullptr) return;
+  PutIpv4(m, IFA_LOCAL, ip);
+  PutIpv4(m, IFA_ADDRESS, ip);
 }
 
 absl::Status WriteProc(const std::string& path, const std::string& value) {
@@ -197,6 +260,17 @@ absl::StatusOr<std::unique_ptr<PodNetwork>> PodNetwork::Open(const PodNetworkOpt
     r.protocol = kRouteProtocol;
     RETURN_IF_ERROR(AddRoute(pn->sock_, r, "unreachable " + svc.ToString()));
   }
+  if (options.enable_nat) {
+    auto nat = NodeNat::Open(options.pod_cidr, options.cluster_cidr);
+    if (nat.ok()) {
+      pn->nat_ = std::move(*nat);
+    } else {
+      pn->nat_status_ = nat.status();
+      log::Warn("podnet: no hostPort or masquerade: ", nat.status());
+    }
+  } else {
+    pn->nat_status_ = absl::FailedPreconditionError("NAT disabled by configuration");
+  }
   return pn;
 }
 
@@ -220,67 +294,103 @@ absl::StatusOr<PodNetworkResult> PodNetwork::Setup(const std::string& pod_uid) {
   res.ip = FormatIpv4(ip);
   const uint32_t gw = ipam_->Gateway();
 
-  if (!IsNetns(res.netns_path)) {
-    DeleteNetns(res.netns_path).IgnoreError();  // a stale plain file
-    RETURN_IF_ERROR(CreateNetns(res.netns_path));
-  }
-  // A socket opened inside the pod's namespace stays bound to it.
+  // A netlink socket opened inside the pod's namespace stays bound to it, and
+  // the namespace's fd lets the veth's peer be created right there.
   NlSock pod_sock;
-  RETURN_IF_ERROR(RunInNetns(res.netns_path, [&]() -> absl::Status {
+  UniqueFd pod_ns;
+  auto connect_inside = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(pod_sock, Connect());
+    pod_ns = UniqueFd(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!pod_ns.valid()) return LastErrnoError("open netns of pod " + pod_uid);
     return absl::OkStatus();
-  }));
-
-  nl_sock* s = sock_;
-  bool have_veth = IfIndex(s, res.host_veth).ok() && IfIndex(pod_sock.get(), "eth0").ok();
-  if (!have_veth) {
-    RETURN_IF_ERROR(DeleteLinkByName(s, res.host_veth));
-    UniqueFd nsfd(open(res.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!nsfd.valid()) return LastErrnoError("open " + res.netns_path);
-    LinkPtr veth(rtnl_link_veth_alloc());
-    if (!veth) return absl::ResourceExhaustedError("rtnl_link_veth_alloc");
-    rtnl_link_set_name(veth.get(), res.host_veth.c_str());
-    LinkPtr peer(rtnl_link_veth_get_peer(veth.get()));
-    rtnl_link_set_name(peer.get(), "eth0");
-    rtnl_link_set_ns_fd(peer.get(), nsfd.get());
-    int err = rtnl_link_add(s, veth.get(), NLM_F_CREATE | NLM_F_EXCL);
-    if (err < 0) return NlError(err, "add veth " + res.host_veth);
+  };
+  bool fresh = false;
+  if (IsNetns(res.netns_path)) {
+    RETURN_IF_ERROR(EnterNetns(res.netns_path, connect_inside));
+  } else {
+    DeleteNetns(res.netns_path).IgnoreError();  // a stale plain file
+    RETURN_IF_ERROR(CreateNetns(res.netns_path, connect_inside));
+    fresh = true;
   }
-  ASSIGN_OR_RETURN(int host_if, IfIndex(s, res.host_veth));
-  RETURN_IF_ERROR(AddAddress(s, host_if, gw, 32, res.host_veth));
-  RETURN_IF_ERROR(LinkUp(s, res.host_veth));
+
+  // The node-side veth's RTM_NEWLINK carries its index and, in IFLA_LINK,
+  // the index of its peer inside the pod's namespace.
+  int host_if = 0, pod_if = 0;
+  auto read_link = [&](nlmsghdr* h) {
+    if (h->nlmsg_type != RTM_NEWLINK) return;
+    auto* ifi = static_cast<ifinfomsg*>(nlmsg_data(h));
+    nlattr* tb[IFLA_MAX + 1];
+    if (nlmsg_parse(h, sizeof(*ifi), tb, IFLA_MAX, nullptr) < 0 || tb[IFLA_LINK] == nullptr) return;
+    host_if = ifi->ifi_index;
+    pod_if = static_cast<int>(nla_get_u32(tb[IFLA_LINK]));
+  };
+  if (!fresh) {  // a pod set up before (a kubelet restart): keep what is there
+    RtnlBatch probe(sock_);
+    AddGetLink(probe, res.host_veth, read_link);
+    RETURN_IF_ERROR(probe.Run());
+  }
+  const bool create = host_if == 0 || pod_if == 0;
+  if (create) {
+    RtnlBatch b(sock_);
+    AddDeleteLink(b, res.host_veth);
+    AddVethPair(b, res.host_veth, "eth0", pod_ns.get());
+    AddGetLink(b, res.host_veth, read_link);
+    RETURN_IF_ERROR(b.Run());
+    if (host_if == 0 || pod_if == 0) return absl::InternalError("veth " + res.host_veth + " has no peer index");
+  }
+
+  RtnlBatch node(sock_);
+  AddLinkUp(node, host_if, res.host_veth);
+  AddAddress(node, host_if, gw, res.host_veth);
   RouteSpec host_route;
   host_route.dst = ip;
   host_route.prefix = 32;
   host_route.ifindex = host_if;
   host_route.scope = RT_SCOPE_LINK;
   host_route.protocol = kRouteProtocol;
-  RETURN_IF_ERROR(AddRoute(s, host_route, res.ip + " dev " + res.host_veth));
+  AddRouteRequest(node, host_route, res.ip + " dev " + res.host_veth);
+  RETURN_IF_ERROR(node.Run());
 
-  nl_sock* ps = pod_sock.get();
-  RETURN_IF_ERROR(LinkUp(ps, "lo"));
-  ASSIGN_OR_RETURN(int pod_if, IfIndex(ps, "eth0"));
-  RETURN_IF_ERROR(AddAddress(ps, pod_if, ip, 32, "eth0 of pod " + pod_uid));
-  RETURN_IF_ERROR(LinkUp(ps, "eth0"));
+  RtnlBatch pod(pod_sock.get());
+  AddLinkUp(pod, kLoopbackIfindex, "lo of pod " + pod_uid, /*ipv6_linklocal=*/true);
+  AddLinkUp(pod, pod_if, "eth0 of pod " + pod_uid);
+  AddAddress(pod, pod_if, ip, "eth0 of pod " + pod_uid);
   RouteSpec gw_route;
   gw_route.dst = gw;
   gw_route.prefix = 32;
   gw_route.ifindex = pod_if;
   gw_route.scope = RT_SCOPE_LINK;
-  RETURN_IF_ERROR(AddRoute(ps, gw_route, "gateway in pod " + pod_uid));
+  AddRouteRequest(pod, gw_route, "gateway in pod " + pod_uid);
   RouteSpec def;
-  def.dst = 0;
-  def.prefix = 0;
   def.ifindex = pod_if;
   def.gateway = gw;
-  RETURN_IF_ERROR(AddRoute(ps, def, "default in pod " + pod_uid));
+  AddRouteRequest(pod, def, "default route in pod " + pod_uid);
+  RETURN_IF_ERROR(pod.Run());
   return res;
+}
+
+absl::Status PodNetwork::SetHostPorts(const std::string& pod_uid, const std::vector<PortMapping>& ports) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto allocs = ipam_->Allocations();
+  auto it = allocs.find(pod_uid);
+  if (it == allocs.end()) return absl::FailedPreconditionError("hostPorts for pod " + pod_uid + " before its network");
+  if (!nat_) {
+    if (ports.empty()) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat("hostPort unavailable: ", nat_status_.message()));
+  }
+  return nat_->SetPorts(it->second, ports);
 }
 
 absl::Status PodNetwork::Teardown(const std::string& pod_uid) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (nat_) {
+    auto allocs = ipam_->Allocations();
+    if (auto it = allocs.find(pod_uid); it != allocs.end()) RETURN_IF_ERROR(nat_->RemovePorts(it->second));
+  }
   // Deleting the node-side end removes the pair and, with the link, its /32 route.
-  RETURN_IF_ERROR(DeleteLinkByName(sock_, HostVethName(pod_uid)));
+  RtnlBatch b(sock_);
+  AddDeleteLink(b, HostVethName(pod_uid));
+  RETURN_IF_ERROR(b.Run());
   RETURN_IF_ERROR(DeleteNetns(NetnsPath(pod_uid)));
   return ipam_->Release(pod_uid);
 }

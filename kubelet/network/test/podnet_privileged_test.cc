@@ -17,6 +17,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "skiff/podnet/nat.h"
 #include "skiff/podnet/netns.h"
 #include "skiff/podnet/podnet.h"
 
@@ -57,6 +58,12 @@ class PodNetworkTest : public ::testing::Test {
       if (net_) net_->Teardown(uid).IgnoreError();
     }
     net_.reset();
+    if (!outside_.empty()) {
+      Sh("ip link del ext0 2>/dev/null");
+      DeleteNetns(outside_).IgnoreError();
+    }
+    // The NAT table lives in this test's own node namespace; drop it anyway.
+    if (auto nat = NodeNat::Open(opts_.pod_cidr, ""); nat.ok()) (*nat)->DeleteTable().IgnoreError();
     std::filesystem::remove_all(base_);
   }
   void Open() {
@@ -71,6 +78,18 @@ class PodNetworkTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : PodNetworkResult{};
   }
+  static int Sh(const std::string& cmd) { return system(cmd.c_str()); }
+  // Another lab host outside the cluster CIDR: its own namespace, on a veth
+  // to the node (node 192.168.77.1, host 192.168.77.2). No route to pods.
+  void MakeOutsideHost() {
+    outside_ = base_ + "/outside";
+    ASSERT_TRUE(CreateNetns(outside_).ok());
+    const std::string in = "nsenter --net=" + outside_ + " ";
+    ASSERT_EQ(Sh("ip link add ext0 type veth peer name eth0 netns " + outside_), 0);
+    ASSERT_EQ(Sh("ip addr add 192.168.77.1/24 dev ext0 && ip link set ext0 up"), 0);
+    ASSERT_EQ(Sh(in + "ip addr add 192.168.77.2/24 dev eth0"), 0);
+    ASSERT_EQ(Sh(in + "ip link set eth0 up && " + in + "ip link set lo up"), 0);
+  }
   static int CountLinks(const std::string& prefix) {
     int n = 0;
     if (struct if_nameindex* idx = if_nameindex()) {
@@ -84,6 +103,7 @@ class PodNetworkTest : public ::testing::Test {
   PodNetworkOptions opts_;
   std::unique_ptr<PodNetwork> net_;
   std::set<std::string> created_;
+  std::string outside_;
 };
 
 sockaddr_in Addr(const std::string& ip, int port) {
@@ -111,7 +131,10 @@ bool WaitReadable(int fd, int ms) {
 }
 
 // TCP from `from_ns` to server in `to_ns` at ip:port; returns what came back.
-std::string TcpRoundTrip(const std::string& from_ns, const std::string& to_ns, const std::string& ip, int port) {
+// `connect_port` (0 = `port`) differs from the server's port through a hostPort.
+// `peer`, if given, receives the client address the server saw.
+std::string TcpRoundTrip(const std::string& from_ns, const std::string& to_ns, const std::string& ip, int port,
+                         int connect_port = 0, std::string* peer = nullptr) {
   int srv = SocketIn(to_ns, SOCK_STREAM);
   int one = 1;
   setsockopt(srv, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -123,10 +146,14 @@ std::string TcpRoundTrip(const std::string& from_ns, const std::string& to_ns, c
   int cli = SocketIn(from_ns, SOCK_STREAM);
   timeval tv{2, 0};
   setsockopt(cli, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in da = Addr(ip, port);
+  sockaddr_in da = Addr(ip, connect_port != 0 ? connect_port : port);
   std::string out;
   if (connect(cli, reinterpret_cast<sockaddr*>(&da), sizeof(da)) == 0 && WaitReadable(srv, 2000)) {
-    int c = accept(srv, nullptr, nullptr);
+    sockaddr_in from{};
+    socklen_t fl = sizeof(from);
+    int c = accept(srv, reinterpret_cast<sockaddr*>(&from), &fl);
+    char text[INET_ADDRSTRLEN] = {};
+    if (peer != nullptr) *peer = inet_ntop(AF_INET, &from.sin_addr, text, sizeof(text));
     if (write(cli, "ping", 4) != 4) out = "write failed";
     char buf[16] = {};
     if (WaitReadable(c, 2000)) {
@@ -142,7 +169,8 @@ std::string TcpRoundTrip(const std::string& from_ns, const std::string& to_ns, c
   return out;
 }
 
-std::string UdpRoundTrip(const std::string& from_ns, const std::string& to_ns, const std::string& ip, int port) {
+std::string UdpRoundTrip(const std::string& from_ns, const std::string& to_ns, const std::string& ip, int port,
+                         int connect_port = 0) {
   int srv = SocketIn(to_ns, SOCK_DGRAM);
   sockaddr_in sa = Addr("0.0.0.0", port);
   if (bind(srv, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
@@ -150,7 +178,7 @@ std::string UdpRoundTrip(const std::string& from_ns, const std::string& to_ns, c
     return "bind failed";
   }
   int cli = SocketIn(from_ns, SOCK_DGRAM);
-  sockaddr_in da = Addr(ip, port);
+  sockaddr_in da = Addr(ip, connect_port != 0 ? connect_port : port);
   std::string out;
   sendto(cli, "dgram", 5, 0, reinterpret_cast<sockaddr*>(&da), sizeof(da));
   if (WaitReadable(srv, 2000)) {
@@ -239,6 +267,56 @@ TEST_F(PodNetworkTest, RoutesToOtherNodesFollowTheirPodCidrs) {
   ASSERT_TRUE(net_->SyncNodeRoutes({{"10.244.9.0/24", a.ip}}).ok());
   int err = try_connect();
   EXPECT_EQ(err, ENETUNREACH) << "stale route to 10.244.8.0/24 was not removed";
+}
+
+TEST_F(PodNetworkTest, HostPortReachesThePodFromAnotherHostAndFromTheNodeUntilTeardown) {
+  opts_.cluster_cidr = "10.244.0.0/16";
+  Open();
+  MakeOutsideHost();
+  auto a = Pod("uid-hp");
+  auto b = Pod("uid-other");
+  ASSERT_TRUE(net_->SetHostPorts("uid-hp", {{"TCP", 30080, 8080}, {"UDP", 30081, 8081}}).ok());
+  // Another pod cannot take a hostPort that is held.
+  EXPECT_FALSE(net_->SetHostPorts("uid-other", {{"TCP", 30080, 9090}}).ok());
+  EXPECT_EQ(TcpRoundTrip(outside_, a.netns_path, "192.168.77.1", 8080, 30080), "ping");
+  EXPECT_EQ(UdpRoundTrip(outside_, a.netns_path, "192.168.77.1", 8081, 30081), "dgram");
+  EXPECT_EQ(TcpRoundTrip("", a.netns_path, "192.168.77.1", 8080, 30080), "ping");  // from the node itself
+  // A restarted kubelet still knows the mappings (kept in the kernel) ...
+  Open();
+  // ... and replacing them is exact: 30080 gone, 30090 new.
+  ASSERT_TRUE(net_->SetHostPorts("uid-hp", {{"TCP", 30090, 8080}}).ok());
+  EXPECT_NE(TcpRoundTrip(outside_, a.netns_path, "192.168.77.1", 8080, 30080), "ping");
+  EXPECT_EQ(TcpRoundTrip(outside_, a.netns_path, "192.168.77.1", 8080, 30090), "ping");
+  ASSERT_TRUE(net_->Teardown("uid-hp").ok());
+  auto nat = NodeNat::Open(opts_.pod_cidr, opts_.cluster_cidr);
+  ASSERT_TRUE(nat.ok()) << nat.status();
+  auto left = (*nat)->List();
+  ASSERT_TRUE(left.ok()) << left.status();
+  EXPECT_TRUE(left->empty()) << "hostPort mappings left after teardown";
+  // Now the other pod may have the port.
+  EXPECT_TRUE(net_->SetHostPorts("uid-other", {{"TCP", 30090, 9090}}).ok());
+  EXPECT_EQ(TcpRoundTrip(outside_, b.netns_path, "192.168.77.1", 9090, 30090), "ping");
+}
+
+TEST_F(PodNetworkTest, TrafficLeavingTheClusterCidrIsMasqueradedPodToPodIsNot) {
+  opts_.cluster_cidr = "10.244.0.0/16";
+  Open();
+  MakeOutsideHost();
+  auto a = Pod("uid-a");
+  auto b = Pod("uid-b");
+  std::string peer;
+  // The outside host has no route to pods: only a masqueraded flow can work.
+  EXPECT_EQ(TcpRoundTrip(a.netns_path, outside_, "192.168.77.2", 9000, 0, &peer), "ping");
+  EXPECT_EQ(peer, "192.168.77.1") << "the outside host should see the node's address";
+  EXPECT_EQ(TcpRoundTrip(a.netns_path, b.netns_path, b.ip, 9001, 0, &peer), "ping");
+  EXPECT_EQ(peer, a.ip) << "pod-to-pod traffic must keep the pod's address";
+}
+
+TEST_F(PodNetworkTest, WithoutAClusterCidrNothingIsMasqueraded) {
+  Open();
+  MakeOutsideHost();
+  auto a = Pod("uid-a");
+  EXPECT_NE(TcpRoundTrip(a.netns_path, outside_, "192.168.77.2", 9002), "ping");
 }
 
 }  // namespace

@@ -16,11 +16,13 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "skiff/podnet/cidr.h"
 #include "skiff/podnet/ipam.h"
+#include "skiff/podnet/nat.h"
 
 struct nl_sock;
 
@@ -35,6 +37,14 @@ struct PodNetworkOptions {
   std::string state_dir;   // IPAM files under <state_dir>/ipam/<cidr>
   std::string pod_cidr;    // this node's podCIDR, e.g. 10.244.1.0/24
   std::string service_cidr = "10.96.0.0/12";  // "" = no unreachable route
+  // The whole cluster's pod network (every node's podCIDR inside it). Traffic
+  // from this node's pods to anything outside it is masqueraded to the
+  // node's address. "" = no masquerade.
+  std::string cluster_cidr;
+  // hostPort and masquerade through nftables (see nat.h). Without it (or
+  // when the kernel has no nf_tables) SetHostPorts fails and nothing is
+  // masqueraded.
+  bool enable_nat = true;
 };
 
 struct PodNetworkResult {
@@ -51,7 +61,11 @@ class PodNetwork {
 
   // Idempotent: a pod that already has its namespace, veth and address keeps them.
   absl::StatusOr<PodNetworkResult> Setup(const std::string& pod_uid);
-  // Idempotent: removes veth, namespace and address; OK when already gone.
+  // Makes the pod's hostPorts exactly `ports`: NODE_IP:host_port (any local
+  // address of the node, from other hosts and from the node itself) is
+  // DNATed to <pod ip>:container_port. Call after Setup; Teardown removes them.
+  absl::Status SetHostPorts(const std::string& pod_uid, const std::vector<PortMapping>& ports);
+  // Idempotent: removes hostPorts, veth, namespace and address; OK when already gone.
   absl::Status Teardown(const std::string& pod_uid);
   // What Setup would return, without creating anything (NotFound if no address).
   absl::StatusOr<PodNetworkResult> Lookup(const std::string& pod_uid);
@@ -73,6 +87,8 @@ class PodNetwork {
   // libnl sockets are not thread-safe; pod workers call in from many threads.
   std::mutex mu_;
   ::nl_sock* sock_ = nullptr;  // rtnetlink, node namespace
+  std::unique_ptr<NodeNat> nat_;
+  absl::Status nat_status_;  // why nat_ is missing
 };
 
 }  // namespace skiff::podnet
