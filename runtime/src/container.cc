@@ -205,6 +205,24 @@ ExitStatus FromSiginfo(const siginfo_t& si) {
   return ex;
 }
 
+// setns(CLONE_NEWPID) moves only this thread's future children
+// (pid_for_children is per thread), so the runtime enters a pid namespace
+// just around its clone and the child needs no helper process. Returns the
+// thread's own namespace to give back to LeavePidNs.
+absl::StatusOr<UniqueFd> EnterPidNsForChildren(int target_fd) {
+  UniqueFd own(open("/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC));
+  if (!own) return LastErrnoError("open own pid namespace");
+  if (setns(target_fd, CLONE_NEWPID) != 0) return LastErrnoError("join pid namespace");
+  return own;
+}
+void LeavePidNs(const UniqueFd& own) {
+  if (own && setns(own.get(), CLONE_NEWPID) != 0) {
+    // Leaving this thread's children in the container would be worse than dying.
+    log::Error("cannot restore pid namespace: ", strerror(errno));
+    abort();
+  }
+}
+
 }  // namespace
 
 const char* ContainerStatusName(ContainerStatus s) {
@@ -405,6 +423,7 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   }
 
   auto plan = std::make_unique<InitPlan>();
+  int pid_join_fd = -1;
   plan->rootfs = spec.root.path[0] == '/' ? spec.root.path : bundle + "/" + spec.root.path;
   if (!realpath(plan->rootfs.c_str(), real)) return LastErrnoError("root.path " + plan->rootfs);
   plan->rootfs = real;
@@ -419,12 +438,15 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
         plan->clone_flags |= static_cast<int>(flag);
         continue;
       }
-      if (flag == CLONE_NEWPID)
-        return absl::UnimplementedError("linux.namespaces[" + std::to_string(i) + "].path: joining a pid namespace is not supported");
       int fd = open(ns.path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return LastErrnoError("linux.namespaces[" + std::to_string(i) + "].path: open " + ns.path);
       fd = MoveAbove2(fd);
       plan->owned_fds.emplace_back(fd);
+      if (flag == CLONE_NEWPID) {
+        // Entered by the runtime around the clone (EnterPidNsForChildren).
+        pid_join_fd = fd;
+        continue;
+      }
       InitPlan::JoinNs j{fd, static_cast<int>(flag)};
       // The user namespace goes first: the others are owned by it.
       if (flag == CLONE_NEWUSER) plan->join.insert(plan->join.begin(), j);
@@ -574,6 +596,12 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
     plan->start_hooks_state_suffix = text.substr(at + 9);
   }
 
+  UniqueFd own_pidns;
+  if (pid_join_fd >= 0) {
+    auto own = EnterPidNsForChildren(pid_join_fd);
+    if (!own.ok()) return absl::Status(own.status().code(), "linux.namespaces: " + std::string(own.status().message()));
+    own_pidns = std::move(*own);
+  }
   int raw_pidfd = -1;
   uint64_t flags = static_cast<uint64_t>(plan->clone_flags) | CLONE_PIDFD;
   bool into_cgroup = cg_fd.valid();
@@ -582,11 +610,13 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
     into_cgroup = false;  // kernel without CLONE_INTO_CGROUP: move the init after
     child = Clone3(flags, &raw_pidfd, -1);
   }
-  if (child < 0) return LastErrnoError("clone container init");
+  int clone_errno = errno;
   if (child == 0) {
     close(ours.get());
     RunInit(plan.get());
   }
+  LeavePidNs(own_pidns);
+  if (child < 0) return ErrnoError(clone_errno, "clone container init");
   pidfd.reset(raw_pidfd);
   theirs.reset();
   rec.pid = child;
@@ -907,9 +937,7 @@ absl::StatusOr<pid_t> Runtime::Exec(const std::string& id, const ExecOptions& o)
     }
   UniqueFd own_pidns;
   if (pid_join >= 0) {
-    own_pidns.reset(open("/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC));
-    if (!own_pidns) return LastErrnoError("open own pid namespace");
-    if (setns(pid_join, CLONE_NEWPID) != 0) return LastErrnoError("join pid namespace of " + id);
+    ASSIGN_OR_RETURN(own_pidns, EnterPidNsForChildren(pid_join));
   }
   int raw_pidfd = -1;
   uint64_t flags = CLONE_PIDFD | (cg_fd ? CLONE_INTO_CGROUP : 0);
@@ -929,11 +957,7 @@ absl::StatusOr<pid_t> Runtime::Exec(const std::string& id, const ExecOptions& o)
     }
     RunExecProcess(p.get(), theirs.get());
   }
-  if (own_pidns && setns(own_pidns.get(), CLONE_NEWPID) != 0) {
-    // Leaving this thread's children in the container would be worse than dying.
-    log::Error("cannot restore pid namespace: ", strerror(errno));
-    abort();
-  }
+  LeavePidNs(own_pidns);
   if (pid < 0) return ErrnoError(clone_errno, "clone exec process");
   UniqueFd pidfd(raw_pidfd);
   theirs.reset();

@@ -224,6 +224,72 @@ TEST_F(RuntimeTest, MountDestinationsResolveSymlinksInsideTheRootfs) {
   EXPECT_TRUE(fs::is_directory(b.dir() + "/rootfs/etc/" + tag + "-dir"));
 }
 
+TEST_F(RuntimeTest, JoinsAnotherContainersPidNamespaceByPath) {
+  Bundle a("pidns-a");
+  a.SetArgs({"sleep", "30"});
+  std::string ida = NewId("pidns-a");
+  CmdResult ra = Skiff({"run", "-d", "-b", a.dir(), ida});
+  ASSERT_EQ(ra.code, 0) << ra.err;
+  int apid = nlohmann::json::parse(Skiff({"state", ida}).out)["pid"];
+  std::string nspath = "/proc/" + std::to_string(apid) + "/ns/pid";
+  std::string a_ns = fs::read_symlink(nspath).string();
+
+  Bundle b("pidns-b");
+  for (auto& ns : b.config()["linux"]["namespaces"])
+    if (ns["type"] == "pid") ns["path"] = nspath;
+  // B sees A's init as pid 1, itself among A's pids, and shares its namespace.
+  b.SetArgs({"sh", "-c", "cat /proc/1/comm; readlink /proc/self/ns/pid; ls -d /proc/[0-9]* | wc -l"});
+  std::string idb = NewId("pidns-b");
+  CmdResult s = Skiff({"run", "-b", b.dir(), idb});
+  EXPECT_EQ(s.code, 0) << s.err;
+  // sleep (A's init), sh, and the `ls` of the pipeline (and wc/subshell forks).
+  std::istringstream in(s.out);
+  std::string comm, ns, count;
+  std::getline(in, comm);
+  std::getline(in, ns);
+  std::getline(in, count);
+  EXPECT_EQ(comm, "sleep") << s.out;
+  EXPECT_EQ(ns, a_ns);
+  EXPECT_GE(std::atoi(count.c_str()), 3) << s.out;
+  // The runtime itself is back in its own pid namespace: a later container
+  // gets a namespace of its own again.
+  Bundle c("pidns-c");
+  c.SetArgs({"sh", "-c", "echo $$; readlink /proc/self/ns/pid"});
+  CmdResult sc = Skiff({"run", "-b", c.dir(), NewId("pidns-c")});
+  EXPECT_EQ(sc.code, 0) << sc.err;
+  EXPECT_EQ(sc.out.substr(0, 2), "1\n");
+  EXPECT_EQ(sc.out.find(a_ns), std::string::npos);
+}
+
+TEST_F(RuntimeTest, LibraryJoinsAPidNamespaceAndReturnsToItsOwn) {
+  // In-process: the calling thread must come back to its own pid namespace.
+  Bundle a("pidns-lib-a");
+  a.SetArgs({"sleep", "30"});
+  std::string ida = NewId("pidns-lib-a");
+  ASSERT_EQ(Skiff({"run", "-d", "-b", a.dir(), ida}).code, 0);
+  int apid = nlohmann::json::parse(Skiff({"state", ida}).out)["pid"];
+  std::string before = fs::read_symlink("/proc/thread-self/ns/pid_for_children").string();
+  Bundle b("pidns-lib-b");
+  auto spec = ParseSpec(b.config().dump());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  for (auto& ns : spec->linux->namespaces)
+    if (ns.type == "pid") ns.path = "/proc/" + std::to_string(apid) + "/ns/pid";
+  spec->process->args = {"true"};
+  Runtime rt({.root_dir = SkiffRoot()});
+  CreateOptions o;
+  o.id = NewId("pidns-lib-b");
+  o.bundle_dir = b.dir();
+  o.spec = *spec;
+  o.start_immediately = true;
+  auto st = rt.Create(o);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(fs::read_symlink("/proc/thread-self/ns/pid_for_children").string(), before);
+  auto ex = rt.Wait(o.id, 10000);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_EQ(ex->exit_code, 0);
+  EXPECT_TRUE(rt.Delete(o.id, false).ok());
+}
+
 // --- isolation --------------------------------------------------------------
 
 TEST_F(RuntimeTest, IsolatesUnderTheDefaultSeccompProfile) {
