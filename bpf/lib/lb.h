@@ -13,7 +13,15 @@ static __always_inline struct skiff_lb4_service* lb4_lookup_service(struct skiff
 static __always_inline void lb_count(__u32 service_id, __u64 connections, __u64 packets, __u64 bytes,
                                      __u64 refused) {
   struct skiff_lb_counters* c = bpf_map_lookup_elem(&lb_counters, &service_id);
-  if (!c) return;
+  if (!c) {
+    /* The first event of a service creates its entry, so programming 10k
+     * services writes no counters at all; the agent deletes the entry when
+     * the service id is released, so a reused id starts from zero. */
+    struct skiff_lb_counters zero = {};
+    bpf_map_update_elem(&lb_counters, &service_id, &zero, BPF_NOEXIST);
+    c = bpf_map_lookup_elem(&lb_counters, &service_id);
+    if (!c) return;
+  }
   /* per-CPU values: plain adds are enough */
   c->connections += connections;
   c->packets += packets;

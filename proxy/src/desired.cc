@@ -127,17 +127,70 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
   }
 }
 
-void DesiredBuilder::Drop(const std::vector<std::pair<FrontendKey, Frontend>>& old,
-                          const std::vector<std::pair<FrontendKey, Frontend>>* keep,
+namespace {
+
+// FNV-1a over the fields that decide a service's frontends.
+class Fingerprint {
+ public:
+  void Bytes(const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; ++i) h_ = (h_ ^ b[i]) * 0x100000001b3ULL;
+  }
+  void Str(const std::string& s) {
+    Num(s.size());
+    Bytes(s.data(), s.size());
+  }
+  void Num(uint64_t v) { Bytes(&v, sizeof(v)); }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ULL;
+};
+
+uint64_t FingerprintOf(const Service& svc, const std::vector<const EndpointSlice*>& slices) {
+  Fingerprint f;
+  f.Str(svc.type);
+  f.Num(svc.cluster_ips.size());
+  for (const auto& ip : svc.cluster_ips) f.Str(ip);
+  f.Num(svc.external_ips.size());
+  for (const auto& ip : svc.external_ips) f.Str(ip);
+  f.Num(svc.ports.size());
+  for (const auto& p : svc.ports) {
+    f.Str(p.name);
+    f.Num((uint64_t(p.protocol) << 32) | (uint64_t(p.port) << 16) | p.node_port);
+  }
+  f.Num((uint64_t(svc.affinity_client_ip) << 40) | (uint64_t(svc.external_policy_local) << 36) |
+        (uint64_t(svc.internal_policy_local) << 35) | svc.affinity_timeout_s);
+  f.Num(slices.size());
+  for (const EndpointSlice* es : slices) {
+    f.Str(es->name);
+    f.Num(es->ports.size());
+    for (const auto& p : es->ports) {
+      f.Str(p.name);
+      f.Num((uint64_t(p.protocol) << 16) | p.port);
+    }
+    f.Num(es->endpoints.size());
+    for (const auto& e : es->endpoints) {
+      f.Num(e.addresses.size());
+      for (const auto& a : e.addresses) f.Str(a);
+      f.Num((e.ready ? 4 : 0) | (e.serving ? 2 : 0) | (e.terminating ? 1 : 0));
+      f.Str(e.node_name);
+    }
+  }
+  return f.value();
+}
+
+}  // namespace
+
+void DesiredBuilder::Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
+                          const std::vector<FrontendKey>* keep,
                           std::map<FrontendKey, std::optional<Frontend>>* delta) {
-  for (const auto& [fk, f] : old) {
-    bool kept = false;
-    if (keep)
-      for (const auto& [nk, nf] : *keep) kept = kept || nk == fk;
-    if (kept) continue;
+  const std::string prefix = service_key + ":";
+  for (const FrontendKey& fk : old) {
+    if (keep && std::binary_search(keep->begin(), keep->end(), fk)) continue;
     auto it = current_.find(fk);
     // Only if it is still ours (another service may have taken the address).
-    if (it != current_.end() && it->second.service_port == f.service_port) {
+    if (it != current_.end() && it->second.service_port.compare(0, prefix.size(), prefix) == 0) {
       current_.erase(it);
       (*delta)[fk] = std::nullopt;
     }
@@ -150,7 +203,7 @@ void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
   auto cit = cache_.find(key);
   if (sit == state.services.end()) {
     if (cit != cache_.end()) {
-      Drop(cit->second.frontends, nullptr, delta);
+      Drop(key, cit->second.keys, nullptr, delta);
       cache_.erase(cit);
     }
     return;
@@ -163,23 +216,25 @@ void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
     }
   }
   const Service& svc = sit->second;
-  if (cit != cache_.end() && cit->second.service == svc && cit->second.slices.size() == mine.size()) {
-    bool same = true;
-    for (size_t i = 0; same && i < mine.size(); ++i) same = cit->second.slices[i] == *mine[i];
-    if (same) return;
-  }
-  Cached fresh;
-  fresh.service = svc;
-  for (const EndpointSlice* es : mine) fresh.slices.push_back(*es);
-  ComputeServiceFrontends(svc, mine, node_, &fresh.frontends);
-  if (cit != cache_.end()) Drop(cit->second.frontends, &fresh.frontends, delta);
-  for (const auto& [fk, f] : fresh.frontends) {
+  uint64_t fp = FingerprintOf(svc, mine);
+  if (cit != cache_.end() && cit->second.fingerprint == fp) return;
+  std::vector<std::pair<FrontendKey, Frontend>> fresh;
+  ComputeServiceFrontends(svc, mine, node_, &fresh);
+  Cached c;
+  c.fingerprint = fp;
+  c.keys.reserve(fresh.size());
+  for (const auto& [fk, f] : fresh) c.keys.push_back(fk);
+  std::sort(c.keys.begin(), c.keys.end());
+  if (cit != cache_.end()) Drop(key, cit->second.keys, &c.keys, delta);
+  for (auto& [fk, f] : fresh) {
     auto it = current_.find(fk);
     if (it != current_.end() && it->second == f) continue;
-    current_[fk] = f;
     (*delta)[fk] = f;
+    if (it != current_.end()) it->second = std::move(f);
+    else
+      current_.emplace(fk, std::move(f));
   }
-  cache_[key] = std::move(fresh);
+  cache_[key] = std::move(c);
 }
 
 std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const ClusterState& state,

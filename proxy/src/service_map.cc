@@ -101,70 +101,76 @@ uint32_t ServiceMap::ServiceId(const std::string& service_port) const {
   return it == service_ports_.end() ? 0 : it->second.id;
 }
 
+ServiceMap::OpBatch& ServiceMap::BatchFor(int phase, int fd, bool del, size_t key_size, size_t value_size) {
+  for (OpBatch& b : ops_[phase])
+    if (b.fd == fd && b.del == del) return b;
+  OpBatch& b = ops_[phase].emplace_back();
+  b.fd = fd;
+  b.del = del;
+  b.key_size = key_size;
+  b.value_size = value_size;
+  return b;
+}
+
 absl::Status ServiceMap::PutRaw(int phase, int fd, const void* key, size_t key_size, const void* value,
                                 size_t value_size) {
-  MapOp op;
-  op.fd = fd;
-  op.del = false;
-  op.key.assign(static_cast<const uint8_t*>(key), static_cast<const uint8_t*>(key) + key_size);
-  op.value.assign(static_cast<const uint8_t*>(value), static_cast<const uint8_t*>(value) + value_size);
-  ops_[phase].push_back(std::move(op));
+  OpBatch& b = BatchFor(phase, fd, false, key_size, value_size);
+  if (b.key_size != key_size || b.value_size != value_size) return absl::InternalError("map entry size mismatch");
+  b.keys.insert(b.keys.end(), static_cast<const uint8_t*>(key), static_cast<const uint8_t*>(key) + key_size);
+  b.values.insert(b.values.end(), static_cast<const uint8_t*>(value), static_cast<const uint8_t*>(value) + value_size);
+  ++b.count;
   return absl::OkStatus();
 }
 
 absl::Status ServiceMap::DelRaw(int phase, int fd, const void* key, size_t key_size) {
-  MapOp op;
-  op.fd = fd;
-  op.del = true;
-  op.key.assign(static_cast<const uint8_t*>(key), static_cast<const uint8_t*>(key) + key_size);
-  ops_[phase].push_back(std::move(op));
+  OpBatch& b = BatchFor(phase, fd, true, key_size, 0);
+  if (b.key_size != key_size) return absl::InternalError("map key size mismatch");
+  b.keys.insert(b.keys.end(), static_cast<const uint8_t*>(key), static_cast<const uint8_t*>(key) + key_size);
+  ++b.count;
   return absl::OkStatus();
 }
 
 // Writes the recorded operations phase by phase (the order that keeps every
-// visible slot valid, see service_map.h). Updates to one map within a phase
-// go to the kernel as one BPF_MAP_UPDATE_BATCH; a kernel without batch
+// visible slot valid, see service_map.h). The operations on one map within a
+// phase go to the kernel as one BPF_MAP_UPDATE_BATCH / BPF_MAP_DELETE_BATCH
+// (keys and values already lie in contiguous arrays); a kernel without batch
 // support gets them one by one.
 absl::Status ServiceMap::Flush() {
   for (auto& phase : ops_) {
-    std::map<int, std::vector<const MapOp*>> updates;
-    for (const MapOp& op : phase) {
-      if (op.del) {
-        if (bpf_map_delete_elem(op.fd, op.key.data()) != 0 && errno != ENOENT)
-          return LastErrnoError("delete map entry");
-      } else {
-        updates[op.fd].push_back(&op);
-      }
-    }
-    for (auto& [fd, ops] : updates) {
-      size_t ks = ops[0]->key.size(), vs = ops[0]->value.size();
-      bool batched = false;
-      if (ops.size() > 1 && batch_supported_) {
-        std::vector<uint8_t> keys, values;
-        keys.reserve(ks * ops.size());
-        values.reserve(vs * ops.size());
-        for (const MapOp* op : ops) {
-          keys.insert(keys.end(), op->key.begin(), op->key.end());
-          values.insert(values.end(), op->value.begin(), op->value.end());
-        }
-        size_t done = 0;
-        while (done < ops.size()) {
-          __u32 count = static_cast<__u32>(ops.size() - done);
-          LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
-          int rc = bpf_map_update_batch(fd, keys.data() + done * ks, values.data() + done * vs, &count, &opts);
-          if (rc != 0 && (errno == EINVAL || errno == 524 /* kernel ENOTSUPP */ || errno == EOPNOTSUPP) && done == 0 && count == 0) {
+    for (OpBatch& b : phase) {
+      size_t done = 0;
+      if (b.count > 1 && batch_supported_) {
+        while (done < b.count) {
+          __u32 count = static_cast<__u32>(b.count - done);
+          LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = b.del ? 0 : BPF_ANY);
+          const uint8_t* keys = b.keys.data() + done * b.key_size;
+          int rc = b.del ? bpf_map_delete_batch(b.fd, keys, &count, &opts)
+                         : bpf_map_update_batch(b.fd, keys, b.values.data() + done * b.value_size, &count, &opts);
+          if (rc == 0) {
+            done += count;
+            continue;
+          }
+          if ((errno == EINVAL || errno == 524 /* kernel ENOTSUPP */ || errno == EOPNOTSUPP) && done == 0 &&
+              count == 0) {
             batch_supported_ = false;
             break;
           }
-          if (rc != 0 && count == 0) return LastErrnoError("batch update map");
-          done += count;
+          // A delete batch stops at a key that is not there (already gone):
+          // step over it.
+          if (b.del && errno == ENOENT) {
+            done += count + 1;
+            continue;
+          }
+          return LastErrnoError(b.del ? "batch delete map entries" : "batch update map");
         }
-        batched = done == ops.size();
       }
-      if (!batched) {
-        for (const MapOp* op : ops)
-          if (bpf_map_update_elem(fd, op->key.data(), op->value.data(), BPF_ANY) != 0)
-            return LastErrnoError("update map entry");
+      for (; done < b.count; ++done) {
+        const uint8_t* key = b.keys.data() + done * b.key_size;
+        if (b.del) {
+          if (bpf_map_delete_elem(b.fd, key) != 0 && errno != ENOENT) return LastErrnoError("delete map entry");
+        } else if (bpf_map_update_elem(b.fd, key, b.values.data() + done * b.value_size, BPF_ANY) != 0) {
+          return LastErrnoError("update map entry");
+        }
       }
     }
     phase.clear();
@@ -202,6 +208,14 @@ absl::Status ServiceMap::Recover() {
     if (bpf_map_lookup_elem(fds_.services, &snext, &v) == 0) entries.emplace_back(snext, v);
     skey = snext;
     sprev = &skey;
+  }
+  // Counters of service ids nothing uses any more are released by Apply().
+  uint32_t ckey, cnext;
+  uint32_t* cprev = nullptr;
+  while (bpf_map_get_next_key(fds_.counters, cprev, &cnext) == 0) {
+    live_service_ids_.insert(cnext);
+    ckey = cnext;
+    cprev = &ckey;
   }
   std::map<FrontendKey, std::map<uint16_t, uint32_t>> slots;
   for (const auto& [k, v] : entries) {
@@ -366,15 +380,21 @@ absl::StatusOr<uint32_t> ServiceMap::ServiceIdFor(const FrontendKey& fk, const s
   auto cur = frontends_.find(fk);
   if (cur != frontends_.end() && cur->second.service_id && !sid_owner_.count(cur->second.service_id))
     id = cur->second.service_id;
-  if (!id) id = AllocServiceId();
+  bool reused = false;
+  if (!id) {
+    reused = !free_service_ids_.empty();
+    id = AllocServiceId();
+  }
   service_ports_[sp] = {id, 0};
   sid_owner_[id] = sp;
-  if (!live_service_ids_.count(id)) {
-    std::vector<skiff_lb_counters> zero(ncpus_);
-    ++st->map_writes;
-    RETURN_IF_ERROR(PutRaw(kBackends, fds_.counters, &id, sizeof(id), zero.data(), zero.size() * sizeof(zero[0])));
-    live_service_ids_.insert(id);
+  // The datapath creates the counters entry on the first event of a
+  // service. A reused id may still have one (or a datapath program may have
+  // recreated it after the release): start it from zero.
+  if (reused) {
+    ++st->map_deletes;
+    RETURN_IF_ERROR(Del(kBackends, fds_.counters, id));
   }
+  live_service_ids_.insert(id);
   return id;
 }
 
@@ -539,17 +559,17 @@ absl::Status ServiceMap::ForgetConntrack(ApplyStats* st) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ApplyStats> ServiceMap::Apply(const DesiredState& desired) {
+absl::StatusOr<ApplyStats> ServiceMap::Apply(const std::map<FrontendKey, Frontend>& desired) {
   FrontendDelta delta;
-  for (const auto& [fk, f] : desired.frontends) {
+  for (const auto& [fk, f] : desired) {
     auto it = applied_.find(fk);
     if (it == applied_.end() || !(it->second == f)) delta.emplace(fk, f);
   }
   for (const auto& [fk, f] : applied_)
-    if (!desired.frontends.count(fk)) delta.emplace(fk, std::nullopt);
+    if (!desired.count(fk)) delta.emplace(fk, std::nullopt);
   // Frontends recovered from the maps that nobody wants any more.
   for (const auto& [fk, p] : frontends_)
-    if (!desired.frontends.count(fk) && !applied_.count(fk)) delta.emplace(fk, std::nullopt);
+    if (!desired.count(fk) && !applied_.count(fk)) delta.emplace(fk, std::nullopt);
   ASSIGN_OR_RETURN(ApplyStats st, ApplyDelta(delta));
   // Recovered leftovers: backends and service ids nothing refers to.
   for (auto it = backend_ids_.begin(); it != backend_ids_.end();) {

@@ -11,6 +11,8 @@
 
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
+#include "raw_objects.h"
+#include "nlohmann/json.hpp"
 #include "yaml-cpp/yaml.h"
 
 namespace skiff::proxy {
@@ -92,7 +94,127 @@ bool StateStore::synced() const {
   return synced_;
 }
 
-// ---- Kubernetes-shaped YAML/JSON ----
+// ---- Validation: the one set of rules for every source ----
+
+namespace {
+
+std::optional<Protocol> ParseProtocol(const std::string& p) {
+  if (p.empty() || p == "TCP") return Protocol::kTcp;
+  if (p == "UDP") return Protocol::kUdp;
+  return std::nullopt;
+}
+
+// A port number in 1..65535; nullopt otherwise (absent, 0, negative, not a number).
+std::optional<uint16_t> ValidPort(const RawNumber& n) {
+  if (!n.value || *n.value < 1 || *n.value > 65535) return std::nullopt;
+  return static_cast<uint16_t>(*n.value);
+}
+
+bool IsIpv4(const std::string& s) {
+  in_addr a;
+  return inet_pton(AF_INET, s.c_str(), &a) == 1;
+}
+
+}  // namespace
+
+bool AddService(RawService raw, ClusterState* out) {
+  Service s;
+  s.ns = raw.ns.empty() ? "default" : std::move(raw.ns);
+  s.name = std::move(raw.name);
+  if (s.name.empty()) {
+    log::Warn("skipping Service without metadata.name");
+    return false;
+  }
+  s.type = raw.type.empty() ? "ClusterIP" : std::move(raw.type);
+  s.cluster_ips = std::move(raw.cluster_ips);
+  s.external_ips = std::move(raw.external_ips);
+  s.affinity_client_ip = raw.session_affinity == "ClientIP";
+  if (s.affinity_client_ip && raw.affinity_timeout.value && *raw.affinity_timeout.value > 0 &&
+      *raw.affinity_timeout.value <= 86400)
+    s.affinity_timeout_s = static_cast<uint32_t>(*raw.affinity_timeout.value);
+  s.external_policy_local = raw.external_traffic_policy == "Local";
+  s.internal_policy_local = raw.internal_traffic_policy == "Local";
+  if (auto hc = ValidPort(raw.health_check_node_port); hc && s.external_policy_local) s.health_check_node_port = *hc;
+  for (RawServicePort& p : raw.ports) {
+    ServicePort sp;
+    sp.name = std::move(p.name);
+    auto proto = ParseProtocol(p.protocol);
+    auto port = ValidPort(p.port);
+    if (!proto) {
+      log::Warn("skipping service port: unsupported protocol ", log::Field("service", s.Key()), " ",
+                log::Field("port", sp.name), " ", log::Field("protocol", p.protocol));
+      continue;
+    }
+    if (!port) {
+      log::Warn("skipping service port: invalid port ", log::Field("service", s.Key()), " ",
+                log::Field("port", sp.name), " ", log::Field("value", p.port.text));
+      continue;
+    }
+    sp.protocol = *proto;
+    sp.port = *port;
+    if (p.node_port.present && !(p.node_port.value && *p.node_port.value == 0)) {
+      if (auto np = ValidPort(p.node_port)) sp.node_port = *np;
+      else
+        log::Warn("ignoring invalid nodePort ", log::Field("service", s.Key()), " ",
+                  log::Field("value", p.node_port.text));
+    }
+    s.ports.push_back(std::move(sp));
+  }
+  std::string key = s.Key();
+  out->services[key] = std::move(s);
+  return true;
+}
+
+bool AddEndpointSlice(RawEndpointSlice raw, ClusterState* out) {
+  EndpointSlice es;
+  es.ns = raw.ns.empty() ? "default" : std::move(raw.ns);
+  es.name = std::move(raw.name);
+  es.service_name = std::move(raw.service_name);
+  if (es.name.empty() || es.service_name.empty()) {
+    log::Warn("skipping EndpointSlice without name or kubernetes.io/service-name label ",
+              log::Field("name", es.name));
+    return false;
+  }
+  if (!raw.address_type.empty() && raw.address_type != "IPv4") {
+    log::Info("skipping EndpointSlice: address type not supported yet ", log::Field("slice", es.Key()), " ",
+              log::Field("addressType", raw.address_type));
+    return false;
+  }
+  for (RawEndpointPort& p : raw.ports) {
+    EndpointPort ep;
+    ep.name = std::move(p.name);
+    auto proto = ParseProtocol(p.protocol);
+    auto port = ValidPort(p.port);
+    if (!proto || !port) {
+      log::Warn("skipping endpoint port: invalid port or protocol ", log::Field("slice", es.Key()), " ",
+                log::Field("port", ep.name));
+      continue;
+    }
+    ep.protocol = *proto;
+    ep.port = *port;
+    es.ports.push_back(std::move(ep));
+  }
+  for (RawEndpoint& e : raw.endpoints) {
+    Endpoint ep;
+    for (std::string& a : e.addresses) {
+      if (IsIpv4(a)) ep.addresses.push_back(std::move(a));
+      else
+        log::Warn("skipping endpoint address ", log::Field("slice", es.Key()), " ", log::Field("address", a));
+    }
+    // Kubernetes: a missing ready condition means ready; serving defaults to
+    // ready; terminating defaults to false.
+    ep.ready = e.ready.value_or(true);
+    ep.serving = e.serving.value_or(ep.ready);
+    ep.terminating = e.terminating.value_or(false);
+    ep.node_name = std::move(e.node_name);
+    if (!ep.addresses.empty()) es.endpoints.push_back(std::move(ep));
+  }
+  std::string key = es.Key();
+  out->endpoint_slices[key] = std::move(es);
+  return true;
+}
+
+// ---- YAML (any Kubernetes-shaped document stream) ----
 
 namespace {
 
@@ -104,175 +226,128 @@ YAML::Node Get(const YAML::Node& n, const char* key) {
   return c ? c : YAML::Node();
 }
 
-std::string Str(const YAML::Node& n, const std::string& def = "") {
-  if (!n || !n.IsScalar()) return def;
+std::string Str(const YAML::Node& n) {
+  if (!n || !n.IsScalar()) return "";
   return n.as<std::string>();
 }
 
-std::optional<Protocol> ParseProtocol(const YAML::Node& n) {
-  std::string p = Str(n, "TCP");
-  if (p == "TCP") return Protocol::kTcp;
-  if (p == "UDP") return Protocol::kUdp;
-  return std::nullopt;
+RawNumber Num(const YAML::Node& n) {
+  RawNumber r;
+  if (!n) return r;
+  r.present = true;
+  if (!n.IsScalar()) return r;
+  r.text = n.as<std::string>();
+  try {
+    r.value = n.as<long>();
+  } catch (const YAML::Exception&) {
+  }
+  return r;
 }
 
-// A port number in 1..65535; nullopt otherwise (0, negative, not a number).
-std::optional<uint16_t> ParsePort(const YAML::Node& n) {
+std::optional<bool> Bool(const YAML::Node& n) {
   if (!n || !n.IsScalar()) return std::nullopt;
   try {
-    long v = n.as<long>();
-    if (v < 1 || v > 65535) return std::nullopt;
-    return static_cast<uint16_t>(v);
+    return n.as<bool>();
   } catch (const YAML::Exception&) {
     return std::nullopt;
   }
 }
 
-bool IsIpv4(const std::string& s) {
-  in_addr a;
-  return inet_pton(AF_INET, s.c_str(), &a) == 1;
+std::vector<std::string> Strs(const YAML::Node& n) {
+  std::vector<std::string> out;
+  if (n && n.IsSequence())
+    for (const auto& x : n) out.push_back(Str(x));
+  return out;
 }
 
-bool Bool(const YAML::Node& n, bool def) {
-  if (!n || !n.IsScalar()) return def;
-  try {
-    return n.as<bool>();
-  } catch (const YAML::Exception&) {
-    return def;
+struct YamlAccess {
+  using Node = YAML::Node;
+  static Node Field(const Node& n, const char* key) { return Get(n, key); }
+  static std::string String(const Node& n) { return Str(n); }
+  static RawNumber Number(const Node& n) { return Num(n); }
+  static std::optional<bool> Boolean(const Node& n) { return Bool(n); }
+  static std::vector<std::string> Strings(const Node& n) { return Strs(n); }
+  static bool IsList(const Node& n) { return n && n.IsSequence(); }
+  template <typename F>
+  static void Each(const Node& n, F f) {
+    if (IsList(n))
+      for (const auto& x : n) f(Node(x));
   }
+};
+
+}  // namespace
+
+// One walk over a Kubernetes-shaped Service / EndpointSlice for every tree
+// representation (yaml-cpp nodes, nlohmann JSON), through an accessor.
+template <typename A>
+void ConvertService(const typename A::Node& obj, ClusterState* out) {
+  RawService r;
+  const auto meta = A::Field(obj, "metadata");
+  r.ns = A::String(A::Field(meta, "namespace"));
+  r.name = A::String(A::Field(meta, "name"));
+  const auto spec = A::Field(obj, "spec");
+  r.type = A::String(A::Field(spec, "type"));
+  if (A::IsList(A::Field(spec, "clusterIPs"))) r.cluster_ips = A::Strings(A::Field(spec, "clusterIPs"));
+  else if (std::string ip = A::String(A::Field(spec, "clusterIP")); !ip.empty())
+    r.cluster_ips.push_back(ip);
+  r.external_ips = A::Strings(A::Field(spec, "externalIPs"));
+  r.session_affinity = A::String(A::Field(spec, "sessionAffinity"));
+  r.affinity_timeout = A::Number(A::Field(A::Field(A::Field(spec, "sessionAffinityConfig"), "clientIP"), "timeoutSeconds"));
+  r.external_traffic_policy = A::String(A::Field(spec, "externalTrafficPolicy"));
+  r.internal_traffic_policy = A::String(A::Field(spec, "internalTrafficPolicy"));
+  r.health_check_node_port = A::Number(A::Field(spec, "healthCheckNodePort"));
+  A::Each(A::Field(spec, "ports"), [&](const typename A::Node& p) {
+    RawServicePort rp;
+    rp.name = A::String(A::Field(p, "name"));
+    rp.protocol = A::String(A::Field(p, "protocol"));
+    rp.port = A::Number(A::Field(p, "port"));
+    rp.node_port = A::Number(A::Field(p, "nodePort"));
+    r.ports.push_back(std::move(rp));
+  });
+  AddService(std::move(r), out);
 }
 
-void ParseService(const YAML::Node& obj, ClusterState* out) {
-  Service s;
-  s.ns = Str(Get(Get(obj, "metadata"), "namespace"), "default");
-  s.name = Str(Get(Get(obj, "metadata"), "name"));
-  if (s.name.empty()) {
-    log::Warn("skipping Service without metadata.name");
-    return;
-  }
-  const YAML::Node spec = Get(obj, "spec");
-  s.type = Str(Get(spec, "type"), "ClusterIP");
-  if (Get(spec, "clusterIPs") && Get(spec, "clusterIPs").IsSequence()) {
-    for (const auto& ip : Get(spec, "clusterIPs")) s.cluster_ips.push_back(Str(ip));
-  } else if (Get(spec, "clusterIP").IsScalar()) {
-    s.cluster_ips.push_back(Str(Get(spec, "clusterIP")));
-  }
-  if (Get(spec, "externalIPs") && Get(spec, "externalIPs").IsSequence()) {
-    for (const auto& ip : Get(spec, "externalIPs")) s.external_ips.push_back(Str(ip));
-  }
-  s.affinity_client_ip = Str(Get(spec, "sessionAffinity")) == "ClientIP";
-  if (s.affinity_client_ip) {
-    const YAML::Node t = Get(Get(Get(spec, "sessionAffinityConfig"), "clientIP"), "timeoutSeconds");
-    if (t && t.IsScalar()) {
-      try {
-        long v = t.as<long>();
-        if (v > 0 && v <= 86400) s.affinity_timeout_s = static_cast<uint32_t>(v);
-      } catch (const YAML::Exception&) {
-      }
-    }
-  }
-  s.external_policy_local = Str(Get(spec, "externalTrafficPolicy")) == "Local";
-  s.internal_policy_local = Str(Get(spec, "internalTrafficPolicy")) == "Local";
-  if (auto hc = ParsePort(Get(spec, "healthCheckNodePort")); hc && s.external_policy_local)
-    s.health_check_node_port = *hc;
-  if (Get(spec, "ports") && Get(spec, "ports").IsSequence()) {
-    for (const auto& p : Get(spec, "ports")) {
-      ServicePort sp;
-      sp.name = Str(Get(p, "name"));
-      auto proto = ParseProtocol(Get(p, "protocol"));
-      auto port = ParsePort(Get(p, "port"));
-      if (!proto) {
-        log::Warn("skipping service port: unsupported protocol ", log::Field("service", s.Key()),
-                  " ", log::Field("port", sp.name), " ", log::Field("protocol", Str(Get(p, "protocol"))));
-        continue;
-      }
-      if (!port) {
-        log::Warn("skipping service port: invalid port ", log::Field("service", s.Key()), " ",
-                  log::Field("port", sp.name), " ", log::Field("value", Str(Get(p, "port"))));
-        continue;
-      }
-      sp.protocol = *proto;
-      sp.port = *port;
-      if (Get(p, "nodePort").IsScalar()) {
-        auto np = ParsePort(Get(p, "nodePort"));
-        if (np) sp.node_port = *np;
-        else
-          log::Warn("ignoring invalid nodePort ", log::Field("service", s.Key()), " ",
-                    log::Field("value", Str(Get(p, "nodePort"))));
-      }
-      s.ports.push_back(sp);
-    }
-  }
-  out->services[s.Key()] = std::move(s);
+template <typename A>
+void ConvertEndpointSlice(const typename A::Node& obj, ClusterState* out) {
+  RawEndpointSlice r;
+  const auto meta = A::Field(obj, "metadata");
+  r.ns = A::String(A::Field(meta, "namespace"));
+  r.name = A::String(A::Field(meta, "name"));
+  r.service_name = A::String(A::Field(A::Field(meta, "labels"), "kubernetes.io/service-name"));
+  r.address_type = A::String(A::Field(obj, "addressType"));
+  A::Each(A::Field(obj, "ports"), [&](const typename A::Node& p) {
+    RawEndpointPort rp;
+    rp.name = A::String(A::Field(p, "name"));
+    rp.protocol = A::String(A::Field(p, "protocol"));
+    rp.port = A::Number(A::Field(p, "port"));
+    r.ports.push_back(std::move(rp));
+  });
+  A::Each(A::Field(obj, "endpoints"), [&](const typename A::Node& e) {
+    RawEndpoint re;
+    re.addresses = A::Strings(A::Field(e, "addresses"));
+    const auto c = A::Field(e, "conditions");
+    re.ready = A::Boolean(A::Field(c, "ready"));
+    re.serving = A::Boolean(A::Field(c, "serving"));
+    re.terminating = A::Boolean(A::Field(c, "terminating"));
+    re.node_name = A::String(A::Field(e, "nodeName"));
+    r.endpoints.push_back(std::move(re));
+  });
+  AddEndpointSlice(std::move(r), out);
 }
 
-void ParseEndpointSlice(const YAML::Node& obj, ClusterState* out) {
-  EndpointSlice es;
-  es.ns = Str(Get(Get(obj, "metadata"), "namespace"), "default");
-  es.name = Str(Get(Get(obj, "metadata"), "name"));
-  es.service_name = Str(Get(Get(Get(obj, "metadata"), "labels"), "kubernetes.io/service-name"));
-  if (es.name.empty() || es.service_name.empty()) {
-    log::Warn("skipping EndpointSlice without name or kubernetes.io/service-name label ",
-              log::Field("name", es.name));
-    return;
-  }
-  std::string at = Str(Get(obj, "addressType"), "IPv4");
-  if (at != "IPv4") {
-    log::Info("skipping EndpointSlice: address type not supported yet ", log::Field("slice", es.Key()), " ",
-              log::Field("addressType", at));
-    return;
-  }
-  if (Get(obj, "ports") && Get(obj, "ports").IsSequence()) {
-    for (const auto& p : Get(obj, "ports")) {
-      EndpointPort ep;
-      ep.name = Str(Get(p, "name"));
-      auto proto = ParseProtocol(Get(p, "protocol"));
-      auto port = ParsePort(Get(p, "port"));
-      if (!proto || !port) {
-        log::Warn("skipping endpoint port: invalid port or protocol ", log::Field("slice", es.Key()), " ",
-                  log::Field("port", ep.name));
-        continue;
-      }
-      ep.protocol = *proto;
-      ep.port = *port;
-      es.ports.push_back(ep);
-    }
-  }
-  if (Get(obj, "endpoints") && Get(obj, "endpoints").IsSequence()) {
-    for (const auto& e : Get(obj, "endpoints")) {
-      Endpoint ep;
-      if (Get(e, "addresses") && Get(e, "addresses").IsSequence()) {
-        for (const auto& a : Get(e, "addresses")) {
-          std::string addr = Str(a);
-          if (IsIpv4(addr)) ep.addresses.push_back(addr);
-          else
-            log::Warn("skipping endpoint address ", log::Field("slice", es.Key()), " ", log::Field("address", addr));
-        }
-      }
-      const YAML::Node c = Get(e, "conditions");
-      // Kubernetes: a missing ready condition means ready; serving defaults to
-      // ready; terminating defaults to false.
-      ep.ready = Bool(Get(c, "ready"), true);
-      ep.serving = Bool(Get(c, "serving"), ep.ready);
-      ep.terminating = Bool(Get(c, "terminating"), false);
-      ep.node_name = Str(Get(e, "nodeName"));
-      if (!ep.addresses.empty()) es.endpoints.push_back(std::move(ep));
-    }
-  }
-  out->endpoint_slices[es.Key()] = std::move(es);
-}
+namespace {
 
 void ParseObject(const YAML::Node& obj, ClusterState* out) {
   if (!obj || !obj.IsMap()) return;
   std::string kind = Str(Get(obj, "kind"));
-  if (Get(obj, "items") && Get(obj, "items").IsSequence()) {
+  if (Get(obj, "items").IsSequence()) {
     for (const auto& item : Get(obj, "items")) ParseObject(item, out);
     return;
   }
   try {
-    if (kind == "Service") ParseService(obj, out);
+    if (kind == "Service") ConvertService<YamlAccess>(obj, out);
     else if (kind == "EndpointSlice")
-      ParseEndpointSlice(obj, out);
+      ConvertEndpointSlice<YamlAccess>(obj, out);
     else if (!kind.empty())
       log::Debug("ignoring object ", log::Field("kind", kind));
   } catch (const YAML::Exception& e) {
@@ -280,9 +355,108 @@ void ParseObject(const YAML::Node& obj, ClusterState* out) {
   }
 }
 
+// ---- JSON: streamed, one object at a time ----
+
+using Json = nlohmann::json;
+
+const Json* JGet(const Json* n, const char* key) {
+  if (!n || !n->is_object()) return nullptr;
+  auto it = n->find(key);
+  return it == n->end() ? nullptr : &*it;
+}
+
+std::string JStr(const Json* n) {
+  if (!n) return "";
+  if (n->is_string()) return n->get<std::string>();
+  if (n->is_number() || n->is_boolean()) return n->dump();
+  return "";
+}
+
+RawNumber JNum(const Json* n) {
+  RawNumber r;
+  if (!n || n->is_null()) return r;
+  r.present = true;
+  r.text = n->is_string() ? n->get<std::string>() : n->dump();
+  if (n->is_number_integer()) r.value = n->get<int64_t>();
+  else if (n->is_string()) {
+    // YAML reads "80" as a number too; keep the two sources alike.
+    char* end = nullptr;
+    const std::string& t = n->get_ref<const std::string&>();
+    long v = strtol(t.c_str(), &end, 10);
+    if (!t.empty() && end && *end == '\0') r.value = v;
+  }
+  return r;
+}
+
+std::optional<bool> JBool(const Json* n) {
+  if (!n || !n->is_boolean()) return std::nullopt;
+  return n->get<bool>();
+}
+
+std::vector<std::string> JStrs(const Json* n) {
+  std::vector<std::string> out;
+  if (n && n->is_array())
+    for (const auto& x : *n) out.push_back(JStr(&x));
+  return out;
+}
+
+struct JsonAccess {
+  using Node = const Json*;
+  static Node Field(Node n, const char* key) { return JGet(n, key); }
+  static std::string String(Node n) { return JStr(n); }
+  static RawNumber Number(Node n) { return JNum(n); }
+  static std::optional<bool> Boolean(Node n) { return JBool(n); }
+  static std::vector<std::string> Strings(Node n) { return JStrs(n); }
+  static bool IsList(Node n) { return n && n->is_array(); }
+  template <typename F>
+  static void Each(Node n, F f) {
+    if (IsList(n))
+      for (const auto& x : *n) f(&x);
+  }
+};
+
+void JsonObject(const Json& obj, ClusterState* out) {
+  if (!obj.is_object()) return;
+  std::string kind = JStr(JGet(&obj, "kind"));
+  if (const Json* items = JGet(&obj, "items"); items && items->is_array()) {
+    for (const auto& item : *items) JsonObject(item, out);
+    return;
+  }
+  if (kind == "Service") ConvertService<JsonAccess>(&obj, out);
+  else if (kind == "EndpointSlice")
+    ConvertEndpointSlice<JsonAccess>(&obj, out);
+  else if (!kind.empty())
+    log::Debug("ignoring object ", log::Field("kind", kind));
+}
+
+// A single JSON document (an object or a `kind: List`): each item is turned
+// into the model as soon as the parser closes it and then dropped, so a
+// 10k-service list never exists as one tree in memory.
+std::optional<ClusterState> ParseJsonStream(const std::string& text) {
+  ClusterState state;
+  auto cb = [&](int depth, Json::parse_event_t ev, Json& j) {
+    if (ev == Json::parse_event_t::object_end && depth == 2 && j.is_object() && j.contains("kind") &&
+        j.contains("metadata")) {
+      JsonObject(j, &state);
+      return false;  // consumed: do not keep it in the items array
+    }
+    return true;
+  };
+  Json top = Json::parse(text, cb, /*allow_exceptions=*/false);
+  if (top.is_discarded()) return std::nullopt;
+  JsonObject(top, &state);
+  return state;
+}
+
 }  // namespace
 
 absl::StatusOr<ClusterState> ParseClusterStateYaml(const std::string& text) {
+  size_t first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && text[first] == '{') {
+    // JSON is YAML too, but yaml-cpp needs ~60x the text in memory for it.
+    // A stream of several JSON documents falls through to yaml-cpp.
+    if (auto st = ParseJsonStream(text)) return *std::move(st);
+  }
   ClusterState state;
   try {
     for (const YAML::Node& doc : YAML::LoadAll(text)) ParseObject(doc, &state);

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "skiff/proxy/api_source.h"
 #include "skiff/proxy/desired.h"
 #include "skiff/proxy/service_map.h"
 #include "skiff/proxy/source.h"
@@ -80,6 +81,86 @@ TEST(Parse, AcceptsJson) {
   ASSERT_TRUE(st.ok()) << st.status();
   ASSERT_EQ(st->services.count("default/a"), 1u);
   EXPECT_EQ(st->services.at("default/a").ports[0].protocol, Protocol::kUdp);
+}
+
+// The same objects as kYaml, as one JSON List: the streaming JSON path and
+// the YAML path must give the same model (one set of validation rules).
+const char* kJson = R"({"apiVersion":"v1","kind":"List","items":[
+ {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},
+  "spec":{"type":"NodePort","clusterIP":"10.96.0.10","externalIPs":["203.0.113.10"],"sessionAffinity":"ClientIP",
+   "externalTrafficPolicy":"Local","ports":[{"name":"http","port":80,"targetPort":8080,"nodePort":30080},
+   {"name":"bad","port":0},{"name":"sctp","port":90,"protocol":"SCTP"}]}},
+ {"apiVersion":"v1","kind":"Service","metadata":{"name":"db","namespace":"shop"},
+  "spec":{"clusterIP":"None","ports":[{"port":5432}]}},
+ {"apiVersion":"v1","kind":"Service","metadata":{"namespace":"shop"},"spec":{"clusterIP":"10.96.0.99","ports":[{"port":1}]}},
+ {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+  "metadata":{"name":"web-1","namespace":"shop","labels":{"kubernetes.io/service-name":"web"}},
+  "addressType":"IPv4","ports":[{"name":"http","port":8080}],
+  "endpoints":[{"addresses":["10.244.1.5"],"nodeName":"me"},{"addresses":["10.244.2.5"],"nodeName":"other"},
+   {"addresses":["10.244.1.6"],"nodeName":"me","conditions":{"ready":false,"serving":true,"terminating":true}},
+   {"addresses":["not-an-ip"],"nodeName":"me"}]}]})";
+
+TEST(Parse, JsonListGivesTheSameModelAsYaml) {
+  auto y = ParseClusterStateYaml(kYaml);
+  auto j = ParseClusterStateYaml(kJson);
+  ASSERT_TRUE(y.ok() && j.ok());
+  EXPECT_EQ(j->services, y->services);
+  EXPECT_EQ(j->endpoint_slices, y->endpoint_slices);
+  EXPECT_EQ(j->services.size(), 2u);
+}
+
+TEST(Parse, ApiObjectsGiveTheSameModelAsYaml) {
+  std::vector<client::Object> objs(3);
+  auto* web = objs[0].mutable_service();
+  web->mutable_metadata()->set_name("web");
+  web->mutable_metadata()->set_namespace_("shop");
+  auto* spec = web->mutable_spec();
+  spec->set_type("NodePort");
+  spec->set_cluster_ip("10.96.0.10");
+  spec->add_external_ips("203.0.113.10");
+  spec->set_session_affinity("ClientIP");
+  spec->set_external_traffic_policy("Local");
+  auto* p = spec->add_ports();
+  p->set_name("http");
+  p->set_port(80);
+  p->set_target_port("8080");
+  p->set_node_port(30080);
+  spec->add_ports()->set_name("bad");  // port 0
+  p = spec->add_ports();
+  p->set_name("sctp");
+  p->set_port(90);
+  p->set_protocol("SCTP");
+  auto* db = objs[1].mutable_service();
+  db->mutable_metadata()->set_name("db");
+  db->mutable_metadata()->set_namespace_("shop");
+  db->mutable_spec()->set_cluster_ip("None");
+  db->mutable_spec()->add_ports()->set_port(5432);
+  auto* es = objs[2].mutable_endpoint_slice();
+  es->mutable_metadata()->set_name("web-1");
+  es->mutable_metadata()->set_namespace_("shop");
+  (*es->mutable_metadata()->mutable_labels())["kubernetes.io/service-name"] = "web";
+  es->set_address_type("IPv4");
+  auto* ep = es->add_ports();
+  ep->set_name("http");
+  ep->set_port(8080);
+  auto add = [&](const char* ip, const char* node) {
+    auto* e = es->add_endpoints();
+    e->add_addresses(ip);
+    e->set_node_name(node);
+    return e;
+  };
+  add("10.244.1.5", "me");
+  add("10.244.2.5", "other");
+  auto* t = add("10.244.1.6", "me");
+  t->mutable_conditions()->set_ready(false);
+  t->mutable_conditions()->set_serving(true);
+  t->mutable_conditions()->set_terminating(true);
+  add("not-an-ip", "me");
+  auto api = ModelFromObjects(objs);
+  auto y = ParseClusterStateYaml(kYaml);
+  ASSERT_TRUE(api.ok() && y.ok());
+  EXPECT_EQ(api->services, y->services);
+  EXPECT_EQ(api->endpoint_slices, y->endpoint_slices);
 }
 
 TEST(Parse, RejectsBrokenYamlAsAWhole) { EXPECT_FALSE(ParseClusterStateYaml("a: [b").ok()); }

@@ -266,6 +266,14 @@ TEST_F(SockLbTest, ChurnOfTenThousandServicesNeverFailsAConnection) {
   uint64_t writes = 0, deletes = 0;
   auto c0 = std::chrono::steady_clock::now();
   for (int change = 0; change < 1000; ++change) {
+    if (change % 10 == 0) {
+      // Connections must really overlap the churn: every 10 changes wait
+      // for the client to complete one more (bounded, in case it is stuck).
+      int seen = ok.load() + failed.load();
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (ok.load() + failed.load() == seen && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+    }
     // Every fourth change hits a service the client is using.
     int i = change % 4 == 0 ? static_cast<int>(rng() % 4) : static_cast<int>(rng() % kServices);
     EndpointSlice& es = state_.endpoint_slices["default/svc" + std::to_string(i) + "-a"];
@@ -291,7 +299,7 @@ TEST_F(SockLbTest, ChurnOfTenThousandServicesNeverFailsAConnection) {
   std::cout << "1000 endpoint changes: " << writes << " map writes, " << deletes << " deletes, "
             << std::chrono::duration_cast<std::chrono::milliseconds>(churn).count() << " ms total (incl. diffing)\n";
   EXPECT_LE(writes + deletes, 1000u * 6) << "an endpoint change must touch a handful of entries";
-  EXPECT_GT(ok.load(), 100);
+  EXPECT_GE(ok.load(), 100);
   EXPECT_EQ(failed.load(), 0) << last_error;
 }
 

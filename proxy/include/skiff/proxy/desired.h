@@ -70,16 +70,17 @@ class DesiredBuilder {
   const std::map<FrontendKey, Frontend>& current() const { return current_; }
 
  private:
+  // Per service only a fingerprint of its inputs and the keys of its
+  // frontends (the frontends themselves live once, in current_), so the
+  // builder does not hold a second copy of the cluster state.
   struct Cached {
-    Service service;
-    std::vector<EndpointSlice> slices;
-    std::vector<std::pair<FrontendKey, Frontend>> frontends;
+    uint64_t fingerprint = 0;
+    std::vector<FrontendKey> keys;  // sorted
   };
   NodeConfig node_;
   void Visit(const std::string& key, const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
-  void Drop(const std::vector<std::pair<FrontendKey, Frontend>>& old,
-            const std::vector<std::pair<FrontendKey, Frontend>>* keep,
-            std::map<FrontendKey, std::optional<Frontend>>* delta);
+  void Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
+            const std::vector<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
   std::unordered_map<std::string, Cached> cache_;
   std::unordered_map<std::string, std::set<std::string>> slices_of_;  // service key -> slice keys
   std::unordered_map<std::string, std::string> service_of_;           // slice key -> service key

@@ -48,7 +48,8 @@ class ServiceMap {
   absl::Status Recover();
   // Makes the maps hold exactly `desired` (compares against what was applied
   // last, then ApplyDelta).
-  absl::StatusOr<ApplyStats> Apply(const DesiredState& desired);
+  absl::StatusOr<ApplyStats> Apply(const DesiredState& desired) { return Apply(desired.frontends); }
+  absl::StatusOr<ApplyStats> Apply(const std::map<FrontendKey, Frontend>& desired);
   // Applies only the listed frontends; cost is proportional to the change.
   absl::StatusOr<ApplyStats> ApplyDelta(const FrontendDelta& delta);
 
@@ -95,11 +96,13 @@ class ServiceMap {
 
   // Map writes are recorded per phase and flushed in phase order.
   enum Phase { kBackends, kSlots, kServiceEntries, kEntryDeletes, kSlotDeletes, kBackendDeletes, kPhases };
-  struct MapOp {
+  struct OpBatch {
     int fd = -1;
     bool del = false;
-    std::vector<uint8_t> key, value;
+    size_t key_size = 0, value_size = 0, count = 0;
+    std::vector<uint8_t> keys, values;  // count entries each, back to back
   };
+  OpBatch& BatchFor(int phase, int fd, bool del, size_t key_size, size_t value_size);
   absl::Status PutRaw(int phase, int fd, const void* key, size_t key_size, const void* value, size_t value_size);
   absl::Status DelRaw(int phase, int fd, const void* key, size_t key_size);
   template <typename K, typename V>
@@ -115,7 +118,7 @@ class ServiceMap {
   std::vector<uint32_t> removed_backends_;
 
   LbMapFds fds_;
-  std::vector<MapOp> ops_[kPhases];
+  std::vector<OpBatch> ops_[kPhases];
   bool batch_supported_ = true;
   std::map<FrontendKey, Programmed> frontends_;  // what the services map holds
   std::map<FrontendKey, Frontend> applied_;      // what was asked for last
