@@ -10,6 +10,7 @@
 #include <set>
 
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "test_process.h"
@@ -216,6 +217,73 @@ TEST(WatchGuarantees, OrderedUniqueAtomicGaplessAndResumable) {
   std::map<int64_t, std::set<std::string>> got;
   for (const auto& e : after.events) got[e.first].insert(e.second);
   EXPECT_EQ(got, want);
+}
+
+// What etcdctl 3.4 cannot ask for, over gRPC against skiff-store and a real
+// etcd: count_only ranges, a watch progress request (answered with the
+// current revision, no events), and the gRPC health service.
+TEST(GrpcApi, CountOnlyProgressRequestAndHealthMatchEtcd) {
+  ScratchDir dir("grpcapi");
+  Server ours = StartSkiffStore(dir.sub("skiff"), dir.sub("skiff.log"));
+  ASSERT_GT(ours.child.pid(), 0);
+  Server etcd = StartEtcd(dir.sub("etcd"), dir.sub("etcd.log"));
+  ASSERT_GT(etcd.child.pid(), 0);
+  for (const Server* s : {&ours, &etcd}) {
+    SCOPED_TRACE(s == &ours ? "skiff-store" : "etcd");
+    auto kv = KvStub(s->endpoint());
+    for (const char* k : {"n/a", "n/b", "n/c", "o"}) {
+      etcdserverpb::PutRequest p;
+      p.set_key(k);
+      p.set_value("v");
+      etcdserverpb::PutResponse pr;
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, 5000);
+      ASSERT_TRUE(kv->Put(&ctx, p, &pr).ok());
+    }
+    etcdserverpb::RangeRequest r;
+    r.set_key("n/");
+    r.set_range_end("n0");
+    r.set_count_only(true);
+    etcdserverpb::RangeResponse rr;
+    {
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, 5000);
+      ASSERT_TRUE(kv->Range(&ctx, r, &rr).ok());
+    }
+    EXPECT_EQ(rr.count(), 3);
+    EXPECT_EQ(rr.kvs_size(), 0);
+    EXPECT_FALSE(rr.more());
+    EXPECT_EQ(rr.header().revision(), 5);
+
+    auto ws = etcdserverpb::Watch::NewStub(grpc::CreateChannel(s->endpoint(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext wctx;
+    SetDeadline(&wctx, 10000);
+    auto stream = ws->Watch(&wctx);
+    etcdserverpb::WatchRequest create;
+    create.mutable_create_request()->set_key("n/");
+    create.mutable_create_request()->set_range_end("n0");
+    ASSERT_TRUE(stream->Write(create));
+    etcdserverpb::WatchResponse wr;
+    ASSERT_TRUE(stream->Read(&wr));
+    EXPECT_TRUE(wr.created());
+    etcdserverpb::WatchRequest progress;
+    progress.mutable_progress_request();
+    ASSERT_TRUE(stream->Write(progress));
+    ASSERT_TRUE(stream->Read(&wr));
+    EXPECT_FALSE(wr.created());
+    EXPECT_EQ(wr.events_size(), 0);
+    EXPECT_EQ(wr.header().revision(), 5);
+    wctx.TryCancel();
+
+    auto health =
+        grpc::health::v1::Health::NewStub(grpc::CreateChannel(s->endpoint(), grpc::InsecureChannelCredentials()));
+    grpc::health::v1::HealthCheckRequest hreq;
+    grpc::health::v1::HealthCheckResponse hresp;
+    grpc::ClientContext hctx;
+    SetDeadline(&hctx, 5000);
+    ASSERT_TRUE(health->Check(&hctx, hreq, &hresp).ok());
+    EXPECT_EQ(hresp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
 }
 
 }  // namespace

@@ -258,6 +258,41 @@ TEST_F(EtcdctlCompat, SnapshotSaveRestoresIntoWorkingStore) {
 namespace skiff::store::testing {
 namespace {
 
+// etcd's flags on the binary: --name and --advertise-client-urls show in
+// `member list`, --quota-backend-bytes raises NOSPACE with etcd's error and
+// alarm, --auto-compaction-retention compacts old revisions on its own.
+TEST(EtcdctlFlags, NameAdvertiseQuotaAndAutoCompactionRetention) {
+  ScratchDir dir("flags");
+  Server s = StartSkiffStore(dir.sub("data"), dir.sub("store.log"), 0,
+                             {"--name", "flagged", "--advertise-client-urls", "http://127.0.0.1:1",
+                              "--quota-backend-bytes", "1048576", "--auto-compaction-retention", "1s"});
+  ASSERT_GT(s.child.pid(), 0);
+  CmdResult ml = Etcdctl(s.endpoint(), {"member", "list"});
+  EXPECT_NE(ml.out.find(", started, flagged, "), std::string::npos) << ml.out;
+  EXPECT_NE(ml.out.find("http://127.0.0.1:1"), std::string::npos) << ml.out;
+
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(Etcdctl(s.endpoint(), {"put", "c", std::to_string(i)}).code, 0);
+  // Auto-compaction: revision 2 becomes unreadable without anyone compacting.
+  CmdResult old;
+  for (int i = 0; i < 100; ++i) {
+    old = Etcdctl(s.endpoint(), {"get", "c", "--rev", "2"});
+    if (old.code != 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(ErrorLine(old.err), "Error: etcdserver: mvcc: required revision has been compacted") << old.err;
+
+  // Quota: 1 MiB fills up; etcd's error, the alarm, reads still work.
+  CmdResult put;
+  for (int i = 0; i < 10; ++i) {
+    put = Etcdctl(s.endpoint(), {"put", "big" + std::to_string(i)}, std::string(300 * 1024, 'q'));
+    if (put.code != 0) break;
+  }
+  EXPECT_EQ(ErrorLine(put.err), "Error: etcdserver: mvcc: database space exceeded") << put.err;
+  CmdResult alarm = Etcdctl(s.endpoint(), {"alarm", "list"});
+  EXPECT_NE(alarm.out.find("alarm:NOSPACE"), std::string::npos) << alarm.out;
+  EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "c", "--print-value-only"}).out, "4\n");
+}
+
 TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
   ScratchDir dir("tls");
   auto sh = [&](const std::string& cmd) {
