@@ -3,10 +3,15 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -288,6 +293,124 @@ TEST_F(RuntimeTest, LibraryJoinsAPidNamespaceAndReturnsToItsOwn) {
   ASSERT_TRUE(ex.ok()) << ex.status();
   EXPECT_EQ(ex->exit_code, 0);
   EXPECT_TRUE(rt.Delete(o.id, false).ok());
+}
+
+// Like runc's recvtty: listen on the console socket, receive the pty master
+// over SCM_RIGHTS, drive a shell through it.
+struct TtySession {
+  int code = -1;
+  std::string output;
+  std::string error;
+};
+// runtime_argv is `create` (then start_argv starts it) or our `run`.
+TtySession RunOnConsoleSocket(const std::vector<std::string>& runtime_argv, const std::vector<std::string>& start_argv,
+                              const std::string& sock_path, const std::string& input) {
+  TtySession t;
+  unlink(sock_path.c_str());
+  int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", sock_path.c_str());
+  if (lfd < 0 || bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(lfd, 1) != 0) {
+    t.error = std::string("listen: ") + strerror(errno);
+    if (lfd >= 0) close(lfd);
+    return t;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<char*> a;
+    for (auto& x : runtime_argv) a.push_back(const_cast<char*>(x.c_str()));
+    a.push_back(nullptr);
+    execvp(a[0], a.data());
+    _exit(127);
+  }
+  int master = -1;
+  struct pollfd lp = {lfd, POLLIN, 0};
+  if (poll(&lp, 1, 10000) == 1) {
+    int conn = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    char name[256];
+    struct iovec iov = {name, sizeof(name)};
+    char cbuf[CMSG_SPACE(sizeof(int))] = {};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof(cbuf);
+    if (conn >= 0 && recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) > 0) {
+      struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&master, CMSG_DATA(c), sizeof(int));
+    }
+    if (conn >= 0) close(conn);
+  }
+  close(lfd);
+  if (master < 0) {
+    t.error = "no pty master received";
+    kill(pid, SIGKILL);
+  } else {
+    if (!start_argv.empty()) {
+      int status = 0;
+      waitpid(pid, &status, 0);
+      pid = -1;
+      CmdResult st = RunCmd(start_argv);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || st.code != 0) t.error = "create/start failed: " + st.err;
+    }
+    if (write(master, input.data(), input.size()) != static_cast<ssize_t>(input.size())) t.error = "write to pty";
+    // Until the shell exits and the slave side closes (EIO), 10 s at most.
+    for (;;) {
+      struct pollfd p = {master, POLLIN, 0};
+      if (poll(&p, 1, 10000) != 1) {
+        t.error = "pty read timed out";
+        break;
+      }
+      char buf[4096];
+      ssize_t n = read(master, buf, sizeof(buf));
+      if (n <= 0) break;
+      t.output.append(buf, n);
+    }
+    close(master);
+  }
+  if (pid > 0) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    t.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  unlink(sock_path.c_str());
+  return t;
+}
+
+TEST_F(RuntimeTest, ConsoleSocketReceivesThePtyMasterLikeRunc) {
+  Bundle b("console");
+  b.config()["process"]["terminal"] = true;
+  b.SetArgs({"sh"});
+  const std::string input = "echo marker-$((6*7)); tty; exit 3\n";
+  // runc takes a console socket only from create (or run -d): create, start,
+  // and the shell's output through the pty, for both runtimes.
+  for (bool use_runc : {true, false}) {
+    SCOPED_TRACE(use_runc ? "runc" : "skiff-runtime");
+    std::string id = NewId(use_runc ? "console-runc" : "console-skiff");
+    std::string sock = TestBase() + "/" + id + ".sock";
+    std::vector<std::string> rt = {use_runc ? "runc" : SkiffRuntime(), "--root", use_runc ? RuncRoot() : SkiffRoot()};
+    std::vector<std::string> create = rt, start = rt;
+    create.insert(create.end(), {"create", "--console-socket", sock, "-b", b.dir(), id});
+    start.insert(start.end(), {"start", id});
+    TtySession t = RunOnConsoleSocket(create, start, sock, input);
+    EXPECT_EQ(t.error, "");
+    // The pty echoes the input line; the shell's output follows with CRLF.
+    EXPECT_NE(t.output.find("marker-42\r\n"), std::string::npos) << t.output;
+    EXPECT_NE(t.output.find("/dev/pts/0\r\n"), std::string::npos) << t.output;
+  }
+  // skiff-runtime's `run` also takes one (runc's needs -d) and returns the exit code.
+  std::string id = NewId("console-run");
+  std::string sock = TestBase() + "/" + id + ".sock";
+  TtySession t = RunOnConsoleSocket({SkiffRuntime(), "--root", SkiffRoot(), "run", "--console-socket", sock, "-b", b.dir(), id},
+                                    {}, sock, input);
+  EXPECT_EQ(t.error, "");
+  EXPECT_EQ(t.code, 3) << t.output;
+  EXPECT_NE(t.output.find("marker-42\r\n"), std::string::npos) << t.output;
 }
 
 // --- isolation --------------------------------------------------------------
