@@ -367,5 +367,70 @@ TEST_F(AuthTest, NodesGetTokensOnlyForServiceAccountsOfTheirPods) {
             "service account");
 }
 
+TEST_F(AuthTest, NodesReadOnlySecretsAndConfigMapsOfTheirPods) {
+  for (const char* n : {"vol-secret", "env-secret", "pull-secret", "other-secret"})
+    ASSERT_TRUE(admin_->Create("secrets", "default", MakeObject("secrets", "default", n)).ok());
+  for (const char* n : {"vol-cm", "envfrom-cm", "other-cm"})
+    ASSERT_TRUE(admin_->Create("configmaps", "default", MakeObject("configmaps", "default", n)).ok());
+  Object mine = MakeObject("pods", "default", "reader-mine");
+  auto* spec = mine.mutable_pod()->mutable_spec();
+  spec->set_node_name("n-reader");
+  auto* v1 = spec->add_volumes();
+  v1->set_name("s");
+  v1->mutable_secret()->set_secret_name("vol-secret");
+  auto* v2 = spec->add_volumes();
+  v2->set_name("c");
+  v2->mutable_config_map()->set_name("vol-cm");
+  auto* env = spec->mutable_containers(0)->add_env();
+  env->set_name("PASSWORD");
+  env->mutable_value_from()->mutable_secret_key_ref()->set_name("env-secret");
+  env->mutable_value_from()->mutable_secret_key_ref()->set_key("p");
+  spec->mutable_containers(0)->add_env_from()->mutable_config_map_ref()->set_name("envfrom-cm");
+  spec->add_image_pull_secrets()->set_name("pull-secret");
+  ASSERT_TRUE(admin_->Create("pods", "default", mine).ok());
+  Object theirs = MakeObject("pods", "default", "reader-theirs");
+  theirs.mutable_pod()->mutable_spec()->set_node_name("n-elsewhere");
+  auto* v3 = theirs.mutable_pod()->mutable_spec()->add_volumes();
+  v3->set_name("s");
+  v3->mutable_secret()->set_secret_name("other-secret");
+  ASSERT_TRUE(admin_->Create("pods", "default", theirs).ok());
+
+  auto node = JoinNode("n-reader");
+  // The pod reaches the API server's pod cache before the node could have seen it.
+  auto deadline = absl::Now() + absl::Seconds(10);
+  while (!node->Get("secrets", "default", "vol-secret").ok() && absl::Now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (const char* n : {"vol-secret", "env-secret", "pull-secret"})
+    EXPECT_TRUE(node->Get("secrets", "default", n).ok()) << n;
+  for (const char* n : {"vol-cm", "envfrom-cm"}) EXPECT_TRUE(node->Get("configmaps", "default", n).ok()) << n;
+  auto other = node->Get("secrets", "default", "other-secret");
+  ASSERT_EQ(other.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(other.status().message(),
+            "secrets \"other-secret\" is forbidden: User \"system:node:n-reader\" cannot get resource \"secrets\" in "
+            "API group \"\" in the namespace \"default\": no relationship found between node 'n-reader' and this "
+            "object");
+  EXPECT_EQ(node->Get("configmaps", "default", "other-cm").status().code(), absl::StatusCode::kPermissionDenied);
+  // A name that exists nowhere is refused before it could be looked up.
+  EXPECT_EQ(node->Get("secrets", "default", "no-such").status().code(), absl::StatusCode::kPermissionDenied);
+  auto list = node->List("secrets", "default");
+  ASSERT_EQ(list.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(list.status().message(),
+            "secrets is forbidden: User \"system:node:n-reader\" cannot list resource \"secrets\" in API group \"\" in "
+            "the namespace \"default\": no relationship found between node 'n-reader' and this object");
+  auto watch = node->Watch("configmaps", "default");
+  absl::Status watch_status = watch.ok() ? (*watch)->Next().status() : watch.status();
+  EXPECT_EQ(watch_status.code(), absl::StatusCode::kPermissionDenied);
+  // Other kinds stay readable.
+  EXPECT_TRUE(node->List("pods", "default").ok());
+  // Once the pod is gone, so is the relationship.
+  skiff::client::DeleteOptions now;
+  now.grace_period_seconds = 0;
+  ASSERT_TRUE(admin_->Delete("pods", "default", "reader-mine", now).ok());
+  deadline = absl::Now() + absl::Seconds(10);
+  while (node->Get("secrets", "default", "vol-secret").ok() && absl::Now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(node->Get("secrets", "default", "vol-secret").status().code(), absl::StatusCode::kPermissionDenied);
+}
+
 }  // namespace
 }  // namespace skiff::apitest

@@ -223,11 +223,62 @@ absl::Status Authorizer::Authorize(const UserInfo& user, const RequestAttributes
   return absl::PermissionDeniedError(msg);
 }
 
+// Whether `spec` names the Secret (secret=true) or ConfigMap `name`: volumes,
+// env valueFrom, envFrom, imagePullSecrets.
+static bool PodReferences(const v1::PodSpec& spec, bool secret, const std::string& name) {
+  for (const auto& v : spec.volumes()) {
+    if (secret && v.has_secret() && v.secret().secret_name() == name) return true;
+    if (!secret && v.has_config_map() && v.config_map().name() == name) return true;
+  }
+  auto containers_ref = [&](const auto& list) {
+    for (const auto& c : list) {
+      for (const auto& e : c.env()) {
+        if (!e.has_value_from()) continue;
+        const auto& ref = secret ? e.value_from().secret_key_ref() : e.value_from().config_map_key_ref();
+        if (ref.name() == name) return true;
+      }
+      for (const auto& f : c.env_from()) {
+        const auto& ref = secret ? f.secret_ref() : f.config_map_ref();
+        if (ref.name() == name) return true;
+      }
+    }
+    return false;
+  };
+  if (containers_ref(spec.containers()) || containers_ref(spec.init_containers())) return true;
+  if (secret)
+    for (const auto& r : spec.image_pull_secrets())
+      if (r.name() == name) return true;
+  return false;
+}
+
+absl::Status Authorizer::AdmitNodeRead(const std::string& node, const UserInfo& user, const RequestAttributes& a) const {
+  if (a.resource != "secrets" && a.resource != "configmaps") return absl::OkStatus();
+  // Kubernetes' node authorizer: only objects referenced by pods bound to
+  // the node, fetched one by one (no list/watch).
+  std::string msg = absl::StrCat(a.resource, a.name.empty() ? "" : " \"" + a.name + "\"", " is forbidden: User \"",
+                                 user.name, "\" cannot ", a.verb, " resource \"", a.resource,
+                                 "\" in API group \"\" in the namespace \"", a.ns,
+                                 "\": no relationship found between node '", node, "' and this object");
+  if (a.verb != "get" || a.name.empty() || a.ns.empty()) return absl::PermissionDeniedError(msg);
+  if (a.resource == "configmaps" && a.name == "kube-root-ca.crt") return absl::OkStatus();  // the public CA bundle
+  auto* pods = registry_->cache("pods");
+  if (!pods) return absl::UnavailableError("pods cache not ready");
+  WatchFilter f;
+  f.ns = a.ns;
+  auto sel = FieldSelector::Parse("spec.nodeName=" + node);
+  if (!sel.ok()) return absl::PermissionDeniedError(msg);
+  f.fields = std::move(*sel);
+  int64_t rev;
+  for (const auto& p : pods->List(f, &rev))
+    if (PodReferences(p->pod().spec(), a.resource == "secrets", a.name)) return absl::OkStatus();
+  return absl::PermissionDeniedError(msg);
+}
+
 absl::Status Authorizer::AdmitNode(const UserInfo& user, const RequestAttributes& a, const Object* obj,
                                    const Object* existing) const {
   std::string node = NodeNameOf(user);
   if (node.empty()) return absl::OkStatus();
-  if (a.verb == "get" || a.verb == "list" || a.verb == "watch") return absl::OkStatus();
+  if (a.verb == "get" || a.verb == "list" || a.verb == "watch") return AdmitNodeRead(node, user, a);
   auto deny = [&](const std::string& why) {
     return absl::PermissionDeniedError(absl::StrCat("node \"", node, "\" is not allowed to ", a.verb, " ",
                                                     a.resource, a.subresource.empty() ? "" : "/" + a.subresource,

@@ -75,6 +75,10 @@ class Authorizer {
   // the submitted object (create/update), `existing` the stored one.
   absl::Status AdmitNode(const UserInfo& user, const RequestAttributes& attrs, const Object* obj,
                          const Object* existing) const;
+  // NodeRestriction for reads: a node may get a Secret or ConfigMap only when
+  // a pod bound to it references it (volumes, env, envFrom, imagePullSecrets;
+  // plus the public kube-root-ca.crt ConfigMap), and may not list/watch them.
+  absl::Status AdmitNodeRead(const std::string& node, const UserInfo& user, const RequestAttributes& a) const;
   // Creates the built-in ClusterRoles and bindings when missing.
   absl::Status EnsureDefaultPolicy() const;
 
