@@ -81,7 +81,8 @@ absl::Status ReadFile(const std::string& path, std::string* out) {
 
 }  // namespace
 
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
+namespace {
+uint32_t Crc32cTable(uint32_t crc, const unsigned char* p, size_t n) {
   static uint32_t table[256] = {};
   static std::once_flag once;
   std::call_once(once, [] {
@@ -91,9 +92,35 @@ uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
       table[i] = c;
     }
   });
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(__x86_64__)
+// The same polynomial in hardware (SSE4.2), 8 bytes per instruction.
+__attribute__((target("sse4.2"))) uint32_t Crc32cHw(uint32_t crc, const unsigned char* p, size_t n) {
+  uint64_t c = crc;
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    c = __builtin_ia32_crc32di(c, v);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; n > 0; --n, ++p) c32 = __builtin_ia32_crc32qi(c32, *p);
+  return c32;
+}
+#endif
+}  // namespace
+
+uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);
   crc = ~crc;
-  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+#if defined(__x86_64__)
+  static const bool hw = __builtin_cpu_supports("sse4.2");
+  crc = hw ? Crc32cHw(crc, p, n) : Crc32cTable(crc, p, n);
+#else
+  crc = Crc32cTable(crc, p, n);
+#endif
   return ~crc;
 }
 
