@@ -16,6 +16,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "lib/lb.h"
+#include "lib/sock_maps.h"
 #include "skiff_bpf/lb.h"
 
 #define SKIFF_ECONNREFUSED 111
@@ -24,13 +25,6 @@
 
 #define SOCK_ALLOW 1
 #define SOCK_REJECT 0
-
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, SKIFF_LB_MAX_SOCK_REVNAT);
-  __type(key, struct skiff_lb4_sock_key);
-  __type(value, struct skiff_lb4_sock_value);
-} lb4_sock_revnat SEC(".maps");
 
 // Returns SOCK_ALLOW after translating (or leaving alone a non-service
 // destination), SOCK_REJECT with retval set when the service has no backend.

@@ -16,6 +16,7 @@
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 #include "skiff_bpf/lb.h"
+#include "sock_destroy.skel.h"
 #include "sock_lb.skel.h"
 
 namespace skiff::proxy {
@@ -93,10 +94,28 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Open(const DatapathOptions& 
   dp->fds_.counters = bpf_map__fd(dp->sock_->maps.lb_counters);
   dp->fds_.sock_revnat = bpf_map__fd(dp->sock_->maps.lb4_sock_revnat);
   if (options.load_tc) RETURN_IF_ERROR(dp->LoadTc());
+  if (auto st = dp->LoadSockDestroy(); !st.ok())
+    log::Warn("connected UDP sockets of removed backends will not be destroyed: ", st);
   return dp;
 }
 
+absl::Status Datapath::LoadSockDestroy() {
+  destroy_ = sock_destroy__open();
+  if (!destroy_) return LastErrnoError("open sock_destroy BPF object");
+  RETURN_IF_ERROR(SetPinPaths(destroy_->obj, dir_));
+  if (int err = sock_destroy__load(destroy_); err) return ErrnoError(-err, "load sock_destroy BPF object");
+  // An iterator link is not attached to anything: each bpf_iter_create() on
+  // it walks the UDP sockets of the calling thread's network namespace.
+  destroy_link_ = bpf_program__attach_iter(destroy_->progs.skiff_udp_destroy, nullptr);
+  if (!destroy_link_) return LastErrnoError("create UDP socket iterator");
+  fds_.doomed = bpf_map__fd(destroy_->maps.lb4_doomed);
+  fds_.udp_destroy_link = bpf_link__fd(destroy_link_);
+  return absl::OkStatus();
+}
+
 Datapath::~Datapath() {
+  if (destroy_link_) bpf_link__destroy(destroy_link_);
+  if (destroy_) sock_destroy__destroy(destroy_);
   DestroyTc();
   if (sock_) sock_lb__destroy(sock_);
 }
@@ -146,7 +165,7 @@ absl::Status Datapath::RemovePins(const std::string& bpffs_dir) {
     if (unlink(pin.c_str()) != 0 && errno != ENOENT) return LastErrnoError("unlink " + pin);
   }
   for (const char* m : {"lb4_services", "lb4_backends", "lb_affinity", "lb_counters", "lb4_sock_revnat",
-                        "lb_maglev", "ct4", "tc_config"}) {
+                        "lb_maglev", "ct4", "tc_config", "lb4_doomed"}) {
     std::string pin = bpffs_dir + "/" + PinName(m);
     if (unlink(pin.c_str()) != 0 && errno != ENOENT) return LastErrnoError("unlink " + pin);
   }

@@ -4,6 +4,8 @@
 #include <bpf/libbpf.h>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,6 +13,7 @@
 
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
+#include "skiff/common/unique_fd.h"
 #include "skiff_bpf/lb.h"
 
 namespace skiff::proxy {
@@ -514,6 +517,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
     uint32_t id = it->second;
     if (backends_[id].refs) continue;
     removed_backends_.push_back(id);
+    if (k.second.proto == IPPROTO_UDP) removed_udp_.push_back(k.second);
     ++st.map_deletes;
     RETURN_IF_ERROR(Del(kBackendDeletes, fds_.backends, id));
     backends_.erase(id);
@@ -528,6 +532,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
   }
   RETURN_IF_ERROR(Flush());
   RETURN_IF_ERROR(ForgetConntrack(&st));
+  RETURN_IF_ERROR(DestroyUdpSockets(&st));
   st.frontends = frontends_.size();
   st.backends = backends_.size();
   return st;
@@ -557,6 +562,49 @@ absl::Status ServiceMap::ForgetConntrack(ApplyStats* st) {
     if (bpf_map_delete_elem(fds_.ct, &k) != 0 && errno != ENOENT) return LastErrnoError("delete conntrack entry");
   }
   return absl::OkStatus();
+}
+
+// Connected UDP sockets the LB steered to a backend that is gone everywhere
+// (no service still uses that address and port): destroyed by the
+// sock_destroy iterator, so the application gets ECONNABORTED and
+// reconnects to a live backend instead of sending into the void.
+absl::Status ServiceMap::DestroyUdpSockets(ApplyStats* st) {
+  std::vector<Backend> gone;
+  gone.swap(removed_udp_);
+  if (gone.empty() || fds_.doomed < 0 || fds_.udp_destroy_link < 0) return absl::OkStatus();
+  std::set<Backend> still_used;
+  for (const auto& [k, id] : backend_ids_)
+    if (k.second.proto == IPPROTO_UDP) still_used.insert(k.second);
+  std::vector<skiff_lb4_backend> keys;
+  for (const Backend& b : gone) {
+    if (still_used.count(b)) continue;
+    skiff_lb4_backend k{};
+    k.address = b.address;
+    k.port = htons(b.port);
+    k.proto = b.proto;
+    keys.push_back(k);
+  }
+  if (keys.empty()) return absl::OkStatus();
+  uint8_t one = 1;
+  for (const auto& k : keys)
+    if (bpf_map_update_elem(fds_.doomed, &k, &one, BPF_ANY) != 0) return LastErrnoError("mark removed backend");
+  absl::Status result = absl::OkStatus();
+  {
+    UniqueFd it(bpf_iter_create(fds_.udp_destroy_link));
+    if (!it) {
+      result = LastErrnoError("start UDP socket iterator");
+    } else {
+      // The program prints nothing; reading to the end runs it over every socket.
+      char buf[256];
+      ssize_t n;
+      while ((n = read(it.get(), buf, sizeof(buf))) > 0) {
+      }
+      if (n < 0) result = LastErrnoError("run UDP socket iterator");
+    }
+  }
+  for (const auto& k : keys) bpf_map_delete_elem(fds_.doomed, &k);
+  st->udp_sockets_checked += keys.size();
+  return result;
 }
 
 absl::StatusOr<ApplyStats> ServiceMap::Apply(const std::map<FrontendKey, Frontend>& desired) {

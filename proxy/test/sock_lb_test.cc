@@ -2,10 +2,14 @@
 // cgroup the test creates, this process joins it and the lab's node netns,
 // and real connect()/sendmsg() calls go to service addresses that exist only
 // in the maps, while backends answer from the lab's backend netns.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <atomic>
 #include <iostream>
@@ -125,6 +129,65 @@ TEST_F(SockLbTest, UdpSendmsgIsTranslatedPerDatagramAndRepliesComeFromTheVip) {
   std::string got = UdpRequest("10.96.0.53", 53, /*connected=*/true, &from);
   EXPECT_TRUE(got == "10.0.0.11:5353" || got == "10.0.0.12:5353") << got;
   EXPECT_EQ(from, "10.96.0.53:53");
+}
+
+// A connected UDP socket of the test (owned, closed on destruction).
+class ConnectedUdp {
+ public:
+  ConnectedUdp(const std::string& ip, int port) : fd_(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    timeval tv{2, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  }
+  ~ConnectedUdp() { close(fd_); }
+  // The backend's answer ("ip:port"), or "ERR:<errno name>".
+  std::string Ask() {
+    if (!connected_) return "ERR:connect";
+    if (send(fd_, "q", 1, 0) != 1) return std::string("ERR:") + strerrorname_np(errno);
+    char buf[128];
+    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n < 0) return std::string("ERR:") + strerrorname_np(errno);
+    return std::string(buf, n);
+  }
+  int PendingError() {
+    int e = 0;
+    socklen_t l = sizeof(e);
+    getsockopt(fd_, SOL_SOCKET, SO_ERROR, &e, &l);
+    return e;
+  }
+
+ private:
+  int fd_;
+  bool connected_ = false;
+};
+
+TEST_F(SockLbTest, ConnectedUdpSocketToARemovedBackendIsAbortedAndAReconnectReachesALiveOne) {
+  state_.services["default/dns"] = MakeService("dns", "10.96.0.53", {{"dns", Protocol::kUdp, 53, 0}});
+  state_.endpoint_slices["default/dns-a"] = MakeSlice("dns", {"10.0.0.11"}, {{"dns", Protocol::kUdp, 5353}});
+  state_.services["default/other"] = MakeService("other", "10.96.0.54", {{"dns", Protocol::kUdp, 53, 0}});
+  state_.endpoint_slices["default/other-a"] = MakeSlice("other", {"10.0.0.13"}, {{"dns", Protocol::kUdp, 5353}});
+  Program();
+  ConnectedUdp moved("10.96.0.53", 53), kept("10.96.0.54", 53);
+  ASSERT_EQ(moved.Ask(), "10.0.0.11:5353");
+  ASSERT_EQ(kept.Ask(), "10.0.0.13:5353");
+  // A socket connected to the pod address itself is not the LB's business.
+  ConnectedUdp direct("10.0.0.11", 5353);
+  ASSERT_EQ(direct.Ask(), "10.0.0.11:5353");
+
+  state_.endpoint_slices["default/dns-a"] = MakeSlice("dns", {"10.0.0.12"}, {{"dns", Protocol::kUdp, 5353}});
+  Program();
+  if (dp_->maps().udp_destroy_link < 0) GTEST_FAIL() << "sock_destroy object did not load on this kernel";
+  EXPECT_EQ(moved.PendingError(), ECONNABORTED);
+  EXPECT_EQ(kept.PendingError(), 0);
+  EXPECT_EQ(kept.Ask(), "10.0.0.13:5353");
+  EXPECT_EQ(direct.PendingError(), 0);
+  EXPECT_EQ(direct.Ask(), "10.0.0.11:5353");
+  ConnectedUdp again("10.96.0.53", 53);
+  EXPECT_EQ(again.Ask(), "10.0.0.12:5353");
 }
 
 TEST_F(SockLbTest, ServiceWithoutEndpointsRefusesAtOnce) {

@@ -27,6 +27,7 @@
 #define SKIFF_LB_MAX_COUNTERS 131072
 #define SKIFF_LB_MAX_MAGLEV 4096
 #define SKIFF_LB_MAX_CT 262144
+#define SKIFF_LB_MAX_DOOMED 65536
 /* Maglev lookup table size: a prime, >= 100 x backends for services up to
  * 163 backends. */
 #define SKIFF_MAGLEV_TABLE_SIZE 16381

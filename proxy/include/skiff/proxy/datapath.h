@@ -16,6 +16,8 @@
 
 struct sock_lb;
 struct tc_nodeport;
+struct sock_destroy;
+struct bpf_link;
 
 namespace skiff::proxy {
 
@@ -29,6 +31,10 @@ struct LbMapFds {
   int maglev = -1;   // -1 unless the tc object is loaded
   int ct = -1;       // -1 unless the tc object is loaded
   int tc_config = -1;
+  // Connected-UDP socket destruction (bpf/sock_destroy.bpf.c); -1 when the
+  // kernel cannot load it (bpf_sock_destroy needs 6.5).
+  int doomed = -1;
+  int udp_destroy_link = -1;
 };
 
 struct DatapathOptions {
@@ -63,10 +69,13 @@ class Datapath {
  private:
   Datapath() = default;
   absl::Status LoadTc();
+  absl::Status LoadSockDestroy();
   void DestroyTc();
   std::string dir_;
   sock_lb* sock_ = nullptr;
   tc_nodeport* tc_ = nullptr;
+  sock_destroy* destroy_ = nullptr;
+  bpf_link* destroy_link_ = nullptr;
   LbMapFds fds_;
 };
 

@@ -30,6 +30,7 @@ struct ApplyStats {
   uint64_t map_deletes = 0;
   uint64_t frontends = 0;
   uint64_t backends = 0;
+  uint64_t udp_sockets_checked = 0;  // removed UDP backends whose sockets were looked for
 };
 
 struct ServiceCounters {
@@ -115,7 +116,9 @@ class ServiceMap {
   }
   absl::Status Flush();
   absl::Status ForgetConntrack(ApplyStats* st);
+  absl::Status DestroyUdpSockets(ApplyStats* st);
   std::vector<uint32_t> removed_backends_;
+  std::vector<Backend> removed_udp_;  // identities (flags 0) removed by this pass
 
   LbMapFds fds_;
   std::vector<OpBatch> ops_[kPhases];
