@@ -2,7 +2,10 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -160,8 +163,173 @@ void ValidateProbe(Errs* e, const std::string& path, const v1::Probe& p, bool is
   if (p.has_tcp_socket()) ValidateIntOrStringPort(e, path + ".tcpSocket.port", p.tcp_socket().port());
 }
 
+// Kubernetes' resource.Quantity syntax: a signed decimal number and a suffix
+// (decimal SI n u m "" k M G T P E, binary Ki..Ei, or an e/E exponent).
+std::optional<long double> ParseQuantityValue(const std::string& q) {
+  size_t i = 0;
+  if (i < q.size() && (q[i] == '+' || q[i] == '-')) ++i;
+  size_t num_start = i;
+  int dots = 0, digits = 0;
+  while (i < q.size() && (isdigit(static_cast<unsigned char>(q[i])) || q[i] == '.')) {
+    if (q[i] == '.') ++dots;
+    else ++digits;
+    ++i;
+  }
+  if (digits == 0 || dots > 1) return std::nullopt;
+  long double value = std::stold(q.substr(0, i));
+  (void)num_start;
+  std::string suffix = q.substr(i);
+  static const std::pair<const char*, long double> kSuffixes[] = {
+      {"", 1},         {"n", 1e-9L},    {"u", 1e-6L},    {"m", 1e-3L},    {"k", 1e3L},    {"M", 1e6L},
+      {"G", 1e9L},     {"T", 1e12L},    {"P", 1e15L},    {"E", 1e18L},    {"Ki", 1024.0L}, {"Mi", 1048576.0L},
+      {"Gi", 1073741824.0L}, {"Ti", 1099511627776.0L}, {"Pi", 1125899906842624.0L}, {"Ei", 1152921504606846976.0L}};
+  for (const auto& [name, mult] : kSuffixes)
+    if (suffix == name) return value * mult;
+  if (suffix.size() >= 2 && (suffix[0] == 'e' || suffix[0] == 'E')) {
+    size_t j = 1;
+    if (suffix[j] == '+' || suffix[j] == '-') ++j;
+    if (j == suffix.size()) return std::nullopt;
+    for (size_t k = j; k < suffix.size(); ++k)
+      if (!isdigit(static_cast<unsigned char>(suffix[k]))) return std::nullopt;
+    if (suffix.size() - j > 3) return std::nullopt;
+    return value * std::pow(10.0L, std::stoi(suffix.substr(1)));
+  }
+  return std::nullopt;
+}
+
+bool IsStandardContainerResource(const std::string& name) {
+  return name == "cpu" || name == "memory" || name == "ephemeral-storage" || name.rfind("hugepages-", 0) == 0;
+}
+
+void ValidateResources(Errs* e, const std::string& path, const v1::ResourceRequirements& r) {
+  std::map<std::string, long double> limits;
+  auto check = [&](const std::string& kind, const google::protobuf::Map<std::string, std::string>& m,
+                   std::map<std::string, long double>* parsed) {
+    std::vector<std::string> names;
+    for (const auto& [k, v] : m) names.push_back(k);
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      const std::string& q = m.at(name);
+      std::string fp = absl::StrCat(path, ".", kind, "[", name, "]");
+      if (name.find('/') != std::string::npos) {
+        for (const auto& msg : IsQualifiedName(name)) e->InvalidStr(fp, name, msg);
+      } else if (!IsStandardContainerResource(name)) {
+        e->InvalidStr(fp, name, "must be a standard resource for containers");
+        continue;
+      }
+      auto v = ParseQuantityValue(q);
+      if (!v) {
+        e->InvalidStr(fp, q, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'");
+        continue;
+      }
+      if (*v < 0) {
+        e->InvalidStr(fp, q, "must be greater than or equal to 0");
+        continue;
+      }
+      if (parsed) (*parsed)[name] = *v;
+      if (kind == "requests") {
+        auto it = limits.find(name);
+        if (it != limits.end() && *v > it->second)
+          e->InvalidStr(path + ".requests", q,
+                        absl::StrCat("must be less than or equal to ", name, " limit of ", r.limits().at(name)));
+      }
+    }
+  };
+  check("limits", r.limits(), &limits);
+  check("requests", r.requests(), nullptr);
+}
+
+void ValidateSeccomp(Errs* e, const std::string& path, const v1::SeccompProfile& sp) {
+  if (sp.type() != "RuntimeDefault" && sp.type() != "Unconfined" && sp.type() != "Localhost")
+    e->Unsupported(path + ".type", sp.type(), {"Localhost", "RuntimeDefault", "Unconfined"});
+  if (sp.type() == "Localhost" && sp.localhost_profile().empty())
+    e->Required(path + ".localhostProfile", "must be set when seccomp type is Localhost");
+  if (sp.type() != "Localhost" && !sp.localhost_profile().empty())
+    e->InvalidStr(path + ".localhostProfile", sp.localhost_profile(), "can only be set when seccomp type is Localhost");
+}
+
+void ValidateId(Errs* e, const std::string& path, int64_t id) {
+  if (id < 0 || id > 2147483647) e->InvalidInt(path, id, "must be between 0 and 2147483647, inclusive");
+}
+
+void ValidateContainerSecurityContext(Errs* e, const std::string& path, const v1::SecurityContext& sc) {
+  if (sc.has_run_as_user()) ValidateId(e, path + ".runAsUser", sc.run_as_user());
+  if (sc.has_run_as_group()) ValidateId(e, path + ".runAsGroup", sc.run_as_group());
+  bool no_escalation = sc.has_allow_privilege_escalation() && !sc.allow_privilege_escalation();
+  if (no_escalation && sc.has_privileged() && sc.privileged())
+    e->Invalid(path, "\"\"", "cannot set `allowPrivilegeEscalation` to false and `privileged` to true");
+  if (no_escalation)
+    for (const auto& cap : sc.capabilities().add())
+      if (cap == "CAP_SYS_ADMIN" || cap == "SYS_ADMIN")
+        e->Invalid(path, "\"\"", "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN");
+  if (sc.has_seccomp_profile()) ValidateSeccomp(e, path + ".seccompProfile", sc.seccomp_profile());
+}
+
+void ValidatePodSecurityContext(Errs* e, const std::string& path, const v1::PodSecurityContext& sc) {
+  if (sc.has_run_as_user()) ValidateId(e, path + ".runAsUser", sc.run_as_user());
+  if (sc.has_run_as_group()) ValidateId(e, path + ".runAsGroup", sc.run_as_group());
+  if (sc.has_fs_group()) ValidateId(e, path + ".fsGroup", sc.fs_group());
+  for (int i = 0; i < sc.supplemental_groups_size(); ++i)
+    ValidateId(e, Idx(path + ".supplementalGroups", i), sc.supplemental_groups(i));
+  if (sc.has_seccomp_profile()) ValidateSeccomp(e, path + ".seccompProfile", sc.seccomp_profile());
+}
+
+void ValidateNodeSelectorTerm(Errs* e, const std::string& path, const v1::NodeSelectorTerm& t) {
+  for (int j = 0; j < t.match_expressions_size(); ++j) {
+    const auto& r = t.match_expressions(j);
+    std::string p = Idx(path + ".matchExpressions", j);
+    const std::string& op = r.operator_();
+    if (op == "In" || op == "NotIn") {
+      if (r.values().empty()) e->Required(p + ".values", "must be specified when `operator` is 'In' or 'NotIn'");
+    } else if (op == "Exists" || op == "DoesNotExist") {
+      if (!r.values().empty()) e->Forbidden(p + ".values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'");
+    } else if (op == "Gt" || op == "Lt") {
+      if (r.values_size() != 1) e->Required(p + ".values", "must be specified single value when `operator` is 'Lt' or 'Gt'");
+    } else {
+      e->InvalidStr(p + ".operator", op, "not a valid selector operator");
+    }
+    for (const auto& m : IsQualifiedName(r.key())) e->InvalidStr(p + ".key", r.key(), m);
+    for (int k = 0; k < r.values_size(); ++k)
+      for (const auto& m : IsValidLabelValue(r.values(k))) e->InvalidStr(Idx(p + ".values", k), r.values(k), m);
+  }
+  for (int j = 0; j < t.match_fields_size(); ++j) {
+    const auto& r = t.match_fields(j);
+    std::string p = Idx(path + ".matchFields", j);
+    if (r.operator_() == "In" || r.operator_() == "NotIn") {
+      if (r.values_size() != 1)
+        e->Required(p + ".values", "must be only one value when `operator` is 'In' or 'NotIn' for node field selector");
+    } else {
+      e->InvalidStr(p + ".operator", r.operator_(), "not a valid selector operator");
+    }
+    if (r.key() != "metadata.name") {
+      e->InvalidStr(p + ".key", r.key(), "not a valid field selector key");
+    } else {
+      for (int k = 0; k < r.values_size(); ++k)
+        for (const auto& m : IsDns1123Subdomain(r.values(k))) e->InvalidStr(Idx(p + ".values", k), r.values(k), m);
+    }
+  }
+}
+
+void ValidateNodeAffinity(Errs* e, const std::string& path, const v1::NodeAffinity& na) {
+  if (na.has_required_during_scheduling_ignored_during_execution()) {
+    std::string rp = path + ".requiredDuringSchedulingIgnoredDuringExecution";
+    const auto& ns = na.required_during_scheduling_ignored_during_execution();
+    if (ns.node_selector_terms().empty())
+      e->Required(rp + ".nodeSelectorTerms", "must have at least one node selector term");
+    for (int i = 0; i < ns.node_selector_terms_size(); ++i)
+      ValidateNodeSelectorTerm(e, Idx(rp + ".nodeSelectorTerms", i), ns.node_selector_terms(i));
+  }
+  for (int i = 0; i < na.preferred_during_scheduling_ignored_during_execution_size(); ++i) {
+    const auto& t = na.preferred_during_scheduling_ignored_during_execution(i);
+    std::string p = Idx(path + ".preferredDuringSchedulingIgnoredDuringExecution", i);
+    if (t.weight() < 1 || t.weight() > 100) e->InvalidInt(p + ".weight", t.weight(), "must be in the range 1-100");
+    ValidateNodeSelectorTerm(e, p + ".preference", t.preference());
+  }
+}
+
 void ValidateContainers(Errs* e, const std::string& base, const google::protobuf::RepeatedPtrField<v1::Container>& cs,
-                        const std::set<std::string>& volumes, std::set<std::string>* names, bool init) {
+                        const std::set<std::string>& volumes, std::set<std::string>* names, bool init,
+                        bool host_network) {
   for (int i = 0; i < cs.size(); ++i) {
     const auto& c = cs[i];
     std::string p = Idx(base, i);
@@ -226,6 +394,13 @@ void ValidateContainers(Errs* e, const std::string& base, const google::protobuf
       if (init) e->Forbidden(p + ".startupProbe", "may not be set for init containers without restartPolicy=Always");
       else ValidateProbe(e, p + ".startupProbe", c.startup_probe(), false);
     }
+    if (c.has_resources()) ValidateResources(e, p + ".resources", c.resources());
+    if (c.has_security_context()) ValidateContainerSecurityContext(e, p + ".securityContext", c.security_context());
+    if (host_network)
+      for (int j = 0; j < c.ports_size(); ++j)
+        if (c.ports(j).host_port() != 0 && c.ports(j).host_port() != c.ports(j).container_port())
+          e->InvalidInt(Idx(p + ".ports", j) + ".hostPort", c.ports(j).host_port(),
+                        "must match `containerPort` when `hostNetwork` is true");
     if (!c.termination_message_policy().empty() && c.termination_message_policy() != "File" &&
         c.termination_message_policy() != "FallbackToLogsOnError")
       e->Unsupported(p + ".terminationMessagePolicy", c.termination_message_policy(), {"File", "FallbackToLogsOnError"});
@@ -252,8 +427,11 @@ void ValidatePodSpec(Errs* e, const std::string& base, const v1::PodSpec& spec) 
   }
   std::set<std::string> names;
   if (spec.containers().empty()) e->Required(base + ".containers");
-  ValidateContainers(e, base + ".containers", spec.containers(), volumes, &names, false);
-  ValidateContainers(e, base + ".initContainers", spec.init_containers(), volumes, &names, true);
+  ValidateContainers(e, base + ".containers", spec.containers(), volumes, &names, false, spec.host_network());
+  ValidateContainers(e, base + ".initContainers", spec.init_containers(), volumes, &names, true, spec.host_network());
+  if (spec.has_security_context()) ValidatePodSecurityContext(e, base + ".securityContext", spec.security_context());
+  if (spec.affinity().has_node_affinity())
+    ValidateNodeAffinity(e, base + ".affinity.nodeAffinity", spec.affinity().node_affinity());
   if (spec.restart_policy() != "Always" && spec.restart_policy() != "OnFailure" && spec.restart_policy() != "Never")
     e->Unsupported(base + ".restartPolicy", spec.restart_policy(), {"Always", "OnFailure", "Never"});
   static const std::vector<std::string> kDns = {"ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"};

@@ -177,6 +177,64 @@ const std::vector<Case>& Cases() {
       {"Lease", [](Object* o) { o->mutable_lease()->mutable_spec()->set_lease_duration_seconds(0); },
        "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"},
       {"Event", [](Object* o) { o->mutable_event()->clear_involved_object(); }, "involvedObject: Required value"},
+      // resources (Quantity)
+      {"Pod", POD((*c->mutable_resources()->mutable_limits())["cpu"] = "abc"),
+       "spec.containers[0].resources.limits[cpu]: Invalid value: \"abc\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"},
+      {"Pod", POD((*c->mutable_resources()->mutable_requests())["memory"] = "64Xi"),
+       "spec.containers[0].resources.requests[memory]: Invalid value: \"64Xi\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"},
+      {"Pod", POD((*c->mutable_resources()->mutable_requests())["cpu"] = "-100m"),
+       "spec.containers[0].resources.requests[cpu]: Invalid value: \"-100m\": must be greater than or equal to 0"},
+      {"Pod", POD((*c->mutable_resources()->mutable_requests())["cpu"] = "2"; (*c->mutable_resources()->mutable_limits())["cpu"] = "1500m"),
+       "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1500m"},
+      {"Pod", POD((*c->mutable_resources()->mutable_requests())["memory"] = "1Gi"; (*c->mutable_resources()->mutable_limits())["memory"] = "1000M"),
+       "spec.containers[0].resources.requests: Invalid value: \"1Gi\": must be less than or equal to memory limit of 1000M"},
+      {"Pod", POD((*c->mutable_resources()->mutable_limits())["gpu"] = "1"),
+       "spec.containers[0].resources.limits[gpu]: Invalid value: \"gpu\": must be a standard resource for containers"},
+      {"Pod", POD((*c->mutable_resources()->mutable_limits())["example.com/Bad_Name!"] = "1"),
+       "spec.containers[0].resources.limits[example.com/Bad_Name!]: Invalid value: \"example.com/Bad_Name!\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"},
+      // node affinity
+      {"Pod", POD(s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: Required value: must have at least one node selector term"},
+      {"Pod", POD(auto* r = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()->add_node_selector_terms()->add_match_expressions(); r->set_key("zone"); r->set_operator_("In")),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"},
+      {"Pod", POD(auto* r = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()->add_node_selector_terms()->add_match_expressions(); r->set_key("zone"); r->set_operator_("Exists"); r->add_values("a")),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"},
+      {"Pod", POD(auto* r = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()->add_node_selector_terms()->add_match_expressions(); r->set_key("cores"); r->set_operator_("Gt"); r->add_values("1"); r->add_values("2")),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: Required value: must be specified single value when `operator` is 'Lt' or 'Gt'"},
+      {"Pod", POD(auto* r = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()->add_node_selector_terms()->add_match_expressions(); r->set_key("zone"); r->set_operator_("Near"); r->add_values("a")),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: Invalid value: \"Near\": not a valid selector operator"},
+      {"Pod", POD(auto* r = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()->add_node_selector_terms()->add_match_expressions(); r->set_key("zone"); r->set_operator_("In"); r->add_values("not ok")),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]: Invalid value: \"not ok\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"},
+      {"Pod", POD(auto* r = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()->add_node_selector_terms()->add_match_fields(); r->set_key("metadata.uid"); r->set_operator_("In"); r->add_values("a")),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].key: Invalid value: \"metadata.uid\": not a valid field selector key"},
+      {"Pod", POD(auto* r = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()->add_node_selector_terms()->add_match_fields(); r->set_key("metadata.name"); r->set_operator_("In"); r->add_values("a"); r->add_values("b")),
+       "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values: Required value: must be only one value when `operator` is 'In' or 'NotIn' for node field selector"},
+      {"Pod", POD(auto* t = s->mutable_affinity()->mutable_node_affinity()->add_preferred_during_scheduling_ignored_during_execution(); t->set_weight(0); auto* r = t->mutable_preference()->add_match_expressions(); r->set_key("zone"); r->set_operator_("Exists")),
+       "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: Invalid value: 0: must be in the range 1-100"},
+      // securityContext
+      {"Pod", POD(c->mutable_security_context()->set_run_as_user(-1)),
+       "spec.containers[0].securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive"},
+      {"Pod", POD(c->mutable_security_context()->set_run_as_group(4294967296)),
+       "spec.containers[0].securityContext.runAsGroup: Invalid value: 4294967296: must be between 0 and 2147483647, inclusive"},
+      {"Pod", POD(c->mutable_security_context()->set_privileged(true); c->mutable_security_context()->set_allow_privilege_escalation(false)),
+       "spec.containers[0].securityContext: Invalid value: \"\": cannot set `allowPrivilegeEscalation` to false and `privileged` to true"},
+      {"Pod", POD(c->mutable_security_context()->mutable_capabilities()->add_add("SYS_ADMIN"); c->mutable_security_context()->set_allow_privilege_escalation(false)),
+       "spec.containers[0].securityContext: Invalid value: \"\": cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN"},
+      {"Pod", POD(c->mutable_security_context()->mutable_seccomp_profile()->set_type("Strict")),
+       "spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Strict\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\""},
+      {"Pod", POD(s->mutable_security_context()->mutable_seccomp_profile()->set_type("Localhost")),
+       "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost"},
+      {"Pod", POD(auto* sp = s->mutable_security_context()->mutable_seccomp_profile(); sp->set_type("RuntimeDefault"); sp->set_localhost_profile("p.json")),
+       "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"p.json\": can only be set when seccomp type is Localhost"},
+      {"Pod", POD(s->mutable_security_context()->set_fs_group(-5)),
+       "spec.securityContext.fsGroup: Invalid value: -5: must be between 0 and 2147483647, inclusive"},
+      {"Pod", POD(s->mutable_security_context()->add_supplemental_groups(-1)),
+       "spec.securityContext.supplementalGroups[0]: Invalid value: -1: must be between 0 and 2147483647, inclusive"},
+      {"Pod", POD(s->mutable_security_context()->set_run_as_user(-2)),
+       "spec.securityContext.runAsUser: Invalid value: -2: must be between 0 and 2147483647, inclusive"},
+      // hostNetwork
+      {"Pod", POD(s->set_host_network(true); auto* p = c->add_ports(); p->set_container_port(80); p->set_host_port(81); p->set_protocol("TCP")),
+       "spec.containers[0].ports[0].hostPort: Invalid value: 81: must match `containerPort` when `hostNetwork` is true"},
       {"RoleBinding", [](Object* o) { o->mutable_role_binding()->mutable_role_ref()->set_kind("Group"); },
        "roleRef.kind: Unsupported value: \"Group\": supported values: \"Role\", \"ClusterRole\""},
       {"RoleBinding", [](Object* o) { o->mutable_role_binding()->mutable_role_ref()->clear_name(); }, "roleRef.name: Required value"},
@@ -194,6 +252,51 @@ TEST(ValidationRules, EachRuleHasItsKubernetesMessage) {
     std::string want = c.kind + " \"" + Meta(o).name() + "\" is invalid: " + c.message;
     EXPECT_EQ(got, want);
   }
+}
+
+TEST(ValidationRules, ValidQuantitiesAffinityAndSecurityContextPass) {
+  Object o = Base("Pod");
+  auto* s = o.mutable_pod()->mutable_spec();
+  auto* c = s->mutable_containers(0);
+  (*c->mutable_resources()->mutable_limits())["cpu"] = "1e12";
+  for (const char* q : {"100m", "0.5", "1", "64Mi", "1Gi", "1e3", "2E-2", "500k", "1.5G", "+1"}) {
+    (*c->mutable_resources()->mutable_requests())["cpu"] = q;
+    EXPECT_TRUE(Validate(o, nullptr).empty()) << q;
+  }
+  (*c->mutable_resources()->mutable_limits())["memory"] = "1Gi";
+  (*c->mutable_resources()->mutable_requests())["memory"] = "1024Mi";  // equal: allowed
+  (*c->mutable_resources()->mutable_limits())["example.com/gpu"] = "2";
+  (*c->mutable_resources()->mutable_limits())["hugepages-2Mi"] = "4Mi";
+  auto* term = s->mutable_affinity()->mutable_node_affinity()->mutable_required_during_scheduling_ignored_during_execution()
+                   ->add_node_selector_terms();
+  auto* r = term->add_match_expressions();
+  r->set_key("topology.kubernetes.io/zone");
+  r->set_operator_("NotIn");
+  r->add_values("z1");
+  auto* f = term->add_match_fields();
+  f->set_key("metadata.name");
+  f->set_operator_("In");
+  f->add_values("node-1");
+  auto* pref = s->mutable_affinity()->mutable_node_affinity()->add_preferred_during_scheduling_ignored_during_execution();
+  pref->set_weight(100);
+  auto* gt = pref->mutable_preference()->add_match_expressions();
+  gt->set_key("cores");
+  gt->set_operator_("Gt");
+  gt->add_values("4");
+  c->mutable_security_context()->set_run_as_user(1000);
+  c->mutable_security_context()->set_allow_privilege_escalation(false);
+  c->mutable_security_context()->mutable_capabilities()->add_add("NET_BIND_SERVICE");
+  c->mutable_security_context()->mutable_seccomp_profile()->set_type("RuntimeDefault");
+  s->mutable_security_context()->set_fs_group(2000);
+  s->mutable_security_context()->mutable_seccomp_profile()->set_type("Localhost");
+  s->mutable_security_context()->mutable_seccomp_profile()->set_localhost_profile("profiles/audit.json");
+  s->set_host_network(true);
+  auto* p = c->add_ports();
+  p->set_container_port(8080);
+  p->set_host_port(8080);
+  p->set_protocol("TCP");
+  auto errs = Validate(o, nullptr);
+  EXPECT_TRUE(errs.empty()) << (errs.empty() ? "" : errs[0].ToString());
 }
 
 TEST(ValidationRules, ImmutableSecretAndConfigMapData) {
