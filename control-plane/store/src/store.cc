@@ -233,7 +233,6 @@ absl::Status StoreImpl::Init() {
   compact_rev_ = compact;
   hub_.rev = rev_;
   RETURN_IF_ERROR(RebuildLeases());
-  EnsurePreallocated();
   committer_ = std::thread([this] { CommitterLoop(); });
   checkpointer_ = std::thread([this] { CheckpointerLoop(); });
 
@@ -609,14 +608,19 @@ void StoreImpl::Checkpoint() {
 }
 
 void StoreImpl::CheckpointerLoop() {
+  const auto interval = std::chrono::milliseconds(std::max<int64_t>(opts_.checkpoint_interval_ms, 10));
+  auto next = Clock::now() + interval;
   std::unique_lock<std::mutex> lk(ckpt_mu_);
   for (;;) {
-    ckpt_cv_.wait_for(lk, std::chrono::milliseconds(std::max<int64_t>(opts_.checkpoint_interval_ms, 10)));
+    ckpt_cv_.wait_until(lk, next, [&] { return ckpt_stop_ || spare_wanted_; });
     if (ckpt_stop_) return;
+    spare_wanted_ = false;
+    const bool due = Clock::now() >= next;
     lk.unlock();
-    Checkpoint();
+    if (due) Checkpoint();
     wal_->PrepareSpare();
     lk.lock();
+    if (due) next = Clock::now() + interval;
   }
 }
 
@@ -807,6 +811,7 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
     return;
   }
   if (logged) {
+    const int64_t before = wal_->BytesSinceRotation();
     absl::Status st = wal_->Append(wal_seq_ + 1, record);
     if (!st.ok()) {
       // Like etcd on a failed WAL write: nothing further can be promised.
@@ -815,37 +820,16 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
     }
     ++wal_seq_;
     applied_seq_.store(wal_seq_, std::memory_order_release);
+    if (wal_->BytesSinceRotation() < before) {
+      // Rotated onto the spare: have the next one ready before it fills.
+      {
+        std::lock_guard<std::mutex> lk(ckpt_mu_);
+        spare_wanted_ = true;
+      }
+      ckpt_cv_.notify_one();
+    }
   }
   Ack(Durable{rev_, std::move(events), group, t0});
-  EnsurePreallocated();
-}
-
-// LMDB grows its file by writing pages past the end, so every commit that
-// touches new space makes fdatasync also commit file-system metadata (block
-// allocation), several milliseconds here. Keeping real zero-filled blocks
-// ahead of the high-water mark turns those commits into plain overwrites,
-// as etcd does with its preallocated WAL segments. Runs between commits
-// (leader thread), so it never races LMDB's own page writes.
-void StoreImpl::EnsurePreallocated() {
-  constexpr int64_t kChunk = 32 << 20;
-  const int64_t used = DbSize();
-  if (used + kChunk / 2 < prealloc_end_) return;
-  std::string path = opts_.data_dir + "/member/skiff/data.mdb";
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (fd.get() < 0) return;
-  struct stat sb;
-  if (::fstat(fd.get(), &sb) != 0) return;
-  int64_t end = std::max<int64_t>(sb.st_size, used);
-  int64_t target = std::min<int64_t>(used + kChunk, opts_.quota_bytes + (int64_t{1} << 30));
-  static const std::string zeros(1 << 20, '\0');
-  for (int64_t off = end; off < target;) {
-    size_t n = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(zeros.size()), target - off));
-    ssize_t w = ::pwrite(fd.get(), zeros.data(), n, off);
-    if (w <= 0) break;
-    off += w;
-  }
-  ::fdatasync(fd.get());
-  prealloc_end_ = std::max(end, target);
 }
 
 absl::Status StoreImpl::CheckPut(const etcdserverpb::PutRequest& r) {
@@ -1443,8 +1427,7 @@ absl::StatusOr<etcdserverpb::StatusResponse> StoreImpl::Status() {
   etcdserverpb::StatusResponse resp;
   *resp.mutable_header() = Header();
   resp.set_version(kEtcdVersion);
-  // The LMDB high-water mark: the file itself runs ahead, zero-filled (see
-  // EnsurePreallocated).
+  // The LMDB high-water mark.
   resp.set_dbsize(DbSize());
   resp.set_dbsizeinuse(DbSize());
   resp.set_leader(member_id_);

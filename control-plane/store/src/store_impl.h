@@ -207,9 +207,8 @@ class StoreImpl final : public Store {
   std::mutex ckpt_mu_;
   std::condition_variable ckpt_cv_;
   bool ckpt_stop_ = false;
+  bool spare_wanted_ = false;  // the log rotated onto its spare segment
   void ProcessBatch(const std::vector<PendingOp*>& batch);
-  void EnsurePreallocated();
-  int64_t prealloc_end_ = 0;
   void RunCompaction(PendingOp* op);
   void ApplyOp(WriteCtx& c, PendingOp* op);
   void TickerLoop();
