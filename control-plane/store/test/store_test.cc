@@ -345,6 +345,76 @@ TEST(Watch, FiltersAndProgressRequest) {
   EXPECT_EQ(r.header().revision(), 3);
 }
 
+// Several watchers on one stream: each gets its own events under its own ID,
+// a big revision is split into fragments only for the watcher that asked,
+// a cancelled watcher gets nothing more, and progress_notify watchers get
+// periodic progress responses while idle.
+TEST(Watch, ManyWatchersOnOneStreamFragmentsCancelAndProgressNotify) {
+  TempDir d;
+  Options o;
+  o.progress_notify_interval_ms = 200;
+  auto s = OpenStore(d.path(), o);
+  auto ws = s->NewWatchStream();
+  etcdserverpb::WatchCreateRequest c0, c1, c2;
+  c0.set_key("m/");
+  c0.set_range_end("m0");
+  c0.set_fragment(true);
+  c1.set_key("m/");
+  c1.set_range_end("m0");
+  c2.set_key("n");
+  c2.set_progress_notify(true);
+  for (const auto* c : {&c0, &c1, &c2}) ws->Create(*c);
+  etcdserverpb::WatchResponse r;
+  bool closed = false;
+  for (int id = 0; id < 3; ++id) {
+    ASSERT_TRUE(ws->NextFor(&r, 2000, &closed));
+    EXPECT_TRUE(r.created());
+    EXPECT_EQ(r.watch_id(), id);
+  }
+  // One txn writes 3 x 450 KB: over the 1 MiB response size, so watcher 0
+  // (fragment) gets it in two responses, watcher 1 in one.
+  etcdserverpb::TxnRequest txn;
+  for (const char* k : {"m/a", "m/b", "m/c"}) {
+    auto* p = txn.add_success()->mutable_request_put();
+    p->set_key(k);
+    p->set_value(std::string(450 * 1000, 'f'));
+  }
+  auto tr = s->Txn(txn);
+  ASSERT_TRUE(tr.ok()) << tr.status();
+  const int64_t big = tr->header().revision();
+  std::map<int64_t, std::vector<etcdserverpb::WatchResponse>> by_id;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while ((by_id[0].size() < 2 || by_id[1].empty()) && std::chrono::steady_clock::now() < deadline) {
+    if (ws->NextFor(&r, 200, &closed) && r.events_size() > 0) by_id[r.watch_id()].push_back(r);
+  }
+  ASSERT_EQ(by_id[0].size(), 2u);
+  EXPECT_TRUE(by_id[0][0].fragment());
+  EXPECT_FALSE(by_id[0][1].fragment());
+  EXPECT_EQ(by_id[0][0].events_size() + by_id[0][1].events_size(), 3);
+  ASSERT_EQ(by_id[1].size(), 1u);
+  EXPECT_EQ(by_id[1][0].events_size(), 3);
+  EXPECT_EQ(by_id[1][0].header().revision(), big);
+  EXPECT_EQ(by_id.count(2), 0u);
+
+  ws->Cancel(1);
+  ASSERT_TRUE(ws->NextFor(&r, 2000, &closed));
+  EXPECT_TRUE(r.canceled());
+  EXPECT_EQ(r.watch_id(), 1);
+  const int64_t after = Put(s.get(), "m/x", "1");
+  // Watcher 0 gets the put; watcher 2 (idle, progress_notify) gets progress
+  // responses; watcher 1 gets nothing.
+  bool got0 = false, progress2 = false;
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!(got0 && progress2) && std::chrono::steady_clock::now() < deadline) {
+    if (!ws->NextFor(&r, 200, &closed)) continue;
+    EXPECT_NE(r.watch_id(), 1) << "a cancelled watcher got a response";
+    if (r.watch_id() == 0 && r.events_size() == 1) got0 = r.events(0).kv().mod_revision() == after;
+    if (r.watch_id() == 2 && r.events_size() == 0 && r.header().revision() >= after) progress2 = true;
+  }
+  EXPECT_TRUE(got0);
+  EXPECT_TRUE(progress2);
+}
+
 TEST(Lease, ExpiryDeletesAttachedKeysAndNotifiesWatchers) {
   TempDir d;
   Options o;
