@@ -413,6 +413,88 @@ TEST_F(RuntimeTest, ConsoleSocketReceivesThePtyMasterLikeRunc) {
   EXPECT_NE(t.output.find("marker-42\r\n"), std::string::npos) << t.output;
 }
 
+// Starts `argv` with stdout on a pipe; returns the pid, *out_fd the read end.
+pid_t SpawnWithStdout(const std::vector<std::string>& argv, int* out_fd) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(p[1], 1);
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(devnull, 2);
+    std::vector<char*> a;
+    for (auto& x : argv) a.push_back(const_cast<char*>(x.c_str()));
+    a.push_back(nullptr);
+    execvp(a[0], a.data());
+    _exit(127);
+  }
+  close(p[1]);
+  *out_fd = p[0];
+  return pid;
+}
+
+// Reads until `want` has arrived (or EOF / 10 s).
+std::string ReadUntil(int fd, const std::string& want) {
+  std::string got;
+  while (got.find(want) == std::string::npos) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 10000) != 1) break;
+    char buf[256];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    got.append(buf, n);
+  }
+  return got;
+}
+
+TEST_F(RuntimeTest, SignalsReachTheContainerLikeRunc) {
+  Bundle b("signals");
+  // pid 1 gets only signals it handles; `wait` returns as soon as one arrives.
+  b.SetArgs({"sh", "-c", "trap 'echo got-term; exit 4' TERM; trap 'echo got-hup; exit 5' HUP; sleep 30 & echo ready; wait"});
+  for (bool use_runc : {true, false}) {
+    SCOPED_TRACE(use_runc ? "runc" : "skiff-runtime");
+    std::vector<std::string> rt = {use_runc ? "runc" : SkiffRuntime(), "--root", use_runc ? RuncRoot() : SkiffRoot()};
+    // 1. A signal to the foreground `run` is forwarded to the container.
+    {
+      std::string id = NewId(use_runc ? "sig-fwd-runc" : "sig-fwd-skiff");
+      std::vector<std::string> argv = rt;
+      argv.insert(argv.end(), {"run", "-b", b.dir(), id});
+      int out = -1;
+      pid_t pid = SpawnWithStdout(argv, &out);
+      ASSERT_GT(pid, 0);
+      std::string text = ReadUntil(out, "ready\n");
+      EXPECT_EQ(text, "ready\n");
+      kill(pid, SIGTERM);
+      text += ReadUntil(out, "\n");
+      close(out);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      EXPECT_EQ(text, "ready\ngot-term\n");
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 4) << status;
+    }
+    // 2. `kill ID HUP` reaches the init; `run` reports its exit code.
+    {
+      std::string id = NewId(use_runc ? "sig-kill-runc" : "sig-kill-skiff");
+      std::vector<std::string> argv = rt;
+      argv.insert(argv.end(), {"run", "-b", b.dir(), id});
+      int out = -1;
+      pid_t pid = SpawnWithStdout(argv, &out);
+      ASSERT_GT(pid, 0);
+      std::string text = ReadUntil(out, "ready\n");
+      std::vector<std::string> k = rt;
+      k.insert(k.end(), {"kill", id, "HUP"});
+      EXPECT_EQ(RunCmd(k).code, 0);
+      text += ReadUntil(out, "got-hup\n");
+      close(out);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      EXPECT_EQ(text, "ready\ngot-hup\n");
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 5) << status;
+    }
+  }
+}
+
 // --- isolation --------------------------------------------------------------
 
 TEST_F(RuntimeTest, IsolatesUnderTheDefaultSeccompProfile) {
@@ -441,6 +523,24 @@ TEST_F(RuntimeTest, IsolatesUnderTheDefaultSeccompProfile) {
   EXPECT_EQ(line, "Seccomp:\t2");
   std::getline(in, line);
   EXPECT_NE(line, "ro=0");
+}
+
+TEST_F(RuntimeTest, MaskedPathsAreEmptyAndReadonlyPathsAreReadOnly) {
+  // On the host these are not empty (checked, so the test can fail).
+  {
+    std::ifstream in("/proc/timer_list");
+    std::string line;
+    ASSERT_TRUE(std::getline(in, line) && !line.empty());
+  }
+  Bundle b("masked");
+  b.SetArgs({"sh", "-c",
+             "cat /proc/timer_list /proc/keys | wc -c; ls -A /sys/firmware | wc -l; "
+             "echo 1 > /proc/sys/kernel/domainname 2>/dev/null; echo sys=$?; echo h > /proc/sysrq-trigger 2>/dev/null; "
+             "echo sysrq=$?; grep -E ' /proc/(sys|bus|irq|fs) ' /proc/self/mounts | grep -vc ' ro,'"});
+  std::string id = NewId("masked");
+  CmdResult s = Skiff({"run", "-b", b.dir(), id});
+  EXPECT_EQ(s.code, 1) << "grep -vc finds no read-write line: " << s.err;
+  EXPECT_EQ(s.out, "0\n0\nsys=1\nsysrq=1\n0\n");
 }
 
 TEST_F(RuntimeTest, DroppedCapabilitiesAreEnforcedWithoutSeccomp) {
