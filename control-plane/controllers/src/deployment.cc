@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -73,6 +75,79 @@ int Resolve(const std::string& v, const std::string& dflt, int total, bool round
 
 int SpecReplicas(const ReplicaSet& rs) { return rs.spec().has_replicas() ? rs.spec().replicas() : 1; }
 
+// Pods a ReplicaSet may have right now: its spec, or more while its
+// controller has not yet deleted the pods of a scale-down (status.replicas
+// counts the active pods it last saw). maxSurge bounds real pods, so the
+// surge arithmetic uses this instead of spec alone.
+int PodsOf(const ReplicaSet& rs) { return std::max(SpecReplicas(rs), rs.status().replicas()); }
+
+int64_t ResourceVersion(const api::v1::ObjectMeta& m) {
+  int64_t v = 0;
+  (void)absl::SimpleAtoi(m.resource_version(), &v);
+  return v;
+}
+
+int AnnotatedDesired(const ReplicaSet& rs) {
+  auto it = rs.metadata().annotations().find(kDesiredReplicasAnnotation);
+  int v = -1;
+  if (it == rs.metadata().annotations().end() || !absl::SimpleAtoi(it->second, &v)) return -1;
+  return v;
+}
+
+// What kube-controller-manager's ControllerExpectations do for the
+// ReplicaSets a Deployment writes: after the controller created or updated a
+// ReplicaSet, its next sync waits until the informer cache shows at least
+// that resourceVersion, so it never decides from a cache that lacks its own
+// previous writes. Expectations expire (a write the cache will never show,
+// e.g. the object was deleted meanwhile, must not block forever).
+class WriteExpectations {
+ public:
+  void Expect(const std::string& deploy, const std::string& rs, int64_t rv) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& e = map_[deploy][rs];
+    e.rv = std::max(e.rv, rv);
+    e.at = absl::Now();
+  }
+  // True when the cache (rv of each ReplicaSet it holds, by name) shows every
+  // write recorded for `deploy`.
+  bool Satisfied(const std::string& deploy, const std::map<std::string, int64_t>& cached) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(deploy);
+    if (it == map_.end()) return true;
+    absl::Time now = absl::Now();
+    for (auto e = it->second.begin(); e != it->second.end();) {
+      auto c = cached.find(e->first);
+      bool seen = c != cached.end() && c->second >= e->second.rv;
+      if (seen || now - e->second.at > absl::Seconds(10)) {
+        e = it->second.erase(e);
+      } else {
+        ++e;
+      }
+    }
+    bool ok = it->second.empty();
+    if (ok) map_.erase(it);
+    return ok;
+  }
+  void Forget(const std::string& deploy) {
+    std::lock_guard<std::mutex> lock(mu_);
+    map_.erase(deploy);
+  }
+  // A ReplicaSet that is gone (or going) will never show the write.
+  void Drop(const std::string& deploy, const std::string& rs) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(deploy);
+    if (it != map_.end()) it->second.erase(rs);
+  }
+
+ private:
+  struct E {
+    int64_t rv = 0;
+    absl::Time at;
+  };
+  std::mutex mu_;
+  std::map<std::string, std::map<std::string, E>> map_;
+};
+
 class DeploymentController : public Controller {
  public:
   explicit DeploymentController(Context ctx) : Controller(std::move(ctx)) {
@@ -81,13 +156,23 @@ class DeploymentController : public Controller {
     pods_ = ctx_.informers->For("pods");
     deps_->AddHandler({[this](const ObjectPtr& o) { Enqueue(o); },
                        [this](const ObjectPtr&, const ObjectPtr& o) { Enqueue(o); },
-                       [this](const ObjectPtr& o) { Enqueue(o); }});
+                       [this](const ObjectPtr& o) {
+                         expectations_.Forget(objects::Key(*o));
+                         Enqueue(o);
+                       }});
     auto on_rs = [this](const ObjectPtr& o) {
       const auto* ref = objects::ControllerOf(o->replica_set().metadata());
       if (ref != nullptr && ref->kind() == "Deployment")
         EnqueueKey(objects::Key(o->replica_set().metadata().namespace_(), ref->name()));
     };
-    rss_->AddHandler({on_rs, [on_rs](const ObjectPtr&, const ObjectPtr& o) { on_rs(o); }, on_rs});
+    rss_->AddHandler({on_rs, [on_rs](const ObjectPtr&, const ObjectPtr& o) { on_rs(o); },
+                      [this, on_rs](const ObjectPtr& o) {
+                        const auto* ref = objects::ControllerOf(o->replica_set().metadata());
+                        if (ref != nullptr && ref->kind() == "Deployment")
+                          expectations_.Drop(objects::Key(o->replica_set().metadata().namespace_(), ref->name()),
+                                             o->replica_set().metadata().name());
+                        on_rs(o);
+                      }});
     // Recreate waits for old pods to disappear.
     pods_->AddHandler({nullptr, nullptr, [this](const ObjectPtr& o) {
                          const auto* ref = objects::ControllerOf(o->pod().metadata());
@@ -104,17 +189,28 @@ class DeploymentController : public Controller {
 
   absl::Status Reconcile(const std::string& key) override {
     auto obj = deps_->Get(key);
-    if (obj == nullptr) return absl::OkStatus();
+    if (obj == nullptr) {
+      expectations_.Forget(key);
+      return absl::OkStatus();
+    }
     const Deployment& d = obj->deployment();
     const auto& meta = d.metadata();
     if (!meta.deletion_timestamp().empty()) return absl::OkStatus();
-    if (meta.annotations().count(kRollbackAnnotation)) return Rollback(*obj);
 
     std::vector<ReplicaSet> all;
+    std::map<std::string, int64_t> cached;
     for (const auto& o : rss_->ListNamespace(meta.namespace_())) {
+      cached[o->replica_set().metadata().name()] = ResourceVersion(o->replica_set().metadata());
       const auto* ref = objects::ControllerOf(o->replica_set().metadata());
       if (ref != nullptr && ref->uid() == meta.uid()) all.push_back(o->replica_set());
     }
+    // Not before the cache shows our own previous writes (the ReplicaSet
+    // update event enqueues us again; the delay only covers expiry).
+    if (!expectations_.Satisfied(key, cached)) {
+      queue_.AddAfter(key, std::chrono::milliseconds(500));
+      return absl::OkStatus();
+    }
+    if (meta.annotations().count(kRollbackAnnotation)) return Rollback(*obj);
     std::sort(all.begin(), all.end(), [](const ReplicaSet& a, const ReplicaSet& b) {
       return a.metadata().creation_timestamp() < b.metadata().creation_timestamp();
     });
@@ -136,6 +232,9 @@ class DeploymentController : public Controller {
         recreate ? 0 : Resolve(d.spec().strategy().rolling_update().max_unavailable(), "25%", replicas, false);
     if (!recreate && surge == 0 && unavail == 0) unavail = 1;
     bool progressed = false;
+    cur_key_ = key;
+    cur_replicas_ = replicas;
+    cur_max_ = replicas + surge;
 
     std::vector<ReplicaSet*> olds;
     for (size_t i = 0; i < all.size(); i++)
@@ -148,7 +247,13 @@ class DeploymentController : public Controller {
       RETURN_IF_ERROR(Write(nrs));
     }
 
-    if (d.spec().paused()) {
+    if (!recreate && IsScalingEvent(all, replicas)) {
+      // The Deployment was scaled while more than one ReplicaSet is active
+      // (mid-rollout or paused): spread the change over them in proportion
+      // to their sizes, as Kubernetes does; the rollout continues afterwards.
+      RETURN_IF_ERROR(ScaleProportionally(*obj, &all, nrs, replicas, surge));
+      progressed = true;
+    } else if (d.spec().paused()) {
       // Paused: only keep the newest ReplicaSet at the deployment's scale.
       if (nrs != nullptr && SpecReplicas(*nrs) != replicas && ActiveCount(olds) == 0) {
         nrs->mutable_spec()->set_replicas(replicas);
@@ -183,7 +288,7 @@ class DeploymentController : public Controller {
     } else {
       if (nrs == nullptr) {
         int current = 0;
-        for (auto* rs : olds) current += SpecReplicas(*rs);
+        for (auto* rs : olds) current += PodsOf(*rs);
         int first = ActiveCount(olds) == 0 ? replicas : std::max(0, std::min(replicas, replicas + surge - current));
         ASSIGN_OR_RETURN(nrs, CreateNewRS(*obj, &all, max_old_rev, first));
         olds.clear();
@@ -196,8 +301,8 @@ class DeploymentController : public Controller {
       if (ActiveCount(olds) == 0) {
         target = replicas;
       } else {
-        int current = SpecReplicas(*nrs);
-        for (auto* rs : olds) current += SpecReplicas(*rs);
+        int current = PodsOf(*nrs);
+        for (auto* rs : olds) current += PodsOf(*rs);
         int max_total = replicas + surge;
         target = SpecReplicas(*nrs);
         if (target > replicas) {
@@ -256,10 +361,87 @@ class DeploymentController : public Controller {
     return n;
   }
 
+  // Any active ReplicaSet stamped with a desired size other than the
+  // Deployment's: the Deployment was scaled since.
+  static bool IsScalingEvent(const std::vector<ReplicaSet>& all, int replicas) {
+    int active = 0;
+    bool differs = false;
+    for (const auto& rs : all) {
+      if (SpecReplicas(rs) == 0) continue;
+      active++;
+      int want = AnnotatedDesired(rs);
+      if (want >= 0 && want != replicas) differs = true;
+    }
+    return active > 1 && differs;
+  }
+
+  absl::Status ScaleProportionally(const Object& dobj, std::vector<ReplicaSet>* all, ReplicaSet* nrs, int replicas,
+                                   int surge) {
+    std::vector<ReplicaSet*> active;
+    int sum = 0;
+    for (auto& rs : *all)
+      if (SpecReplicas(rs) > 0) {
+        active.push_back(&rs);
+        sum += SpecReplicas(rs);
+      }
+    // The new ReplicaSet is full and available: the old ones just go away.
+    int allowed = replicas + surge;
+    if (nrs != nullptr && SpecReplicas(*nrs) >= replicas && nrs->status().available_replicas() >= replicas) allowed = replicas;
+    int to_add = allowed - sum;
+    std::map<const ReplicaSet*, int> next;
+    for (auto* rs : active) next[rs] = SpecReplicas(*rs);
+    if (to_add != 0 && sum > 0) {
+      // Largest first; newer first when growing, older first when shrinking.
+      std::sort(active.begin(), active.end(), [to_add](const ReplicaSet* a, const ReplicaSet* b) {
+        if (SpecReplicas(*a) != SpecReplicas(*b)) return SpecReplicas(*a) > SpecReplicas(*b);
+        return to_add > 0 ? a->metadata().creation_timestamp() > b->metadata().creation_timestamp()
+                          : a->metadata().creation_timestamp() < b->metadata().creation_timestamp();
+      });
+      int added = 0;
+      for (auto* rs : active) {
+        int share = int(std::lround(double(to_add) * SpecReplicas(*rs) / sum));
+        // Never past the total change, never below zero.
+        if (to_add > 0) share = std::min(share, to_add - added);
+        else share = std::max({share, to_add - added, -SpecReplicas(*rs)});
+        next[rs] += share;
+        added += share;
+      }
+      // Rounding leftovers go to the largest ReplicaSet (or, shrinking, to
+      // whichever still has pods).
+      for (auto* rs : active) {
+        if (added == to_add) break;
+        int rest = to_add - added;
+        if (rest < 0) rest = std::max(rest, -next[rs]);
+        next[rs] += rest;
+        added += rest;
+      }
+    }
+    for (auto& rs : *all) {
+      if (SpecReplicas(rs) == 0) continue;
+      int n = next[&rs];
+      bool resize = n != SpecReplicas(rs);
+      if (!resize && AnnotatedDesired(rs) == replicas) continue;
+      int old = SpecReplicas(rs);
+      rs.mutable_spec()->set_replicas(n);
+      RETURN_IF_ERROR(Write(&rs));
+      if (resize)
+        ctx_.events->Event(RefTo(dobj), "Normal", "ScalingReplicaSet",
+                           absl::StrCat("Scaled ", n > old ? "up" : "down", " replica set ", rs.metadata().name(),
+                                        " from ", old, " to ", n));
+    }
+    return absl::OkStatus();
+  }
+
+  // Updates a ReplicaSet, stamped with the Deployment's current size (the
+  // mark IsScalingEvent compares against), and expects the cache to show it.
   absl::Status Write(ReplicaSet* rs) {
+    auto* ann = rs->mutable_metadata()->mutable_annotations();
+    (*ann)[kDesiredReplicasAnnotation] = std::to_string(cur_replicas_);
+    (*ann)[kMaxReplicasAnnotation] = std::to_string(cur_max_);
     auto r = ctx_.api->Update("replicasets", rs->metadata().namespace_(), objects::Wrap(*rs));
     if (!r.ok()) return r.status();
     *rs = r->replica_set();
+    expectations_.Expect(cur_key_, rs->metadata().name(), ResourceVersion(rs->metadata()));
     return absl::OkStatus();
   }
 
@@ -278,6 +460,8 @@ class DeploymentController : public Controller {
       *m->mutable_labels() = d.spec().template_().metadata().labels();
       (*m->mutable_labels())[kPodTemplateHashLabel] = hash;
       (*m->mutable_annotations())[kRevisionAnnotation] = std::to_string(max_old_rev + 1);
+      (*m->mutable_annotations())[kDesiredReplicasAnnotation] = std::to_string(cur_replicas_);
+      (*m->mutable_annotations())[kMaxReplicasAnnotation] = std::to_string(cur_max_);
       *m->add_owner_references() = objects::MakeControllerRef("apps/v1", "Deployment", d.metadata());
       rs.mutable_spec()->set_replicas(replicas);
       rs.mutable_spec()->set_min_ready_seconds(d.spec().min_ready_seconds());
@@ -289,6 +473,7 @@ class DeploymentController : public Controller {
       if (r.ok()) {
         ctx_.events->Event(RefTo(dobj), "Normal", "ScalingReplicaSet",
                            absl::StrCat("Scaled up replica set ", m->name(), " to ", replicas));
+        expectations_.Expect(cur_key_, m->name(), ResourceVersion(r->replica_set().metadata()));
         all->push_back(r->replica_set());
         return &all->back();
       }
@@ -319,6 +504,7 @@ class DeploymentController : public Controller {
     for (size_t i = 0; i + limit < idle.size(); i++) {
       auto r = ctx_.api->Delete("replicasets", idle[i]->metadata().namespace_(), idle[i]->metadata().name());
       if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound) return r.status();
+      expectations_.Drop(objects::Key(d.metadata()), idle[i]->metadata().name());
     }
     return absl::OkStatus();
   }
@@ -425,7 +611,17 @@ class DeploymentController : public Controller {
   Informer* deps_;
   Informer* rss_;
   Informer* pods_;
+  WriteExpectations expectations_;
+  // The Deployment being reconciled (each key is reconciled by one worker at
+  // a time, but two workers may run different keys: these are per call).
+  static thread_local std::string cur_key_;
+  static thread_local int cur_replicas_;
+  static thread_local int cur_max_;
 };
+
+thread_local std::string DeploymentController::cur_key_;
+thread_local int DeploymentController::cur_replicas_ = 0;
+thread_local int DeploymentController::cur_max_ = 0;
 
 }  // namespace
 

@@ -103,6 +103,10 @@ void EventRecorder::Write(const Pending& p) {
   ev.set_count(1);
   ev.set_type(p.type);
   ev.set_reporting_component(component_);
+  if (!instance_.empty()) {
+    ev.set_reporting_instance(instance_);
+    ev.mutable_source()->set_host(instance_);
+  }
   auto r = api_->Create("events", ns, objects::Wrap(ev));
   if (r.ok()) {
     if (seen_.size() > 4096) seen_.clear();

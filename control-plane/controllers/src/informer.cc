@@ -137,8 +137,9 @@ void Informer::Loop() {
     }
     sync_cv_.notify_all();
     client::ListOptions wopts = opts_;
-    wopts.resource_version = list->resource_version();
-    if (wopts.resource_version.empty()) wopts.resource_version = "0";
+    // (One assignment of either string: GCC 12 at -O3 warns -Wrestrict on
+    // assigning a literal over a just-assigned string.)
+    wopts.resource_version = list->resource_version().empty() ? std::string("0") : list->resource_version();
     auto stream = api_->Watch(resource_, ns_, wopts);
     if (!stream.ok()) {
       if (stop_) break;

@@ -14,6 +14,7 @@ namespace {
 void RunControllers(std::shared_ptr<client::Client> api, const Options& opts, const std::atomic<bool>& stop) {
   InformerFactory informers(api);
   EventRecorder events(api, "skiff-controller-manager");
+  events.SetInstance(opts.identity);
   Context ctx{api, &informers, &events, opts};
   struct Entry {
     std::unique_ptr<Controller> c;
@@ -49,8 +50,10 @@ absl::Status Run(std::shared_ptr<skiff::client::Client> api, const Options& opts
   cfg.lease_name = "skiff-controller-manager";
   cfg.identity = opts.identity.empty() ? DefaultIdentity() : opts.identity;
   cfg.lease_duration_seconds = opts.lease_duration_seconds;
+  Options with_id = opts;
+  with_id.identity = cfg.identity;
   return RunWithLeaderElection(api, cfg, stop,
-                               [&](const std::atomic<bool>& lost) { RunControllers(api, opts, lost); });
+                               [&](const std::atomic<bool>& lost) { RunControllers(api, with_id, lost); });
 }
 
 }  // namespace skiff::controllers

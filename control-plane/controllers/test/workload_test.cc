@@ -2,6 +2,8 @@
 // scheduler and hollow nodes making pods Running and Ready.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include "harness.h"
 
 namespace skiff::controllers::testing {
@@ -219,6 +221,79 @@ TEST_F(DeploymentTest, RevisionHistoryLimitPrunesOldReplicaSets) {
     ASSERT_TRUE(WaitFor([&] { return Complete("web", 1) && ImagesByRevision("web").count(std::to_string(i)); }));
   }
   ASSERT_TRUE(WaitFor([&] { return h_.ListItems("replicasets", "d", "app=web").size() == 2; }));
+}
+
+// Scaling a Deployment in the middle of a rollout spreads the change over
+// its ReplicaSets in proportion to their sizes (Kubernetes' example: 10
+// replicas, maxSurge 3, maxUnavailable 2, the new template stuck at 5 pods
+// next to 8 old ones; scaled to 15, the 5 extra pods go 3 to the old and 2
+// to the new ReplicaSet). Only the Deployment controller runs; the test plays
+// the ReplicaSet controller by writing ReplicaSet status.
+TEST(DeploymentProportionalScaling, ScaleMidRolloutSpreadsOverReplicaSets) {
+  Harness h;
+  h.Add(NewDeploymentController(h.ctx()));
+  h.Start();
+  h.Namespace("d");
+  auto dep = fakeclient::MakeDeployment("d", "web", 10, "img:1");
+  dep.mutable_spec()->mutable_strategy()->mutable_rolling_update()->set_max_surge("3");
+  dep.mutable_spec()->mutable_strategy()->mutable_rolling_update()->set_max_unavailable("2");
+  ASSERT_TRUE(h.api->Create("deployments", "d", Wrap(dep)).ok());
+
+  auto rs_of = [&](const std::string& image) -> std::optional<api::v1::ReplicaSet> {
+    for (const auto& o : h.ListItems("replicasets", "d"))
+      if (o.replica_set().spec().template_().spec().containers(0).image() == image) return o.replica_set();
+    return std::nullopt;
+  };
+  auto spec_of = [&](const std::string& image) {
+    auto rs = rs_of(image);
+    return rs ? rs->spec().replicas() : -1;
+  };
+  auto set_status = [&](const std::string& image, int replicas) {
+    for (int i = 0; i < 20; i++) {
+      auto rs = rs_of(image);
+      if (!rs) continue;
+      auto* st = rs->mutable_status();
+      st->set_replicas(replicas);
+      st->set_ready_replicas(replicas);
+      st->set_available_replicas(replicas);
+      st->set_observed_generation(rs->metadata().generation());
+      if (h.api->UpdateStatus("replicasets", "d", Wrap(*rs)).ok()) return true;
+    }
+    return false;
+  };
+  auto update_deployment = [&](const std::function<void(api::v1::Deployment*)>& f) {
+    for (int i = 0; i < 20; i++) {
+      auto d = h.api->Get("deployments", "d", "web");
+      if (!d.ok()) continue;
+      f(d->mutable_deployment());
+      if (h.api->Update("deployments", "d", *d).ok()) return true;
+    }
+    return false;
+  };
+
+  ASSERT_TRUE(WaitFor([&] { return spec_of("img:1") == 10; }));
+  ASSERT_TRUE(set_status("img:1", 10));
+  ASSERT_TRUE(update_deployment([](api::v1::Deployment* d) {
+    d->mutable_spec()->mutable_template_()->mutable_spec()->mutable_containers(0)->set_image("img:2");
+  }));
+  // 3 new pods (surge), 2 old ones go (unavailability); once the old
+  // ReplicaSet reports its 8 pods, the new one grows to 5 and the rollout
+  // stalls there (none of the new pods becomes available).
+  ASSERT_TRUE(WaitFor([&] { return spec_of("img:1") == 8 && spec_of("img:2") == 3; }));
+  ASSERT_TRUE(set_status("img:1", 8));
+  ASSERT_TRUE(WaitFor([&] { return spec_of("img:1") == 8 && spec_of("img:2") == 5; }));
+
+  ASSERT_TRUE(update_deployment([](api::v1::Deployment* d) { d->mutable_spec()->set_replicas(15); }));
+  ASSERT_TRUE(WaitFor([&] { return spec_of("img:1") == 11 && spec_of("img:2") == 7; }))
+      << "old " << spec_of("img:1") << " new " << spec_of("img:2");
+  for (const auto* image : {"img:1", "img:2"})
+    EXPECT_EQ(rs_of(image)->metadata().annotations().at(kDesiredReplicasAnnotation), "15") << image;
+  EXPECT_TRUE(WaitFor([&] {
+    for (const auto& e : h.ListItems("events", "d"))
+      if (e.event().reason() == "ScalingReplicaSet" && e.event().message().find("from 8 to 11") != std::string::npos)
+        return true;
+    return false;
+  }));
 }
 
 }  // namespace

@@ -14,6 +14,7 @@ using controllers::ObjectPtr;
 Scheduler::Scheduler(std::shared_ptr<client::Client> api, CoreOptions opts)
     : api_(std::move(api)), opts_(std::move(opts)) {
   events_ = std::make_unique<controllers::EventRecorder>(api_, "default-scheduler");
+  events_->SetInstance(opts_.instance);
 }
 
 Scheduler::~Scheduler() = default;

@@ -7,8 +7,11 @@
 namespace skiff::scheduler {
 
 absl::Status Run(std::shared_ptr<skiff::client::Client> api, const Options& opts, const std::atomic<bool>& stop) {
+  std::string identity = opts.identity.empty() ? controllers::DefaultIdentity() : opts.identity;
   auto run = [&](const std::atomic<bool>& lost) {
-    Scheduler s(api);
+    CoreOptions co;
+    co.instance = identity;
+    Scheduler s(api, co);
     s.Run(lost);
   };
   if (!opts.leader_elect) {
@@ -17,7 +20,7 @@ absl::Status Run(std::shared_ptr<skiff::client::Client> api, const Options& opts
   }
   controllers::LeaderElectionConfig cfg;
   cfg.lease_name = "skiff-scheduler";
-  cfg.identity = opts.identity.empty() ? controllers::DefaultIdentity() : opts.identity;
+  cfg.identity = identity;
   cfg.lease_duration_seconds = opts.lease_duration_seconds;
   return controllers::RunWithLeaderElection(api, cfg, stop, run);
 }

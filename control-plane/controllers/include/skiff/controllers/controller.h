@@ -63,6 +63,8 @@ std::unique_ptr<Controller> NewServiceAccountController(Context ctx);
 // Annotations and labels the controllers use.
 inline constexpr char kRevisionAnnotation[] = "deployment.kubernetes.io/revision";
 inline constexpr char kRollbackAnnotation[] = "deployment.kubernetes.io/rollback-to";
+inline constexpr char kDesiredReplicasAnnotation[] = "deployment.kubernetes.io/desired-replicas";
+inline constexpr char kMaxReplicasAnnotation[] = "deployment.kubernetes.io/max-replicas";
 inline constexpr char kPodTemplateHashLabel[] = "pod-template-hash";
 inline constexpr char kServiceNameLabel[] = "kubernetes.io/service-name";
 inline constexpr char kManagedByLabel[] = "endpointslice.kubernetes.io/managed-by";

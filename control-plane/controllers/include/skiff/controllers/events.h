@@ -29,6 +29,10 @@ class EventRecorder {
              const std::string& message);
   // Waits until the queue is empty (tests).
   void Flush();
+  // Names this replica in reportingInstance and source.host (the
+  // leader-election identity, so one can tell which replica acted). Call
+  // before the first Event().
+  void SetInstance(std::string instance) { instance_ = std::move(instance); }
 
  private:
   struct Pending {
@@ -40,6 +44,7 @@ class EventRecorder {
 
   std::shared_ptr<client::Client> api_;
   std::string component_;
+  std::string instance_;
   size_t max_queue_;
   double rate_;
   double tokens_;

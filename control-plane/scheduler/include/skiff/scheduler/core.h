@@ -26,6 +26,8 @@ struct CoreOptions {
   int binder_threads = 32;
   // Pod spec.schedulerName values this scheduler serves.
   std::vector<std::string> scheduler_names = {"", "default-scheduler", "skiff-scheduler"};
+  // Events' reportingInstance (the leader-election identity).
+  std::string instance;
 };
 
 struct Stats {
