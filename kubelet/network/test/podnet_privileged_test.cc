@@ -17,6 +17,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "skiff/common/status.h"
 #include "skiff/podnet/nat.h"
 #include "skiff/podnet/netns.h"
 #include "skiff/podnet/podnet.h"
@@ -62,6 +63,9 @@ class PodNetworkTest : public ::testing::Test {
       Sh("ip link del ext0 2>/dev/null");
       DeleteNetns(outside_).IgnoreError();
     }
+    // Pods of the second node (a test that failed before its own teardown).
+    std::error_code ec;
+    for (auto& e : std::filesystem::directory_iterator(base_ + "/run2/netns", ec)) DeleteNetns(e.path()).IgnoreError();
     // The NAT table lives in this test's own node namespace; drop it anyway.
     if (auto nat = NodeNat::Open(opts_.pod_cidr, ""); nat.ok()) (*nat)->DeleteTable().IgnoreError();
     std::filesystem::remove_all(base_);
@@ -317,6 +321,50 @@ TEST_F(PodNetworkTest, WithoutAClusterCidrNothingIsMasqueraded) {
   MakeOutsideHost();
   auto a = Pod("uid-a");
   EXPECT_NE(TcpRoundTrip(a.netns_path, outside_, "192.168.77.2", 9002), "ping");
+}
+
+// Two nodes: this test's namespace and a second one on a shared link (as lab
+// nodes share one L2), each with its own PodNetwork, podCIDR and routes to
+// the other's podCIDR via its address.
+TEST_F(PodNetworkTest, PodsOnTwoNodesReachEachOtherByPodIpOverTcpAndUdp) {
+  opts_.cluster_cidr = "10.244.0.0/16";
+  Open();
+  const std::string node2 = base_ + "/node2";
+  outside_ = node2;  // TearDown removes it and the link like the outside host
+  ASSERT_TRUE(CreateNetns(node2).ok());
+  const std::string in2 = "nsenter --net=" + node2 + " ";
+  ASSERT_EQ(Sh("ip link add ext0 type veth peer name eth0 netns " + node2), 0);
+  ASSERT_EQ(Sh("ip addr add 192.168.88.1/24 dev ext0 && ip link set ext0 up"), 0);
+  ASSERT_EQ(Sh(in2 + "ip addr add 192.168.88.2/24 dev eth0 && " + in2 + "ip link set eth0 up"), 0);
+  PodNetworkOptions o2 = opts_;
+  o2.run_dir = base_ + "/run2";
+  o2.state_dir = base_ + "/state2";
+  o2.pod_cidr = "10.244.8.0/24";
+  // The second node's PodNetwork acts on the namespace of the thread that
+  // calls it: every call to it runs switched into node2.
+  std::unique_ptr<PodNetwork> net2;
+  PodNetworkResult c;
+  ASSERT_TRUE(EnterNetns(node2, [&]() -> absl::Status {
+                ASSIGN_OR_RETURN(net2, PodNetwork::Open(o2));
+                RETURN_IF_ERROR(net2->SyncNodeRoutes({{"10.244.7.0/24", "192.168.88.1"}}));
+                ASSIGN_OR_RETURN(c, net2->Setup("uid-c"));
+                return absl::OkStatus();
+              }).ok());
+  ASSERT_TRUE(net_->SyncNodeRoutes({{"10.244.8.0/24", "192.168.88.2"}}).ok());
+  auto a = Pod("uid-a");
+  std::string peer;
+  EXPECT_EQ(TcpRoundTrip(a.netns_path, c.netns_path, c.ip, 7001, 0, &peer), "ping");
+  EXPECT_EQ(peer, a.ip) << "cross-node pod traffic must not be masqueraded";
+  EXPECT_EQ(TcpRoundTrip(c.netns_path, a.netns_path, a.ip, 7002, 0, &peer), "ping");
+  EXPECT_EQ(peer, c.ip);
+  EXPECT_EQ(UdpRoundTrip(a.netns_path, c.netns_path, c.ip, 7003), "dgram");
+  EXPECT_EQ(UdpRoundTrip(c.netns_path, a.netns_path, a.ip, 7004), "dgram");
+  EXPECT_EQ(TcpRoundTrip("", c.netns_path, c.ip, 7005), "ping");  // node1 -> pod on node2
+  EXPECT_TRUE(EnterNetns(node2, [&] { return net2->Teardown("uid-c"); }).ok());
+  EXPECT_TRUE(EnterNetns(node2, [&] {
+                net2.reset();
+                return absl::OkStatus();
+              }).ok());
 }
 
 }  // namespace
