@@ -249,7 +249,10 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   dopts.bpffs_dir = options.bpffs_dir;
   dopts.load_tc = !options.tc_interfaces.empty();
   ASSIGN_OR_RETURN(std::unique_ptr<Datapath> dp, Datapath::Open(dopts));
-  RETURN_IF_ERROR(dp->AttachSocketLb(cgroup));
+  // Migrating from an older layout: the hooks keep running the older
+  // generation's programs on its maps until ours are programmed.
+  bool attach_later = dp->migrating();
+  if (!attach_later) RETURN_IF_ERROR(dp->AttachSocketLb(cgroup));
   for (const std::string& ifname : options.tc_interfaces) RETURN_IF_ERROR(dp->AttachTc(ifname));
   if (!options.tc_interfaces.empty() && !options.node_ips.empty()) {
     in_addr a;
@@ -324,6 +327,15 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
       status.last_apply_ok = st.ok();
       status.last_sync_seconds = secs;
       status.services = services;
+      if (st.ok() && attach_later) {
+        if (absl::Status a = dp->AttachSocketLb(cgroup); !a.ok()) {
+          result = a;
+          stop = true;
+        } else {
+          attach_later = false;
+          if (absl::Status f = dp->FinishMigration(); !f.ok()) log::Warn("removing the older layout's pins: ", f);
+        }
+      }
       if (st.ok()) {
         first = false;
         status.synced = true;

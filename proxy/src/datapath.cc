@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/mount.h>
@@ -11,6 +12,7 @@
 
 #include <cstdarg>
 #include <cstring>
+#include <vector>
 
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
@@ -48,21 +50,16 @@ absl::Status EnsureBpffs(const std::string& dir) {
   return absl::OkStatus();
 }
 
-std::string PinName(const char* map_name) {
-  return std::string("skiff_") + map_name + "_" + SKIFF_LB_PIN_VERSION;
-}
-
-absl::Status SetPinPaths(bpf_object* obj, const std::string& dir) {
-  bpf_map* map;
-  bpf_object__for_each_map(map, obj) {
-    const char* name = bpf_map__name(map);
-    if (name[0] == '.') continue;  // .rodata/.bss of the object are private
-    std::string path = dir + "/" + PinName(name);
-    if (int err = bpf_map__set_pin_path(map, path.c_str()); err)
-      return ErrnoError(-err, "set pin path " + path);
-  }
-  return absl::OkStatus();
-}
+// Maps and links every layout version pins (RemovePins, migration).
+constexpr const char* kMapNames[] = {"lb4_services", "lb4_backends", "lb_affinity", "lb_counters", "lb4_sock_revnat",
+                                     "lb_maglev", "ct4", "tc_config", "lb4_doomed"};
+constexpr const char* kLinkNames[] = {"skiff_sock4_connect", "skiff_sock4_sendmsg", "skiff_sock4_recvmsg",
+                                      "skiff_sock4_getpeername"};
+// Connection state that survives a layout change when its record did not
+// change: socket reverse NAT (getpeername/recvmsg of established sockets)
+// and tc conntrack (established NodePort flows). Affinity and counters are
+// keyed by service ids, which the new generation allocates afresh.
+constexpr const char* kCarriedState[] = {"lb4_sock_revnat", "ct4"};
 
 struct LinkSpec {
   bpf_program* prog;
@@ -84,9 +81,11 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Open(const DatapathOptions& 
 
   std::unique_ptr<Datapath> dp(new Datapath());
   dp->dir_ = options.bpffs_dir;
+  dp->version_ = options.pin_version;
+  RETURN_IF_ERROR(dp->FindOlderLayout());
   dp->sock_ = sock_lb__open();
   if (!dp->sock_) return LastErrnoError("open sock_lb BPF object");
-  RETURN_IF_ERROR(SetPinPaths(dp->sock_->obj, options.bpffs_dir));
+  RETURN_IF_ERROR(dp->SetPinPaths(dp->sock_->obj));
   if (int err = sock_lb__load(dp->sock_); err) return ErrnoError(-err, "load sock_lb BPF object");
   dp->fds_.services = bpf_map__fd(dp->sock_->maps.lb4_services);
   dp->fds_.backends = bpf_map__fd(dp->sock_->maps.lb4_backends);
@@ -96,13 +95,82 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Open(const DatapathOptions& 
   if (options.load_tc) RETURN_IF_ERROR(dp->LoadTc());
   if (auto st = dp->LoadSockDestroy(); !st.ok())
     log::Warn("connected UDP sockets of removed backends will not be destroyed: ", st);
+  if (dp->migrating()) RETURN_IF_ERROR(dp->CopyCompatibleState());
   return dp;
+}
+
+std::string Datapath::PinName(const char* map, const std::string& version) const {
+  return dir_ + "/skiff_" + map + "_" + version;
+}
+
+absl::Status Datapath::SetPinPaths(bpf_object* obj) {
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    const char* name = bpf_map__name(map);
+    if (name[0] == '.') continue;  // .rodata/.bss of the object are private
+    std::string path = PinName(name, version_);
+    if (int err = bpf_map__set_pin_path(map, path.c_str()); err) return ErrnoError(-err, "set pin path " + path);
+  }
+  return absl::OkStatus();
+}
+
+// Another generation's layout: a pinned services map (the one map every
+// generation has) under a version other than ours, and none under ours.
+absl::Status Datapath::FindOlderLayout() {
+  if (access(PinName("lb4_services", version_).c_str(), F_OK) == 0) return absl::OkStatus();
+  DIR* d = opendir(dir_.c_str());
+  if (!d) return LastErrnoError("open " + dir_);
+  const std::string prefix = "skiff_lb4_services_";
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.rfind(prefix, 0) == 0 && name.size() > prefix.size()) old_version_ = name.substr(prefix.size());
+  }
+  closedir(d);
+  if (migrating())
+    log::Info("pinned maps of another layout found, migrating ", log::Field("from", old_version_), " ",
+              log::Field("to", version_));
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::CopyCompatibleState() {
+  for (const char* name : kCarriedState) {
+    UniqueFd old(bpf_obj_get(PinName(name, old_version_).c_str()));
+    UniqueFd cur(bpf_obj_get(PinName(name, version_).c_str()));
+    if (!old || !cur) continue;  // not in that generation, or not loaded now
+    bpf_map_info oi{}, ci{};
+    __u32 ol = sizeof(oi), cl = sizeof(ci);
+    if (bpf_obj_get_info_by_fd(old.get(), &oi, &ol) != 0 || bpf_obj_get_info_by_fd(cur.get(), &ci, &cl) != 0)
+      return LastErrnoError(std::string("map info of ") + name);
+    if (oi.key_size != ci.key_size || oi.value_size != ci.value_size || oi.type != ci.type) {
+      log::Warn("layout of a state map changed, not carried over ", log::Field("map", name));
+      continue;
+    }
+    std::vector<uint8_t> key(oi.key_size), next(oi.key_size), value(oi.value_size);
+    bool first = true;
+    long long copied = 0;
+    while (bpf_map_get_next_key(old.get(), first ? nullptr : key.data(), next.data()) == 0) {
+      first = false;
+      key = next;
+      if (bpf_map_lookup_elem(old.get(), key.data(), value.data()) != 0) continue;  // gone meanwhile
+      if (bpf_map_update_elem(cur.get(), key.data(), value.data(), BPF_NOEXIST) == 0) ++copied;
+    }
+    log::Info("carried connection state over ", log::Field("map", name), " ", log::Field("entries", copied));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::FinishMigration() {
+  if (!migrating()) return absl::OkStatus();
+  RETURN_IF_ERROR(RemovePins(dir_, old_version_));
+  log::Info("migration done, removed the older layout's pins ", log::Field("version", old_version_));
+  old_version_.clear();
+  return absl::OkStatus();
 }
 
 absl::Status Datapath::LoadSockDestroy() {
   destroy_ = sock_destroy__open();
   if (!destroy_) return LastErrnoError("open sock_destroy BPF object");
-  RETURN_IF_ERROR(SetPinPaths(destroy_->obj, dir_));
+  RETURN_IF_ERROR(SetPinPaths(destroy_->obj));
   if (int err = sock_destroy__load(destroy_); err) return ErrnoError(-err, "load sock_destroy BPF object");
   // An iterator link is not attached to anything: each bpf_iter_create() on
   // it walks the UDP sockets of the calling thread's network namespace.
@@ -133,9 +201,16 @@ absl::Status Datapath::AttachSocketLb(const std::string& cgroup_path) {
       {sock_->progs.skiff_sock4_getpeername, BPF_CGROUP_INET4_GETPEERNAME, "skiff_sock4_getpeername"},
   };
   for (const LinkSpec& s : specs) {
-    std::string pin = dir_ + "/links/" + s.pin + "_" + SKIFF_LB_PIN_VERSION;
+    std::string pin = dir_ + "/links/" + s.pin + "_" + version_;
     int prog_fd = bpf_program__fd(s.prog);
     UniqueFd old(bpf_obj_get(pin.c_str()));
+    if (!old && migrating()) {
+      // The older generation's link: swap our program in atomically and pin
+      // the link under our name; its old pin goes with FinishMigration().
+      std::string old_pin = dir_ + "/links/" + s.pin + "_" + old_version_;
+      old = UniqueFd(bpf_obj_get(old_pin.c_str()));
+      if (old && bpf_obj_pin(old.get(), pin.c_str()) != 0) return LastErrnoError("re-pin link " + old_pin);
+    }
     if (old) {
       bpf_link_info info;
       memset(&info, 0, sizeof(info));
@@ -159,18 +234,17 @@ absl::Status Datapath::AttachSocketLb(const std::string& cgroup_path) {
   return absl::OkStatus();
 }
 
-absl::Status Datapath::RemovePins(const std::string& bpffs_dir) {
-  for (const char* l : {"skiff_sock4_connect", "skiff_sock4_sendmsg", "skiff_sock4_recvmsg", "skiff_sock4_getpeername"}) {
-    std::string pin = bpffs_dir + "/links/" + l + "_" + SKIFF_LB_PIN_VERSION;
+absl::Status Datapath::RemovePins(const std::string& bpffs_dir, const std::string& version) {
+  for (const char* l : kLinkNames) {
+    std::string pin = bpffs_dir + "/links/" + l + "_" + version;
     if (unlink(pin.c_str()) != 0 && errno != ENOENT) return LastErrnoError("unlink " + pin);
   }
-  for (const char* m : {"lb4_services", "lb4_backends", "lb_affinity", "lb_counters", "lb4_sock_revnat",
-                        "lb_maglev", "ct4", "tc_config", "lb4_doomed"}) {
-    std::string pin = bpffs_dir + "/" + PinName(m);
+  for (const char* m : kMapNames) {
+    std::string pin = bpffs_dir + "/skiff_" + m + "_" + version;
     if (unlink(pin.c_str()) != 0 && errno != ENOENT) return LastErrnoError("unlink " + pin);
   }
   std::string links = bpffs_dir + "/links";
-  rmdir(links.c_str());
+  rmdir(links.c_str());  // fails while another version still has links: fine
   return absl::OkStatus();
 }
 

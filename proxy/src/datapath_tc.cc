@@ -18,17 +18,6 @@ namespace {
 constexpr uint32_t kTcHandle = 0x5c1f;
 constexpr uint32_t kTcPriority = 1;
 
-absl::Status SetPins(bpf_object* obj, const std::string& dir) {
-  bpf_map* map;
-  bpf_object__for_each_map(map, obj) {
-    const char* name = bpf_map__name(map);
-    if (name[0] == '.') continue;
-    std::string path = dir + "/skiff_" + name + "_" + SKIFF_LB_PIN_VERSION;
-    if (int err = bpf_map__set_pin_path(map, path.c_str()); err) return ErrnoError(-err, "set pin path " + path);
-  }
-  return absl::OkStatus();
-}
-
 absl::Status AttachOne(int ifindex, bpf_tc_attach_point point, int prog_fd, const std::string& what) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
   int err = bpf_tc_hook_create(&hook);
@@ -44,7 +33,7 @@ absl::Status AttachOne(int ifindex, bpf_tc_attach_point point, int prog_fd, cons
 absl::Status Datapath::LoadTc() {
   tc_ = tc_nodeport__open();
   if (!tc_) return LastErrnoError("open tc_nodeport BPF object");
-  RETURN_IF_ERROR(SetPins(tc_->obj, dir_));
+  RETURN_IF_ERROR(SetPinPaths(tc_->obj));
   if (int err = tc_nodeport__load(tc_); err) return ErrnoError(-err, "load tc_nodeport BPF object");
   fds_.maglev = bpf_map__fd(tc_->maps.lb_maglev);
   fds_.ct = bpf_map__fd(tc_->maps.ct4);

@@ -4,6 +4,9 @@
 // in the maps, while backends answer from the lab's backend netns.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <bpf/bpf.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +22,7 @@
 
 #include "gtest/gtest.h"
 #include "lab.h"
+#include "skiff/common/unique_fd.h"
 #include "skiff/proxy/datapath.h"
 #include "skiff/proxy/desired.h"
 #include "skiff/proxy/service_map.h"
@@ -188,6 +192,141 @@ TEST_F(SockLbTest, ConnectedUdpSocketToARemovedBackendIsAbortedAndAReconnectReac
   EXPECT_EQ(direct.Ask(), "10.0.0.11:5353");
   ConnectedUdp again("10.96.0.53", 53);
   EXPECT_EQ(again.Ask(), "10.0.0.12:5353");
+}
+
+std::string PeerOf(int fd) {
+  sockaddr_in a{};
+  socklen_t l = sizeof(a);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&a), &l) != 0) return "ERR";
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf));
+  return std::string(buf) + ":" + std::to_string(ntohs(a.sin_port));
+}
+
+TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnections) {
+  // Play the older generation: the fixture's agent goes, one pinned as
+  // layout "v0" takes its place, plus a state map whose record differs from
+  // ours (it must not be carried over, and must be gone afterwards).
+  map_.reset();
+  dp_.reset();
+  ASSERT_TRUE(Datapath::RemovePins(lab_->bpffs()).ok());
+  const std::string old_ver = "v0";
+  {
+    UniqueFd fake(bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "ct4", 16, 24, 1024, nullptr));
+    ASSERT_TRUE(fake);
+    ASSERT_EQ(bpf_obj_pin(fake.get(), (lab_->bpffs() + "/skiff_ct4_" + old_ver).c_str()), 0);
+  }
+  DatapathOptions old_opts;
+  old_opts.bpffs_dir = lab_->bpffs();
+  old_opts.pin_version = old_ver;
+  auto old_dp = Datapath::Open(old_opts);
+  ASSERT_TRUE(old_dp.ok()) << old_dp.status();
+  ASSERT_TRUE((*old_dp)->AttachSocketLb(lab_->cgroup()).ok());
+
+  // A local TCP listener as the backend of one service, so a connection can
+  // stay established across the migration.
+  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in la{};
+  la.sin_family = AF_INET;
+  la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t ll = sizeof(la);
+  ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&la), sizeof(la)), 0);
+  ASSERT_EQ(listen(listener.get(), 8), 0);
+  ASSERT_EQ(getsockname(listener.get(), reinterpret_cast<sockaddr*>(&la), &ll), 0);
+  uint16_t local_port = ntohs(la.sin_port);
+
+  state_.services["default/web"] = MakeService("web", "10.96.0.80", {{"http", Protocol::kTcp, 80, 0}});
+  state_.endpoint_slices["default/web-a"] =
+      MakeSlice("web", {"10.0.0.11", "10.0.0.12"}, {{"http", Protocol::kTcp, 8080}});
+  state_.services["default/echo"] = MakeService("echo", "10.96.0.81", {{"tcp", Protocol::kTcp, 80, 0}});
+  state_.endpoint_slices["default/echo-a"] = MakeSlice("echo", {"127.0.0.1"}, {{"tcp", Protocol::kTcp, local_port}});
+  state_.services["default/dns"] = MakeService("dns", "10.96.0.53", {{"dns", Protocol::kUdp, 53, 0}});
+  state_.endpoint_slices["default/dns-a"] = MakeSlice("dns", {"10.0.0.13"}, {{"dns", Protocol::kUdp, 5353}});
+  {
+    ServiceMap old_map((*old_dp)->maps());
+    DesiredBuilder b(node_);
+    ASSERT_TRUE(old_map.ApplyDelta(b.Update(state_)).ok());
+  }
+
+  UniqueFd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in va{};
+  va.sin_family = AF_INET;
+  va.sin_port = htons(80);
+  inet_pton(AF_INET, "10.96.0.81", &va.sin_addr);
+  ASSERT_EQ(connect(client.get(), reinterpret_cast<sockaddr*>(&va), sizeof(va)), 0) << strerror(errno);
+  UniqueFd server(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(server);
+  ConnectedUdp udp("10.96.0.53", 53);
+  ASSERT_EQ(udp.Ask(), "10.0.0.13:5353");
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::string last_error;
+  std::thread loop([&] {
+    if (!lab_->EnterNetnsThisThread()) return;
+    while (!stop) {
+      std::string got = TcpRequest("10.96.0.80", 80);
+      if (got.rfind("10.0.0.1", 0) == 0) ++ok;
+      else {
+        ++failed;
+        last_error = got;
+      }
+    }
+  });
+  auto wait_for_progress = [&] {
+    int seen = ok + failed;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (ok + failed < seen + 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  };
+  wait_for_progress();
+  old_dp->reset();  // the older agent exits; its pins keep the datapath serving
+  wait_for_progress();
+
+  // The new generation, in the agent's order: open (fresh maps, connection
+  // state carried over), program, take over the hooks, drop the old pins.
+  DatapathOptions opts;
+  opts.bpffs_dir = lab_->bpffs();
+  auto dp = Datapath::Open(opts);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  dp_ = *std::move(dp);
+  EXPECT_TRUE(dp_->migrating());
+  EXPECT_EQ(dp_->migrating_from(), old_ver);
+  map_ = std::make_unique<ServiceMap>(dp_->maps());
+  ASSERT_TRUE(map_->Recover().ok());
+  builder_.Update(state_);
+  ASSERT_TRUE(map_->Apply(builder_.current()).ok());
+  wait_for_progress();
+  ASSERT_TRUE(dp_->AttachSocketLb(lab_->cgroup()).ok());
+  ASSERT_TRUE(dp_->FinishMigration().ok());
+  wait_for_progress();
+  stop = true;
+  loop.join();
+  EXPECT_GT(ok.load(), 9);
+  EXPECT_EQ(failed.load(), 0) << last_error;
+
+  // The established TCP connection still flows and still shows the VIP.
+  ASSERT_EQ(write(client.get(), "ping", 4), 4);
+  char buf[8] = {};
+  ASSERT_EQ(read(server.get(), buf, sizeof(buf)), 4);
+  EXPECT_EQ(std::string(buf, 4), "ping");
+  EXPECT_EQ(PeerOf(client.get()), "10.96.0.81:80");
+  // The connected UDP socket too (its reverse NAT entry was carried over).
+  EXPECT_EQ(udp.Ask(), "10.0.0.13:5353");
+
+  // Nothing of the older layout is left, and each hook runs one program.
+  for (const std::string& dir : {lab_->bpffs(), lab_->bpffs() + "/links"}) {
+    DIR* d = opendir(dir.c_str());
+    ASSERT_NE(d, nullptr);
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      EXPECT_FALSE(n.size() > 3 && n.compare(n.size() - 3, 3, "_" + old_ver) == 0) << dir << "/" << n;
+    }
+    closedir(d);
+  }
+  UniqueFd cg(open(lab_->cgroup().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  __u32 ids[4] = {}, count = 4;
+  ASSERT_EQ(bpf_prog_query(cg.get(), BPF_CGROUP_INET4_CONNECT, 0, nullptr, ids, &count), 0);
+  EXPECT_EQ(count, 1u);
 }
 
 TEST_F(SockLbTest, ServiceWithoutEndpointsRefusesAtOnce) {

@@ -13,11 +13,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "skiff_bpf/lb.h"
 
 struct sock_lb;
 struct tc_nodeport;
 struct sock_destroy;
 struct bpf_link;
+struct bpf_object;
 
 namespace skiff::proxy {
 
@@ -40,6 +42,9 @@ struct LbMapFds {
 struct DatapathOptions {
   std::string bpffs_dir = "/sys/fs/bpf/skiff";
   bool load_tc = false;  // also load tc_nodeport (NodePort/external IPs)
+  // Layout version in pinned names; only tests set another one (to play an
+  // agent generation with an older layout).
+  std::string pin_version = SKIFF_LB_PIN_VERSION;
 };
 
 class Datapath {
@@ -50,15 +55,29 @@ class Datapath {
   ~Datapath();
 
   // Attaches (or atomically replaces, via the pinned links) the socket LB
-  // programs at the cgroup v2 directory `cgroup_path`.
+  // programs at the cgroup v2 directory `cgroup_path`. During a migration the
+  // older generation's links are taken over (bpf_link_update, then re-pinned
+  // under this version), so the hooks never run without a program; call it
+  // only once the new maps are programmed.
   absl::Status AttachSocketLb(const std::string& cgroup_path);
+
+  // Layout migration. Open() notices pins of another layout version in
+  // bpffs_dir. The new maps start empty (the agent reprograms services and
+  // backends from the desired state); connection state whose layout did not
+  // change (socket reverse NAT, tc conntrack) is copied over, so established
+  // flows keep their translation. FinishMigration() removes the old pins
+  // after AttachSocketLb() took over the hooks.
+  bool migrating() const { return !old_version_.empty(); }
+  const std::string& migrating_from() const { return old_version_; }
+  absl::Status FinishMigration();
 
   // tc ingress + egress on interface `ifname` of the current netns.
   absl::Status AttachTc(const std::string& ifname);
   absl::Status SetTcConfig(uint32_t node_address_be);
 
-  // Removes the pinned links (detaching the programs) and the pinned maps.
-  static absl::Status RemovePins(const std::string& bpffs_dir);
+  // Removes the pinned links (detaching the programs) and the pinned maps
+  // of layout `version`.
+  static absl::Status RemovePins(const std::string& bpffs_dir, const std::string& version = SKIFF_LB_PIN_VERSION);
   // Removes skiff's tc filters (ingress and egress) from `ifname`.
   static absl::Status DetachTc(const std::string& ifname);
 
@@ -70,6 +89,12 @@ class Datapath {
   Datapath() = default;
   absl::Status LoadTc();
   absl::Status LoadSockDestroy();
+  absl::Status SetPinPaths(struct bpf_object* obj);
+  std::string PinName(const char* map, const std::string& version) const;
+  absl::Status FindOlderLayout();
+  absl::Status CopyCompatibleState();
+  std::string version_;
+  std::string old_version_;
   void DestroyTc();
   std::string dir_;
   sock_lb* sock_ = nullptr;
