@@ -22,6 +22,9 @@ namespace {
 // start, which costs more than the whole cgroupfs path.
 struct SdBusApi {
   decltype(&sd_bus_open_system) open_system;
+  decltype(&sd_bus_new) bus_new;
+  decltype(&sd_bus_set_address) set_address;
+  decltype(&sd_bus_start) start;
   decltype(&sd_bus_message_new_method_call) new_method_call;
   decltype(&sd_bus_message_append) append;
   decltype(&sd_bus_message_open_container) open_container;
@@ -44,6 +47,9 @@ absl::StatusOr<const SdBusApi*> SdBus() {
       ok = ok && *fn;
     };
     sym(&api.open_system, "sd_bus_open_system");
+    sym(&api.bus_new, "sd_bus_new");
+    sym(&api.set_address, "sd_bus_set_address");
+    sym(&api.start, "sd_bus_start");
     sym(&api.new_method_call, "sd_bus_message_new_method_call");
     sym(&api.append, "sd_bus_message_append");
     sym(&api.open_container, "sd_bus_message_open_container");
@@ -84,6 +90,33 @@ struct MsgDeleter {
   void operator()(sd_bus_message* m) const { SdBus().value()->message_unref(m); }
 };
 
+using Bus = std::unique_ptr<sd_bus, BusDeleter>;
+
+// As root, systemd's own socket first (what systemctl does): it works
+// without a dbus-daemon and before the system bus is up. Else the system bus.
+absl::StatusOr<Bus> ConnectSystemd(const SdBusApi* sd) {
+  sd_bus* raw = nullptr;
+  if (geteuid() == 0 && access("/run/systemd/private", F_OK) == 0) {
+    int rc = sd->bus_new(&raw);
+    if (rc >= 0) rc = sd->set_address(raw, "unix:path=/run/systemd/private");
+    if (rc >= 0) rc = sd->start(raw);
+    if (rc >= 0) return Bus(raw);
+    if (raw) sd->flush_close_unref(raw);
+    raw = nullptr;
+  }
+  int rc = sd->open_system(&raw);
+  if (rc < 0) return ErrnoError(-rc, "connect to systemd (/run/systemd/private or the system bus)");
+  return Bus(raw);
+}
+
+bool CgroupHasPid(const std::string& dir, pid_t pid) {
+  auto pids = CgroupPids(dir);
+  if (!pids.ok()) return false;
+  for (pid_t p : *pids)
+    if (p == pid) return true;
+  return false;
+}
+
 class SystemdManager : public CgroupManager {
  public:
   explicit SystemdManager(std::string root) : CgroupManager(std::move(root)) {}
@@ -99,12 +132,9 @@ class SystemdManager : public CgroupManager {
   absl::Status AddProcess(const std::string& path, const std::string& dir, pid_t pid) override {
     ASSIGN_OR_RETURN(TransientUnit u, TransientUnitFor(path, pid, nullptr));
     ASSIGN_OR_RETURN(const SdBusApi* sd, SdBus());
-    sd_bus* raw = nullptr;
-    int rc = sd->open_system(&raw);
-    if (rc < 0) return ErrnoError(-rc, "connect to the systemd bus");
-    std::unique_ptr<sd_bus, BusDeleter> bus(raw);
+    ASSIGN_OR_RETURN(Bus bus, ConnectSystemd(sd));
     sd_bus_message* m = nullptr;
-    rc = sd->new_method_call(bus.get(), &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+    int rc = sd->new_method_call(bus.get(), &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                                         "org.freedesktop.systemd1.Manager", "StartTransientUnit");
     if (rc < 0) return ErrnoError(-rc, "build StartTransientUnit");
     std::unique_ptr<sd_bus_message, MsgDeleter> msg(m);
@@ -135,24 +165,22 @@ class SystemdManager : public CgroupManager {
     sd->error_free(&err);
     sd->message_unref(reply);
     if (rc < 0) return ErrnoError(-rc, "StartTransientUnit " + u.name + ": " + emsg);
-    // The job runs asynchronously; the scope's cgroup exists once it started.
-    for (int i = 0; i < 200; i++) {
-      if (access(dir.c_str(), F_OK) == 0) return absl::OkStatus();
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // The job runs asynchronously: done once the init is in the scope's
+    // cgroup (the runtime releases the init only after that).
+    for (int i = 0; i < 1000; i++) {
+      if (CgroupHasPid(dir, pid)) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
-    return absl::DeadlineExceededError("systemd did not create " + dir);
+    return absl::DeadlineExceededError("systemd did not move pid " + std::to_string(pid) + " into " + dir);
   }
 
   absl::Status Destroy(const std::string& path, const std::string& dir) override {
     if (access(dir.c_str(), F_OK) == 0) RETURN_IF_ERROR(KillCgroup(dir));
     ASSIGN_OR_RETURN(TransientUnit u, TransientUnitFor(path, 0, nullptr));
     ASSIGN_OR_RETURN(const SdBusApi* sd, SdBus());
-    sd_bus* raw = nullptr;
-    int rc = sd->open_system(&raw);
-    if (rc < 0) return ErrnoError(-rc, "connect to the systemd bus");
-    std::unique_ptr<sd_bus, BusDeleter> bus(raw);
+    ASSIGN_OR_RETURN(Bus bus, ConnectSystemd(sd));
     sd_bus_error err = SD_BUS_ERROR_NULL;
-    rc = sd->call_method(bus.get(), "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+    int rc = sd->call_method(bus.get(), "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                             "org.freedesktop.systemd1.Manager", "StopUnit", &err, nullptr, "ss", u.name.c_str(),
                             "replace");
     bool gone = rc >= 0 || (err.name && std::string(err.name) == "org.freedesktop.systemd1.NoSuchUnit");
