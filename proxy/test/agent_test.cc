@@ -129,7 +129,7 @@ class AgentTest : public ::testing::Test {
     lab_ = std::make_unique<Lab>("ag");
     ASSERT_TRUE(lab_->ok()) << lab_->error();
     for (int o : {11, 12}) ASSERT_TRUE(lab_->AddBackendAddress(o)) << lab_->error();
-    ASSERT_TRUE(lab_->StartServers({8080, 5353})) << lab_->error();
+    ASSERT_TRUE(lab_->StartServers({8080, 5353, 7070})) << lab_->error();
     std::string id = std::to_string(getpid());
     file_ = "/tmp/skiff-ag-" + id + "-services.yaml";
     log_ = "/tmp/skiff-ag-" + id + "-proxy.log";
@@ -437,6 +437,76 @@ TEST_F(AgentTest, NodePortFromOutsideTheNodeReachesARemoteBackendAndRepliesAreTr
   EXPECT_EQ(ReadAll(out_file), "");
   unlink(out_file.c_str());
   EXPECT_NE(access((lab_->bpffs() + "/skiff_lb4_services_v1").c_str(), F_OK), 0);
+}
+
+const char* kNodePortLocal = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: npl, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.31
+  externalTrafficPolicy: Local
+  ports: [{name: peer, port: 70, nodePort: 30070}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: npl-1, namespace: default, labels: {kubernetes.io/service-name: npl}}
+addressType: IPv4
+ports: [{name: peer, port: 7070}]
+endpoints:
+- addresses: [10.0.0.12]
+  nodeName: node-a
+- addresses: [10.0.0.11]
+  nodeName: node-b
+---
+apiVersion: v1
+kind: Service
+metadata: {name: npc, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.32
+  ports: [{name: peer, port: 70, nodePort: 30071}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: npc-1, namespace: default, labels: {kubernetes.io/service-name: npc}}
+addressType: IPv4
+ports: [{name: peer, port: 7070}]
+endpoints:
+- addresses: [10.0.0.11]
+  nodeName: node-b
+)";
+
+TEST_F(AgentTest, NodePortToALocalBackendWithExternalTrafficPolicyLocalKeepsTheClientAddress) {
+  ASSERT_TRUE(lab_->AddOutside()) << lab_->error();
+  std::ofstream(file_) << kNodePortLocal;
+  StartAgent({"--node-ip", "192.168.50.1", "--tc-interfaces",
+              lab_->node_external_if() + "," + lab_->node_internal_if()});
+  ASSERT_TRUE(WaitHealthy());
+  std::vector<std::string> local, remote;
+  std::vector<std::string> local_peer;
+  lab_->Leave();
+  std::thread outside([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    for (int i = 0; i < 8; ++i) {
+      std::string peer;
+      local.push_back(TcpRequest("192.168.50.1", 30070, &peer));
+      local_peer.push_back(peer);
+      remote.push_back(TcpRequest("192.168.50.1", 30071));
+    }
+  });
+  outside.join();
+  ASSERT_TRUE(lab_->Enter());
+  ASSERT_EQ(local.size(), 8u);
+  for (size_t i = 0; i < local.size(); ++i) {
+    // Only the local endpoint serves (eTP Local), it sees the outside
+    // client's own address (no SNAT), and the reply is translated back.
+    EXPECT_EQ(local[i].substr(0, local[i].find(':')), "192.168.50.2") << local[i];
+    EXPECT_EQ(local_peer[i], "192.168.50.1:30070");
+    // eTP Cluster with a remote backend: SNAT to the node address.
+    EXPECT_EQ(remote[i].substr(0, remote[i].find(':')), "192.168.50.1") << remote[i];
+  }
 }
 
 }  // namespace

@@ -256,7 +256,12 @@ bool Lab::StartServers(const std::vector<int>& ports) {
         getsockname(fds[i].fd, reinterpret_cast<sockaddr*>(&self), &sl);
         std::string me = Addr(self);
         if (kinds[i] == 0) {
-          int c = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
+          sockaddr_in peer{};
+          socklen_t pl = sizeof(peer);
+          int c = accept4(fds[i].fd, reinterpret_cast<sockaddr*>(&peer), &pl, SOCK_CLOEXEC);
+          // Ports 7000-7099 answer with the client's address instead (for
+          // tests of client-address preservation).
+          if (ntohs(self.sin_port) / 100 == 70) me = Addr(peer);
           if (c >= 0) {
             if (send(c, me.data(), me.size(), MSG_NOSIGNAL) < 0) {
             }
