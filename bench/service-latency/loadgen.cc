@@ -2,7 +2,12 @@
 // server and a client that measures connect-request-close latency.
 //   skiff-bench-service-latency server IP:PORT...
 //   skiff-bench-service-latency client IP:PORT COUNT
+//   skiff-bench-service-latency udp-sink IP:PORT SECONDS
+//   skiff-bench-service-latency udp-blast IP:PORT SECONDS
 // The client prints "p50_us=.. p90_us=.. p99_us=.. rate=.. errors=..".
+// udp-blast sends 64-byte datagrams (sendmmsg, 64 per call) for SECONDS;
+// udp-sink counts what arrives from its first datagram on for SECONDS and
+// prints "pps=..": packets/s through whatever translates in between.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -114,7 +119,67 @@ int Client(int argc, char** argv) {
 
 }  // namespace
 
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int UdpSink(int argc, char** argv) {
+  sockaddr_in a;
+  if (argc < 4 || !ParseAddr(argv[2], &a)) return 2;
+  double seconds = atof(argv[3]);
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int one = 1, big = 8 << 20;
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
+  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    perror("bind");
+    return 1;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  char buf[2048];
+  if (recv(s, buf, sizeof(buf), 0) < 0) return 1;
+  timeval tv{0, 200000};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  long long n = 0;
+  double t0 = Now(), end = t0 + seconds;
+  while (Now() < end) {
+    if (recv(s, buf, sizeof(buf), 0) > 0) ++n;
+  }
+  printf("pps=%.0f packets=%lld\n", n / (Now() - t0), n);
+  return 0;
+}
+
+int UdpBlast(int argc, char** argv) {
+  sockaddr_in a;
+  if (argc < 4 || !ParseAddr(argv[2], &a)) return 2;
+  double seconds = atof(argv[3]);
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    perror("connect");
+    return 1;
+  }
+  char payload[64] = {};
+  std::vector<iovec> iov(64, iovec{payload, sizeof(payload)});
+  std::vector<mmsghdr> msgs(64);
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    memset(&msgs[i], 0, sizeof(msgs[i]));
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  long long sent = 0;
+  double end = Now() + seconds;
+  while (Now() < end) {
+    int r = sendmmsg(s, msgs.data(), msgs.size(), 0);
+    if (r > 0) sent += r;
+  }
+  printf("sent=%lld\n", sent);
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "udp-sink") return UdpSink(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "udp-blast") return UdpBlast(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "server") return Server(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "client") return Client(argc, argv);
   fprintf(stderr, "usage: %s server IP:PORT... | client IP:PORT COUNT\n", argv[0]);
