@@ -30,6 +30,7 @@ declare -A purpose=(
   [skiff-store]="etcd v3 compatible key-value store"
   [skiff-kubelet]="Skiff node agent: runs the pods bound to this node"
   [skiff-monitor]="per-container monitor of skiff-kubelet: stdio, logs, exit status"
+  [skiff-monitor-pump]="log-copying stage of skiff-monitor (static, libc only)"
   [skiff-proxy]="eBPF load balancing for Skiff Services"
   [skiff-runtime]="OCI container runtime with runc's command line"
   [skiff-image]="pull, import, list and remove container images on a Skiff node"
@@ -37,7 +38,7 @@ declare -A purpose=(
 )
 declare -A owner=(
   [skiff-control-plane]=skiff-control-plane [skiff-store]=skiff-control-plane [skiff-kubelet]=skiff-node
-  [skiff-monitor]=skiff-node [skiff-proxy]=skiff-node [skiff-runtime]=skiff-node [skiff-image]=skiff-node
+  [skiff-monitor]=skiff-node [skiff-monitor-pump]=skiff-node [skiff-proxy]=skiff-node [skiff-runtime]=skiff-node [skiff-image]=skiff-node
   [skiffctl]=skiffctl
 )
 mkdir -p "$stage/man"
@@ -72,7 +73,7 @@ CHANGELOG
   exit 1
 }
 ls -1 "$out"/*.deb
-if command -v lintian >/dev/null; then
+if [[ ${SKIFF_DEB_LINTIAN:-1} == 1 ]] && command -v lintian >/dev/null; then
   lintian --profile debian --suppress-tags-from-file "$root/packaging/deb/lintian-suppressed" "$out"/*.changes \
     >"$out/lintian.log" 2>&1 || true
   echo "lintian: $(grep -c '^E:' "$out/lintian.log" || true) errors, $(grep -c '^W:' "$out/lintian.log" || true) warnings (log: $out/lintian.log)"

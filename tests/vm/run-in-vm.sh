@@ -34,6 +34,21 @@ echo "SKIFF-VM: START kernel $(uname -r)"
 check systemd-is-pid1 test "$(cat /proc/1/comm)" = systemd
 check pure-cgroup-v2 sh -c '[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && grep -qw memory /sys/fs/cgroup/cgroup.controllers && grep -qw pids /sys/fs/cgroup/cgroup.controllers && grep -qw cpu /sys/fs/cgroup/cgroup.controllers'
 
+# --- the VM's node network -----------------------------------------------------
+# The VM has no network card: node 1's address lives on a bridge with no uplink,
+# and node 2 is a network namespace whose veth joins that bridge, so nothing can
+# leave the machine. The control plane advertises (and certifies) the bridge
+# address so node 2 can reach it.
+node_ip=192.168.250.10
+node2_ip=192.168.250.11
+net_setup() {
+  ip link add skiff0 type bridge && ip addr add $node_ip/24 dev skiff0 && ip link set skiff0 up &&
+  ip netns add node2 && ip link add n2 type veth peer name eth0 netns node2 &&
+  ip link set n2 master skiff0 && ip link set n2 up &&
+  ip -n node2 addr add $node2_ip/24 dev eth0 && ip -n node2 link set eth0 up && ip -n node2 link set lo up
+}
+check node-network net_setup
+
 # --- packages ---------------------------------------------------------------
 check dpkg-install dpkg -i $P/debs/*.deb
 check units-verify systemd-analyze verify /lib/systemd/system/skiff-control-plane.service \
@@ -98,11 +113,10 @@ check runtime-pids-max-stops-fork-bomb pids_test
 check runtime-cpu-max-throttles cpu_test
 
 # --- control plane, join, a Deployment behind a Service -----------------------
-# The VM has no network card: the node's address lives on a dummy interface,
-# so nothing can leave the machine.
-ip link add skiff0 type dummy && ip addr add 192.168.250.10/24 dev skiff0 && ip link set skiff0 up
-echo "node-ip: 192.168.250.10" >>/etc/skiff/kubelet.yaml
-echo "node-ip: 192.168.250.10" >>/etc/skiff/proxy.yaml
+echo "advertise-address: $node_ip" >>/etc/skiff/control-plane.yaml
+check control-plane-restart systemctl restart skiff-control-plane
+echo "node-ip: $node_ip" >>/etc/skiff/kubelet.yaml
+echo "node-ip: $node_ip" >>/etc/skiff/proxy.yaml
 check control-plane-active retry 90 test -s $CONF
 check control-plane-serving retry 60 ctl get namespaces
 join_cmd=$(ctl token create --print-join-command 2>/dev/null | tail -n 1)
@@ -115,8 +129,42 @@ cluster_ip=$(ctl get service web -o jsonpath='{.spec.clusterIP}' 2>/dev/null)
 check service-clusterip-answers retry 30 sh -c "curl -sS --max-time 2 http://$cluster_ip/ | grep -q hello"
 check apply-nodeport ctl apply -f $P/manifests/web-nodeport.yaml
 node_port=$(ctl get service web-nodeport -o jsonpath='{.spec.ports[0].nodePort}' 2>/dev/null)
-node_ip=192.168.250.10
 check service-nodeport-answers retry 30 sh -c "curl -sS --max-time 2 http://$node_ip:$node_port/ | grep -q hello"
+
+# --- a second node: node 2's kubelet in its own netns, joined with a token ----
+# It runs as a transient unit (its own cgroup, Delegate) in the node2 netns,
+# with state, cgroup root and image store of its own.
+join2=$(ctl token create --print-join-command 2>/dev/null | tail -n 1 | sed "s/--server [^ ]*/--server $node_ip:6443/")
+check node2-join sh -c "[ -n \"$join2\" ] && mkdir -p /etc/skiff/node2/manifests && ip netns exec node2 $join2 --node-name skiff-vm2 --kubeconfig /etc/skiff/node2/kubelet.conf"
+check node2-image-import skiff-image --root /var/lib/skiff/node2/images import $P/busybox.tar
+check node2-kubelet-start systemd-run --unit skiff-kubelet-node2 -p NetworkNamespacePath=/run/netns/node2 \
+  -p Delegate=yes -p KillMode=process -p Type=notify -p NotifyAccess=main \
+  /usr/bin/skiff-kubelet --kubeconfig /etc/skiff/node2/kubelet.conf --node-name skiff-vm2 --node-ip $node2_ip \
+  --root-dir /var/lib/skiff/node2/kubelet --run-dir /run/skiff-node2 --log-dir /var/log/pods-node2 \
+  --image-root /var/lib/skiff/node2/images --cgroup-root skiff-node2 --manifest-dir /etc/skiff/node2/manifests \
+  --listen $node2_ip:10250 --healthz-listen 127.0.0.1:10248
+check node2-ready-within-60s retry 60 sh -c "skiffctl --config $CONF get node skiff-vm2 | grep -w Ready | grep -vq NotReady"
+check apply-spread ctl apply -f $P/manifests/spread.yaml
+check rollout-spread retry 3 ctl rollout status deployment/spread --timeout=180s
+spread_on_both() {
+  local nodes
+  nodes=$(ctl get pods -l app=spread -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u | tr '\n' ' ')
+  [[ $nodes == "skiff-vm skiff-vm2 " ]] || { echo "spread pods on: $nodes"; return 1; }
+}
+check pods-on-both-nodes spread_on_both
+spread_ip=$(ctl get service spread -o jsonpath='{.spec.clusterIP}' 2>/dev/null)
+# Every reply names its pod; some must come from node 2's pods (cross-node
+# routing to node 2's podCIDR, chosen by the socket load balancer).
+cross_node() {
+  local node2_pods seen i
+  node2_pods=$(ctl get pods -l app=spread -o jsonpath='{range .items[*]}{.metadata.name} {.spec.nodeName}{"\n"}{end}' | awk '$2 == "skiff-vm2" {print $1}')
+  for ((i = 0; i < 40; i++)); do seen+=" $(curl -sS --max-time 2 http://$spread_ip/ 2>&1)"; done
+  for p in $node2_pods; do [[ $seen == *"spread from $p"* ]] && return 0; done
+  echo "no reply from node 2's pods ($node2_pods): $(echo "$seen" | tr ' ' '\n' | sort | uniq -c | tr '\n' ' ')"
+  return 1
+}
+check service-reaches-pods-on-node2 retry 20 cross_node
+ctl delete -f $P/manifests/spread.yaml >/dev/null 2>&1
 
 # --- OOMKilled through the kubelet -------------------------------------------
 check apply-oom-pod ctl apply -f $P/manifests/oom-pod.yaml
@@ -139,10 +187,11 @@ ctl delete -f $P/web.yaml >/dev/null 2>&1
 ctl delete -f $P/manifests/web-nodeport.yaml >/dev/null 2>&1
 ctl delete pod oom --grace-period=0 --force >/dev/null 2>&1
 ctl delete pods -l app=web --grace-period=1 >/dev/null 2>&1
+ctl delete pods -l app=spread --grace-period=1 >/dev/null 2>&1
 # Pods are gone from the API, then the kubelet has torn them down (monitors exit).
 check pods-deleted retry 120 sh -c "[ -z \"\$(skiffctl --config $CONF get pods -o name 2>/dev/null)\" ]"
 check containers-torn-down retry 60 sh -c '! pgrep skiff-monitor >/dev/null' 
-systemctl stop skiff-kubelet skiff-proxy skiff-control-plane skiff-store >/dev/null 2>&1
+systemctl stop skiff-kubelet-node2 skiff-kubelet skiff-proxy skiff-control-plane skiff-store >/dev/null 2>&1
 check no-stray-processes sh -c '! pgrep -a "skiff-|httpd" '
 
 echo "SKIFF-VM: DONE ($(( $(date +%s) - T0 ))s)"

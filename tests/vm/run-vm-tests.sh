@@ -34,7 +34,7 @@ payload=$work/payload
 mkdir -p "$payload/debs" "$payload/debs-upgrade"
 SKIFF_DEB_OUT=$work/deb1 "$root/packaging/deb/build-debs.sh" "$build" >/dev/null
 cp "$work"/deb1/*.deb "$payload/debs/"
-SKIFF_DEB_OUT=$work/deb2 SKIFF_DEB_VERSION="$version+vmupgrade1" "$root/packaging/deb/build-debs.sh" "$build" >/dev/null
+SKIFF_DEB_LINTIAN=0 SKIFF_DEB_OUT=$work/deb2 SKIFF_DEB_VERSION="$version+vmupgrade1" "$root/packaging/deb/build-debs.sh" "$build" >/dev/null
 cp "$work"/deb2/*.deb "$payload/debs-upgrade/"
 "$root/scripts/make-busybox-image.sh" "$payload/busybox.tar" skiff.local/busybox:1 >/dev/null
 cp "$here/run-in-vm.sh" "$root/docs/examples/web.yaml" "$payload/"
