@@ -108,6 +108,29 @@ cpu_test() {
   throttled=$(echo "$stat" | awk '/nr_throttled/ {print $2}')
   [[ -n $throttled && $throttled -gt 0 ]] || { echo "cpu.stat shows no throttling: $stat"; return 1; }
 }
+# The systemd cgroup driver: a transient scope with Delegate over sd-bus,
+# limits inside it, gone after delete (runc's --systemd-cgroup).
+sd_test() {
+  local b rt="skiff-runtime --root /run/skiff-vm-sd --systemd-cgroup" pid cg=/sys/fs/cgroup/system.slice/skiff-sdtest.scope
+  b=$(make_bundle sdtest '{"memory":{"limit":67108864},"pids":{"limit":32}}' '["sh","-c","sleep 600"]')
+  sed -i 's|"cgroupsPath":"[^"]*"|"cgroupsPath":"system.slice:skiff:sdtest"|' "$b/config.json"
+  $rt create -b "$b" sdtest || { echo "create failed"; return 1; }
+  pid=$($rt state sdtest | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
+  local show
+  show=$(systemctl show skiff-sdtest.scope -p Delegate -p ActiveState -p ControlGroup)
+  local ok=1
+  echo "$show" | grep -qx Delegate=yes || ok=0
+  echo "$show" | grep -qx ActiveState=active || ok=0
+  echo "$show" | grep -qx ControlGroup=/system.slice/skiff-sdtest.scope || ok=0
+  grep -qx "$pid" $cg/cgroup.procs || ok=0
+  [[ $(cat $cg/memory.max) == 67108864 && $(cat $cg/pids.max) == 32 ]] || ok=0
+  $rt start sdtest && $rt exec sdtest true || ok=0
+  $rt delete -f sdtest || ok=0
+  systemctl is-active -q skiff-sdtest.scope && ok=0
+  [[ -e $cg ]] && ok=0
+  [[ $ok == 1 ]] || { echo "scope: $show; pid $pid; $(cat $cg/memory.max $cg/pids.max 2>&1 | tr '\n' ' ')"; return 1; }
+}
+check runtime-systemd-cgroup-driver sd_test
 check runtime-memory-max-oom-kill oom_test
 check runtime-pids-max-stops-fork-bomb pids_test
 check runtime-cpu-max-throttles cpu_test
