@@ -518,8 +518,9 @@ const std::vector<Verb>& Verbs() {
        "Modify client config files"},
       {"token", CmdToken, {{"ttl", 0, true, ""}, {"description", 0, true, ""}, {"print-join-command", 0, false, ""}},
        "Manage bootstrap tokens for joining nodes"},
-      {"image", CmdImage, {{"node", 0, true, ""}, {"root-dir", 0, true, ""}, {"name", 0, true, ""}},
-       "Import OCI image archives into this node's image store"},
+      {"image", CmdImage, {{"node", 0, true, ""}, {"root-dir", 0, true, ""}, {"name", 0, true, ""},
+                           {"insecure-registry", 0, true, ""}, {"credentials", 0, true, ""}},
+       "Pull images into or import OCI image archives into this node's image store"},
       {"completion", CmdCompletion, {}, "Output shell completion code for the specified shell (bash or zsh)"},
   };
   return kVerbs;

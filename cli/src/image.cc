@@ -7,7 +7,10 @@
 
 namespace skiff::cli {
 
+int CmdImagePull(Ctx& ctx);  // image_pull.cc
+
 int CmdImage(Ctx& ctx) {
+  if (!ctx.flags.args.empty() && ctx.flags.args[0] == "pull") return CmdImagePull(ctx);
   if (ctx.flags.args.empty() || ctx.flags.args[0] != "import" || ctx.flags.args.size() < 2) {
     return Fail(ctx, "Usage: skiffctl image import ARCHIVE... [--name REF] [--root-dir /var/lib/skiff/images]");
   }

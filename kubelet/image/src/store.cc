@@ -447,7 +447,7 @@ absl::StatusOr<Image> Store::Pull(const std::string& input, const PullOptions& p
     std::string partial = s.tmp_ + "/" + hex + ".partial";
     int last_quarter = -1;
     auto progress = [&](int64_t done, int64_t total) {
-      if (po.progress) po.progress(PullProgress{name, d.digest, done, total, false});
+      if (report && po.progress) po.progress(PullProgress{name, d.digest, done, total, false});
       int quarter = total > 0 ? static_cast<int>(done * 4 / total) : 4;
       if (report && quarter != last_quarter) {
         last_quarter = quarter;
@@ -459,7 +459,7 @@ absl::StatusOr<Image> Store::Pull(const std::string& input, const PullOptions& p
                                      BlobCounters{&s.blobs_fetched_, &s.bytes_fetched_}));
     // FetchBlob hashed every byte as it arrived and fsynced the file.
     RETURN_IF_ERROR(s.InstallBlobFile(partial, d.digest, /*verified=*/true));
-    if (po.progress) po.progress(PullProgress{name, d.digest, d.size, d.size, true});
+    if (report && po.progress) po.progress(PullProgress{name, d.digest, d.size, d.size, true});
     return absl::OkStatus();
   };
 
