@@ -75,8 +75,10 @@ uint32_t Le32(const std::string& b, size_t off) {
 }
 
 std::string ReadAll(const std::string& path) {
+  std::string out(static_cast<size_t>(fs::file_size(path)), '\0');
   std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  return out;
 }
 
 void WriteAt(const std::string& path, size_t off, const std::string& bytes) {
