@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "skiff/client/informer.h"
+#include "skiff/controllers/events.h"
 #include "skiff/common/log.h"
 #include "raw_objects.h"
 
@@ -21,7 +22,7 @@ RawNumber Number(int64_t v, bool present) {
   return n;
 }
 
-void ServiceToModel(const api::v1::Service& o, ClusterState* out) {
+void ServiceToModel(const api::v1::Service& o, ClusterState* out, std::vector<std::string>* problems = nullptr) {
   RawService r;
   r.ns = o.metadata().namespace_();
   r.name = o.metadata().name();
@@ -45,7 +46,7 @@ void ServiceToModel(const api::v1::Service& o, ClusterState* out) {
     rp.node_port = Number(p.node_port(), p.node_port() != 0);
     r.ports.push_back(std::move(rp));
   }
-  AddService(std::move(r), out);
+  AddService(std::move(r), out, problems);
 }
 
 void SliceToModel(const api::v1::EndpointSlice& o, ClusterState* out) {
@@ -78,7 +79,8 @@ void SliceToModel(const api::v1::EndpointSlice& o, ClusterState* out) {
 // forwards changes once the first complete state went out.
 class ApiSource final : public Source {
  public:
-  explicit ApiSource(std::shared_ptr<client::Client> api) : api_(std::move(api)) {}
+  explicit ApiSource(std::shared_ptr<client::Client> api)
+      : api_(std::move(api)), events_(std::make_unique<controllers::EventRecorder>(api_, "skiff-proxy")) {}
 
   absl::Status Run(StateSink& sink, const std::atomic<bool>& stop) override {
     sink_ = &sink;
@@ -113,7 +115,21 @@ class ApiSource final : public Source {
   }
 
   void Upsert(const client::Object& o, bool services) {
-    auto model = ModelFromObjects({o});
+    absl::StatusOr<ClusterState> model;
+    if (services) {
+      // Malformed parts are skipped with a log line (AddService) and, for
+      // whoever looks at the Service, a Warning event.
+      std::vector<std::string> problems;
+      model = ClusterState{};
+      ServiceToModel(o.service(), &*model, &problems);
+      if (!problems.empty()) {
+        std::string msg;
+        for (const std::string& p : problems) msg += (msg.empty() ? "" : "; ") + p;
+        events_->Event(controllers::RefTo(o), "Warning", "InvalidServiceSpec", msg);
+      }
+    } else {
+      model = ModelFromObjects({o});
+    }
     const auto& meta = services ? o.service().metadata() : o.endpoint_slice().metadata();
     std::string key = meta.namespace_() + "/" + meta.name();
     std::lock_guard lock(mu_);
@@ -155,6 +171,7 @@ class ApiSource final : public Source {
   }
 
   std::shared_ptr<client::Client> api_;
+  std::unique_ptr<controllers::EventRecorder> events_;
   StateSink* sink_ = nullptr;
   std::mutex mu_;
   ClusterState mirror_;

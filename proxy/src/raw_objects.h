@@ -60,8 +60,9 @@ struct RawEndpointSlice {
 };
 
 // Validate, log and add to `out`. Returns false (after a warning line) when
-// the whole object is skipped.
-bool AddService(RawService raw, ClusterState* out);
+// the whole object is skipped. Each warning is also appended to `problems`
+// (when given), for an Event on the object.
+bool AddService(RawService raw, ClusterState* out, std::vector<std::string>* problems = nullptr);
 bool AddEndpointSlice(RawEndpointSlice raw, ClusterState* out);
 
 }  // namespace skiff::proxy

@@ -117,12 +117,16 @@ bool IsIpv4(const std::string& s) {
 
 }  // namespace
 
-bool AddService(RawService raw, ClusterState* out) {
+bool AddService(RawService raw, ClusterState* out, std::vector<std::string>* problems) {
+  auto problem = [&](std::string what) {
+    if (problems) problems->push_back(std::move(what));
+  };
   Service s;
   s.ns = raw.ns.empty() ? "default" : std::move(raw.ns);
   s.name = std::move(raw.name);
   if (s.name.empty()) {
     log::Warn("skipping Service without metadata.name");
+    problem("no metadata.name");
     return false;
   }
   s.type = raw.type.empty() ? "ClusterIP" : std::move(raw.type);
@@ -143,20 +147,25 @@ bool AddService(RawService raw, ClusterState* out) {
     if (!proto) {
       log::Warn("skipping service port: unsupported protocol ", log::Field("service", s.Key()), " ",
                 log::Field("port", sp.name), " ", log::Field("protocol", p.protocol));
+      problem("port \"" + sp.name + "\" skipped: unsupported protocol " + p.protocol);
       continue;
     }
     if (!port) {
       log::Warn("skipping service port: invalid port ", log::Field("service", s.Key()), " ",
                 log::Field("port", sp.name), " ", log::Field("value", p.port.text));
+      problem("port \"" + sp.name + "\" skipped: invalid port " + (p.port.text.empty() ? "0" : p.port.text));
       continue;
     }
     sp.protocol = *proto;
     sp.port = *port;
     if (p.node_port.present && !(p.node_port.value && *p.node_port.value == 0)) {
-      if (auto np = ValidPort(p.node_port)) sp.node_port = *np;
-      else
+      if (auto np = ValidPort(p.node_port)) {
+        sp.node_port = *np;
+      } else {
         log::Warn("ignoring invalid nodePort ", log::Field("service", s.Key()), " ",
                   log::Field("value", p.node_port.text));
+        problem("port \"" + sp.name + "\": invalid nodePort " + p.node_port.text + " ignored");
+      }
     }
     s.ports.push_back(std::move(sp));
   }

@@ -3,10 +3,14 @@
 // the incremental builder and the Maglev table.
 #include <arpa/inet.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <thread>
 #include <random>
 
 #include "gtest/gtest.h"
+#include "skiff/fakeclient/fake_client.h"
 #include "skiff/proxy/api_source.h"
 #include "skiff/proxy/desired.h"
 #include "skiff/proxy/service_map.h"
@@ -161,6 +165,58 @@ TEST(Parse, ApiObjectsGiveTheSameModelAsYaml) {
   ASSERT_TRUE(api.ok() && y.ok());
   EXPECT_EQ(api->services, y->services);
   EXPECT_EQ(api->endpoint_slices, y->endpoint_slices);
+}
+
+TEST(ApiSource, MalformedServiceIsSkippedWithAWarningEventAndOthersStillFlow) {
+  auto api = std::make_shared<fakeclient::FakeClient>();
+  client::Object ns;
+  ns.mutable_namespace_()->mutable_metadata()->set_name("default");
+  ASSERT_TRUE(api->Create("namespaces", "", ns).ok());
+  client::Object bad;
+  auto* svc = bad.mutable_service();
+  svc->mutable_metadata()->set_name("bad");
+  svc->mutable_metadata()->set_namespace_("default");
+  svc->mutable_spec()->set_cluster_ip("10.96.0.7");
+  svc->mutable_spec()->add_ports()->set_name("zero");  // port 0
+  auto* sctp = svc->mutable_spec()->add_ports();
+  sctp->set_name("sctp");
+  sctp->set_port(9);
+  sctp->set_protocol("SCTP");
+  auto created = api->Create("services", "default", bad);
+  ASSERT_TRUE(created.ok()) << created.status();
+  client::Object good;
+  good.mutable_service()->mutable_metadata()->set_name("good");
+  good.mutable_service()->mutable_metadata()->set_namespace_("default");
+  good.mutable_service()->mutable_spec()->set_cluster_ip("10.96.0.8");
+  good.mutable_service()->mutable_spec()->add_ports()->set_port(80);
+  ASSERT_TRUE(api->Create("services", "default", good).ok());
+
+  StateStore store;
+  std::atomic<bool> stop{false};
+  auto source = MakeApiSource(api);
+  std::thread run([&] { EXPECT_TRUE(source->Run(store, stop).ok()); });
+  std::string reason, message;
+  ClusterState seen;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((reason.empty() || seen.services.size() < 2) && std::chrono::steady_clock::now() < deadline) {
+    store.Consume(0, 50, [&](const ClusterState& st, const ChangeSet&) { seen = st; });
+    auto events = api->List("events", "default");
+    if (events.ok())
+      for (const auto& e : events->items())
+        if (e.event().involved_object().name() == "bad") {
+          reason = e.event().reason();
+          message = e.event().message();
+        }
+  }
+  stop = true;
+  run.join();
+  EXPECT_EQ(reason, "InvalidServiceSpec");
+  EXPECT_NE(message.find("invalid port"), std::string::npos) << message;
+  EXPECT_NE(message.find("unsupported protocol SCTP"), std::string::npos) << message;
+  ASSERT_EQ(seen.services.count("default/bad"), 1u);
+  EXPECT_TRUE(seen.services.at("default/bad").ports.empty());
+  ASSERT_EQ(seen.services.count("default/good"), 1u);
+  EXPECT_EQ(seen.services.at("default/good").ports.size(), 1u);
 }
 
 TEST(Parse, RejectsBrokenYamlAsAWhole) { EXPECT_FALSE(ParseClusterStateYaml("a: [b").ok()); }
