@@ -4,6 +4,9 @@
 // client with short timings (node grace 2 s, tolerations 2 s); the leader
 // election test runs two complete skiff-control-plane replicas instead.
 #include <gtest/gtest.h>
+
+#include <optional>
+#include <set>
 #include <unistd.h>
 
 #include <thread>
@@ -257,6 +260,32 @@ TYPED_TEST(Cluster, ServiceEndpointSliceFollowsPodReadiness) {
   // Scale to 3: the new pod appears.
   this->Mutate("deployments", "api", [](Object* o) { o->mutable_deployment()->mutable_spec()->set_replicas(3); });
   ASSERT_TRUE(WaitFor([&] { return ready_endpoints() == std::make_pair(2, 3); }, kWait));
+  // A ready pod is deleted: while it terminates (held here by a finalizer)
+  // its endpoint stays, terminating and serving but no longer ready; once it
+  // is gone, so is the endpoint.
+  std::string leaving, leaving_ip;
+  for (const auto& p : this->Items("pods", "app=api"))
+    if (p.pod().metadata().name() != victim && objects::IsPodReady(p.pod())) {
+      leaving = p.pod().metadata().name();
+      leaving_ip = p.pod().status().pod_ip();
+    }
+  ASSERT_FALSE(leaving.empty());
+  const std::string hold = "skiff.io/test-hold";
+  this->Mutate("pods", leaving, [&](Object* o) { o->mutable_pod()->mutable_metadata()->add_finalizers(hold); });
+  ASSERT_TRUE(this->api()->Delete("pods", this->ns_, leaving).ok());
+  auto endpoint_of = [&](const std::string& ip) -> std::optional<api::v1::Endpoint> {
+    for (const auto& s : this->Items("endpointslices", std::string(kServiceNameLabel) + "=api"))
+      for (const auto& e : s.endpoint_slice().endpoints())
+        for (const auto& a : e.addresses())
+          if (a == ip) return e;
+    return std::nullopt;
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    auto e = endpoint_of(leaving_ip);
+    return e && e->conditions().terminating() && e->conditions().serving() && !e->conditions().ready();
+  }, kWait));
+  this->Mutate("pods", leaving, [&](Object* o) { o->mutable_pod()->mutable_metadata()->clear_finalizers(); });
+  ASSERT_TRUE(WaitFor([&] { return !endpoint_of(leaving_ip).has_value(); }, kWait));
 }
 
 TYPED_TEST(Cluster, LostNodeIsTaintedAndItsPodsRescheduledElsewhere) {
@@ -395,6 +424,37 @@ TEST(LeaderElectionCluster, TwoReplicasOneLeaderFailoverWithinLeaseDuration) {
                       std::chrono::seconds(30)));
   std::string leader = holder("skiff-controller-manager");
   std::string other = leader == "replica-a" ? "replica-b" : "replica-a";
+  std::string sched_leader = holder("skiff-scheduler");
+  // Hollow nodes talk to the replica that survives.
+  auto sapi = Connect(cps.at(other).address);
+  ASSERT_TRUE(sapi.ok());
+  fakeclient::HollowNodes hollow(*sapi);
+  ASSERT_TRUE(hollow.Start().ok());
+  ASSERT_TRUE(hollow.AddNode("ha-node").ok());
+  auto running = [&](const std::string& app) {
+    auto pods = (*sapi)->List("pods", "default", fakeclient::WithLabels("app=" + app));
+    if (!pods.ok() || pods->items_size() != 2) return false;
+    for (const auto& p : pods->items())
+      if (p.pod().status().phase() != "Running") return false;
+    return true;
+  };
+  // Which replica acted: every Event names its reporting instance (the
+  // leader-election identity). Only the lease holders may appear.
+  auto actors = [&](const std::string& component) {
+    std::set<std::string> out;
+    auto evs = (*sapi)->List("events", "default");
+    if (evs.ok())
+      for (const auto& e : evs->items())
+        if (e.event().reporting_component() == component) out.insert(e.event().reporting_instance());
+    return out;
+  };
+  ASSERT_TRUE((*sapi)->Create("deployments", "default", Wrap(fakeclient::MakeDeployment("default", "before", 2))).ok());
+  ASSERT_TRUE(WaitFor([&] { return running("before"); }, std::chrono::seconds(30)));
+  ASSERT_TRUE(WaitFor([&] {
+    return !actors("skiff-controller-manager").empty() && !actors("default-scheduler").empty();
+  }, std::chrono::seconds(30)));
+  EXPECT_EQ(actors("skiff-controller-manager"), std::set<std::string>{leader});
+  EXPECT_EQ(actors("default-scheduler"), std::set<std::string>{sched_leader});
   auto transitions = [&] {
     auto l = (*api)->Get("leases", "kube-system", "skiff-controller-manager");
     return l.ok() ? l->lease().spec().lease_transitions() : -1;
@@ -404,8 +464,6 @@ TEST(LeaderElectionCluster, TwoReplicasOneLeaderFailoverWithinLeaseDuration) {
   EXPECT_EQ(holder("skiff-controller-manager"), leader);
   int before = transitions();
   // Talk to the survivor from now on.
-  auto sapi = Connect(cps.at(other).address);
-  ASSERT_TRUE(sapi.ok());
   api = sapi;
   auto t0 = std::chrono::steady_clock::now();
   cps.at(leader).proc.Kill(SIGKILL);
@@ -418,16 +476,10 @@ TEST(LeaderElectionCluster, TwoReplicasOneLeaderFailoverWithinLeaseDuration) {
   EXPECT_LE(took.count(), 16500) << "lease duration is 15 s";
   EXPECT_EQ(transitions(), before + 1);
   // The survivor's controllers and scheduler act.
-  fakeclient::HollowNodes hollow(*api);
-  ASSERT_TRUE(hollow.Start().ok());
-  ASSERT_TRUE(hollow.AddNode("ha-node").ok());
   ASSERT_TRUE((*api)->Create("deployments", "default", Wrap(fakeclient::MakeDeployment("default", "after", 2))).ok());
+  ASSERT_TRUE(WaitFor([&] { return running("after"); }, std::chrono::seconds(30)));
   ASSERT_TRUE(WaitFor([&] {
-    auto pods = (*api)->List("pods", "default", fakeclient::WithLabels("app=after"));
-    if (!pods.ok() || pods->items_size() != 2) return false;
-    for (const auto& p : pods->items())
-      if (p.pod().status().phase() != "Running") return false;
-    return true;
+    return actors("skiff-controller-manager").count(other) && actors("default-scheduler").count(other);
   }, std::chrono::seconds(30)));
   hollow.Stop();
   cps.clear();

@@ -11,6 +11,7 @@ absl::Status Run(std::shared_ptr<skiff::client::Client> api, const Options& opts
   auto run = [&](const std::atomic<bool>& lost) {
     CoreOptions co;
     co.instance = identity;
+    if (opts.binder_threads > 0) co.binder_threads = opts.binder_threads;
     Scheduler s(api, co);
     s.Run(lost);
   };

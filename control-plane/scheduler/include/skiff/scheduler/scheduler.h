@@ -15,6 +15,8 @@ struct Options {
   std::string identity;  // leader-election holder identity (hostname_pid when empty)
   bool leader_elect = true;
   int lease_duration_seconds = 15;
+  // Binding RPCs in flight at once (0: CoreOptions' default).
+  int binder_threads = 0;
 };
 
 // Runs until stop becomes true. With leader_elect, only the holder of the
