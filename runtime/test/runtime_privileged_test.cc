@@ -560,13 +560,17 @@ TEST_F(RuntimeTest, LifecycleTransitionsAndErrorsMatchRunc) {
     std::string id = NewId(use_runc ? "life-runc" : "life-skiff");
     auto rt = [&](std::vector<std::string> a) { return use_runc ? Runc(a) : Skiff(a); };
     SCOPED_TRACE(use_runc ? "runc" : "skiff-runtime");
-    CmdResult c = rt({"create", "--bundle", b.dir(), id});
+    std::string pid_file = b.dir() + "/" + id + ".pid";
+    CmdResult c = rt({"create", "--pid-file", pid_file, "--bundle", b.dir(), id});
     ASSERT_EQ(c.code, 0) << c.err;
     CmdResult st = rt({"state", id});
     EXPECT_EQ(st.code, 0);
     auto j = nlohmann::json::parse(st.out);
     EXPECT_EQ(j["status"], "created");
     EXPECT_GT(j["pid"].get<int>(), 0);
+    std::ifstream pf(pid_file);
+    std::string pid_text((std::istreambuf_iterator<char>(pf)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(pid_text, std::to_string(j["pid"].get<int>())) << "--pid-file";
     EXPECT_EQ(j["id"], id);
     EXPECT_EQ(rt({"start", id}).code, 0);
     EXPECT_EQ(nlohmann::json::parse(rt({"state", id}).out)["status"], "running");
