@@ -125,6 +125,7 @@ int FdPath(int fd, const std::string& rootfs, char* out, size_t len) {
   if (static_cast<size_t>(n) >= len - 1) return -ENAMETOOLONG;
   out[n] = 0;
   size_t r = rootfs.size();
+  if (rootfs == "/") return 0;
   if (strncmp(out, rootfs.c_str(), r) != 0 || (out[r] != 0 && out[r] != '/')) return -EXDEV;
   return 0;
 }
