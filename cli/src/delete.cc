@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "cmd.h"
 
 namespace skiff::cli {
@@ -98,6 +99,17 @@ int CmdDelete(Ctx& ctx) {
   if (cascade == "orphan" || cascade == "false") opts.propagation_policy = "Orphan";
   if (cascade == "foreground") opts.propagation_policy = "Foreground";
 
+  // --timeout (for --wait), checked before anything is deleted.
+  std::chrono::milliseconds wait_for = std::chrono::hours(24 * 365);
+  if (std::string timeout_s = ctx.flags.Get("timeout"); !timeout_s.empty() && timeout_s != "0s" && timeout_s != "0") {
+    absl::Duration d;
+    if (!absl::ParseDuration(timeout_s, &d) || d < absl::ZeroDuration()) {
+      return Fail(ctx, absl::StrCat("invalid argument \"", timeout_s, "\" for \"--timeout\" flag: time: invalid duration \"",
+                                    timeout_s, "\""));
+    }
+    wait_for = absl::ToChronoMilliseconds(d);
+  }
+
   int rc = 0;
   std::vector<Target> deleted;
   for (const auto& t : targets) {
@@ -115,20 +127,7 @@ int CmdDelete(Ctx& ctx) {
   }
   if (!ctx.flags.Bool("wait", true) || deleted.empty()) return rc;
   // --wait: until every object is gone (finalizers, graceful pod shutdown).
-  auto timeout_s = ctx.flags.Get("timeout");
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(24 * 365);
-  if (!timeout_s.empty() && timeout_s != "0s" && timeout_s != "0") {
-    int64_t secs = 0;
-    std::string digits = timeout_s;
-    if (!digits.empty() && digits.back() == 's') digits.pop_back();
-    if (!digits.empty() && digits.back() == 'm') {
-      digits.pop_back();
-      secs = std::stoll(digits) * 60;
-    } else {
-      secs = std::stoll(digits);
-    }
-    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(secs);
-  }
+  auto deadline = std::chrono::steady_clock::now() + wait_for;
   for (const auto& t : deleted) {
     while (true) {
       auto got = c->Get(t.kind->resource, t.ns, t.name);

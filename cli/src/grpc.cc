@@ -155,6 +155,10 @@ class GrpcNodeApi : public NodeApi {
 
   absl::StatusOr<api::v1::VersionInfo> Version() override { return c_->Version(); }
 
+  absl::StatusOr<api::v1::StatsResponse> NodeStats(const std::string& node_name) override {
+    return c_->NodeStats(node_name);
+  }
+
   absl::StatusOr<api::v1::CreateBootstrapTokenResponse> CreateBootstrapToken(
       const api::v1::CreateBootstrapTokenRequest& req) override {
     return c_->CreateBootstrapToken(req.ttl_seconds(), req.description());

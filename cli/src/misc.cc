@@ -84,18 +84,6 @@ int CmdApiResources(Ctx& ctx) {
   return 0;
 }
 
-int CmdTop(Ctx& ctx) {
-  // The API has no metrics endpoint yet (the kubelet's Stats RPC is not
-  // proxied by the API server), which is what kubectl reports without
-  // metrics-server.
-  if (ctx.flags.args.empty() || (ctx.flags.args[0] != "nodes" && ctx.flags.args[0] != "node" &&
-                                 ctx.flags.args[0] != "pods" && ctx.flags.args[0] != "pod")) {
-    return Fail(ctx, "Usage: skiffctl top nodes|pods");
-  }
-  if (ctx.Client() == nullptr) return 1;
-  return Fail(ctx, "Metrics API not available");
-}
-
 int CmdToken(Ctx& ctx) {
   if (ctx.flags.args.empty() || ctx.flags.args[0] != "create") return Fail(ctx, "Usage: skiffctl token create [--ttl 24h]");
   NodeApi* node = ctx.Node();

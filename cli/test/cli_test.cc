@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -704,6 +705,192 @@ TEST_F(CliTest, EditWritesBackWhatTheEditorChanged) {
   vars_["EDITOR"] = "true";
   ASSERT_EQ(Run({"edit", "cm", "cfg"}), 0) << err_;
   EXPECT_EQ(out_, "Edit cancelled, no changes made.\n");
+}
+
+TEST_F(CliTest, GetNamesSelectorsAndFieldSelectors) {
+  api_.Put(RunningPod("web-0", "node-a", 0));
+  api_.Put(RunningPod("web-1", "node-b", 0));
+  auto other = RunningPod("db-0", "node-b", 0);
+  (*other.mutable_pod()->mutable_metadata()->mutable_labels())["app"] = "db";
+  api_.Put(other);
+  ASSERT_EQ(Run({"get", "pods", "web-1", "db-0", "-o", "name"}), 0) << err_;
+  EXPECT_EQ(out_, "pod/web-1\npod/db-0\n");
+  ASSERT_EQ(Run({"get", "pods", "-l", "app=web", "-o", "name"}), 0) << err_;
+  EXPECT_EQ(out_, "pod/web-0\npod/web-1\n");
+  ASSERT_EQ(Run({"get", "pods", "--selector", "app notin (web)", "--no-headers"}), 0) << err_;
+  EXPECT_EQ(out_, "db-0   1/1   Running   0   5m\n");
+  ASSERT_EQ(Run({"get", "pods", "--field-selector", "spec.nodeName=node-b", "-o", "name"}), 0) << err_;
+  EXPECT_EQ(out_, "pod/db-0\npod/web-1\n");
+  ASSERT_EQ(Run({"get", "pods", "-L", "app"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "NAME    READY   STATUS    RESTARTS   AGE   APP\n"
+            "db-0    1/1     Running   0          5m    db\n"
+            "web-0   1/1     Running   0          5m    web\n"
+            "web-1   1/1     Running   0          5m    web\n");
+  // One name missing among several: the others print, the error too, exit 1.
+  EXPECT_EQ(Run({"get", "pods", "web-0", "ghost", "-o", "name"}), 1);
+  EXPECT_EQ(out_, "pod/web-0\n");
+  EXPECT_EQ(err_, "Error from server (NotFound): pods \"ghost\" not found\n");
+  // -n picks the namespace; a selector that matches nothing there says so.
+  ASSERT_EQ(Run({"get", "pods", "-n", "kube-system", "-l", "app=web"}), 0) << err_;
+  EXPECT_EQ(err_, "No resources found in kube-system namespace.\n");
+}
+
+TEST_F(CliTest, ContextFlagServerFlagAndClusterInfo) {
+  std::string cfg = WriteFile("cfg", "apiVersion: v1\nkind: Config\nclusters:\n"
+                                     "- name: one\n  cluster: {server: 'http://127.0.0.1:1'}\n"
+                                     "- name: two\n  cluster: {server: '" + server_ + "'}\n"
+                                     "users:\n- name: u\n  user: {token: t1}\n- name: v\n  user: {token: t2}\n"
+                                     "contexts:\n- name: c1\n  context: {cluster: one, user: u}\n"
+                                     "- name: c2\n  context: {cluster: two, user: v, namespace: ns2}\n"
+                                     "current-context: c1\n");
+  // The current context's server answers nothing on port 1.
+  EXPECT_EQ(RunRaw({"--config", cfg, "get", "pods"}), 1);
+  EXPECT_EQ(err_, "error: cannot reach the API server at 127.0.0.1:1: connection refused\n");
+  // --context switches cluster, user and namespace for one call.
+  ASSERT_EQ(RunRaw({"--config", cfg, "--context", "c2", "get", "pods"}), 0) << err_;
+  EXPECT_EQ(err_, "No resources found in ns2 namespace.\n");
+  EXPECT_EQ(dialed_.token, "t2");
+  // --server overrides the address but keeps the context's user.
+  ASSERT_EQ(RunRaw({"--config", cfg, "--server", server_, "get", "pods"}), 0) << err_;
+  EXPECT_EQ(dialed_.token, "t1");
+  // The file is unchanged by --context.
+  ASSERT_EQ(RunRaw({"--config", cfg, "config", "current-context"}), 0) << err_;
+  EXPECT_EQ(out_, "c1\n");
+  ASSERT_EQ(RunRaw({"--config", cfg, "--context", "c2", "cluster-info"}), 0) << err_;
+  EXPECT_EQ(out_, "Skiff control plane is running at https://" + server_.substr(strlen("http://")) +
+                      "\n\nTo further debug and diagnose cluster problems, use 'skiffctl get nodes' and "
+                      "'skiffctl get events -A'.\n");
+  EXPECT_EQ(RunRaw({"--config", cfg, "--context", "c9", "get", "pods"}), 1);
+  EXPECT_THAT(err_, HasSubstr("c9"));
+  // ~/.skiff/config is the default.
+  WriteFile(".skiff/config", "apiVersion: v1\nkind: Config\nclusters:\n- name: two\n  cluster: {server: '" + server_ +
+                                 "'}\nusers:\n- name: v\n  user: {token: home}\ncontexts:\n- name: h\n"
+                                 "  context: {cluster: two, user: v}\ncurrent-context: h\n");
+  ASSERT_EQ(RunRaw({"get", "pods"}), 0) << err_;
+  EXPECT_EQ(dialed_.token, "home");
+}
+
+TEST_F(CliTest, DeleteTimeoutIsCheckedBeforeDeleting) {
+  api_.Put(RunningPod("web-0", "node-a", 0));
+  int64_t before = api_.writes();
+  EXPECT_EQ(Run({"delete", "pod", "web-0", "--timeout=soon"}), 1);
+  EXPECT_EQ(err_, "error: invalid argument \"soon\" for \"--timeout\" flag: time: invalid duration \"soon\"\n");
+  EXPECT_EQ(api_.writes(), before);
+  ASSERT_EQ(Run({"delete", "pod", "web-0", "--timeout=1m30s"}), 0) << err_;
+  EXPECT_FALSE(api_.Find("pods", "default", "web-0"));
+}
+
+// ------------------------------------------------------------ top
+
+api::v1::Object StatsNode(const std::string& name, const std::string& cpu, const std::string& memory) {
+  auto node = manifest::NewObject(*manifest::FindResource("nodes"));
+  node.mutable_node()->mutable_metadata()->set_name(name);
+  (*node.mutable_node()->mutable_status()->mutable_allocatable())["cpu"] = cpu;
+  (*node.mutable_node()->mutable_status()->mutable_allocatable())["memory"] = memory;
+  return node;
+}
+
+void AddPodStats(api::v1::StatsResponse* s, const std::string& ns, const std::string& pod,
+                 const std::vector<std::tuple<std::string, uint64_t, uint64_t>>& containers) {
+  auto* p = s->add_pods();
+  p->set_namespace_(ns);
+  p->set_name(pod);
+  for (const auto& [name, cpu, mem] : containers) {
+    auto* c = p->add_containers();
+    c->set_name(name);
+    c->set_cpu_usage_nano_cores(cpu);
+    c->set_memory_working_set_bytes(mem);
+  }
+}
+
+TEST_F(CliTest, TopNodesAndPodsPrintKubectlColumns) {
+  api_.Put(StatsNode("node-a", "2", "4Gi"));
+  api_.Put(StatsNode("node-b", "1500m", "8048312Ki"));
+  api_.Put(StatsNode("node-c", "4", "16Gi"));  // its kubelet does not answer
+  auto& a = api_.stats["node-a"];
+  a.set_node_name("node-a");
+  a.set_cpu_usage_nano_cores(250'000'000);         // 250m of 2 cores = 12%
+  a.set_memory_working_set_bytes(1073741824);      // 1024Mi of 4Gi = 25%
+  auto& b = api_.stats["node-b"];
+  b.set_node_name("node-b");
+  b.set_cpu_usage_nano_cores(1'200'000'000);       // 1200m of 1500m = 80%
+  b.set_memory_working_set_bytes(3 * 1073741824ull);
+  ASSERT_EQ(Run({"top", "nodes"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "NAME     CPU(cores)   CPU%        MEMORY(bytes)   MEMORY%\n"
+            "node-a   250m         12%         1024Mi          25%\n"
+            "node-b   1200m        80%         3072Mi          39%\n"
+            "node-c   <unknown>    <unknown>   <unknown>       <unknown>\n");
+  ASSERT_EQ(Run({"top", "node", "node-b", "--no-headers"}), 0) << err_;
+  EXPECT_EQ(out_, "node-b   1200m   80%   3072Mi   39%\n");
+  ASSERT_EQ(Run({"top", "nodes", "--sort-by=cpu"}), 0) << err_;
+  EXPECT_THAT(out_, HasSubstr("\nnode-b "));
+  EXPECT_LT(out_.find("node-b"), out_.find("node-a"));
+
+  // Pods: one Stats call per node, only this namespace's pods, sums of containers.
+  api_.Put(RunningPod("web-0", "node-a", 0));
+  api_.Put(RunningPod("web-1", "node-b", 0));
+  auto other = RunningPod("db-0", "node-b", 0);
+  other.mutable_pod()->mutable_metadata()->set_namespace_("data");
+  api_.Put(other);
+  AddPodStats(&a, "default", "web-0", {{"web", 5'000'000, 20 * 1048576}, {"sidecar", 1'000'000, 4 * 1048576}});
+  AddPodStats(&b, "default", "web-1", {{"web", 120'000'000, 200 * 1048576}});
+  AddPodStats(&b, "data", "db-0", {{"db", 900'000'000, 2048ull * 1048576}});
+  AddPodStats(&b, "default", "gone", {{"x", 1, 1}});  // no such pod any more: not shown
+  ASSERT_EQ(Run({"top", "pods"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "NAME    CPU(cores)   MEMORY(bytes)\n"
+            "web-0   6m           24Mi\n"
+            "web-1   120m         200Mi\n");
+  ASSERT_EQ(Run({"top", "pod", "--containers"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "POD     NAME      CPU(cores)   MEMORY(bytes)\n"
+            "web-0   web       5m           20Mi\n"
+            "web-0   sidecar   1m           4Mi\n"
+            "web-1   web       120m         200Mi\n");
+  ASSERT_EQ(Run({"top", "pods", "-A"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "NAMESPACE   NAME    CPU(cores)   MEMORY(bytes)\n"
+            "data        db-0    900m         2048Mi\n"
+            "default     web-0   6m           24Mi\n"
+            "default     web-1   120m         200Mi\n");
+  ASSERT_EQ(Run({"top", "pods", "-A", "--containers", "--sort-by=memory"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "NAMESPACE   POD     NAME      CPU(cores)   MEMORY(bytes)\n"
+            "data        db-0    db        900m         2048Mi\n"
+            "default     web-1   web       120m         200Mi\n"
+            "default     web-0   web       5m           20Mi\n"
+            "default     web-0   sidecar   1m           4Mi\n");
+  ASSERT_EQ(Run({"top", "pod", "web-1", "-n", "default"}), 0) << err_;
+  EXPECT_EQ(out_, "NAME    CPU(cores)   MEMORY(bytes)\nweb-1   120m         200Mi\n");
+}
+
+TEST_F(CliTest, TopWithoutStatsSaysWhatKubectlSays) {
+  api_.Put(StatsNode("node-a", "2", "4Gi"));
+  // No kubelet answers: kubectl's "metrics not available yet".
+  EXPECT_EQ(Run({"top", "nodes"}), 1);
+  EXPECT_EQ(err_, "error: metrics not available yet\n");
+  // A pod with no stats yet: named with its age, as kubectl does.
+  api_.Put(RunningPod("web-0", "node-a", 0));
+  EXPECT_EQ(Run({"top", "pods"}), 1);
+  EXPECT_EQ(err_, "error: Metrics not available for pod default/web-0, age: 5m0s\n");
+  // No pods at all.
+  ASSERT_EQ(Run({"top", "pods", "-n", "empty"}), 0) << err_;
+  EXPECT_EQ(out_, "");
+  EXPECT_EQ(err_, "No resources found in empty namespace.\n");
+  EXPECT_EQ(Run({"top", "pod", "ghost"}), 1);
+  EXPECT_EQ(err_, "Error from server (NotFound): pods \"ghost\" not found\n");
+  // An API server without the stats call.
+  api_.stats_unimplemented = true;
+  EXPECT_EQ(Run({"top", "nodes"}), 1);
+  EXPECT_EQ(err_, "error: Metrics API not available\n");
+  EXPECT_EQ(Run({"top", "pods"}), 1);
+  EXPECT_EQ(err_, "error: Metrics API not available\n");
+  EXPECT_EQ(Run({"top", "frobs"}), 1);
+  EXPECT_THAT(err_, HasSubstr("Usage: skiffctl top nodes|pods"));
+  EXPECT_EQ(Run({"top", "pods", "--sort-by=name"}), 1);
+  EXPECT_EQ(err_, "error: --sort-by accepts only cpu or memory\n");
 }
 
 TEST(HumanDuration, MatchesKubectl) {

@@ -136,6 +136,12 @@ class MemoryNodeApi : public NodeApi {
   absl::Status PortForward(const std::string&, const std::string&, int, int) override {
     return absl::UnimplementedError("no port-forward in memory");
   }
+  absl::StatusOr<api::v1::StatsResponse> NodeStats(const std::string& node_name) override {
+    if (api_->stats_unimplemented) return absl::UnimplementedError("unknown method NodeStats");
+    auto it = api_->stats.find(node_name);
+    if (it == api_->stats.end()) return absl::UnavailableError("kubelet of node " + node_name + " unreachable");
+    return it->second;
+  }
   absl::StatusOr<api::v1::VersionInfo> Version() override {
     api::v1::VersionInfo v;
     v.set_git_version("v0.1.0-memory");

@@ -27,6 +27,10 @@ class MemoryApi {
   void CancelAllWatches();
   std::string logs = "line 1\nline 2\n";
   std::string fixed_time = "2026-11-22T06:00:00Z";
+  // What NodeStats answers per node; a node not in the map is Unavailable
+  // (kubelet unreachable); stats_unimplemented = an API server without the call.
+  std::map<std::string, api::v1::StatsResponse> stats;
+  bool stats_unimplemented = false;
 
   struct Watcher {
     std::string resource, ns;

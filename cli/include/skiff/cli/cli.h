@@ -30,6 +30,9 @@ class NodeApi {
   // Forwards one accepted local connection `fd` to the pod's port.
   virtual absl::Status PortForward(const std::string& ns, const std::string& pod, int port, int fd) = 0;
   virtual absl::StatusOr<api::v1::VersionInfo> Version() = 0;
+  // CPU and memory of a node and its pods (the kubelet's Stats, passed
+  // through by the API server). Unimplemented = the server has no such call.
+  virtual absl::StatusOr<api::v1::StatsResponse> NodeStats(const std::string& node_name) = 0;
   virtual absl::StatusOr<api::v1::CreateBootstrapTokenResponse> CreateBootstrapToken(
       const api::v1::CreateBootstrapTokenRequest& req) = 0;
 };
