@@ -406,6 +406,13 @@ TEST_F(SkiffctlCluster, RunScaleEditRolloutUndo) {
   EXPECT_EQ(r.out, "deployment.apps/web rolled back\n");
   r = InNs({"get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"});
   EXPECT_EQ(r.out, "nginx:1.24");
+  // describe shows the deployment controller's events.
+  r = InNs({"describe", "deployment", "web"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("Name: +web\n(.|\n)*\nEvents:\n  Type +Reason +Age +From +Message\n"
+                                             "(.|\n)*  Normal +ScalingReplicaSet +[0-9]+s +[a-z-]+ +"
+                                             "Scaled up replica set web-[a-z0-9]+ (to|from) (.|\n)*"))
+      << r.out;
 }
 
 TEST_F(SkiffctlCluster, DrainHollowNode) {
@@ -430,6 +437,200 @@ TEST_F(SkiffctlCluster, DrainHollowNode) {
   r = Skiffctl({"uncordon", node});
   EXPECT_EQ(r.out, "node/" + node + " uncordoned\n");
   Skiffctl({"delete", "node", node});
+}
+
+TEST_F(SkiffctlCluster, GetSelectorsNamesAndServerInfo) {
+  for (const char* n : {"a", "b", "c"}) ASSERT_EQ(InNs({"create", "configmap", n, "--from-literal=k=v"}).rc, 0);
+  ASSERT_EQ(InNs({"label", "cm", "a", "tier=front"}).rc, 0);
+  ASSERT_EQ(InNs({"label", "cm", "b", "tier=back"}).rc, 0);
+  Result r = InNs({"get", "cm", "a", "b", "-o", "name"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "configmap/a\nconfigmap/b\n");
+  r = InNs({"get", "cm", "-l", "tier=front", "-o", "name"});
+  EXPECT_EQ(r.out, "configmap/a\n") << r.err;
+  r = InNs({"get", "cm", "-l", "tier in (front,back)", "-o", "name"});
+  EXPECT_EQ(r.out, "configmap/a\nconfigmap/b\n") << r.err;
+  r = InNs({"get", "cm", "-l", "!tier", "-o", "name"});
+  EXPECT_EQ(r.out, "configmap/c\n") << r.err;
+  r = InNs({"get", "cm", "--field-selector", "metadata.name=b", "-o", "name"});
+  EXPECT_EQ(r.out, "configmap/b\n") << r.err;
+  r = InNs({"get", "cm", "--field-selector", "metadata.name!=b", "-l", "tier", "-o", "name"});
+  EXPECT_EQ(r.out, "configmap/a\n") << r.err;
+  r = InNs({"get", "cm", "-l", "tier=none"});
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "No resources found in " + ns_ + " namespace.\n");
+  r = InNs({"get", "cm", "a", "--show-labels", "--no-headers"});
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("a +1 +[0-9]+s +tier=front\n")) << r.out;
+  // -A lists this namespace's objects with a NAMESPACE column.
+  r = Skiffctl({"get", "cm", "-A", "-l", "tier=back"});
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("NAMESPACE +NAME +DATA +AGE\n" + ns_ + " +b +1 +[0-9]+s\n")) << r.out;
+
+  std::string addr = "127.0.0.1:" + std::to_string(port_);
+  r = Skiffctl({"cluster-info"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::StartsWith("Skiff control plane is running at https://" + addr + "\n"));
+  r = Skiffctl({"version"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("Client Version: v[0-9.]+\nServer Version: v[0-9.]+.*\n"));
+  r = Skiffctl({"api-resources"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::StartsWith("NAME "));
+  EXPECT_THAT(r.out, HasSubstr("\nleases "));
+  r = Skiffctl({"token", "create"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("skiff-kubelet --server " + addr +
+                                             " --bootstrap-token [a-z0-9]{6}\\.[a-z0-9]{16} "
+                                             "--discovery-token-ca-cert-hash sha256:[0-9a-f]{64}\n"));
+}
+
+TEST_F(SkiffctlCluster, DeleteWaitsGracePeriodAndForce) {
+  // A pod bound to a node without a kubelet stays Terminating for its grace period.
+  std::string pod = Write("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lingering\nspec:\n"
+                                      "  nodeName: no-such-node\n  terminationGracePeriodSeconds: 600\n"
+                                      "  containers:\n  - name: c\n    image: busybox\n");
+  ASSERT_EQ(InNs({"apply", "-f", pod}).rc, 0);
+  auto start = std::chrono::steady_clock::now();
+  Result r = InNs({"delete", "pod", "lingering", "--timeout=1s"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.out, "pod \"lingering\" deleted\n");
+  EXPECT_EQ(r.err, "error: timed out waiting for the condition on pods/lingering\n");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  r = InNs({"get", "pod", "lingering", "-o", "jsonpath={.metadata.deletionGracePeriodSeconds}"});
+  EXPECT_EQ(r.out, "600");
+  // --grace-period shortens it; --wait=false returns at once.
+  r = InNs({"delete", "pod", "lingering", "--grace-period=300", "--wait=false"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  r = InNs({"get", "pod", "lingering", "-o", "jsonpath={.metadata.deletionGracePeriodSeconds}"});
+  EXPECT_EQ(r.out, "300");
+  // --force --grace-period=0 removes it now, and --wait sees it gone.
+  r = InNs({"delete", "-f", pod, "--force", "--grace-period=0"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "pod \"lingering\" force deleted\n");
+  r = InNs({"get", "pod", "lingering"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.err, "Error from server (NotFound): pods \"lingering\" not found\n");
+}
+
+TEST_F(SkiffctlCluster, CreateFromFileIsCreateOnly) {
+  std::string f = Write("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: once\ndata:\n  k: v\n");
+  Result r = InNs({"create", "-f", f});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "configmap/once created\n");
+  r = InNs({"create", "-f", f});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.err, "Error from server (AlreadyExists): error when creating \"" + f +
+                       "\": configmaps \"once\" already exists\n");
+  // JSON on stdin, and describe of what is there.
+  r = InNs({"create", "-f", "-"}, R"({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                                       "stringData": {"password": "hunter2"}})");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "secret/s created\n");
+  r = InNs({"get", "secret", "s", "-o", "jsonpath={.data.password}"});
+  EXPECT_EQ(r.out, "aHVudGVyMg==");
+  r = InNs({"describe", "cm", "once"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("Name: +once\nNamespace: +" + ns_ + "\n(.|\n)*Events: +<none>\n"));
+}
+
+TEST_F(SkiffctlCluster, TopWithoutAnyKubeletSaysSo) {
+  // A node with no kubelet behind it (no address): the API server's NodeStats fails for it.
+  std::string node = "statless-" + ns_;
+  std::string f = Write("node.yaml", "apiVersion: v1\nkind: Node\nmetadata:\n  name: " + node + "\n");
+  ASSERT_EQ(Skiffctl({"apply", "-f", f}).rc, 0);
+  Result r = Skiffctl({"top", "node", node});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.err, "error: metrics not available yet\n");
+  r = InNs({"top", "pods"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "No resources found in " + ns_ + " namespace.\n");
+  std::string pod = Write("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: quiet\nspec:\n  nodeName: " + node +
+                                          "\n  containers:\n  - name: c\n    image: busybox\n");
+  ASSERT_EQ(InNs({"apply", "-f", pod}).rc, 0);
+  r = InNs({"top", "pods"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_THAT(r.err, ::testing::MatchesRegex("error: Metrics not available for pod " + ns_ + "/quiet, age: [0-9]+s\n"));
+  InNs({"delete", "pod", "quiet", "--force", "--grace-period=0"});
+  Skiffctl({"delete", "node", node});
+}
+
+// Every API group the issue names, in the shape Kubernetes writes them.
+constexpr char kGroups[] = R"(apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: my-lease
+spec:
+  holderIdentity: node-1
+  leaseDurationSeconds: 40
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: example-abc
+  labels:
+    kubernetes.io/service-name: example
+addressType: IPv4
+ports:
+  - name: http
+    protocol: TCP
+    port: 80
+endpoints:
+  - addresses:
+      - "10.1.2.3"
+    conditions:
+      ready: true
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: pod-reader
+rules:
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "watch", "list"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: read-pods
+subjects:
+- kind: User
+  name: jane
+  apiGroup: rbac.authorization.k8s.io
+roleRef:
+  kind: Role
+  name: pod-reader
+  apiGroup: rbac.authorization.k8s.io
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: build-robot
+)";
+
+TEST_F(SkiffctlCluster, EveryApiGroupRoundTrips) {
+  std::string f = Write("groups.yaml", kGroups);
+  Result r = InNs({"apply", "-f", f});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "lease.coordination.k8s.io/my-lease created\n"
+            "endpointslice.discovery.k8s.io/example-abc created\n"
+            "role.rbac.authorization.k8s.io/pod-reader created\n"
+            "rolebinding.rbac.authorization.k8s.io/read-pods created\n"
+            "serviceaccount/build-robot created\n");
+  r = InNs({"apply", "-f", f});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("role.rbac.authorization.k8s.io/pod-reader unchanged\n"));
+  r = InNs({"get", "lease", "my-lease", "-o", "jsonpath={.apiVersion} {.spec.holderIdentity}"});
+  EXPECT_EQ(r.out, "coordination.k8s.io/v1 node-1");
+  r = InNs({"get", "endpointslices", "-o", "jsonpath={.items[0].endpoints[0].addresses[0]}"});
+  EXPECT_EQ(r.out, "10.1.2.3");
+  r = InNs({"get", "rolebinding", "read-pods", "-o", "jsonpath={.roleRef.name}/{.subjects[0].name}"});
+  EXPECT_EQ(r.out, "pod-reader/jane");
+  r = InNs({"delete", "-f", f});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = InNs({"get", "leases,roles,rolebindings,endpointslices", "-o", "name"});
+  EXPECT_EQ(r.out, "");
 }
 
 TEST_F(SkiffctlCluster, GetWatchSeesChanges) {
