@@ -588,7 +588,10 @@ absl::Status Store::GarbageCollect(const std::set<std::string>& in_use, int high
   std::map<std::string, std::pair<int64_t, std::vector<std::string>>> images;
   for (const auto& [name, digest] : refs) {
     struct stat st;
-    int64_t t = ::stat(impl_->RefPath(name).c_str(), &st) == 0 ? st.st_mtim.tv_sec : 0;
+    // Nanoseconds: images pulled or used within one second must keep their order.
+    int64_t t = ::stat(impl_->RefPath(name).c_str(), &st) == 0
+                    ? static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec
+                    : 0;
     auto& e = images[digest];
     e.first = std::max(e.first, t);
     e.second.push_back(name);
