@@ -233,6 +233,7 @@ absl::Status StoreImpl::Init() {
   compact_rev_ = compact;
   hub_.rev = rev_;
   RETURN_IF_ERROR(RebuildLeases());
+  ReserveLmdbSpace();
   committer_ = std::thread([this] { CommitterLoop(); });
   checkpointer_ = std::thread([this] { CheckpointerLoop(); });
 
@@ -533,13 +534,13 @@ void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
       leader_busy_ = true;
     }
   }
-  LeadLoop(self);
+  LeadLoop(self, false);
 }
 
 // Runs batches while this thread holds leadership (leader_busy_). Each batch
 // costs one write-ahead log fdatasync; requests that arrive meanwhile form the
 // next batch.
-void StoreImpl::LeadLoop(PendingOp* self) {
+void StoreImpl::LeadLoop(PendingOp* self, bool committer) {
   leader_self_ = self;
   for (;;) {
     std::vector<PendingOp*> batch;
@@ -555,7 +556,10 @@ void StoreImpl::LeadLoop(PendingOp* self) {
       return;
     }
     PendingOp* next = queue_.front();
-    if (!next->callback || self != nullptr) {
+    // Only the committer thread keeps leading while work keeps coming: a
+    // gRPC thread that led one batch inline goes back to serving its
+    // connections (otherwise their requests wait until the queue drains).
+    if (!next->callback || self != nullptr || !committer) {
       leader_self_ = nullptr;
       if (!next->callback) {
         next->lead = true;
@@ -607,6 +611,23 @@ void StoreImpl::Checkpoint() {
   wal_->DropThrough(seq);
 }
 
+// Reserves blocks ahead of LMDB's high-water mark (FALLOC_FL_KEEP_SIZE: no
+// data written, so it can run beside LMDB's own writes), so checkpoints do
+// not have to allocate — and flush as ordered data — the file's growth.
+void StoreImpl::ReserveLmdbSpace() {
+  constexpr int64_t kAhead = int64_t{64} << 20;
+  const int64_t used = DbSize();
+  if (used + kAhead / 2 < reserved_end_) return;
+  if (!lmdb_fd_) {
+    lmdb_fd_.reset(::open((opts_.data_dir + "/member/skiff/data.mdb").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!lmdb_fd_) return;
+  }
+  const int64_t target = std::min<int64_t>(used + kAhead, opts_.quota_bytes + (int64_t{1} << 30));
+  if (target > used && ::fallocate(lmdb_fd_.get(), FALLOC_FL_KEEP_SIZE, used, target - used) == 0) {
+    reserved_end_ = target;
+  }
+}
+
 void StoreImpl::CheckpointerLoop() {
   const auto interval = std::chrono::milliseconds(std::max<int64_t>(opts_.checkpoint_interval_ms, 10));
   auto next = Clock::now() + interval;
@@ -617,7 +638,10 @@ void StoreImpl::CheckpointerLoop() {
     spare_wanted_ = false;
     const bool due = Clock::now() >= next;
     lk.unlock();
-    if (due) Checkpoint();
+    if (due) {
+      ReserveLmdbSpace();
+      Checkpoint();
+    }
     wal_->PrepareSpare();
     lk.lock();
     if (due) next = Clock::now() + interval;
@@ -632,7 +656,7 @@ void StoreImpl::CommitterLoop() {
       if (stopping_ && (queue_.empty() || leader_busy_)) return;
       leader_busy_ = true;
     }
-    LeadLoop(nullptr);
+    LeadLoop(nullptr, true);
   }
 }
 

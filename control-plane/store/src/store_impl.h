@@ -20,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "mvcc_index.h"
+#include "skiff/common/unique_fd.h"
 #include "skiff/store/store.h"
 
 namespace skiff::store {
@@ -176,7 +177,7 @@ class StoreImpl final : public Store {
   void Enqueue(PendingOp* op, PendingOp* self);
   void Complete(PendingOp* op);
   void CommitterLoop();
-  void LeadLoop(PendingOp* self);
+  void LeadLoop(PendingOp* self, bool committer);
   void CompleteOne(PendingOp* op);
   PendingOp* leader_self_ = nullptr;
   std::thread committer_;
@@ -208,6 +209,9 @@ class StoreImpl final : public Store {
   std::condition_variable ckpt_cv_;
   bool ckpt_stop_ = false;
   bool spare_wanted_ = false;  // the log rotated onto its spare segment
+  void ReserveLmdbSpace();
+  UniqueFd lmdb_fd_;          // data.mdb, for fallocate (checkpointer only)
+  int64_t reserved_end_ = 0;  // blocks reserved up to here
   void ProcessBatch(const std::vector<PendingOp*>& batch);
   void RunCompaction(PendingOp* op);
   void ApplyOp(WriteCtx& c, PendingOp* op);

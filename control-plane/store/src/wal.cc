@@ -167,6 +167,10 @@ absl::Status ReplayWal(const std::string& dir, uint64_t after,
 absl::Status Wal::Preallocate(const std::string& path, int64_t bytes) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return LastErrnoError("create " + path);
+  // 1 MiB at a time, each flushed: one big flush of fresh blocks makes the
+  // file system's journal commit wait for all of it (data=ordered), and
+  // every other write that needs the journal meanwhile (the log's and LMDB's
+  // own, for their mtime) would stall behind it.
   static const std::string zeros(1 << 20, '\0');
   for (int64_t off = 0; off < bytes;) {
     size_t n = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(zeros.size()), bytes - off));
@@ -174,8 +178,8 @@ absl::Status Wal::Preallocate(const std::string& path, int64_t bytes) {
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return LastErrnoError("preallocate " + path);
     off += w;
+    if (::fdatasync(fd.get()) != 0) return LastErrnoError("fdatasync " + path);
   }
-  if (::fdatasync(fd.get()) != 0) return LastErrnoError("fdatasync " + path);
   return absl::OkStatus();
 }
 
