@@ -507,8 +507,6 @@ class FileSource final : public Source {
           // The store diffs a replacement against what it holds.
           sink.Replace(*std::move(state));
           loaded = true;
-          // yaml-cpp builds a large node graph; give its memory back.
-          malloc_trim(0);
         } else if (!loaded) {
           return state.status();
         } else {
