@@ -10,12 +10,14 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "skiff/common/log.h"
+#include "skiff/image/progress_bar.h"
 #include "skiff/image/store.h"
 
 namespace {
@@ -82,15 +84,13 @@ int main(int argc, char** argv) {
 
   if (verb == "pull" && args.size() == 2) {
     skiff::image::PullOptions po;
-    bool tty = ::isatty(STDERR_FILENO);
-    if (tty) {
-      po.progress = [](const skiff::image::PullProgress& p) {
-        int pct = p.total_bytes > 0 ? static_cast<int>(p.done_bytes * 100 / p.total_bytes) : 100;
-        std::fprintf(stderr, "\r%s: %3d%% of %s%s", p.digest.substr(7, 12).c_str(), pct,
-                     HumanSize(p.total_bytes).c_str(), p.complete ? "\n" : "");
-      };
+    std::unique_ptr<skiff::image::ProgressBar> bar;
+    if (::isatty(STDERR_FILENO)) {
+      bar = std::make_unique<skiff::image::ProgressBar>(STDERR_FILENO, args[1]);
+      po.progress = bar->Callback();
     }
     auto img = s.Pull(args[1], po);
+    if (bar) bar->Finish();
     if (!img.ok()) return Fail(img.status());
     std::cout << img->ref << " " << img->digest << "\n";
     return 0;
