@@ -201,6 +201,10 @@ bool Lab::AddOutside() {
          Sh("nsenter --net=" + node_ns_path_ + " sysctl -q -w net.ipv4.ip_forward=1");
 }
 
+bool Lab::AddPod() {
+  return AddOutside() && Sh("ip -n " + outside_ns_ + " route add default via 192.168.50.1");
+}
+
 bool Lab::EnterOutsideThisThread() {
   int fd = open(("/run/netns/" + outside_ns_).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;

@@ -35,6 +35,11 @@ class Lab {
   // forwarding in the node netns and routes the backends' replies to
   // 192.168.50.0/24 via the node.
   bool AddOutside();
+  // The same namespace as a pod of this node instead: a default route via
+  // the node. A thread that enters it (EnterOutsideThisThread) while the
+  // process is in the lab cgroup is a pod's client: its own netns, under the
+  // node's cgroup root where the socket LB is attached.
+  bool AddPod();
   bool EnterOutsideThisThread();
   std::string node_external_if() const { return "s" + tag_ + id_ + "x"; }
   std::string node_internal_if() const { return "s" + tag_ + id_ + "n"; }

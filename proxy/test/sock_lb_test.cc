@@ -329,6 +329,40 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   EXPECT_EQ(count, 1u);
 }
 
+TEST_F(SockLbTest, ClusterIpTcpAndUdpFromAPodNetnsReachBackendsAndShowTheVip) {
+  ASSERT_TRUE(lab_->AddPod()) << lab_->error();
+  state_.services["default/web"] = MakeService("web", "10.96.0.10", {{"http", Protocol::kTcp, 80, 0}});
+  state_.endpoint_slices["default/web-a"] =
+      MakeSlice("web", {"10.0.0.11", "10.0.0.12"}, {{"http", Protocol::kTcp, 8080}});
+  state_.services["default/dns"] = MakeService("dns", "10.96.0.53", {{"dns", Protocol::kUdp, 53, 0}});
+  state_.endpoint_slices["default/dns-a"] = MakeSlice("dns", {"10.0.0.13"}, {{"dns", Protocol::kUdp, 5353}});
+  Program();
+  std::set<std::string> tcp;
+  std::vector<std::string> peers, udp, from;
+  // This process stays in the lab cgroup; the thread lives in the pod netns.
+  std::thread pod([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    for (int i = 0; i < 20; ++i) {
+      std::string peer;
+      tcp.insert(TcpRequest("10.96.0.10", 80, &peer));
+      peers.push_back(peer);
+    }
+    for (bool connected : {false, true}) {
+      std::string f;
+      udp.push_back(UdpRequest("10.96.0.53", 53, connected, &f));
+      from.push_back(f);
+    }
+  });
+  pod.join();
+  EXPECT_EQ(tcp, (std::set<std::string>{"10.0.0.11:8080", "10.0.0.12:8080"}));
+  for (const auto& p : peers) EXPECT_EQ(p, "10.96.0.10:80");
+  ASSERT_EQ(udp.size(), 2u);
+  for (size_t i = 0; i < udp.size(); ++i) {
+    EXPECT_EQ(udp[i], "10.0.0.13:5353");
+    EXPECT_EQ(from[i], "10.96.0.53:53");
+  }
+}
+
 TEST_F(SockLbTest, ServiceWithoutEndpointsRefusesAtOnce) {
   state_.services["default/empty"] = MakeService("empty", "10.96.0.20", {{"http", Protocol::kTcp, 80, 0},
                                                                           {"dns", Protocol::kUdp, 53, 0}});
