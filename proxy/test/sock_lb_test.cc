@@ -27,6 +27,7 @@
 #include "skiff/proxy/desired.h"
 #include "skiff/proxy/service_map.h"
 #include "skiff/proxy/source.h"
+#include "skiff_bpf/lb.h"
 
 namespace skiff::proxy {
 namespace {
@@ -361,6 +362,58 @@ TEST_F(SockLbTest, ClusterIpTcpAndUdpFromAPodNetnsReachBackendsAndShowTheVip) {
     EXPECT_EQ(udp[i], "10.0.0.13:5353");
     EXPECT_EQ(from[i], "10.96.0.53:53");
   }
+}
+
+TEST_F(SockLbTest, RemovingABackendDeletesItsConntrackEntriesOnly) {
+  map_.reset();
+  dp_.reset();
+  DatapathOptions opts;
+  opts.bpffs_dir = lab_->bpffs();
+  opts.load_tc = true;
+  auto dp = Datapath::Open(opts);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  dp_ = *std::move(dp);
+  map_ = std::make_unique<ServiceMap>(dp_->maps());
+  Service np = MakeService("np", "10.96.0.30", {{"http", Protocol::kTcp, 80, 30080}});
+  np.type = "NodePort";
+  state_.services["default/np"] = np;
+  state_.endpoint_slices["default/np-a"] =
+      MakeSlice("np", {"10.0.0.11", "10.0.0.12"}, {{"http", Protocol::kTcp, 8080}});
+  Program();
+  // Backend ids by address, from the backends map.
+  std::map<std::string, uint32_t> id_of;
+  uint32_t key = 0, next = 0;
+  bool first = true;
+  while (bpf_map_get_next_key(dp_->maps().backends, first ? nullptr : &key, &next) == 0) {
+    first = false;
+    key = next;
+    skiff_lb4_backend b{};
+    ASSERT_EQ(bpf_map_lookup_elem(dp_->maps().backends, &key, &b), 0);
+    id_of[Ipv4ToString(b.address)] = key;
+  }
+  ASSERT_EQ(id_of.size(), 2u);
+  // Two tracked flows as tc would have left them, one per backend.
+  auto flow = [&](uint16_t sport, const std::string& backend) {
+    skiff_ct4_key k{};
+    inet_pton(AF_INET, "192.168.50.2", &k.saddr);
+    inet_pton(AF_INET, "192.168.50.1", &k.daddr);
+    k.sport = htons(sport);
+    k.dport = htons(30080);
+    k.proto = IPPROTO_TCP;
+    k.dir = SKIFF_CT_DIR_ORIG;
+    skiff_ct4_value v{};
+    inet_pton(AF_INET, backend.c_str(), &v.new_daddr);
+    v.new_dport = htons(8080);
+    v.backend_id = id_of.at(backend);
+    EXPECT_EQ(bpf_map_update_elem(dp_->maps().ct, &k, &v, BPF_ANY), 0);
+    return k;
+  };
+  skiff_ct4_key gone = flow(40001, "10.0.0.11"), kept = flow(40002, "10.0.0.12");
+  state_.endpoint_slices["default/np-a"] = MakeSlice("np", {"10.0.0.12"}, {{"http", Protocol::kTcp, 8080}});
+  Program();
+  skiff_ct4_value v{};
+  EXPECT_NE(bpf_map_lookup_elem(dp_->maps().ct, &gone, &v), 0) << "flow of the removed backend still tracked";
+  EXPECT_EQ(bpf_map_lookup_elem(dp_->maps().ct, &kept, &v), 0) << "flow of a live backend was dropped";
 }
 
 TEST_F(SockLbTest, ServiceWithoutEndpointsRefusesAtOnce) {
