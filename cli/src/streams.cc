@@ -59,6 +59,16 @@ std::string PickContainer(Ctx& ctx, const api::v1::Pod& pod) {
   return pod.spec().containers(0).name();
 }
 
+// The API server's answer for a container the pod does not have (checked
+// here, where the pod is at hand, so no node is asked).
+absl::Status CheckContainer(const api::v1::Pod& pod, const std::string& container) {
+  for (const auto* list : {&pod.spec().containers(), &pod.spec().init_containers()})
+    for (const auto& c : *list)
+      if (c.name() == container) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("container ", container, " is not valid for pod ", pod.metadata().name()));
+}
+
 int PodError(Ctx& ctx, const absl::Status& st) {
   if (st.code() == absl::StatusCode::kInvalidArgument && !IsTransportError(st)) return Fail(ctx, st);
   return ServerFail(ctx, st);
@@ -75,6 +85,7 @@ int CmdLogs(Ctx& ctx) {
   auto pod = ResolvePod(ctx, c, ctx.flags.args[0]);
   if (!pod.ok()) return PodError(ctx, pod.status());
   std::string container = ctx.flags.args.size() > 1 ? ctx.flags.args[1] : PickContainer(ctx, *pod);
+  if (absl::Status st = CheckContainer(*pod, container); !st.ok()) return ServerFail(ctx, st);
   api::v1::LogsRequest req;
   req.set_namespace_(pod->metadata().namespace_());
   req.set_pod(pod->metadata().name());
@@ -127,6 +138,7 @@ int CmdExec(Ctx& ctx) {
   first.set_namespace_(pod->metadata().namespace_());
   first.set_pod(pod->metadata().name());
   first.set_container(PickContainer(ctx, *pod));
+  if (absl::Status st = CheckContainer(*pod, first.container()); !st.ok()) return ServerFail(ctx, st);
   for (const auto& a : ctx.flags.after_dash) first.add_command(a);
   first.set_stdin(ctx.flags.Bool("stdin"));
   first.set_tty(ctx.flags.Bool("tty") && ctx.flags.Bool("stdin") && ::isatty(ctx.env.stdin_fd));

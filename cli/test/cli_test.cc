@@ -622,6 +622,12 @@ TEST_F(CliTest, LogsAndExecUseTheNodeStreams) {
   EXPECT_EQ(err_, "command terminated with exit code 3\n");
   EXPECT_EQ(Run({"logs", "nope"}), 1);
   EXPECT_EQ(err_, "Error from server (NotFound): pods \"nope\" not found\n");
+  // A container the pod does not have: the API server's words, no node asked.
+  EXPECT_EQ(Run({"exec", "web-0", "-c", "nosuch", "--", "echo", "x"}), 1);
+  EXPECT_EQ(out_, "");
+  EXPECT_EQ(err_, "Error from server (BadRequest): container nosuch is not valid for pod web-0\n");
+  EXPECT_EQ(Run({"logs", "web-0", "-c", "nosuch"}), 1);
+  EXPECT_EQ(err_, "Error from server (BadRequest): container nosuch is not valid for pod web-0\n");
 }
 
 TEST_F(CliTest, ConfigContextsAndNamespace) {
