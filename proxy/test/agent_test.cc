@@ -3,6 +3,7 @@
 // kill -9 + restart under continuous TCP and UDP traffic with no failure.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -19,6 +20,11 @@
 
 #include "gtest/gtest.h"
 #include "lab.h"
+#include "skiff/common/unique_fd.h"
+#include "skiff/proxy/datapath.h"
+#include "skiff/proxy/desired.h"
+#include "skiff/proxy/service_map.h"
+#include "skiff/proxy/source.h"
 
 namespace skiff::proxy {
 namespace {
@@ -507,6 +513,66 @@ TEST_F(AgentTest, NodePortToALocalBackendWithExternalTrafficPolicyLocalKeepsTheC
     // eTP Cluster with a remote backend: SNAT to the node address.
     EXPECT_EQ(remote[i].substr(0, remote[i].find(':')), "192.168.50.1") << remote[i];
   }
+}
+
+TEST_F(AgentTest, StartsOverAnOlderLayoutTakesOverTheHooksAndLosesNothing) {
+  // An agent generation with layout "v0" left its pins and links behind.
+  {
+    DatapathOptions old_opts;
+    old_opts.bpffs_dir = lab_->bpffs();
+    old_opts.pin_version = "v0";
+    auto old_dp = Datapath::Open(old_opts);
+    ASSERT_TRUE(old_dp.ok()) << old_dp.status();
+    ASSERT_TRUE((*old_dp)->AttachSocketLb(lab_->cgroup()).ok());
+    auto state = ParseClusterStateYaml(kServices);
+    ASSERT_TRUE(state.ok());
+    DesiredBuilder b(NodeConfig{"node-a", {}});
+    ServiceMap old_map((*old_dp)->maps());
+    ASSERT_TRUE(old_map.ApplyDelta(b.Update(*state)).ok());
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::string last_error;
+  std::thread loop([&] {
+    if (!lab_->EnterNetnsThisThread()) return;
+    while (!stop) {
+      std::string got = TcpRequest("10.96.0.10", 80);
+      if (got.rfind("10.0.0.1", 0) == 0) ++ok;
+      else {
+        ++failed;
+        last_error = got;
+      }
+    }
+  });
+  auto old_pins = [&] {
+    int n = 0;
+    for (const std::string& dir : {lab_->bpffs(), lab_->bpffs() + "/links"}) {
+      DIR* d = opendir(dir.c_str());
+      if (!d) continue;
+      while (dirent* e = readdir(d)) {
+        std::string name = e->d_name;
+        n += name.size() > 3 && name.compare(name.size() - 3, 3, "_v0") == 0;
+      }
+      closedir(d);
+    }
+    return n;
+  };
+  EXPECT_GT(old_pins(), 0);
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  for (int i = 0; i < 200 && old_pins() > 0; ++i) usleep(20000);
+  int seen = ok + failed;
+  for (int i = 0; i < 500 && ok + failed < seen + 20; ++i) usleep(10000);
+  stop = true;
+  loop.join();
+  EXPECT_EQ(old_pins(), 0);
+  EXPECT_GT(ok.load(), 20);
+  EXPECT_EQ(failed.load(), 0) << last_error;
+  EXPECT_NE(ReadAll(log_).find("migration done"), std::string::npos);
+  UniqueFd cg(open(lab_->cgroup().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  __u32 ids[4] = {}, count = 4;
+  ASSERT_EQ(bpf_prog_query(cg.get(), BPF_CGROUP_INET4_CONNECT, 0, nullptr, ids, &count), 0);
+  EXPECT_EQ(count, 1u);
 }
 
 }  // namespace
