@@ -86,8 +86,10 @@ Object Node(int i) {
   Object o;
   auto* n = o.mutable_node();
   n->mutable_metadata()->set_name(absl::StrCat("node-", i));
-  (*n->mutable_status()->mutable_capacity())["cpu"] = "8";
-  (*n->mutable_status()->mutable_capacity())["memory"] = "32Gi";
+  // insert(), not operator[] + assignment: GCC 12 at -O3 reports a bogus
+  // -Wrestrict on the short-string assignment.
+  n->mutable_status()->mutable_capacity()->insert({std::string("cpu"), std::string("8")});
+  n->mutable_status()->mutable_capacity()->insert({std::string("memory"), std::string("32Gi")});
   auto* a = n->mutable_status()->add_addresses();
   a->set_type("InternalIP");
   a->set_address(absl::StrCat("192.0.2.", i % 250));

@@ -3,7 +3,10 @@
 // and the embedded store.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
+
+#include "absl/strings/ascii.h"
 
 #include "fixture.h"
 #include "objects.h"
@@ -159,6 +162,97 @@ TEST_P(ApiTest, StaleResourceVersionIsAConflict) {
   d.precondition_uid = "not-the-uid";
   auto del = client_->Delete("configmaps", "default", "cm", d);
   EXPECT_EQ(del.status().code(), absl::StatusCode::kAborted);
+}
+
+TEST_P(ApiTest, JsonMergePatchThroughGrpc) {
+  Object cm = MakeObject("configmaps", "default", "merge");
+  auto& data = *cm.mutable_config_map()->mutable_data();
+  data["keep"] = "1";
+  data["drop"] = "2";
+  (*cm.mutable_config_map()->mutable_metadata()->mutable_labels())["tier"] = "web";
+  ASSERT_TRUE(client_->Create("configmaps", "default", cm).ok());
+  // RFC 7386: objects merge recursively, null removes, scalars replace.
+  auto p = client_->Patch("configmaps", "default", "merge",
+                          R"({"data":{"drop":null,"new":"3"},"metadata":{"labels":{"tier":null,"app":"x"}}})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::map<std::string, std::string> got(p->config_map().data().begin(), p->config_map().data().end());
+  EXPECT_EQ(got, (std::map<std::string, std::string>{{"k", "v"}, {"keep", "1"}, {"new", "3"}}));
+  std::map<std::string, std::string> labels(Meta(*p).labels().begin(), Meta(*p).labels().end());
+  EXPECT_EQ(labels, (std::map<std::string, std::string>{{"app", "x"}, {"suite", "verbs"}}));
+  // Lists are replaced as a whole.
+  Object dep = MakeObject("deployments", "default", "merge-dep");
+  ASSERT_TRUE(client_->Create("deployments", "default", dep).ok());
+  auto d = client_->Patch("deployments", "default", "merge-dep",
+                          R"({"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.25"}]}}}})");
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->deployment().spec().template_().spec().containers_size(), 1);
+  EXPECT_EQ(d->deployment().spec().template_().spec().containers(0).name(), "web");
+  EXPECT_EQ(d->deployment().spec().template_().spec().containers(0).image_pull_policy(), "IfNotPresent");  // defaulted
+  EXPECT_EQ(d->deployment().metadata().generation(), 2);
+  // A patch that makes the object invalid is refused with the validation message.
+  auto bad = client_->Patch("deployments", "default", "merge-dep", R"({"spec":{"replicas":-1}})");
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(bad.status().message()),
+            "Deployment \"merge-dep\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0");
+  // Malformed JSON, and a patch of something that does not exist.
+  EXPECT_EQ(client_->Patch("configmaps", "default", "merge", "{not json").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto missing = client_->Patch("configmaps", "default", "nope", R"({"data":{"a":"b"}})");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "configmaps \"nope\" not found");
+}
+
+TEST_P(ApiTest, DeleteWithPreconditionsAndPropagation) {
+  auto a = client_->Create("configmaps", "default", MakeObject("configmaps", "default", "pre"));
+  ASSERT_TRUE(a.ok());
+  skiff::client::DeleteOptions stale;
+  stale.precondition_resource_version = "1";
+  auto s = client_->Delete("configmaps", "default", "pre", stale);
+  ASSERT_EQ(s.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(s.status().message(), absl::StrCat("Precondition failed: ResourceVersion in precondition: 1, "
+                                               "ResourceVersion in object meta: ",
+                                               Meta(*a).resource_version()));
+  skiff::client::DeleteOptions wrong_uid;
+  wrong_uid.precondition_uid = "other";
+  auto u = client_->Delete("configmaps", "default", "pre", wrong_uid);
+  EXPECT_EQ(u.status().message(), absl::StrCat("Precondition failed: UID in precondition: other, UID in object meta: ",
+                                               Meta(*a).uid()));
+  ASSERT_TRUE(client_->Get("configmaps", "default", "pre").ok());
+  skiff::client::DeleteOptions exact;
+  exact.precondition_uid = Meta(*a).uid();
+  exact.precondition_resource_version = Meta(*a).resource_version();
+  ASSERT_TRUE(client_->Delete("configmaps", "default", "pre", exact).ok());
+  EXPECT_EQ(client_->Get("configmaps", "default", "pre").status().code(), absl::StatusCode::kNotFound);
+
+  // Foreground / Orphan leave the object for the garbage collector with
+  // deletionTimestamp and the matching finalizer; Background deletes at once.
+  for (const auto& [policy, finalizer] : std::vector<std::pair<std::string, std::string>>{
+           {"Foreground", "foregroundDeletion"}, {"Orphan", "orphan"}}) {
+    std::string name = "prop-" + absl::AsciiStrToLower(policy);
+    ASSERT_TRUE(client_->Create("deployments", "default", MakeObject("deployments", "default", name)).ok());
+    skiff::client::DeleteOptions o;
+    o.propagation_policy = policy;
+    auto d = client_->Delete("deployments", "default", name, o);
+    ASSERT_TRUE(d.ok()) << d.status();
+    auto still = client_->Get("deployments", "default", name);
+    ASSERT_TRUE(still.ok()) << policy;
+    EXPECT_FALSE(Meta(*still).deletion_timestamp().empty());
+    ASSERT_EQ(Meta(*still).finalizers_size(), 1);
+    EXPECT_EQ(Meta(*still).finalizers(0), finalizer);
+    // The collector's part: removing the finalizer completes the deletion.
+    ASSERT_TRUE(client_->Patch("deployments", "default", name, R"({"metadata":{"finalizers":null}})").ok());
+    EXPECT_EQ(client_->Get("deployments", "default", name).status().code(), absl::StatusCode::kNotFound);
+  }
+  ASSERT_TRUE(client_->Create("deployments", "default", MakeObject("deployments", "default", "prop-bg")).ok());
+  skiff::client::DeleteOptions bg;
+  bg.propagation_policy = "Background";
+  ASSERT_TRUE(client_->Delete("deployments", "default", "prop-bg", bg).ok());
+  EXPECT_EQ(client_->Get("deployments", "default", "prop-bg").status().code(), absl::StatusCode::kNotFound);
+  skiff::client::DeleteOptions bogus;
+  bogus.propagation_policy = "Sideways";
+  auto b = client_->Delete("configmaps", "default", "merge-none", bogus);
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(b.status().message(), "unsupported propagationPolicy: Sideways");
 }
 
 TEST_P(ApiTest, ListPagesAreConsistentAtOneRevision) {

@@ -3,6 +3,9 @@
 #include <arpa/inet.h>
 
 #include <chrono>
+#include <functional>
+#include <optional>
+#include <set>
 #include <random>
 
 #include "absl/strings/escaping.h"
@@ -294,8 +297,31 @@ void Registry::Unwatch(const std::string& resource, const std::shared_ptr<CacheW
 
 absl::Status Registry::PlanServiceAllocations(const v1::Service* old, v1::Service* svc,
                                               std::vector<std::string>* create_keys,
-                                              std::vector<std::string>* delete_keys, bool* user_chosen) {
+                                              std::vector<std::string>* delete_keys, bool* user_chosen,
+                                              bool avoid_taken) {
   auto* spec = svc->mutable_spec();
+  // After a collision (another replica, or a crowded range) the next pick
+  // avoids what is already allocated instead of guessing blindly again.
+  auto taken_suffixes = [&](const std::string& prefix) -> absl::StatusOr<std::set<std::string>> {
+    std::set<std::string> out;
+    if (!avoid_taken) return out;
+    ASSIGN_OR_RETURN(EtcdRange r, etcd_->Range(prefix, PrefixEnd(prefix), 0, 0));
+    for (const auto& kv : r.kvs) out.insert(kv.key().substr(prefix.size()));
+    return out;
+  };
+  // A random value in [lo, lo+span) not in `taken`: random probes, then a scan.
+  auto pick = [&](uint64_t lo, uint64_t span, const std::function<bool(uint64_t)>& taken) -> std::optional<uint64_t> {
+    for (int i = 0; i < 64; ++i) {
+      uint64_t v = lo + Rng()() % span;
+      if (!taken(v)) return v;
+    }
+    uint64_t start = Rng()() % span;
+    for (uint64_t i = 0; i < span; ++i) {
+      uint64_t v = lo + (start + i) % span;
+      if (!taken(v)) return v;
+    }
+    return std::nullopt;
+  };
   *user_chosen = false;
   bool wants_ip = spec->type() != "ExternalName" && spec->cluster_ip() != "None";
   std::string old_ip = old ? old->spec().cluster_ip() : "";
@@ -306,8 +332,12 @@ absl::Status Registry::PlanServiceAllocations(const v1::Service* old, v1::Servic
       // Random offset; the first address is the network, the last the broadcast,
       // the first usable one is reserved for the `kubernetes` Service.
       uint32_t span = cidr_size_ - 3;
-      uint32_t ip = cidr_base_ + 2 + static_cast<uint32_t>(Rng()() % span);
-      spec->set_cluster_ip(Ipv4ToString(ip));
+      ASSIGN_OR_RETURN(std::set<std::string> taken, taken_suffixes(kIpKeyPrefix));
+      auto ip = pick(cidr_base_ + 2, span, [&](uint64_t v) {
+        return taken.count(Ipv4ToString(static_cast<uint32_t>(v))) > 0;
+      });
+      if (!ip) return absl::InternalError("Internal error occurred: failed to allocate a serviceIP: range is full");
+      spec->set_cluster_ip(Ipv4ToString(static_cast<uint32_t>(*ip)));
       create_keys->push_back(kIpKeyPrefix + spec->cluster_ip());
     } else if (spec->cluster_ip() != old_ip) {
       uint32_t ip;
@@ -338,6 +368,7 @@ absl::Status Registry::PlanServiceAllocations(const v1::Service* old, v1::Servic
     for (const auto& p : old->spec().ports())
       if (p.node_port() != 0) old_ports.insert(p.node_port());
   std::set<int> kept;
+  std::optional<std::set<std::string>> taken_ports;
   for (int i = 0; i < spec->ports_size(); ++i) {
     auto* p = spec->mutable_ports(i);
     if (!wants_ports) {
@@ -352,10 +383,15 @@ absl::Status Registry::PlanServiceAllocations(const v1::Service* old, v1::Servic
     }
     if (p->node_port() == 0) {
       int span = opts_.node_port_max - opts_.node_port_min + 1;
-      int port;
-      do {
-        port = opts_.node_port_min + static_cast<int>(Rng()() % span);
-      } while (kept.count(port) || old_ports.count(port));
+      if (!taken_ports) {
+        ASSIGN_OR_RETURN(taken_ports, taken_suffixes(kPortKeyPrefix));
+      }
+      auto picked = pick(opts_.node_port_min, span, [&](uint64_t v) {
+        int c = static_cast<int>(v);
+        return kept.count(c) || old_ports.count(c) || taken_ports->count(std::to_string(c)) > 0;
+      });
+      if (!picked) return absl::InternalError("Internal error occurred: failed to allocate a nodePort: range is full");
+      int port = static_cast<int>(*picked);
       p->set_node_port(port);
       create_keys->push_back(absl::StrCat(kPortKeyPrefix, port));
     } else if (!old_ports.count(p->node_port()) || kept.count(p->node_port())) {
@@ -448,7 +484,7 @@ absl::StatusOr<Object> Registry::Create(const std::string& resource, const std::
     if (st->phase().empty()) st->set_phase("Pending");
   }
 
-  for (int attempt = 0; attempt < 8; ++attempt) {
+  for (int attempt = 0; attempt < 16; ++attempt) {
     Object cand = obj;
     ObjectMeta* cm = MutableMeta(&cand);
     if (generated) cm->set_name(cm->generate_name() + RandomSuffix());
@@ -457,7 +493,8 @@ absl::StatusOr<Object> Registry::Create(const std::string& resource, const std::
     std::vector<std::string> alloc_create, alloc_delete;
     bool user_chosen = false;
     if (cand.has_service())
-      RETURN_IF_ERROR(PlanServiceAllocations(nullptr, cand.mutable_service(), &alloc_create, &alloc_delete, &user_chosen));
+      RETURN_IF_ERROR(PlanServiceAllocations(nullptr, cand.mutable_service(), &alloc_create, &alloc_delete, &user_chosen,
+                                             attempt > 0));
     if (dry_run) return cand;
     const std::string key = StorageKey(*info, cm->namespace_(), cm->name());
     cm->clear_resource_version();
@@ -599,7 +636,8 @@ absl::StatusOr<Object> Registry::Commit(const ResourceInfo& info, const Stored& 
   std::vector<std::string> alloc_create, alloc_delete;
   bool user_chosen = false;
   if (next.has_service())
-    RETURN_IF_ERROR(PlanServiceAllocations(&cur.obj.service(), next.mutable_service(), &alloc_create, &alloc_delete, &user_chosen));
+    RETURN_IF_ERROR(PlanServiceAllocations(&cur.obj.service(), next.mutable_service(), &alloc_create, &alloc_delete,
+                                           &user_chosen, false));
   nm->set_resource_version(std::to_string(cur.mod_revision));
   if (google::protobuf::util::MessageDifferencer::Equals(next, cur.obj)) return next;  // no-op
   if (dry_run) return next;

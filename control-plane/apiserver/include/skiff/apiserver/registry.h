@@ -86,7 +86,7 @@ class Registry {
   // Service allocations: keys to create and delete in the same Txn.
   absl::Status PlanServiceAllocations(const api::v1::Service* old, api::v1::Service* svc,
                                       std::vector<std::string>* create_keys, std::vector<std::string>* delete_keys,
-                                      bool* user_chosen);
+                                      bool* user_chosen, bool avoid_taken);
   absl::Status EnsureBootstrapObjects(const std::string& advertise_ip, int port);
   void NamespaceCleanup(std::string ns);
 
