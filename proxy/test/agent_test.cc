@@ -530,20 +530,7 @@ TEST_F(AgentTest, StartsOverAnOlderLayoutTakesOverTheHooksAndLosesNothing) {
     ServiceMap old_map((*old_dp)->maps());
     ASSERT_TRUE(old_map.ApplyDelta(b.Update(*state)).ok());
   }
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0}, failed{0};
-  std::string last_error;
-  std::thread loop([&] {
-    if (!lab_->EnterNetnsThisThread()) return;
-    while (!stop) {
-      std::string got = TcpRequest("10.96.0.10", 80);
-      if (got.rfind("10.0.0.1", 0) == 0) ++ok;
-      else {
-        ++failed;
-        last_error = got;
-      }
-    }
-  });
+  testing::ConnectLoop loop(*lab_, "10.96.0.10", 80);
   auto old_pins = [&] {
     int n = 0;
     for (const std::string& dir : {lab_->bpffs(), lab_->bpffs() + "/links"}) {
@@ -561,13 +548,11 @@ TEST_F(AgentTest, StartsOverAnOlderLayoutTakesOverTheHooksAndLosesNothing) {
   StartAgent();
   ASSERT_TRUE(WaitHealthy());
   for (int i = 0; i < 200 && old_pins() > 0; ++i) usleep(20000);
-  int seen = ok + failed;
-  for (int i = 0; i < 500 && ok + failed < seen + 20; ++i) usleep(10000);
-  stop = true;
-  loop.join();
+  loop.WaitForProgress(20);
+  loop.Stop();
   EXPECT_EQ(old_pins(), 0);
-  EXPECT_GT(ok.load(), 20);
-  EXPECT_EQ(failed.load(), 0) << last_error;
+  EXPECT_GT(loop.ok(), 20);
+  EXPECT_EQ(loop.failed(), 0) << loop.last_error();
   EXPECT_NE(ReadAll(log_).find("migration done"), std::string::npos);
   UniqueFd cg(open(lab_->cgroup().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   __u32 ids[4] = {}, count = 4;

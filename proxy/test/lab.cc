@@ -383,4 +383,36 @@ std::string UdpRequest(const std::string& ip, int port, bool connected, std::str
   return std::string(buf, n);
 }
 
+ConnectLoop::ConnectLoop(Lab& lab, std::string ip, int port) {
+  thread_ = std::thread([this, &lab, ip, port] {
+    if (!lab.EnterNetnsThisThread()) return;
+    while (!stop_) {
+      std::string got = TcpRequest(ip, port);
+      if (got.rfind("10.0.0.1", 0) == 0) {
+        ++ok_;
+      } else {
+        std::lock_guard lock(mu_);
+        last_error_ = got;
+        ++failed_;
+      }
+    }
+  });
+}
+
+void ConnectLoop::WaitForProgress(int n) {
+  int seen = ok_ + failed_;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (ok_ + failed_ < seen + n && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+}
+
+void ConnectLoop::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string ConnectLoop::last_error() {
+  std::lock_guard lock(mu_);
+  return last_error_;
+}
+
 }  // namespace skiff::proxy::testing

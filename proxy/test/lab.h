@@ -8,7 +8,10 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace skiff::proxy::testing {
@@ -80,5 +83,26 @@ std::string UdpRequest(const std::string& ip, int port, bool connected, std::str
                        int* err = nullptr);
 
 std::string Cgroup2Mount();
+
+// TCP requests to ip:port in a loop from the lab's node netns (own thread),
+// counting answers from a lab backend (10.0.0.1x) and anything else.
+class ConnectLoop {
+ public:
+  ConnectLoop(Lab& lab, std::string ip, int port);
+  ~ConnectLoop() { Stop(); }
+  // Waits (at most 10 s) until `n` more requests have completed.
+  void WaitForProgress(int n);
+  void Stop();
+  int ok() const { return ok_; }
+  int failed() const { return failed_; }
+  std::string last_error();
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int> ok_{0}, failed_{0};
+  std::mutex mu_;
+  std::string last_error_;
+  std::thread thread_;
+};
 
 }  // namespace skiff::proxy::testing

@@ -260,25 +260,8 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   ConnectedUdp udp("10.96.0.53", 53);
   ASSERT_EQ(udp.Ask(), "10.0.0.13:5353");
 
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0}, failed{0};
-  std::string last_error;
-  std::thread loop([&] {
-    if (!lab_->EnterNetnsThisThread()) return;
-    while (!stop) {
-      std::string got = TcpRequest("10.96.0.80", 80);
-      if (got.rfind("10.0.0.1", 0) == 0) ++ok;
-      else {
-        ++failed;
-        last_error = got;
-      }
-    }
-  });
-  auto wait_for_progress = [&] {
-    int seen = ok + failed;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (ok + failed < seen + 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
-  };
+  testing::ConnectLoop loop(*lab_, "10.96.0.80", 80);
+  auto wait_for_progress = [&] { loop.WaitForProgress(3); };
   wait_for_progress();
   old_dp->reset();  // the older agent exits; its pins keep the datapath serving
   wait_for_progress();
@@ -300,10 +283,9 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   ASSERT_TRUE(dp_->AttachSocketLb(lab_->cgroup()).ok());
   ASSERT_TRUE(dp_->FinishMigration().ok());
   wait_for_progress();
-  stop = true;
-  loop.join();
-  EXPECT_GT(ok.load(), 9);
-  EXPECT_EQ(failed.load(), 0) << last_error;
+  loop.Stop();
+  EXPECT_GT(loop.ok(), 9);
+  EXPECT_EQ(loop.failed(), 0) << loop.last_error();
 
   // The established TCP connection still flows and still shows the VIP.
   ASSERT_EQ(write(client.get(), "ping", 4), 4);
