@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "skiff/apiserver/server.h"
 #include "skiff/client/config.h"
 #include "skiff/client/dial.h"
@@ -50,6 +51,9 @@ void Usage() {
 }  // namespace
 
 int main(int raw_argc, char** raw_argv) {
+  // Debian's abseil runs absl::Mutex deadlock detection (a global lock-order
+  // graph) on every gRPC-internal lock; it costs CPU on every request.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   auto expanded = skiff::ExpandConfigArgs(raw_argc, raw_argv);
   if (!expanded.ok()) {
     fprintf(stderr, "skiff-control-plane: %s\n", std::string(expanded.status().message()).c_str());
