@@ -35,7 +35,8 @@ void Usage() {
                "  [--root-dir DIR] [--run-dir DIR] [--log-dir DIR] [--cgroup-root PATH]\n"
                "  [--cgroup-driver cgroupfs|systemd] [--pod-cidr CIDR] [--node-ip IP]\n"
                "  [--service-cluster-ip-range CIDR] [--listen ADDR] [--healthz-listen ADDR]\n"
-               "  [--manifest-dir DIR] [--rootfs-dir DIR] [--image-root DIR] [--max-pods N]\n"
+               "  [--pod-manifest-path DIR] [--manifest-poll-seconds N] [--eviction-hard memory.available<100Mi,nodefs.available<10%]\n"
+               "  [--eviction-interval-seconds N] [--rootfs-dir DIR] [--image-root DIR] [--max-pods N]\n"
                "  [--monitor PATH] [--no-pod-network] [--v debug|info|warning|error]\n";
 }
 
@@ -86,7 +87,14 @@ int main(int raw_argc, char** raw_argv) {
     else if (a == "--service-cluster-ip-range") c.service_cidr = next();
     else if (a == "--listen") c.listen = next();
     else if (a == "--healthz-listen") c.healthz_listen = next();
-    else if (a == "--manifest-dir") c.manifest_dir = next();
+    else if (a == "--manifest-dir" || a == "--pod-manifest-path") c.manifest_dir = next();
+    else if (a == "--manifest-poll-seconds") c.manifest_poll_seconds = atoi(next().c_str());
+    else if (a == "--eviction-hard") {
+      if (auto st = skiff::kubelet::ParseEvictionHard(next(), &c); !st.ok()) {
+        std::cerr << "skiff-kubelet: " << st.message() << "\n";
+        return 2;
+      }
+    } else if (a == "--eviction-interval-seconds") c.eviction_interval_seconds = atoi(next().c_str());
     else if (a == "--rootfs-dir") c.rootfs_dir = next();
     else if (a == "--image-root") c.image_root = next();
     else if (a == "--max-pods") c.max_pods = atoi(next().c_str());

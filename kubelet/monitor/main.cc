@@ -5,24 +5,35 @@
 // reads. It detaches from the kubelet (own session, double fork), so
 // containers keep running while the kubelet restarts.
 //
+// The process lives in three stages, one pid (the init must stay its child):
+//   1. skiff-monitor: detach, create + start the container, write the record,
+//      report on the ready fd;
+//   2. execve skiff-monitor-pump (static, libc only, < 1 MB resident): copy
+//      the pipes into the CRI log until the container exits;
+//   3. execve skiff-monitor --finish 1: reap the init, record the exit status
+//      (and OOM kill), delete the runtime state.
+//
 // Usage: skiff-monitor --runtime-root DIR --id ID --bundle DIR --record FILE
 //          --log FILE --attempt N [--netns PATH] [--cgroup PATH] [--systemd]
 //          [--ready-fd FD] [--log-max-size BYTES] [--log-max-files N]
+//          [--pump PATH] [--finish 1]
 // The ready fd receives "OK <pid>\n" once the container runs, or "ERR <message>\n".
 #include <fcntl.h>
-#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "skiff/kubelet/container_record.h"
 #include "skiff/kubelet/cri_log.h"
+#include "skiff/runtime/cgroup.h"
 #include "skiff/runtime/container.h"
 
 namespace {
@@ -30,9 +41,12 @@ namespace {
 using skiff::kubelet::ContainerRecord;
 
 struct Args {
-  std::string runtime_root, id, bundle, record, log, netns, cgroup;
+  std::string runtime_root, id, bundle, record, log, netns, cgroup, pump;
+  std::string cgroup_dir;  // --finish: the container's cgroup, for memory.events
+  uint64_t oom_base = 0;   // --finish: oom_kill count when the container started
   int attempt = 0;
   bool systemd = false;
+  bool finish = false;
   int ready_fd = -1;
   uint64_t log_max_size = skiff::kubelet::kDefaultLogMaxSize;
   int log_max_files = skiff::kubelet::kDefaultLogMaxFiles;
@@ -49,6 +63,46 @@ void Ready(int fd, const std::string& msg) {
 std::string NowRfc3339() {
   std::string s = skiff::kubelet::Rfc3339Nano(skiff::kubelet::NowUnixNanos());
   return s.substr(0, 19) + "Z";
+}
+
+std::string SelfExe() {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, n) : "skiff-monitor";
+}
+
+// Stage 3: the init is our child, exited or about to. The runtime cannot
+// tell a zombie from a stopped container, so it is reaped here.
+int Finish(const Args& a) {
+  ContainerRecord rec;
+  if (auto r = skiff::kubelet::ReadRecordFile(a.record); r.ok()) rec = *r;
+  rec.id = a.id;
+  rec.monitor_pid = getpid();
+  siginfo_t si{};
+  int rc = -1;
+  if (rec.pid > 0) {
+    while ((rc = waitid(P_PID, rec.pid, &si, WEXITED)) != 0 && errno == EINTR) {
+    }
+  }
+  rec.exited = true;
+  rec.finished_at = NowRfc3339();
+  if (rc == 0 && si.si_code == CLD_EXITED) {
+    rec.exit_code = si.si_status;
+  } else if (rc == 0) {
+    rec.signal = si.si_status;
+    rec.exit_code = 128 + si.si_status;
+  } else {
+    rec.exit_code = 255;
+    rec.error = std::string("wait for the container: ") + strerror(errno);
+  }
+  if (!a.cgroup_dir.empty()) rec.oom_killed = skiff::runtime::CgroupOomKills(a.cgroup_dir) > a.oom_base;
+  skiff::runtime::RuntimeOptions ro;
+  ro.root_dir = a.runtime_root;
+  ro.cgroup_driver = a.systemd ? skiff::runtime::CgroupDriver::kSystemd : skiff::runtime::CgroupDriver::kCgroupfs;
+  skiff::runtime::Runtime rt(ro);
+  rt.Delete(a.id, true).IgnoreError();
+  skiff::kubelet::WriteRecordFile(a.record, rec).IgnoreError();
+  return 0;
 }
 
 int Run(const Args& a) {
@@ -84,6 +138,7 @@ int Run(const Args& a) {
   close(err[1]);
   if (!st.ok()) return fail("create container: " + std::string(st.status().message()));
   for (size_t i = 0; i < st->warnings.size(); ++i) rec.warnings += (i ? "; " : "") + st->warnings[i];
+  uint64_t oom_base = st->cgroup_path.empty() ? 0 : skiff::runtime::CgroupOomKills(st->cgroup_path);
   if (auto s = rt.Start(a.id); !s.ok()) {
     rt.Delete(a.id, true).IgnoreError();
     return fail("start container: " + std::string(s.message()));
@@ -95,56 +150,28 @@ int Run(const Args& a) {
     return fail(std::string(s.message()));
   }
   Ready(a.ready_fd, "OK " + std::to_string(st->pid));
-  // From here on the monitor only copies bytes: give back what setting up took.
-  malloc_trim(0);
-
-  skiff::kubelet::CriLogWriter log(a.log, a.log_max_size, a.log_max_files);
-  log.Open().IgnoreError();
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, st->pid, 0));
-  pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {pidfd, POLLIN, 0}};
-  bool open_[2] = {true, true};
-  bool exited = pidfd < 0;
-  char buf[16384];
-  // Read until both pipes close; once the init is gone, drain for at most
-  // 2 s (a daemonized grandchild might keep a pipe open forever).
-  int drain_ms = 2000;
-  while (open_[0] || open_[1]) {
-    for (int i = 0; i < 2; ++i) fds[i].fd = open_[i] ? (i == 0 ? out[0] : err[0]) : -1;
-    fds[2].fd = exited ? -1 : pidfd;
-    int n = poll(fds, 3, exited ? 100 : -1);
-    if (n < 0 && errno != EINTR) break;
-    if (exited && n == 0) {
-      drain_ms -= 100;
-      if (drain_ms <= 0) break;
-    }
-    for (int i = 0; i < 2; ++i) {
-      if (!open_[i] || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      ssize_t r = read(fds[i].fd, buf, sizeof(buf));
-      if (r > 0) {
-        log.Feed(i + 1, buf, r, skiff::kubelet::NowUnixNanos()).IgnoreError();
-      } else if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
-        log.Flush(i + 1, skiff::kubelet::NowUnixNanos()).IgnoreError();
-        open_[i] = false;
-      }
-    }
-    if (!exited && (fds[2].revents & POLLIN)) exited = true;
-  }
-  log.Flush(1, skiff::kubelet::NowUnixNanos()).IgnoreError();
-  log.Flush(2, skiff::kubelet::NowUnixNanos()).IgnoreError();
-  auto ex = rt.Wait(a.id);
-  rec.exited = true;
-  rec.finished_at = NowRfc3339();
-  if (ex.ok()) {
-    rec.exit_code = ex->exit_code;
-    rec.signal = ex->signal;
-    rec.oom_killed = ex->oom_killed;
-  } else {
-    rec.exit_code = 255;
-    rec.error = "wait: " + std::string(ex.status().message());
-  }
-  rt.Delete(a.id, true).IgnoreError();
-  skiff::kubelet::WriteRecordFile(a.record, rec).IgnoreError();
-  return 0;
+  // Stage 2: the pump, in this same process (keeps the init as our child).
+  for (int fd : {out[0], err[0]}) fcntl(fd, F_SETFD, 0);
+  std::string self = SelfExe();
+  std::string pump = a.pump.empty() ? self.substr(0, self.rfind('/') + 1) + "skiff-monitor-pump" : a.pump;
+  std::vector<std::string> args = {pump, "--pid", std::to_string(st->pid), "--out", std::to_string(out[0]),
+                                   "--err", std::to_string(err[0]), "--log", a.log,
+                                   "--log-max-size", std::to_string(a.log_max_size),
+                                   "--log-max-files", std::to_string(a.log_max_files), "--",
+                                   self, "--finish", "1", "--runtime-root", a.runtime_root, "--id", a.id,
+                                   "--bundle", a.bundle, "--record", a.record, "--log", a.log,
+                                   "--systemd", a.systemd ? "1" : "0", "--cgroup-dir", st->cgroup_path,
+                                   "--oom-base", std::to_string(oom_base)};
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  execv(pump.c_str(), argv.data());
+  // No pump: stay as we are and let the container run without logs rather
+  // than kill it; the finishing stage still records its exit.
+  fprintf(stderr, "skiff-monitor: exec %s: %s\n", pump.c_str(), strerror(errno));
+  close(out[0]);
+  close(err[0]);
+  return Finish(a);
 }
 
 }  // namespace
@@ -165,6 +192,10 @@ int main(int argc, char** argv) {
     else if (k == "--ready-fd") a.ready_fd = atoi(v.c_str());
     else if (k == "--log-max-size") a.log_max_size = strtoull(v.c_str(), nullptr, 10);
     else if (k == "--log-max-files") a.log_max_files = atoi(v.c_str());
+    else if (k == "--pump") a.pump = v;
+    else if (k == "--cgroup-dir") a.cgroup_dir = v;
+    else if (k == "--oom-base") a.oom_base = strtoull(v.c_str(), nullptr, 10);
+    else if (k == "--finish") a.finish = v == "1";
     else {
       fprintf(stderr, "skiff-monitor: unknown flag %s\n", k.c_str());
       return 2;
@@ -174,6 +205,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "skiff-monitor: --runtime-root, --id, --bundle, --record and --log are required\n");
     return 2;
   }
+  if (a.finish) return Finish(a);
   // Detach: new session, and a second fork so the kubelet is not our parent
   // (it reaps the first child at once; we get reparented to the init/subreaper).
   if (setsid() < 0) {

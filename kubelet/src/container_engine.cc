@@ -7,7 +7,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +36,7 @@ runtime::Spec BuildSpec(const ContainerSpec& c) {
   p.user.uid = c.uid;
   p.user.gid = c.gid;
   p.terminal = false;
+  p.oom_score_adj = c.oom_score_adj;
   runtime::Capabilities caps;
   std::vector<std::string> dflt = {"CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",     "CAP_FOWNER",
                                    "CAP_MKNOD",  "CAP_NET_RAW",      "CAP_SETGID",     "CAP_SETUID",
@@ -108,6 +111,21 @@ absl::Status WriteFile(const std::string& path, const std::string& data) {
   }
   if (rename(tmp.c_str(), path.c_str()) != 0) return LastErrnoError("rename " + tmp);
   return absl::OkStatus();
+}
+
+runtime::RuntimeOptions RuntimeFor(const std::string& root) {
+  runtime::RuntimeOptions o;
+  o.root_dir = root;
+  return o;
+}
+
+runtime::ExecOptions ExecProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  runtime::ExecOptions eo;
+  eo.process.args = argv;
+  eo.process.env = env;
+  if (eo.process.env.empty()) eo.process.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+  eo.process.cwd = "/";
+  return eo;
 }
 
 }  // namespace
@@ -209,16 +227,62 @@ absl::StatusOr<std::vector<std::string>> ContainerEngine::List() {
 
 absl::StatusOr<pid_t> ContainerEngine::ExecStart(const std::string& id, const std::vector<std::string>& argv,
                                                  const std::vector<std::string>& env, int in, int out, int err) {
-  runtime::RuntimeOptions o;
-  o.root_dir = runtime_root_;
-  runtime::Runtime rt(o);
-  runtime::ExecOptions eo;
-  eo.process.args = argv;
-  eo.process.env = env;
-  if (eo.process.env.empty()) eo.process.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
-  eo.process.cwd = "/";
+  runtime::ExecOptions eo = ExecProcess(argv, env);
   eo.stdio = {in, out, err};
-  return rt.Exec(id, eo);
+  return runtime::Runtime(RuntimeFor(runtime_root_)).Exec(id, eo);
+}
+
+absl::StatusOr<pid_t> ContainerEngine::ExecStartTty(const std::string& id, const std::vector<std::string>& argv,
+                                                    const std::vector<std::string>& env, int* master) {
+  // The console socket sits beside the runtime root (not in it: every entry
+  // there is a container id).
+  std::string dir = runtime_root_.substr(0, runtime_root_.find_last_of('/'));
+  if (dir.empty()) dir = "/tmp";
+  std::string path = absl::StrCat(dir, "/console-", getpid(), "-", console_seq_++, ".sock");
+  UniqueFd listener(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener) return LastErrnoError("console socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return absl::InvalidArgumentError("console socket path too long: " + path);
+  memcpy(addr.sun_path, path.c_str(), path.size());
+  unlink(path.c_str());
+  if (bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return LastErrnoError("bind " + path);
+  struct Unlink {
+    std::string p;
+    ~Unlink() { unlink(p.c_str()); }
+  } unlink_later{path};
+  if (listen(listener.get(), 1) != 0) return LastErrnoError("listen " + path);
+  runtime::ExecOptions eo = ExecProcess(argv, env);
+  eo.process.env.push_back("TERM=xterm");
+  eo.process.terminal = true;
+  eo.console_socket = path;
+  ASSIGN_OR_RETURN(pid_t pid, runtime::Runtime(RuntimeFor(runtime_root_)).Exec(id, eo));
+  // The process connected (queued in the backlog) and sent the master before it ran.
+  pollfd p{listener.get(), POLLIN, 0};
+  UniqueFd conn;
+  if (poll(&p, 1, 10000) == 1) conn = UniqueFd(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!conn) {
+    kill(pid, SIGKILL);
+    WaitExec(pid).IgnoreError();
+    return absl::InternalError("exec " + id + ": no terminal received on the console socket");
+  }
+  char byte[256];
+  char ctrl[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{byte, sizeof(byte)};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl;
+  msg.msg_controllen = sizeof(ctrl);
+  ssize_t n = recvmsg(conn.get(), &msg, MSG_CMSG_CLOEXEC);
+  cmsghdr* c = n >= 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+  if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+    kill(pid, SIGKILL);
+    WaitExec(pid).IgnoreError();
+    return absl::InternalError("exec " + id + ": console socket message without a terminal");
+  }
+  memcpy(master, CMSG_DATA(c), sizeof(int));
+  return pid;
 }
 
 absl::StatusOr<int> ContainerEngine::WaitExec(pid_t pid) {

@@ -112,6 +112,11 @@ std::string Kubelet::allocatable(const std::string& key) {
   return it == allocatable_.end() ? "" : it->second;
 }
 
+std::string Kubelet::capacity(const std::string& key) {
+  auto it = capacity_.find(key);
+  return it == capacity_.end() ? "" : it->second;
+}
+
 void Kubelet::UsedExcept(const std::string& uid, int64_t* cpu, int64_t* mem, int* pods) {
   *cpu = *mem = 0;
   *pods = 0;
@@ -157,6 +162,8 @@ Node Kubelet::BuildNodeStatus(const Node& base) {
   al["ephemeral-storage"] = std::to_string(disk - disk / 10);
   allocatable_.clear();
   for (const auto& [k, v] : al) allocatable_[k] = v;
+  capacity_.clear();
+  for (const auto& [k, v] : cap) capacity_[k] = v;
   st->clear_addresses();
   auto* a = st->add_addresses();
   a->set_type("InternalIP");
@@ -187,8 +194,16 @@ Node Kubelet::BuildNodeStatus(const Node& base) {
       if (c.type() == type) c.set_last_heartbeat_time(now);
     }
   };
-  cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available");
-  cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure");
+  if (memory_pressure_) {
+    cond("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available");
+  } else {
+    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available");
+  }
+  if (disk_pressure_) {
+    cond("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure");
+  } else {
+    cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure");
+  }
   cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available");
   cond("Ready", "True", "KubeletReady", "kubelet is posting ready status");
   return n;
@@ -290,6 +305,8 @@ absl::Status Kubelet::Start() {
   ReconcileList(pods);
   std::string rv = list.resource_version();
   threads_.emplace_back([this] { LeaseLoop(); });
+  if (!config_.manifest_dir.empty()) threads_.emplace_back([this] { StaticPodLoop(); });
+  if (config_.eviction_interval_seconds > 0) threads_.emplace_back([this] { EvictionLoop(); });
   if (network_) threads_.emplace_back([this] { NodeLoop(); });
   threads_.emplace_back([this, rv, lo] {
     std::string from = rv;
@@ -490,12 +507,13 @@ void Kubelet::LeaseLoop() {
     }
     if (st.ok()) last_lease_ok_ = absl::ToUnixSeconds(absl::Now());
     else log::Warn("renew lease: ", st);
-    if (absl::Now() - last_status >= absl::Seconds(config_.node_status_seconds)) {
+    if (node_status_dirty_.exchange(false) || absl::Now() - last_status >= absl::Seconds(config_.node_status_seconds)) {
       RegisterNode().IgnoreError();
       last_status = absl::Now();
     }
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::seconds(config_.lease_seconds), [&] { return stopping_.load(); });
+    cv_.wait_for(l, std::chrono::seconds(config_.lease_seconds),
+                 [&] { return stopping_.load() || node_status_dirty_.load(); });
   }
 }
 
@@ -597,6 +615,13 @@ KubeletMetrics Kubelet::Metrics() {
   std::lock_guard<std::mutex> l(mu_);
   for (auto& [u, w] : workers_) w->Count(&m.running_pods, &m.running_containers);
   return m;
+}
+
+std::vector<RunningContainer> Kubelet::RunningContainers() {
+  std::vector<RunningContainer> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& [u, w] : workers_) w->Running(&out);
+  return out;
 }
 
 absl::StatusOr<ContainerLocation> Kubelet::Locate(const std::string& ns, const std::string& pod,

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "skiff/kubelet/cri_log.h"
 #include "skiff/kubelet/kubelet.h"
 #include "skiff/kubelet/server.h"
+#include "skiff/kubelet/stats.h"
 
 namespace skiff::kubelet {
 namespace {
@@ -45,7 +47,67 @@ std::string Render(const CriLogLine& l, bool timestamps) {
   return s;
 }
 
+// ContainerStats.unavailable (repeated string) names values this node cannot
+// measure. Set through reflection so the kubelet builds against a stats.proto
+// with or without that field.
+void MarkUnavailable(google::protobuf::Message* m, const std::string& what) {
+  const auto* f = m->GetDescriptor()->FindFieldByName("unavailable");
+  if (f && f->is_repeated() && f->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
+    m->GetReflection()->AddString(m, f, what);
+  }
+}
+
 }  // namespace
+
+void FillStats(Kubelet* k, CpuRate* rate, api::v1::StatsResponse* resp) {
+  auto now = [] { return absl::ToUnixNanos(absl::Now()); };
+  auto sample_all = [&](std::vector<RunningContainer>& cs, std::vector<CgroupUsage>* usage, CgroupUsage* node) {
+    usage->clear();
+    for (const auto& c : cs) usage->push_back(c.cgroup_dir.empty() ? CgroupUsage{} : ReadCgroupUsage(c.cgroup_dir));
+    *node = ReadNodeUsage();
+  };
+  std::vector<RunningContainer> cs = k->RunningContainers();
+  std::vector<CgroupUsage> usage;
+  CgroupUsage node;
+  sample_all(cs, &usage, &node);
+  int64_t t = now();
+  uint64_t nc = 0;
+  bool need_second = !rate->Sample("", node.cpu_usage_usec, t, &nc);
+  for (size_t i = 0; i < cs.size(); ++i) {
+    if (usage[i].cpu_known) need_second |= !rate->Sample(cs[i].id, usage[i].cpu_usage_usec, t, &nc);
+  }
+  // First sight of a container (or of the node): a rate needs two samples.
+  if (need_second) {
+    absl::SleepFor(absl::Milliseconds(100));
+    sample_all(cs, &usage, &node);
+  }
+  t = now();
+  resp->set_node_name(k->config().node_name);
+  if (rate->Sample("", node.cpu_usage_usec, t, &nc)) resp->set_cpu_usage_nano_cores(nc);
+  if (node.memory_known) resp->set_memory_working_set_bytes(node.memory_working_set_bytes);
+  std::map<std::string, api::v1::PodStats*> pods;
+  for (size_t i = 0; i < cs.size(); ++i) {
+    api::v1::PodStats*& ps = pods[cs[i].ns + "/" + cs[i].pod];
+    if (!ps) {
+      ps = resp->add_pods();
+      ps->set_namespace_(cs[i].ns);
+      ps->set_name(cs[i].pod);
+    }
+    auto* c = ps->add_containers();
+    c->set_name(cs[i].container);
+    if (usage[i].cpu_known && rate->Sample(cs[i].id, usage[i].cpu_usage_usec, t, &nc)) {
+      c->set_cpu_usage_nano_cores(nc);
+    } else {
+      MarkUnavailable(c, "cpu");
+    }
+    if (usage[i].memory_known) {
+      c->set_memory_working_set_bytes(usage[i].memory_working_set_bytes);
+    } else {
+      MarkUnavailable(c, "memory");
+    }
+  }
+  rate->Forget(t - int64_t{600} * 1'000'000'000);
+}
 
 absl::Status StreamLog(const std::string& path, const LogOptions& o, const std::function<bool(const std::string&)>& emit,
                        const std::function<bool()>& still_running, const std::function<bool()>& cancelled) {
@@ -175,13 +237,19 @@ class KubeletService final : public api::v1::Kubelet::Service {
     }
     std::vector<std::string> argv(first.command().begin(), first.command().end());
     if (argv.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "command is required");
-    // TTY requests run without a terminal (stdout and stderr merged), see docs/kubelet.md.
-    int in[2] = {-1, -1}, out[2], err[2];
-    if (first.stdin() && pipe2(in, O_CLOEXEC) != 0) return grpc::Status(grpc::StatusCode::INTERNAL, "pipe");
-    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return grpc::Status(grpc::StatusCode::INTERNAL, "pipe");
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    absl::StatusOr<pid_t> pid;
+    UniqueFd term;  // the pty master with a TTY: stdin and output both
+    if (first.tty()) {
+      int master = -1;
+      pid = k_->engine().ExecStartTty(loc->container_id, argv, {}, &master);
+      if (pid.ok()) term = UniqueFd(master);
+    } else {
+      if (first.stdin() && pipe2(in, O_CLOEXEC) != 0) return grpc::Status(grpc::StatusCode::INTERNAL, "pipe");
+      if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return grpc::Status(grpc::StatusCode::INTERNAL, "pipe");
+    }
     UniqueFd in_r(in[0]), in_w(in[1]), out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]);
-    auto pid = k_->engine().ExecStart(loc->container_id, argv, {}, in_r.get(), out_w.get(),
-                                      first.tty() ? out_w.get() : err_w.get());
+    if (!first.tty()) pid = k_->engine().ExecStart(loc->container_id, argv, {}, in_r.get(), out_w.get(), err_w.get());
     in_r.reset();
     out_w.reset();
     err_w.reset();
@@ -193,6 +261,19 @@ class KubeletService final : public api::v1::Kubelet::Service {
       stream->Write(o);
       return grpc::Status::OK;
     }
+    auto resize = [&](const api::v1::ExecInput& m) {
+      if (!term || m.resize_width() == 0 || m.resize_height() == 0) return;
+      winsize ws{};
+      ws.ws_col = static_cast<unsigned short>(m.resize_width());
+      ws.ws_row = static_cast<unsigned short>(m.resize_height());
+      ioctl(term.get(), TIOCSWINSZ, &ws);
+    };
+    resize(first);
+    if (term) {
+      // Writes to the terminal go to the same fd the output is read from.
+      in_w = UniqueFd(dup(term.get()));
+      out_r = std::move(term);
+    }
     std::mutex wmu;
     int stdin_fd = in_w.get();
     std::atomic<bool> done{false};
@@ -202,17 +283,26 @@ class KubeletService final : public api::v1::Kubelet::Service {
         if (write(stdin_fd, first.stdin_data().data(), first.stdin_data().size()) < 0) {
         }
       }
-      if (first.stdin_close()) in_w.reset();
+      // On a terminal, end of input is the EOF character, not a closed fd.
+      auto close_stdin = [&] {
+        if (first.tty() && in_w.valid()) {
+          if (write(in_w.get(), "\x04", 1) < 0) {
+          }
+        }
+        in_w.reset();
+      };
+      if (first.stdin_close()) close_stdin();
       while (!done && stream->Read(&msg)) {
         if (in_w.valid() && !msg.stdin_data().empty()) {
           if (write(in_w.get(), msg.stdin_data().data(), msg.stdin_data().size()) < 0) {
           }
         }
-        if (msg.stdin_close()) in_w.reset();
+        resize(msg);
+        if (msg.stdin_close()) close_stdin();
       }
     });
     pollfd fds[2] = {{out_r.get(), POLLIN, 0}, {err_r.get(), POLLIN, 0}};
-    int open_count = 2;
+    int open_count = (fds[0].fd >= 0) + (fds[1].fd >= 0);
     char buf[16384];
     while (open_count > 0 && !ctx->IsCancelled()) {
       int n = poll(fds, 2, 200);
@@ -298,20 +388,13 @@ class KubeletService final : public api::v1::Kubelet::Service {
   }
 
   grpc::Status Stats(grpc::ServerContext*, const api::v1::StatsRequest*, api::v1::StatsResponse* resp) override {
-    resp->set_node_name(k_->config().node_name);
-    std::ifstream in("/proc/meminfo");
-    std::string key, unit;
-    int64_t kb = 0, total = 0, avail = 0;
-    while (in >> key >> kb >> unit) {
-      if (key == "MemTotal:") total = kb;
-      if (key == "MemAvailable:") avail = kb;
-    }
-    resp->set_memory_working_set_bytes(static_cast<uint64_t>(total - avail) * 1024);
+    FillStats(k_, &rate_, resp);
     return grpc::Status::OK;
   }
 
  private:
   Kubelet* k_;
+  CpuRate rate_;
 };
 
 }  // namespace

@@ -39,6 +39,23 @@ bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == 
 
 std::string NowRfc3339() { return objects::Now(); }
 
+// The lowest oom_score_adj this kubelet can give a child: anything without
+// CAP_SYS_RESOURCE may not go below its own value (the kernel's
+// oom_score_adj_min), so a Guaranteed pod gets at most that on such a host.
+int OomScoreAdjFloor() {
+  std::ifstream st("/proc/self/status");
+  std::string line;
+  while (std::getline(st, line)) {
+    if (line.rfind("CapEff:", 0) != 0) continue;
+    unsigned long long caps = std::strtoull(line.c_str() + 7, nullptr, 16);
+    if (caps & (1ull << 24)) return -1000;  // CAP_SYS_RESOURCE
+  }
+  int own = 0;
+  std::ifstream adj("/proc/self/oom_score_adj");
+  adj >> own;
+  return own;
+}
+
 
 // Connect with a timeout; true when the TCP handshake completed.
 int ConnectTimeout(const std::string& ip, int port, int timeout_ms) {
@@ -438,13 +455,26 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
   spec.privileged = csc.has_privileged() && csc.privileged();
   spec.hostname = pod_.spec().hostname().empty() ? pod_.metadata().name() : pod_.spec().hostname();
   spec.netns_path = netns_path_;
-  std::string pod_cg = PodCgroupPath(k_->config().cgroup_root, ComputeQos(pod_.spec()), uid_);
+  QosClass qos = ComputeQos(pod_.spec());
+  std::string pod_cg = PodCgroupPath(k_->config().cgroup_root, qos, uid_);
   spec.cgroup_path = ContainerCgroupPath(pod_cg, spec.id);
   ContainerLimits lim = LimitsFor(c);
   spec.cpu_shares = lim.cpu_shares;
   spec.cpu_quota_us = lim.cpu_quota_us;
   spec.memory_limit = lim.memory_bytes;
   spec.pids_limit = 4096;
+  auto capacity = objects::ParseValue(k_->capacity("memory"));
+  int adj = OomScoreAdj(qos, c, capacity.ok() ? *capacity : 0);
+  static const int floor = OomScoreAdjFloor();
+  if (adj < floor) {
+    if (!warned_.count("oom_score_adj")) {
+      warned_["oom_score_adj"] = "1";
+      k_->RecordEvent(pod_, "Warning", "OomScoreAdjNotApplied",
+                      absl::StrCat("oom_score_adj ", adj, " needs CAP_SYS_RESOURCE; using ", floor));
+    }
+    adj = floor;
+  }
+  spec.oom_score_adj = adj;
   for (const auto& vm : c.volume_mounts()) {
     auto it = volume_mounts_.find(vm.name());
     if (it == volume_mounts_.end()) {
@@ -457,6 +487,15 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
     if (!vm.sub_path().empty() && !m.tmpfs) m.source += "/" + vm.sub_path();
     m.read_only = m.read_only || vm.read_only();
     spec.mounts.push_back(m);
+  }
+  if (auto sa = volume_mounts_.find(kServiceAccountVolume); sa != volume_mounts_.end()) {
+    bool taken = false;
+    for (const auto& vm : c.volume_mounts()) taken |= vm.mount_path() == kServiceAccountMountPath;
+    if (!taken) {
+      MountSpec m = sa->second;
+      m.destination = kServiceAccountMountPath;
+      spec.mounts.push_back(m);
+    }
   }
   std::error_code ec;
   std::string cdir = PodRunDir() + "/" + c.name();
@@ -652,6 +691,30 @@ void PodWorker::Sync() {
     if (pod.metadata().has_deletion_grace_period_seconds()) grace = pod.metadata().deletion_grace_period_seconds();
     if (deleted) grace = std::min<int64_t>(grace, 2);
     Terminate(grace);
+    return;
+  }
+  std::string evict;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    evict = evicted_ ? "" : evict_message_;
+  }
+  if (!evict.empty()) {
+    for (auto& [name, s] : containers_) {
+      Refresh(s);
+      KillContainer(s, 0, nullptr);
+    }
+    Cleanup();
+    k_->RecordEvent(pod, "Warning", "Evicted", evict);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      evicted_ = true;
+      admitted_ = false;  // Admit() now says no: nothing is started again
+      rejected_ = true;
+      reject_reason_ = "Evicted";
+      reject_message_ = evict;
+      sandbox_ready_ = false;
+    }
+    PushStatus();
     return;
   }
   if (!Admit()) {
@@ -852,7 +915,10 @@ void PodWorker::Terminate(int64_t grace) {
     opts.grace_period_seconds = 0;
     opts.precondition_uid = uid_;
     auto r = k_->api().Delete("pods", pod.metadata().namespace_(), pod.metadata().name(), opts);
-    if (!r.ok() && !absl::IsNotFound(r.status())) {
+    // A failed uid precondition means our object is already gone (and the
+    // name reused, e.g. by a recreated mirror pod): nothing left to delete.
+    if (!r.ok() && !absl::IsNotFound(r.status()) && !absl::IsAborted(r.status()) &&
+        !absl::IsFailedPrecondition(r.status())) {
       log::Warn("delete pod ", ns_name(), ": ", r.status());
       return;  // retried on the next sync
     }
@@ -911,6 +977,42 @@ absl::StatusOr<ContainerLocation> PodWorker::Locate(const std::string& container
   loc.netns_path = netns_path_;
   loc.pod_ip = pod_ip_;
   return loc;
+}
+
+void PodWorker::Running(std::vector<RunningContainer>* out) {
+  std::lock_guard<std::mutex> l(mu_);
+  std::string pod_cg = k_->cgroup2_mount().empty()
+                           ? ""
+                           : k_->cgroup2_mount() + "/" +
+                                 PodCgroupPath(k_->config().cgroup_root, ComputeQos(pod_.spec()), uid_);
+  for (auto& [name, s] : containers_) {
+    if (!s.current || s.current->exited || s.init) continue;
+    RunningContainer r;
+    r.ns = pod_.metadata().namespace_();
+    r.pod = pod_.metadata().name();
+    r.container = name;
+    r.id = s.current->id;
+    if (!pod_cg.empty()) r.cgroup_dir = ContainerCgroupPath(pod_cg, r.id);
+    out->push_back(std::move(r));
+  }
+}
+
+bool PodWorker::ForEviction(EvictionFacts* f) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!admitted_ || rejected_ || deleted_ || finished_ || !evict_message_.empty()) return false;
+  if (!pod_.metadata().deletion_timestamp().empty()) return false;
+  const std::string& phase = last_status_.phase();
+  if (phase == "Succeeded" || phase == "Failed") return false;
+  f->qos = ComputeQos(pod_.spec());
+  f->start_time = start_time_;
+  return true;
+}
+
+void PodWorker::Evict(const std::string& message) {
+  std::lock_guard<std::mutex> l(mu_);
+  evict_message_ = message;
+  dirty_ = true;
+  cv_.notify_all();
 }
 
 void PodWorker::Count(int* pods, int* containers) {

@@ -16,8 +16,12 @@
 #include "skiff/kubelet/container_record.h"
 #include "skiff/kubelet/kubelet.h"
 #include "skiff/kubelet/pod_status.h"
+#include "skiff/kubelet/resources.h"
 
 namespace skiff::kubelet {
+
+// The projected service account volume's name among the pod's volume mounts.
+inline constexpr char kServiceAccountVolume[] = "kube-api-access-skiff";
 
 class PodWorker {
  public:
@@ -32,6 +36,15 @@ class PodWorker {
   std::string ns_name() const;
   absl::StatusOr<ContainerLocation> Locate(const std::string& container);
   void Count(int* running_pods, int* running_containers);
+  void Running(std::vector<RunningContainer>* out);
+  struct EvictionFacts {
+    QosClass qos = QosClass::kBestEffort;
+    std::string start_time;
+  };
+  // False when the pod is no candidate (not admitted, terminal, terminating, evicted).
+  bool ForEviction(EvictionFacts* facts);
+  // Kills the pod's containers with grace 0 and fails it with reason Evicted.
+  void Evict(const std::string& message);
   // Requests this pod holds on the node (0 once it is terminal or rejected).
   void Requests(int64_t* milli_cpu, int64_t* memory_bytes, int* pods);
 
@@ -61,6 +74,7 @@ class PodWorker {
   void PushStatus(bool force = false);
   absl::Status EnsureSandbox();
   absl::Status PrepareVolumes(std::map<std::string, MountSpec>* mounts, std::string* reason);
+  absl::Status ProjectServiceAccountToken(std::map<std::string, MountSpec>* mounts);
   absl::Status StartContainer(const api::v1::Container& c, CState& s);
   absl::StatusOr<std::vector<std::string>> BuildEnv(const api::v1::Container& c, std::string* reason);
   absl::StatusOr<std::string> ResolveRootfs(const api::v1::Container& c, CState& s, bool* read_only,
@@ -91,6 +105,9 @@ class PodWorker {
   std::string pod_ip_, netns_path_;
   bool sandbox_ready_ = false;
   bool rejected_ = false;
+  std::string evict_message_;  // set by Evict(), acted on by the worker
+  bool evicted_ = false;
+  int64_t sa_token_refresh_unix_ = 0;  // when the projected token is due for renewal
   std::string reject_reason_, reject_message_;
   bool admitted_ = false;
   std::string last_pushed_;

@@ -106,6 +106,17 @@ ContainerLimits LimitsFor(const api::v1::Container& c) {
   return l;
 }
 
+int OomScoreAdj(QosClass qos, const api::v1::Container& c, int64_t capacity) {
+  if (qos == QosClass::kGuaranteed) return kGuaranteedOomScoreAdj;
+  if (qos == QosClass::kBestEffort) return kBestEffortOomScoreAdj;
+  int64_t request = Request(c, "memory", false);
+  int64_t adj = capacity > 0 ? 1000 - (1000 * request) / capacity : 1000;
+  // 2, not 0 or 1: those would rank the container with system daemons.
+  if (adj < 2) adj = 2;
+  if (adj >= kBestEffortOomScoreAdj) adj = kBestEffortOomScoreAdj - 1;
+  return static_cast<int>(adj);
+}
+
 int64_t PodRequestMilliCpu(const api::v1::PodSpec& spec) {
   int64_t sum = 0, init_max = 0;
   for (const auto& c : spec.containers()) sum += Request(c, "cpu", true);

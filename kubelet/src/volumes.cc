@@ -141,6 +141,36 @@ absl::Status PodWorker::PrepareVolumes(std::map<std::string, MountSpec>* mounts,
     }
     (*mounts)[v.name()] = m;
   }
+  return ProjectServiceAccountToken(mounts);
+}
+
+absl::Status PodWorker::ProjectServiceAccountToken(std::map<std::string, MountSpec>* mounts) {
+  const auto& spec = pod_.spec();
+  if (!k_->token_source() || (spec.has_automount_service_account_token() && !spec.automount_service_account_token())) {
+    return absl::OkStatus();
+  }
+  std::string dir = PodRootDir() + "/volumes/" + kServiceAccountVolume;
+  int64_t now = absl::ToUnixSeconds(absl::Now());
+  if (now >= sa_token_refresh_unix_) {
+    std::string sa = spec.service_account_name().empty() ? "default" : spec.service_account_name();
+    auto tok = k_->token_source()(pod_.metadata().namespace_(), sa, pod_.metadata().name(), uid_);
+    if (!tok.ok()) {
+      return absl::Status(tok.status().code(),
+                          absl::StrCat("MountVolume.SetUp failed for volume \"", kServiceAccountVolume,
+                                       "\" : failed to fetch token: ", tok.status().message()));
+    }
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    RETURN_IF_ERROR(ProjectFiles(dir, {{"token", tok->token}, {"ca.crt", tok->ca_crt}, {"namespace", pod_.metadata().namespace_()}},
+                                 0644)
+                        .status());
+    // Renewed at 80% of its lifetime, like the kubelet's token manager.
+    sa_token_refresh_unix_ = now + std::max<int64_t>(60, (tok->expiration_unix - now) * 4 / 5);
+  }
+  MountSpec m;
+  m.source = dir;
+  m.read_only = true;
+  (*mounts)[kServiceAccountVolume] = m;
   return absl::OkStatus();
 }
 

@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,10 +20,14 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "skiff/common/unique_fd.h"
 #include "skiff/controllers/objects.h"
 #include "skiff/fakeclient/fake_client.h"
+#include "skiff/kubelet/container_record.h"
 #include "skiff/kubelet/kubelet.h"
+#include "skiff/kubelet/resources.h"
 #include "skiff/kubelet/server.h"
+#include "skiff/kubelet/stats.h"
 #include "skiff/runtime/cgroup.h"
 
 namespace skiff::kubelet {
@@ -116,6 +122,11 @@ class KubeletTest : public ::testing::Test {
     cfg_.monitor_path = std::string(bd) + "/bin/skiff-monitor";
     cfg_.listen = "";
     cfg_.healthz_listen = "";
+    cfg_.manifest_dir = dir_ + "/manifests";
+    cfg_.manifest_poll_seconds = 1;
+    cfg_.eviction_interval_seconds = 1;
+    cfg_.eviction_memory_available_bytes = 0;  // tests raise thresholds on purpose only
+    cfg_.eviction_nodefs_available_fraction = 0;
     api_ = std::make_shared<fakeclient::FakeClient>();
     for (const char* ns : {"default", "kube-node-lease"}) {
       api::v1::Namespace n;
@@ -204,6 +215,29 @@ class KubeletTest : public ::testing::Test {
     }
     return out;
   }
+  // The newest record the monitor of pod/container wrote.
+  std::optional<ContainerRecord> Record(const std::string& name, const std::string& container = "main") {
+    auto p = Get(name);
+    auto loc = kubelet_->Locate("default", name, container);
+    if (!p || !loc.ok()) return std::nullopt;
+    std::string attempt = loc->container_id.substr(loc->container_id.rfind('-') + 1);
+    auto r = ReadRecordFile(cfg_.run_dir + "/pods/" + p->metadata().uid() + "/" + container + "/" + attempt + ".state");
+    if (!r.ok()) return std::nullopt;
+    return *r;
+  }
+  static std::string ProcField(pid_t pid, const std::string& file, const std::string& key = "") {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/" + file);
+    std::string line;
+    while (std::getline(f, line)) {
+      if (key.empty()) return line;
+      if (line.rfind(key + ":", 0) == 0) {
+        std::string v = line.substr(key.size() + 1);
+        v.erase(0, v.find_first_not_of(" \t"));
+        return v;
+      }
+    }
+    return "";
+  }
   static std::string HttpGet(const std::string& ip, int port) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     timeval tv{2, 0};
@@ -282,6 +316,104 @@ TEST_F(KubeletTest, RunsAPodReachableByItsIpWithLogsAndExec) {
   ASSERT_TRUE(ex.ok()) << ex.status();
   EXPECT_EQ(ex->exit_code, 0);
   EXPECT_EQ(ex->output, "served\n");
+}
+
+TEST_F(KubeletTest, ContainersGetTheOomScoreAdjOfTheirQosClass) {
+  StartKubelet();
+  Pod guaranteed = MakePod("oom-guaranteed", {"sh", "-c", "while true; do sleep 0.1; done"});
+  auto& gl = *guaranteed.mutable_spec()->mutable_containers(0)->mutable_resources()->mutable_limits();
+  gl["cpu"] = "100m";
+  gl["memory"] = "64Mi";
+  Pod burstable = MakePod("oom-burstable", {"sh", "-c", "while true; do sleep 0.1; done"});
+  (*burstable.mutable_spec()->mutable_containers(0)->mutable_resources()->mutable_requests())["memory"] = "256Mi";
+  Pod besteffort = MakePod("oom-besteffort", {"sh", "-c", "while true; do sleep 0.1; done"});
+  for (const Pod* p : {&guaranteed, &burstable, &besteffort}) Create(*p);
+  for (const char* n : {"oom-guaranteed", "oom-burstable", "oom-besteffort"}) {
+    ASSERT_TRUE(WaitPhase(n, "Running")) << Get(n)->DebugString();
+  }
+  auto node = api_->Get("nodes", "", "node-a");
+  ASSERT_TRUE(node.ok());
+  auto capacity = objects::ParseValue(node->node().status().capacity().at("memory"));
+  ASSERT_TRUE(capacity.ok());
+  int want_burstable = OomScoreAdj(QosClass::kBurstable, burstable.spec().containers(0), *capacity);
+  ASSERT_GT(want_burstable, 2);
+  ASSERT_LT(want_burstable, 999);
+  auto adj = [&](const std::string& pod) {
+    auto r = Record(pod);
+    return r ? ProcField(r->pid, "oom_score_adj") : "no record";
+  };
+  // Without CAP_SYS_RESOURCE (some build hosts) nothing can go below our own value.
+  int floor = -1000;
+  if (ProcField(getpid(), "status", "CapEff").empty() ||
+      !(std::stoull(ProcField(getpid(), "status", "CapEff"), nullptr, 16) & (1ull << 24))) {
+    floor = std::stoi(ProcField(getpid(), "oom_score_adj"));
+  }
+  EXPECT_EQ(adj("oom-guaranteed"), std::to_string(std::max(-997, floor)));
+  EXPECT_EQ(adj("oom-burstable"), std::to_string(want_burstable));
+  EXPECT_EQ(adj("oom-besteffort"), "1000");
+  // Seen from inside the container too (its pid 1).
+  auto r = Record("oom-besteffort");
+  ASSERT_TRUE(r.has_value());
+  auto ex = kubelet_->engine().ExecSync(r->id, {"cat", "/proc/1/oom_score_adj"}, {}, 5000);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_EQ(ex->output, "1000\n");
+}
+
+TEST_F(KubeletTest, EachContainerMonitorStaysUnderOneMegabyteResident) {
+  StartKubelet();
+  Create(MakePod("chatty", {"sh", "-c", "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.05; done"}));
+  ASSERT_TRUE(WaitPhase("chatty", "Running"));
+  ASSERT_TRUE(WaitFor([&] { return Logs("chatty").find("line-20\n") != std::string::npos; }, 10000)) << Logs("chatty");
+  auto r = Record("chatty");
+  ASSERT_TRUE(r.has_value());
+  // The long-lived stage is the static pump, in the monitor's own process.
+  EXPECT_EQ(ProcField(r->monitor_pid, "comm"), "skiff-monitor-p");
+  std::string rss = ProcField(r->monitor_pid, "status", "VmRSS");
+  ASSERT_FALSE(rss.empty());
+  EXPECT_LE(std::stol(rss), 1024) << "monitor VmRSS " << rss;
+  // The container is still the monitor's child: its exit is recorded with the code.
+  ASSERT_EQ(ProcField(r->pid, "status", "PPid"), std::to_string(r->monitor_pid));
+  ASSERT_TRUE(kubelet_->engine().Kill(r->id, SIGKILL, false).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto g = Get("chatty");
+    return g && g->status().container_statuses(0).restart_count() >= 1;
+  }, 15000)) << Get("chatty")->DebugString();
+  EXPECT_EQ(Get("chatty")->status().container_statuses(0).last_state().terminated().exit_code(), 137);
+  EXPECT_NE(Logs("chatty", "main", /*previous=*/true).find("line-20\n"), std::string::npos);
+}
+
+TEST_F(KubeletTest, ExecWithATerminalGetsAPtyInTheContainerAndResizes) {
+  StartKubelet();
+  Create(MakePod("tty", {"sh", "-c", "while true; do sleep 0.1; done"}));
+  ASSERT_TRUE(WaitPhase("tty", "Running"));
+  auto loc = kubelet_->Locate("default", "tty", "main");
+  ASSERT_TRUE(loc.ok());
+  int master = -1;
+  auto pid = kubelet_->engine().ExecStartTty(loc->container_id, {"sh"}, {}, &master);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  UniqueFd term(master);
+  winsize ws{};
+  ws.ws_row = 33;
+  ws.ws_col = 111;
+  ASSERT_EQ(ioctl(term.get(), TIOCSWINSZ, &ws), 0);
+  std::string cmd = "tty; stty size; test -t 0 && echo stdin-is-a-tty-$((40+2)); exit 5\n";
+  ASSERT_EQ(write(term.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    pollfd p{term.get(), POLLIN, 0};
+    if (poll(&p, 1, 10000) != 1) break;
+    ssize_t n = read(term.get(), buf, sizeof(buf));
+    if (n <= 0) break;  // EIO: the last slave fd closed
+    out.append(buf, n);
+  }
+  auto code = ContainerEngine::WaitExec(*pid);
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 5);
+  // The pty is the container's own (its devpts instance), in the right size.
+  EXPECT_NE(out.find("/dev/pts/0"), std::string::npos) << out;
+  EXPECT_NE(out.find("33 111"), std::string::npos) << out;
+  EXPECT_NE(out.find("stdin-is-a-tty-42"), std::string::npos) << out;  // not the echo of the input
 }
 
 TEST_F(KubeletTest, GracefulDeletionDeliversSigtermThenRemovesThePod) {
@@ -525,6 +657,161 @@ TEST_F(KubeletTest, KubeletRestartReadoptsWithoutRestartingContainers) {
   EXPECT_EQ(g.status().pod_ip(), ip);
   std::string logs = Logs("survivor");
   EXPECT_EQ(logs.find("started-once"), logs.rfind("started-once")) << "container ran twice";
+}
+
+TEST_F(KubeletTest, StaticPodsFromTheManifestDirectoryRunAsMirrorPods) {
+  fs::create_directories(cfg_.manifest_dir);
+  {
+    std::ofstream f(cfg_.manifest_dir + "/web.yaml");
+    f << "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n  labels:\n    tier: static\n"
+         "spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: local/busybox\n"
+         "    command: [\"sh\", \"-c\", \"echo static-v1; while true; do sleep 0.1; done\"]\n";
+  }
+  // Not a manifest: ignored.
+  std::ofstream(cfg_.manifest_dir + "/README").flush();
+  StartKubelet();
+  ASSERT_TRUE(WaitPhase("static-web-node-a", "Running")) << "no mirror pod";
+  auto mirror = *Get("static-web-node-a");
+  EXPECT_FALSE(mirror.metadata().annotations().at("kubernetes.io/config.mirror").empty());
+  EXPECT_EQ(mirror.metadata().annotations().at("kubernetes.io/config.source"), "file");
+  EXPECT_EQ(mirror.spec().node_name(), "node-a");
+  EXPECT_EQ(mirror.metadata().labels().at("tier"), "static");
+  ASSERT_TRUE(WaitFor([&] { return Logs("static-web-node-a").find("static-v1") != std::string::npos; }, 5000));
+  // A changed manifest replaces the pod.
+  {
+    std::ofstream f(cfg_.manifest_dir + "/web.yaml");
+    f << "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n"
+         "spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: local/busybox\n"
+         "    command: [\"sh\", \"-c\", \"echo static-v2; while true; do sleep 0.1; done\"]\n";
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    auto g = Get("static-web-node-a");
+    return g && g->metadata().uid() != mirror.metadata().uid() && g->status().phase() == "Running";
+  }, 20000)) << "changed manifest not applied";
+  ASSERT_TRUE(WaitFor([&] { return Logs("static-web-node-a").find("static-v2") != std::string::npos; }, 5000));
+  // A removed manifest removes the pod.
+  fs::remove(cfg_.manifest_dir + "/web.yaml");
+  ASSERT_TRUE(WaitFor([&] { return !Get("static-web-node-a").has_value(); }, 20000)) << "mirror pod not removed";
+}
+
+TEST_F(KubeletTest, EvictionUnderDiskPressureTakesBestEffortPodsFirst) {
+  cfg_.eviction_interval_seconds = 3600;  // rounds run by the test, one at a time
+  StartKubelet();
+  Pod be = MakePod("evict-besteffort", {"sh", "-c", "while true; do sleep 0.1; done"});
+  Pod bu = MakePod("evict-burstable", {"sh", "-c", "while true; do sleep 0.1; done"});
+  (*bu.mutable_spec()->mutable_containers(0)->mutable_resources()->mutable_requests())["memory"] = "16Mi";
+  Create(be);
+  Create(bu);
+  ASSERT_TRUE(WaitPhase("evict-besteffort", "Running"));
+  ASSERT_TRUE(WaitPhase("evict-burstable", "Running"));
+  // nodefs.available below 100% of the disk: always met.
+  kubelet_->SetEvictionThresholds(0, 1.0);
+  kubelet_->EvictOnce();
+  EXPECT_TRUE(kubelet_->disk_pressure());
+  ASSERT_TRUE(WaitPhase("evict-besteffort", "Failed", 10000)) << Get("evict-besteffort")->DebugString();
+  // One pod per round: the BestEffort one went first, the Burstable one still runs.
+  EXPECT_EQ(Get("evict-burstable")->status().phase(), "Running");
+  ASSERT_TRUE(WaitFor([&] {
+    auto n = api_->Get("nodes", "", "node-a");
+    for (const auto& c : n->node().status().conditions()) {
+      if (c.type() == "DiskPressure") return c.status() == "True";
+    }
+    return false;
+  }, 5000)) << "node does not report DiskPressure";
+  kubelet_->EvictOnce();
+  ASSERT_TRUE(WaitPhase("evict-burstable", "Failed", 10000));
+  EXPECT_EQ(Get("evict-burstable")->status().reason(), "Evicted");
+  kubelet_->SetEvictionThresholds(0, 0);
+  kubelet_->EvictOnce();
+  auto g = *Get("evict-besteffort");
+  EXPECT_EQ(g.status().reason(), "Evicted");
+  EXPECT_NE(g.status().message().find("ephemeral-storage"), std::string::npos) << g.status().message();
+  bool event = false;
+  for (const auto& r : EventReasons("evict-besteffort")) event |= r.rfind("Evicted: The node was low on resource", 0) == 0;
+  EXPECT_TRUE(event);
+  // Its containers are gone, the pod object stays (Failed) until deleted.
+  auto uid = g.metadata().uid();
+  EXPECT_TRUE(WaitFor([&] { return !fs::exists(cfg_.run_dir + "/pods/" + uid); }, 5000));
+  EXPECT_FALSE(kubelet_->disk_pressure());
+}
+
+TEST_F(KubeletTest, StatsReportPerContainerUsageAndMarkWhatIsUnavailable) {
+  StartKubelet();
+  Create(MakePod("busy", {"sh", "-c", "while true; do :; done"}));
+  ASSERT_TRUE(WaitPhase("busy", "Running"));
+  CpuRate rate;
+  api::v1::StatsResponse resp;
+  FillStats(kubelet_.get(), &rate, &resp);
+  EXPECT_EQ(resp.node_name(), "node-a");
+  EXPECT_GT(resp.memory_working_set_bytes(), 0u);
+  ASSERT_EQ(resp.pods_size(), 1);
+  EXPECT_EQ(resp.pods(0).name(), "busy");
+  ASSERT_EQ(resp.pods(0).containers_size(), 1);
+  const auto& c = resp.pods(0).containers(0);
+  EXPECT_EQ(c.name(), "main");
+  // cpu.stat is there in every cgroup2 group: a busy loop uses a good part of a core.
+  EXPECT_GT(c.cpu_usage_nano_cores(), 50'000'000u) << c.DebugString();
+  auto cg = runtime::FindCgroup2Mount();
+  ASSERT_TRUE(cg.ok());
+  std::ifstream controllers(*cg + "/cgroup.controllers");
+  std::string all((std::istreambuf_iterator<char>(controllers)), std::istreambuf_iterator<char>());
+  const auto* f = c.GetDescriptor()->FindFieldByName("unavailable");
+  if (all.find("memory") == std::string::npos) {
+    // Hybrid host: no memory controller in cgroup2, so no working set; said so, not 0 pretending.
+    EXPECT_EQ(c.memory_working_set_bytes(), 0u);
+    if (f) {
+      ASSERT_EQ(c.GetReflection()->FieldSize(c, f), 1);
+      EXPECT_EQ(c.GetReflection()->GetRepeatedString(c, f, 0), "memory");
+    }
+  } else {
+    EXPECT_GT(c.memory_working_set_bytes(), 0u);
+  }
+}
+
+TEST_F(KubeletTest, PodsGetAServiceAccountTokenVolumeUnlessOptedOut) {
+  int calls = 0;
+  std::string bound;
+  kubelet_ = nullptr;
+  auto source = [&](const std::string& ns, const std::string& sa, const std::string& pod,
+                    const std::string& uid) -> absl::StatusOr<ServiceAccountToken> {
+    ++calls;
+    bound = ns + "/" + sa + "/" + pod;
+    ServiceAccountToken t;
+    t.token = "tok-" + sa + "-" + uid.substr(0, 8);
+    t.expiration_unix = absl::ToUnixSeconds(absl::Now()) + 3600;
+    t.ca_crt = "-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n";
+    return t;
+  };
+  kubelet_ = std::make_unique<Kubelet>(cfg_, api_);
+  kubelet_->SetTokenSource(source);
+  ASSERT_TRUE(kubelet_->Start().ok());
+  Pod p = MakePod("sa", {"sh", "-c", "while true; do sleep 0.1; done"});
+  p.mutable_spec()->set_service_account_name("builder");
+  Pod off = MakePod("sa-off", {"sh", "-c", "while true; do sleep 0.1; done"});
+  off.mutable_spec()->set_automount_service_account_token(false);
+  std::string uid = Create(p).metadata().uid();
+  Create(off);
+  ASSERT_TRUE(WaitPhase("sa", "Running")) << Get("sa")->DebugString();
+  ASSERT_TRUE(WaitPhase("sa-off", "Running"));
+  EXPECT_EQ(bound, "default/builder/sa");
+  auto id = kubelet_->Locate("default", "sa", "main")->container_id;
+  auto r = kubelet_->engine().ExecSync(
+      id, {"cat", "/var/run/secrets/kubernetes.io/serviceaccount/token", "/var/run/secrets/kubernetes.io/serviceaccount/namespace"},
+      {}, 5000);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->output, "tok-builder-" + uid.substr(0, 8) + "default");
+  r = kubelet_->engine().ExecSync(id, {"grep", "-c", "BEGIN CERTIFICATE", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"}, {}, 5000);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->output, "1\n");
+  // Read-only for the container.
+  r = kubelet_->engine().ExecSync(id, {"sh", "-c", "echo x > /var/run/secrets/kubernetes.io/serviceaccount/token"}, {}, 5000);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->exit_code, 0);
+  auto off_id = kubelet_->Locate("default", "sa-off", "main")->container_id;
+  r = kubelet_->engine().ExecSync(off_id, {"ls", "/var/run/secrets/kubernetes.io/serviceaccount/token"}, {}, 5000);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->exit_code, 0) << "automountServiceAccountToken: false still got a token";
+  EXPECT_EQ(calls, 1);
 }
 
 TEST_F(KubeletTest, PodsDeletedWhileTheKubeletWasDownAreCleanedUp) {

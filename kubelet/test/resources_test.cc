@@ -72,3 +72,26 @@ TEST(Requests, InitContainersCountAsTheirMaximum) {
 
 }  // namespace
 }  // namespace skiff::kubelet
+
+namespace skiff::kubelet {
+namespace {
+
+TEST(OomScoreAdj, FollowsQosClassAndMemoryRequest) {
+  const int64_t gi = int64_t{1} << 30;
+  api::v1::Container none;
+  EXPECT_EQ(OomScoreAdj(QosClass::kGuaranteed, none, 4 * gi), -997);
+  EXPECT_EQ(OomScoreAdj(QosClass::kBestEffort, none, 4 * gi), 1000);
+  api::v1::Container c;
+  (*c.mutable_resources()->mutable_requests())["memory"] = "1Gi";
+  EXPECT_EQ(OomScoreAdj(QosClass::kBurstable, c, 4 * gi), 750);  // 1000 - 1000*1/4
+  // No memory request: 1000 would tie with BestEffort, so 999.
+  EXPECT_EQ(OomScoreAdj(QosClass::kBurstable, none, 4 * gi), 999);
+  // A request as large as the node: never below 2.
+  (*c.mutable_resources()->mutable_requests())["memory"] = "8Gi";
+  EXPECT_EQ(OomScoreAdj(QosClass::kBurstable, c, 4 * gi), 2);
+  (*c.mutable_resources()->mutable_requests())["memory"] = "4Gi";
+  EXPECT_EQ(OomScoreAdj(QosClass::kBurstable, c, 4 * gi), 2);
+}
+
+}  // namespace
+}  // namespace skiff::kubelet

@@ -1,6 +1,7 @@
 // skiff-kubelet's settings; every field is a command-line flag (see cmd/main.cc).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace skiff::kubelet {
@@ -17,7 +18,8 @@ struct Config {
   std::string service_cidr = "10.96.0.0/12";
   std::string listen = ":10250";                     // Kubelet gRPC service; "" = off
   std::string healthz_listen = "127.0.0.1:10248";    // /healthz and /metrics; "" = off
-  std::string manifest_dir = "/etc/skiff/manifests";
+  std::string manifest_dir = "/etc/skiff/manifests";  // static pods (--pod-manifest-path); "" = off
+  int manifest_poll_seconds = 20;                    // how often the manifest directory is read
   std::string rootfs_dir;                            // plain-directory images: <rootfs_dir>/<name>
   std::string image_root;                            // skiff::image store; "" = <root_dir>/../images
   std::string monitor_path;                          // skiff-monitor; "" = next to /proc/self/exe
@@ -26,6 +28,10 @@ struct Config {
   int node_status_seconds = 300;
   int sync_seconds = 1;                              // per-pod resync period
   bool enable_pod_network = true;
+  // Hard eviction thresholds (--eviction-hard memory.available<100Mi,nodefs.available<10%).
+  int64_t eviction_memory_available_bytes = 100 * 1024 * 1024;
+  double eviction_nodefs_available_fraction = 0.10;  // of the filesystem holding root_dir
+  int eviction_interval_seconds = 10;                // 0 = eviction off
 };
 
 }  // namespace skiff::kubelet

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +37,7 @@ struct ContainerSpec {
   std::optional<int64_t> cpu_quota_us;
   std::optional<int64_t> memory_limit;
   std::optional<int64_t> pids_limit;
+  std::optional<int> oom_score_adj;  // written to /proc/PID/oom_score_adj of the init
   std::vector<MountSpec> mounts;
   bool privileged = false;
   bool tty = false;
@@ -66,6 +68,11 @@ class ContainerEngine {
   // Starts a command with the given stdio (for streaming exec); returns its pid (our child).
   absl::StatusOr<pid_t> ExecStart(const std::string& id, const std::vector<std::string>& argv,
                                   const std::vector<std::string>& env, int in, int out, int err);
+  // Same with a terminal: the pty is allocated inside the container (its own
+  // devpts) and its master handed back through a console socket; stdin,
+  // stdout and stderr are all the pty. *master receives the master fd.
+  absl::StatusOr<pid_t> ExecStartTty(const std::string& id, const std::vector<std::string>& argv,
+                                     const std::vector<std::string>& env, int* master);
   static absl::StatusOr<int> WaitExec(pid_t pid);
   // Ids the runtime knows about (for garbage collection).
   absl::StatusOr<std::vector<std::string>> List();
@@ -74,6 +81,7 @@ class ContainerEngine {
  private:
   std::string runtime_root_, monitor_path_;
   bool systemd_;
+  std::atomic<uint64_t> console_seq_{0};
 };
 
 }  // namespace skiff::kubelet

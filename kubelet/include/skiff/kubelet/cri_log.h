@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,8 @@
 #include "absl/status/statusor.h"
 
 namespace skiff::kubelet {
+
+struct CriSink;
 
 inline constexpr uint64_t kDefaultLogMaxSize = 10 * 1024 * 1024;
 inline constexpr int kDefaultLogMaxFiles = 5;
@@ -34,15 +37,9 @@ class CriLogWriter {
   const std::string& path() const { return path_; }
 
  private:
-  absl::Status WriteRecord(int stream, bool partial, const char* msg, size_t len, int64_t now_nanos);
-  absl::Status Rotate();
-
   std::string path_;
-  uint64_t max_size_;
-  int max_files_;
-  int fd_ = -1;
-  uint64_t size_ = 0;
-  std::string pending_[3];  // per stream (1 = stdout, 2 = stderr)
+  std::unique_ptr<CriSink> sink_;  // the libc-only core (src/cri_sink.h)
+  absl::Status init_;
 };
 
 struct CriLogLine {

@@ -34,6 +34,14 @@ struct ContainerLimits {
 // From the container's requests and limits (requests default to limits).
 ContainerLimits LimitsFor(const api::v1::Container& c);
 
+// /proc/PID/oom_score_adj of a container (Kubernetes' GetContainerOOMScoreAdjust):
+// Guaranteed -997, BestEffort 1000, Burstable 1000 - 1000*memoryRequest/capacity
+// clamped to [2, 999] so a Burstable container is always killed before a
+// Guaranteed one and after a BestEffort one.
+inline constexpr int kGuaranteedOomScoreAdj = -997;
+inline constexpr int kBestEffortOomScoreAdj = 1000;
+int OomScoreAdj(QosClass qos, const api::v1::Container& c, int64_t memory_capacity_bytes);
+
 // Sum over containers, max with each init container (Kubernetes' effective request).
 int64_t PodRequestMilliCpu(const api::v1::PodSpec& spec);
 int64_t PodRequestMemory(const api::v1::PodSpec& spec);
