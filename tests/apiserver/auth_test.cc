@@ -216,10 +216,7 @@ class StatsKubelet final : public ::skiff::api::v1::Kubelet::Service {
 TEST_F(AuthTest, NodeStatsArePassedThroughFromTheKubeletToViewersOnly) {
   StatsKubelet kubelet;
   int kport = 0;
-  grpc::ServerBuilder b;
-  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &kport);
-  b.RegisterService(&kubelet);
-  auto ksrv = b.BuildAndStart();
+  auto ksrv = ServeOnLoopback(&kubelet, &kport);
   ASSERT_NE(kport, 0);
   Object node = MakeObject("nodes", "", "stats-node");
   node.mutable_node()->mutable_status()->mutable_daemon_endpoints()->mutable_kubelet_endpoint()->set_port(kport);

@@ -183,6 +183,15 @@ class Backend {
   std::vector<std::string> endpoints_;
 };
 
+// Serves `service` with plaintext gRPC on a free loopback port (a stand-in
+// kubelet); *port gets the port (0 when it could not listen).
+inline std::unique_ptr<grpc::Server> ServeOnLoopback(grpc::Service* service, int* port) {
+  grpc::ServerBuilder b;
+  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), port);
+  b.RegisterService(service);
+  return b.BuildAndStart();
+}
+
 inline skiff::apiserver::ServerOptions ServerOpts(const Backend& b, const std::string& data_dir) {
   skiff::apiserver::ServerOptions o;
   o.data_dir = data_dir;

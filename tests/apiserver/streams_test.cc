@@ -56,10 +56,7 @@ TEST(NodeStreams, LogsExecAndPortForwardReachTheKubelet) {
   ASSERT_NE(backend, nullptr);
   EchoKubelet kubelet;
   int kport = 0;
-  grpc::ServerBuilder b;
-  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &kport);
-  b.RegisterService(&kubelet);
-  auto ksrv = b.BuildAndStart();
+  auto ksrv = ServeOnLoopback(&kubelet, &kport);
   ASSERT_NE(kport, 0);
 
   auto s = skiff::apiserver::ApiServer::Start(ServerOpts(*backend, backend->dir() + "/cp"));
