@@ -158,7 +158,22 @@ int main(int raw_argc, char** raw_argv) {
     skiff::log::Error("dial ", creds.server, ": ", dialed.status());
     return 1;
   }
+  skiff::client::GrpcClient* grpc_client = dialed->get();
   std::shared_ptr<skiff::client::Client> client(std::move(*dialed));
+  // Service account token volumes: tokens bound to the pod, from the API
+  // server's TokenRequest; ca.crt is the CA this kubelet trusts for it.
+  std::string ca_pem = creds.ca_cert_pem;
+  auto token_source = [grpc_client, client, ca_pem](const std::string& ns, const std::string& sa, const std::string& pod,
+                                                    const std::string& uid)
+      -> absl::StatusOr<skiff::kubelet::ServiceAccountToken> {
+    auto r = grpc_client->CreateServiceAccountToken(ns, sa, {}, 3600, pod, uid);
+    if (!r.ok()) return r.status();
+    skiff::kubelet::ServiceAccountToken t;
+    t.token = r->token();
+    t.expiration_unix = r->expiration_unix();
+    t.ca_crt = ca_pem;
+    return t;
+  };
 #else
   (void)insecure;
   std::cerr << "skiff-kubelet: built without skiff::client\n";
@@ -170,6 +185,9 @@ int main(int raw_argc, char** raw_argv) {
   signal(SIGPIPE, SIG_IGN);
 
   skiff::kubelet::Kubelet kubelet(c, client);
+#ifdef SKIFF_KUBELET_HAVE_CLIENT
+  kubelet.SetTokenSource(token_source);
+#endif
   // The API server may still be starting: retry registration for a while.
   absl::Status st;
   for (int i = 0; i < 120 && !g_stop; ++i) {

@@ -190,6 +190,11 @@ spec:
   auto ex = Ctl({"exec", first, "--", "cat", "/tmp/w/index.html"});
   EXPECT_EQ(ex.exit_code, 0) << ex.output;
   EXPECT_NE(ex.output.find(first), std::string::npos) << ex.output;
+  // The service account token volume, from the API server's TokenRequest.
+  auto sa = Ctl({"exec", first, "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                 "/var/run/secrets/kubernetes.io/serviceaccount/token"});
+  EXPECT_EQ(sa.exit_code, 0) << sa.output;
+  EXPECT_EQ(sa.output.rfind("defaulteyJ", 0), 0u) << "namespace then a JWT expected: " << sa.output;
 
   // SIGKILL both kubelets and start them again: nothing restarts.
   std::map<std::string, std::string> ids;
