@@ -84,6 +84,8 @@ class KubeletCluster : public ::testing::Test {
   void TearDown() override {
     if (!lab_) return;
     Ctl({"delete", "deployment", "web"});
+    fs::remove(lab_->host(2).dir + "/manifests/echo.yaml");
+    WaitFor([&] { return Ctl({"get", "pods", "-o", "json"}).output.find("\"static-echo-h2\"") == std::string::npos; }, 20000);
     // Give the kubelets a moment to remove pods, then stop everything; the lab removes the rest.
     WaitFor([&] { return Ctl({"get", "pods", "-o", "json"}).output.find("\"web-") == std::string::npos; }, 20000);
     for (auto& k : kubelets_) k.second.Signal(SIGTERM);
@@ -95,12 +97,20 @@ class KubeletCluster : public ::testing::Test {
   }
   void StartKubelet(int i) {
     const auto& h = lab_->host(i);
+    fs::create_directories(h.dir + "/manifests");
+    if (i == 2) {  // a static pod on h2 only
+      std::ofstream f(h.dir + "/manifests/echo.yaml");
+      f << "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-echo\nspec:\n  terminationGracePeriodSeconds: 1\n"
+           "  containers:\n  - name: main\n    image: local/busybox\n"
+           "    command: [\"sh\", \"-c\", \"echo static; while true; do sleep 1; done\"]\n";
+    }
     std::string cg = h.cgroup.substr(Cgroup2Mount().size());
     auto k = lab_->Start(i, {BuildDir() + "/bin/skiff-kubelet", "--kubeconfig", data_ + "/admin.conf", "--node-name",
                              h.name, "--root-dir", h.dir + "/root", "--run-dir", h.dir + "/run", "--log-dir",
                              h.dir + "/log", "--cgroup-root", cg + "/kubepods", "--pod-cidr",
                              "10.244." + std::to_string(i) + ".0/24", "--node-ip", h.address, "--rootfs-dir", images_,
-                             "--listen", h.address + ":10250", "--healthz-listen", "127.0.0.1:10248"},
+                             "--listen", h.address + ":10250", "--healthz-listen", "127.0.0.1:10248",
+                             "--pod-manifest-path", h.dir + "/manifests", "--manifest-poll-seconds", "1"},
                          h.dir + "/kubelet.log");
     ASSERT_TRUE(k.ok()) << k.status();
     kubelets_[i] = std::move(*k);
@@ -122,8 +132,11 @@ class KubeletCluster : public ::testing::Test {
     auto r = Ctl({"get", "pods", "-o", "json"});
     if (r.exit_code != 0) return json::array();
     auto j = json::parse(r.output, nullptr, false);
-    if (j.is_discarded()) return json::array();
-    return j.contains("items") ? j["items"] : json::array();
+    if (j.is_discarded() || !j.contains("items")) return json::array();
+    json out = json::array();  // the Deployment's pods, not the static one
+    for (auto& p : j["items"])
+      if (p["metadata"].value("name", "").rfind("web-", 0) == 0) out.push_back(p);
+    return out;
   }
 
   std::unique_ptr<skiff::lab::Lab> lab_;
@@ -172,6 +185,15 @@ spec:
     }
     return ready == 4 && nodes.size() == 2;
   }, 60000)) << pods.dump(1) << "\n" << Slurp(lab_->host(2).dir + "/kubelet.log").substr(0, 4000);
+  // The static pod from h2's manifest directory, mirrored to the API.
+  json mirror;
+  ASSERT_TRUE(WaitFor([&] {
+    auto r = Ctl({"get", "pod", "static-echo-h2", "-o", "json"});
+    mirror = json::parse(r.output, nullptr, false);
+    return r.exit_code == 0 && !mirror.is_discarded() && mirror["status"].value("phase", "") == "Running";
+  }, 30000)) << mirror.dump(1);
+  EXPECT_EQ(mirror["spec"].value("nodeName", ""), "h2");
+  EXPECT_TRUE(mirror["metadata"]["annotations"].contains("kubernetes.io/config.mirror")) << mirror.dump(1);
   // Every pod answers on its pod IP from both hosts (same node and across nodes).
   for (auto& p : pods) {
     std::string ip = p["status"]["podIP"];
