@@ -582,7 +582,26 @@ absl::StatusOr<Object> Registry::UpdateOnce(const ResourceInfo& info, const std:
   if (info.namespaced && !ns.empty() && ons != ns)
     return absl::FailedPreconditionError("the namespace of the provided object does not match the namespace sent on the request");
   if (m->name().empty()) return absl::FailedPreconditionError("name is required");
-  ASSIGN_OR_RETURN(Stored cur, Read(info, ons, m->name()));
+  // A conditional update whose resourceVersion is the cached one starts from
+  // the watch cache instead of an etcd read: a mod_revision names one version
+  // of one key, and the commit's compare on it refuses the write if etcd has
+  // moved on since (a conflict, which a stale resourceVersion is anyway).
+  Stored cur;
+  bool cached = false;
+  if (!m->resource_version().empty()) {
+    if (WatchCache* wc = cache(info.resource)) {
+      auto o = wc->Lookup(StorageKey(info, ons, m->name()));
+      int64_t rv = 0;
+      if (o && Meta(*o).resource_version() == m->resource_version() && absl::SimpleAtoi(m->resource_version(), &rv)) {
+        cur.obj = *o;
+        cur.mod_revision = rv;
+        cached = true;
+      }
+    }
+  }
+  if (!cached) {
+    ASSIGN_OR_RETURN(cur, Read(info, ons, m->name()));
+  }
   if (!m->resource_version().empty() && m->resource_version() != std::to_string(cur.mod_revision))
     return ConflictError(info, m->name());
   Object next;

@@ -278,6 +278,12 @@ std::vector<std::shared_ptr<const Object>> WatchCache::List(const WatchFilter& f
   return out;
 }
 
+std::shared_ptr<const Object> WatchCache::Lookup(const std::string& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = objects_.find(key);
+  return it == objects_.end() ? nullptr : it->second;
+}
+
 int64_t WatchCache::revision() {
   std::lock_guard<std::mutex> l(mu_);
   return rev_;

@@ -74,6 +74,8 @@ class WatchCache {
   // Current objects matching, sorted by key; *rev = the cache revision.
   std::vector<std::shared_ptr<const Object>> List(const WatchFilter& filter, int64_t* rev);
   int64_t revision();
+  // The cached object stored at `key` (its resourceVersion set), or null.
+  std::shared_ptr<const Object> Lookup(const std::string& key);
   // Blocks until the cache has applied everything up to `rev` (or timeout).
   bool WaitForRevision(int64_t rev, std::chrono::milliseconds timeout);
   size_t watcher_count();
