@@ -115,4 +115,136 @@ int skiff_sock4_getpeername(struct bpf_sock_addr* ctx) {
   return SOCK_ALLOW;
 }
 
+// IPv6: the same logic on the lb6_* maps (16-byte addresses). Defined here
+// only: the tc object is IPv4 and never opens them.
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SKIFF_LB_MAX_SERVICE_ENTRIES);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct skiff_lb6_key);
+  __type(value, struct skiff_lb4_service);
+} lb6_services SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SKIFF_LB_MAX_BACKENDS);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, __u32);
+  __type(value, struct skiff_lb6_backend);
+} lb6_backends SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SKIFF_LB_MAX_SOCK_REVNAT);
+  __type(key, struct skiff_lb6_sock_key);
+  __type(value, struct skiff_lb6_sock_value);
+} lb6_sock_revnat SEC(".maps");
+
+static __always_inline int sock6_forward(struct bpf_sock_addr* ctx) {
+  __u32 proto = ctx->protocol;
+  if (proto != SKIFF_IPPROTO_TCP && proto != SKIFF_IPPROTO_UDP) return SOCK_ALLOW;
+
+  struct skiff_lb6_key key = {
+      .address = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]},
+      .dport = (__be16)ctx->user_port,
+      .proto = (__u8)proto,
+      .scope = SKIFF_LB_SCOPE_SOCK,
+  };
+  struct skiff_lb4_service* svc = bpf_map_lookup_elem(&lb6_services, &key);
+  if (!svc) return SOCK_ALLOW;
+  __u32 service_id = svc->service_id;
+  __u16 count = svc->count;
+  if (count == 0) {
+    lb_count(service_id, 0, 0, 0, 1);
+    bpf_set_retval(-SKIFF_ECONNREFUSED);
+    return SOCK_REJECT;
+  }
+
+  __u64 now = 0;
+  __u64 client = 0;
+  __u32 backend_id = 0;
+  struct skiff_lb6_backend* be = 0;
+  int affinity = svc->flags & SKIFF_SVC_F_AFFINITY;
+  if (affinity) {
+    now = bpf_ktime_get_ns();
+    client = bpf_get_netns_cookie(ctx) | SKIFF_LB_AFFINITY_V6;
+    struct skiff_lb_affinity_key akey = {.client = client, .service_id = service_id};
+    struct skiff_lb_affinity_value* av = bpf_map_lookup_elem(&lb_affinity, &akey);
+    if (av && now - av->last_used_ns <= (__u64)svc->affinity_timeout * 1000000000ULL) {
+      backend_id = av->backend_id;
+      be = bpf_map_lookup_elem(&lb6_backends, &backend_id);
+    }
+  }
+  if (!be) {
+    key.backend_slot = (__u16)(1 + bpf_get_prandom_u32() % count);
+    struct skiff_lb4_service* slot = bpf_map_lookup_elem(&lb6_services, &key);
+    key.backend_slot = 0;
+    backend_id = slot ? slot->backend_id : 0;
+    be = backend_id ? bpf_map_lookup_elem(&lb6_backends, &backend_id) : 0;
+  }
+  if (!be) {
+    lb_count(service_id, 0, 0, 0, 1);
+    bpf_set_retval(-SKIFF_ECONNREFUSED);
+    return SOCK_REJECT;
+  }
+  if (affinity) {
+    struct skiff_lb_affinity_key akey = {.client = client, .service_id = service_id};
+    struct skiff_lb_affinity_value av = {.last_used_ns = now, .backend_id = backend_id};
+    bpf_map_update_elem(&lb_affinity, &akey, &av, BPF_ANY);
+  }
+
+  struct skiff_lb6_sock_key rkey = {
+      .cookie = bpf_get_socket_cookie(ctx),
+      .address = {be->address[0], be->address[1], be->address[2], be->address[3]},
+      .port = be->port,
+  };
+  struct skiff_lb6_sock_value rval = {
+      .address = {key.address[0], key.address[1], key.address[2], key.address[3]},
+      .port = key.dport,
+      .service_id = service_id,
+  };
+  bpf_map_update_elem(&lb6_sock_revnat, &rkey, &rval, BPF_ANY);
+
+  ctx->user_ip6[0] = be->address[0];
+  ctx->user_ip6[1] = be->address[1];
+  ctx->user_ip6[2] = be->address[2];
+  ctx->user_ip6[3] = be->address[3];
+  ctx->user_port = be->port;
+  lb_count(service_id, 1, 0, 0, 0);
+  return SOCK_ALLOW;
+}
+
+static __always_inline void sock6_reverse(struct bpf_sock_addr* ctx) {
+  struct skiff_lb6_sock_key rkey = {
+      .cookie = bpf_get_socket_cookie(ctx),
+      .address = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]},
+      .port = (__be16)ctx->user_port,
+  };
+  struct skiff_lb6_sock_value* rval = bpf_map_lookup_elem(&lb6_sock_revnat, &rkey);
+  if (!rval) return;
+  ctx->user_ip6[0] = rval->address[0];
+  ctx->user_ip6[1] = rval->address[1];
+  ctx->user_ip6[2] = rval->address[2];
+  ctx->user_ip6[3] = rval->address[3];
+  ctx->user_port = rval->port;
+}
+
+SEC("cgroup/connect6")
+int skiff_sock6_connect(struct bpf_sock_addr* ctx) { return sock6_forward(ctx); }
+
+SEC("cgroup/sendmsg6")
+int skiff_sock6_sendmsg(struct bpf_sock_addr* ctx) { return sock6_forward(ctx); }
+
+SEC("cgroup/recvmsg6")
+int skiff_sock6_recvmsg(struct bpf_sock_addr* ctx) {
+  sock6_reverse(ctx);
+  return SOCK_ALLOW;
+}
+
+SEC("cgroup/getpeername6")
+int skiff_sock6_getpeername(struct bpf_sock_addr* ctx) {
+  sock6_reverse(ctx);
+  return SOCK_ALLOW;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

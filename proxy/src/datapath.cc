@@ -51,15 +51,17 @@ absl::Status EnsureBpffs(const std::string& dir) {
 }
 
 // Maps and links every layout version pins (RemovePins, migration).
-constexpr const char* kMapNames[] = {"lb4_services", "lb4_backends", "lb_affinity", "lb_counters", "lb4_sock_revnat",
-                                     "lb_maglev", "ct4", "tc_config", "lb4_doomed"};
-constexpr const char* kLinkNames[] = {"skiff_sock4_connect", "skiff_sock4_sendmsg", "skiff_sock4_recvmsg",
-                                      "skiff_sock4_getpeername"};
+constexpr const char* kMapNames[] = {"lb4_services", "lb4_backends", "lb_affinity",     "lb_counters",
+                                     "lb4_sock_revnat", "lb_maglev", "ct4",   "tc_config",
+                                     "lb4_doomed", "lb6_services", "lb6_backends", "lb6_sock_revnat"};
+constexpr const char* kLinkNames[] = {"skiff_sock4_connect",     "skiff_sock4_sendmsg",     "skiff_sock4_recvmsg",
+                                      "skiff_sock4_getpeername", "skiff_sock6_connect",     "skiff_sock6_sendmsg",
+                                      "skiff_sock6_recvmsg",     "skiff_sock6_getpeername"};
 // Connection state that survives a layout change when its record did not
 // change: socket reverse NAT (getpeername/recvmsg of established sockets)
 // and tc conntrack (established NodePort flows). Affinity and counters are
 // keyed by service ids, which the new generation allocates afresh.
-constexpr const char* kCarriedState[] = {"lb4_sock_revnat", "ct4"};
+constexpr const char* kCarriedState[] = {"lb4_sock_revnat", "lb6_sock_revnat", "ct4"};
 
 struct LinkSpec {
   bpf_program* prog;
@@ -92,6 +94,9 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Open(const DatapathOptions& 
   dp->fds_.affinity = bpf_map__fd(dp->sock_->maps.lb_affinity);
   dp->fds_.counters = bpf_map__fd(dp->sock_->maps.lb_counters);
   dp->fds_.sock_revnat = bpf_map__fd(dp->sock_->maps.lb4_sock_revnat);
+  dp->fds_.services6 = bpf_map__fd(dp->sock_->maps.lb6_services);
+  dp->fds_.backends6 = bpf_map__fd(dp->sock_->maps.lb6_backends);
+  dp->fds_.sock_revnat6 = bpf_map__fd(dp->sock_->maps.lb6_sock_revnat);
   if (options.load_tc) RETURN_IF_ERROR(dp->LoadTc());
   if (auto st = dp->LoadSockDestroy(); !st.ok())
     log::Warn("connected UDP sockets of removed backends will not be destroyed: ", st);
@@ -199,6 +204,10 @@ absl::Status Datapath::AttachSocketLb(const std::string& cgroup_path) {
       {sock_->progs.skiff_sock4_sendmsg, BPF_CGROUP_UDP4_SENDMSG, "skiff_sock4_sendmsg"},
       {sock_->progs.skiff_sock4_recvmsg, BPF_CGROUP_UDP4_RECVMSG, "skiff_sock4_recvmsg"},
       {sock_->progs.skiff_sock4_getpeername, BPF_CGROUP_INET4_GETPEERNAME, "skiff_sock4_getpeername"},
+      {sock_->progs.skiff_sock6_connect, BPF_CGROUP_INET6_CONNECT, "skiff_sock6_connect"},
+      {sock_->progs.skiff_sock6_sendmsg, BPF_CGROUP_UDP6_SENDMSG, "skiff_sock6_sendmsg"},
+      {sock_->progs.skiff_sock6_recvmsg, BPF_CGROUP_UDP6_RECVMSG, "skiff_sock6_recvmsg"},
+      {sock_->progs.skiff_sock6_getpeername, BPF_CGROUP_INET6_GETPEERNAME, "skiff_sock6_getpeername"},
   };
   for (const LinkSpec& s : specs) {
     std::string pin = dir_ + "/links/" + s.pin + "_" + version_;

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cstring>
 #include <unordered_map>
 
 #include "skiff/common/log.h"
@@ -16,6 +17,14 @@ bool ParseIpv4(const std::string& s, uint32_t* out) {
   in_addr a;
   if (inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
   *out = a.s_addr;
+  return true;
+}
+
+bool ParseIpv6(const std::string& s, Ipv6Address* out) {
+  in6_addr a;
+  if (inet_pton(AF_INET6, s.c_str(), &a) != 1) return false;
+  static_assert(sizeof(a) == sizeof(*out));
+  memcpy(out->data(), &a, sizeof(a));
   return true;
 }
 
@@ -43,6 +52,14 @@ std::vector<Backend> Select(const std::vector<Candidate>& all, bool local_only) 
 
 }  // namespace
 
+std::string Ipv6ToString(const Ipv6Address& address) {
+  char buf[INET6_ADDRSTRLEN];
+  in6_addr a;
+  memcpy(&a, address.data(), sizeof(a));
+  inet_ntop(AF_INET6, &a, buf, sizeof(buf));
+  return buf;
+}
+
 std::string Ipv4ToString(uint32_t address_be) {
   char buf[INET_ADDRSTRLEN];
   in_addr a{address_be};
@@ -55,15 +72,18 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
   if (svc.type == "ExternalName") return;
   const std::string key = svc.Key();
   std::vector<uint32_t> vips;
+  std::vector<Ipv6Address> vips6;  // dual-stack: clusterIPs of the IPv6 family
   for (const std::string& ip : svc.cluster_ips) {
     if (ip.empty() || ip == "None") continue;
     uint32_t a;
+    Ipv6Address a6;
     if (ParseIpv4(ip, &a)) vips.push_back(a);
-    else if (ip.find(':') == std::string::npos)
+    else if (ParseIpv6(ip, &a6)) vips6.push_back(a6);
+    else
       log::Warn("skipping invalid clusterIP ", log::Field("service", key), " ", log::Field("ip", ip));
   }
   // Headless (clusterIP None) services get no frontend at all.
-  if (vips.empty()) return;
+  if (vips.empty() && vips6.empty()) return;
   std::vector<uint32_t> ext_ips;
   for (const std::string& ip : svc.external_ips) {
     uint32_t a;
@@ -77,7 +97,7 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
   bool node_port = svc.type == "NodePort" || svc.type == "LoadBalancer";
 
   for (const ServicePort& sp : svc.ports) {
-    std::vector<Candidate> cands;
+    std::vector<Candidate> cands, cands6;
     for (const EndpointSlice* es : slices) {
       for (const EndpointPort& ep : es->ports) {
         if (ep.name != sp.name || ep.protocol != sp.protocol) continue;
@@ -85,7 +105,11 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
           bool local = !node.node_name.empty() && e.node_name == node.node_name;
           for (const std::string& a : e.addresses) {
             Candidate c;
-            if (!ParseIpv4(a, &c.backend.address)) continue;
+            bool v6 = false;
+            if (!ParseIpv4(a, &c.backend.address)) {
+              if (!ParseIpv6(a, &c.backend.address6)) continue;
+              c.backend.v6 = v6 = true;
+            }
             c.backend.port = ep.port;
             c.backend.proto = static_cast<uint8_t>(sp.protocol);
             c.backend.flags = local ? SKIFF_BE_F_LOCAL : 0;
@@ -93,7 +117,7 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
             c.ready = e.ready;
             c.serving_terminating = !e.ready && e.serving && e.terminating;
             c.local = local;
-            cands.push_back(c);
+            (v6 ? cands6 : cands).push_back(c);
           }
         }
       }
@@ -109,6 +133,21 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
 
     uint8_t proto = static_cast<uint8_t>(sp.protocol);
     for (uint32_t vip : vips) out->push_back({{vip, sp.port, proto, SKIFF_LB_SCOPE_SOCK}, internal});
+    // IPv6 cluster IPs: socket LB only, to the IPv6 endpoints (the IPv6
+    // EndpointSlices of a dual-stack service).
+    if (!vips6.empty()) {
+      Frontend internal6 = internal;
+      internal6.backends = Select(cands6, svc.internal_policy_local);
+      for (const Ipv6Address& vip : vips6) {
+        FrontendKey fk{0, sp.port, proto, SKIFF_LB_SCOPE_SOCK};
+        fk.v6 = true;
+        fk.address6 = vip;
+        out->push_back({fk, internal6});
+      }
+    }
+    // External IPs and node ports are IPv4 (tc); a single-stack IPv6
+    // service has none here.
+    if (vips.empty()) continue;
     for (uint32_t ip : ext_ips) {
       // From the node itself external IPs behave like the cluster IP; from
       // outside they follow externalTrafficPolicy.

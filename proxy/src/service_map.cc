@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cerrno>
 #include <deque>
 
@@ -23,6 +24,17 @@ namespace {
 skiff_lb4_key MakeKey(const FrontendKey& k, uint16_t slot) {
   skiff_lb4_key key{};
   key.address = k.address;
+  key.dport = htons(k.port);
+  key.backend_slot = slot;
+  key.proto = k.proto;
+  key.scope = k.scope;
+  return key;
+}
+
+skiff_lb6_key MakeKey6(const FrontendKey& k, uint16_t slot) {
+  skiff_lb6_key key{};
+  static_assert(sizeof(key.address) == sizeof(k.address6));
+  memcpy(key.address, k.address6.data(), sizeof(key.address));
   key.dport = htons(k.port);
   key.backend_slot = slot;
   key.proto = k.proto;
@@ -97,6 +109,16 @@ uint32_t ServiceMap::AllocBackendId() {
   }
   while (backends_.count(next_backend_id_)) ++next_backend_id_;
   return next_backend_id_++;
+}
+
+absl::Status ServiceMap::PutEntry(int phase, const FrontendKey& fk, uint16_t slot, const skiff_lb4_service& v) {
+  if (fk.v6) return Put(phase, fds_.services6, MakeKey6(fk, slot), v);
+  return Put(phase, fds_.services, MakeKey(fk, slot), v);
+}
+
+absl::Status ServiceMap::DelEntry(int phase, const FrontendKey& fk, uint16_t slot) {
+  if (fk.v6) return Del(phase, fds_.services6, MakeKey6(fk, slot));
+  return Del(phase, fds_.services, MakeKey(fk, slot));
 }
 
 uint32_t ServiceMap::ServiceId(const std::string& service_port) const {
@@ -203,14 +225,50 @@ absl::Status ServiceMap::Recover() {
     bkey = bnext;
     bprev = &bkey;
   }
-  std::vector<std::pair<skiff_lb4_key, skiff_lb4_service>> entries;
+  if (fds_.backends6 >= 0) {
+    bprev = nullptr;
+    while (bpf_map_get_next_key(fds_.backends6, bprev, &bnext) == 0) {
+      skiff_lb6_backend v;
+      if (bpf_map_lookup_elem(fds_.backends6, &bnext, &v) == 0) {
+        BackendEntry e;
+        e.backend = {0, ntohs(v.port), v.proto, v.flags};
+        e.backend.v6 = true;
+        memcpy(e.backend.address6.data(), v.address, sizeof(v.address));
+        backends_[bnext] = e;
+      }
+      bkey = bnext;
+      bprev = &bkey;
+    }
+  }
+  struct Entry {
+    FrontendKey fk;
+    uint16_t slot;
+    skiff_lb4_service v;
+  };
+  std::vector<Entry> entries;
   skiff_lb4_key skey, snext;
   skiff_lb4_key* sprev = nullptr;
   while (bpf_map_get_next_key(fds_.services, sprev, &snext) == 0) {
     skiff_lb4_service v;
-    if (bpf_map_lookup_elem(fds_.services, &snext, &v) == 0) entries.emplace_back(snext, v);
+    if (bpf_map_lookup_elem(fds_.services, &snext, &v) == 0)
+      entries.push_back({FrontendKey{snext.address, ntohs(snext.dport), snext.proto, snext.scope}, snext.backend_slot, v});
     skey = snext;
     sprev = &skey;
+  }
+  if (fds_.services6 >= 0) {
+    skiff_lb6_key skey6, snext6;
+    skiff_lb6_key* sprev6 = nullptr;
+    while (bpf_map_get_next_key(fds_.services6, sprev6, &snext6) == 0) {
+      skiff_lb4_service v;
+      if (bpf_map_lookup_elem(fds_.services6, &snext6, &v) == 0) {
+        FrontendKey fk{0, ntohs(snext6.dport), snext6.proto, snext6.scope};
+        fk.v6 = true;
+        memcpy(fk.address6.data(), snext6.address, sizeof(snext6.address));
+        entries.push_back({fk, snext6.backend_slot, v});
+      }
+      skey6 = snext6;
+      sprev6 = &skey6;
+    }
   }
   // Counters of service ids nothing uses any more are released by Apply().
   uint32_t ckey, cnext;
@@ -221,9 +279,8 @@ absl::Status ServiceMap::Recover() {
     cprev = &ckey;
   }
   std::map<FrontendKey, std::map<uint16_t, uint32_t>> slots;
-  for (const auto& [k, v] : entries) {
-    FrontendKey fk{k.address, ntohs(k.dport), k.proto, k.scope};
-    if (k.backend_slot == 0) {
+  for (const auto& [fk, backend_slot, v] : entries) {
+    if (backend_slot == 0) {
       Programmed& p = frontends_[fk];
       p.service_id = v.service_id;
       p.flags = v.flags;
@@ -231,7 +288,7 @@ absl::Status ServiceMap::Recover() {
       p.slots.assign(v.count, 0);
       live_service_ids_.insert(v.service_id);
     } else {
-      slots[fk][k.backend_slot] = v.backend_id;
+      slots[fk][backend_slot] = v.backend_id;
     }
   }
   for (auto& [fk, p] : frontends_) {
@@ -249,8 +306,13 @@ absl::Status ServiceMap::Recover() {
   for (const auto& [fk, s] : slots) {
     if (frontends_.count(fk)) continue;
     for (const auto& [slot, id] : s) {
-      skiff_lb4_key key = MakeKey(fk, slot);
-      RETURN_IF_ERROR(Delete(fds_.services, &key, "orphan service slot"));
+      if (fk.v6) {
+        skiff_lb6_key key = MakeKey6(fk, slot);
+        RETURN_IF_ERROR(Delete(fds_.services6, &key, "orphan service slot"));
+      } else {
+        skiff_lb4_key key = MakeKey(fk, slot);
+        RETURN_IF_ERROR(Delete(fds_.services, &key, "orphan service slot"));
+      }
     }
   }
   for (const auto& [id, e] : backends_) backend_ids_[{e.service_id, Identity(e.backend)}] = id;
@@ -270,12 +332,11 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
   std::vector<uint32_t> slots = p->slots;
   std::vector<size_t> holes;
   auto write_slot = [&](size_t index) -> absl::Status {
-    skiff_lb4_key key = MakeKey(fk, static_cast<uint16_t>(index + 1));
     skiff_lb4_service v{};
     v.backend_id = slots[index];
     v.service_id = service_id;
     ++st->map_writes;
-    return Put(kSlots, fds_.services, key, v);
+    return PutEntry(kSlots, fk, static_cast<uint16_t>(index + 1), v);
   };
   // 1. Replace departing backends in place with arriving ones.
   for (size_t i = 0; i < slots.size(); ++i) {
@@ -311,20 +372,18 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
   // 4. Publish the new count (always for a new frontend: service id 0).
   if (slots.size() != p->slots.size() || p->service_id != service_id || p->flags != want.flags ||
       p->affinity_timeout_s != want.affinity_timeout_s) {
-    skiff_lb4_key key = MakeKey(fk, 0);
     skiff_lb4_service v{};
     v.count = static_cast<uint16_t>(slots.size());
     v.flags = want.flags;
     v.service_id = service_id;
     v.affinity_timeout = want.affinity_timeout_s;
     ++st->map_writes;
-    RETURN_IF_ERROR(Put(kServiceEntries, fds_.services, key, v));
+    RETURN_IF_ERROR(PutEntry(kServiceEntries, fk, 0, v));
   }
   // 5. Drop slots beyond it.
   for (uint32_t s = slots.size() + 1; s <= p->stored_slots; ++s) {
-    skiff_lb4_key key = MakeKey(fk, static_cast<uint16_t>(s));
     ++st->map_deletes;
-    RETURN_IF_ERROR(Del(kSlotDeletes, fds_.services, key));
+    RETURN_IF_ERROR(DelEntry(kSlotDeletes, fk, static_cast<uint16_t>(s)));
   }
   p->service_id = service_id;
   p->flags = want.flags;
@@ -335,13 +394,11 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
 }
 
 absl::Status ServiceMap::DeleteFrontend(const FrontendKey& fk, const Programmed& p, ApplyStats* st) {
-  skiff_lb4_key key = MakeKey(fk, 0);
   ++st->map_deletes;
-  RETURN_IF_ERROR(Del(kEntryDeletes, fds_.services, key));
+  RETURN_IF_ERROR(DelEntry(kEntryDeletes, fk, 0));
   for (uint32_t s = 1; s <= p.stored_slots; ++s) {
-    key = MakeKey(fk, static_cast<uint16_t>(s));
     ++st->map_deletes;
-    RETURN_IF_ERROR(Del(kSlotDeletes, fds_.services, key));
+    RETURN_IF_ERROR(DelEntry(kSlotDeletes, fk, static_cast<uint16_t>(s)));
   }
   return absl::OkStatus();
 }
@@ -476,7 +533,15 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
       e.backend = b;
       e.service_id = sid;
       ++e.refs;
-      if (write) {
+      if (write && b.v6) {
+        skiff_lb6_backend v{};
+        memcpy(v.address, b.address6.data(), sizeof(v.address));
+        v.port = htons(b.port);
+        v.proto = b.proto;
+        v.flags = b.flags;
+        ++st.map_writes;
+        RETURN_IF_ERROR(Put(kBackends, fds_.backends6, id, v));
+      } else if (write) {
         skiff_lb4_backend v{};
         v.address = b.address;
         v.port = htons(b.port);
@@ -517,9 +582,9 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
     uint32_t id = it->second;
     if (backends_[id].refs) continue;
     removed_backends_.push_back(id);
-    if (k.second.proto == IPPROTO_UDP) removed_udp_.push_back(k.second);
+    if (k.second.proto == IPPROTO_UDP && !k.second.v6) removed_udp_.push_back(k.second);
     ++st.map_deletes;
-    RETURN_IF_ERROR(Del(kBackendDeletes, fds_.backends, id));
+    RETURN_IF_ERROR(Del(kBackendDeletes, BackendsFd(k.second.v6), id));
     backends_.erase(id);
     backend_ids_.erase(it);
     free_backend_ids_.push_back(id);
@@ -627,7 +692,7 @@ absl::StatusOr<ApplyStats> ServiceMap::Apply(const std::map<FrontendKey, Fronten
       continue;
     }
     ++st.map_deletes;
-    RETURN_IF_ERROR(Del(kBackendDeletes, fds_.backends, id));
+    RETURN_IF_ERROR(Del(kBackendDeletes, BackendsFd(backends_[id].backend.v6), id));
     backends_.erase(id);
     free_backend_ids_.push_back(id);
     it = backend_ids_.erase(it);

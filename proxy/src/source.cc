@@ -115,6 +115,11 @@ bool IsIpv4(const std::string& s) {
   return inet_pton(AF_INET, s.c_str(), &a) == 1;
 }
 
+bool IsIpv6(const std::string& s) {
+  in6_addr a;
+  return inet_pton(AF_INET6, s.c_str(), &a) == 1;
+}
+
 }  // namespace
 
 bool AddService(RawService raw, ClusterState* out, std::vector<std::string>* problems) {
@@ -184,8 +189,10 @@ bool AddEndpointSlice(RawEndpointSlice raw, ClusterState* out) {
               log::Field("name", es.name));
     return false;
   }
-  if (!raw.address_type.empty() && raw.address_type != "IPv4") {
-    log::Info("skipping EndpointSlice: address type not supported yet ", log::Field("slice", es.Key()), " ",
+  // IPv4 (also when absent) and IPv6 slices are used; FQDN slices are not.
+  const bool v6 = raw.address_type == "IPv6";
+  if (!raw.address_type.empty() && raw.address_type != "IPv4" && !v6) {
+    log::Info("skipping EndpointSlice: address type not supported ", log::Field("slice", es.Key()), " ",
               log::Field("addressType", raw.address_type));
     return false;
   }
@@ -206,7 +213,7 @@ bool AddEndpointSlice(RawEndpointSlice raw, ClusterState* out) {
   for (RawEndpoint& e : raw.endpoints) {
     Endpoint ep;
     for (std::string& a : e.addresses) {
-      if (IsIpv4(a)) ep.addresses.push_back(std::move(a));
+      if (v6 ? IsIpv6(a) : IsIpv4(a)) ep.addresses.push_back(std::move(a));
       else
         log::Warn("skipping endpoint address ", log::Field("slice", es.Key()), " ", log::Field("address", a));
     }

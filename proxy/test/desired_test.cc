@@ -167,6 +167,124 @@ TEST(Parse, ApiObjectsGiveTheSameModelAsYaml) {
   EXPECT_EQ(api->endpoint_slices, y->endpoint_slices);
 }
 
+// Dual-stack as Kubernetes writes it: clusterIPs of both families (with
+// ipFamilies), one EndpointSlice per address type.
+const char* kDualStackYaml = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ds}
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10, "fd00:96::10"]
+  ipFamilies: [IPv4, IPv6]
+  ipFamilyPolicy: PreferDualStack
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v4, namespace: ds, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [10.244.1.5], nodeName: me}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v6, namespace: ds, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: ["fd00:244::5"], nodeName: me}
+- {addresses: ["fd00:244::6"], nodeName: other, conditions: {ready: false, serving: true, terminating: true}}
+- {addresses: [10.244.1.9], nodeName: me}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-fqdn, namespace: ds, labels: {kubernetes.io/service-name: web}}
+addressType: FQDN
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [web.example.com]}
+)";
+
+TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
+  auto y = ParseClusterStateYaml(kDualStackYaml);
+  ASSERT_TRUE(y.ok()) << y.status();
+  ASSERT_EQ(y->endpoint_slices.count("ds/web-v6"), 1u);
+  EXPECT_EQ(y->endpoint_slices.count("ds/web-fqdn"), 0u);
+  const EndpointSlice& v6 = y->endpoint_slices.at("ds/web-v6");
+  ASSERT_EQ(v6.endpoints.size(), 2u);  // the IPv4 address in an IPv6 slice is skipped
+  EXPECT_EQ(v6.endpoints[0].addresses, std::vector<std::string>{"fd00:244::5"});
+  EXPECT_FALSE(v6.endpoints[1].ready);
+  EXPECT_EQ(y->services.at("ds/web").cluster_ips, (std::vector<std::string>{"10.96.0.10", "fd00:96::10"}));
+
+  // The same objects as API protos give the same model.
+  std::vector<client::Object> objs(3);
+  auto* svc = objs[0].mutable_service();
+  svc->mutable_metadata()->set_name("web");
+  svc->mutable_metadata()->set_namespace_("ds");
+  svc->mutable_spec()->set_cluster_ip("10.96.0.10");
+  svc->mutable_spec()->add_cluster_ips("10.96.0.10");
+  svc->mutable_spec()->add_cluster_ips("fd00:96::10");
+  auto* sp = svc->mutable_spec()->add_ports();
+  sp->set_name("http");
+  sp->set_port(80);
+  auto slice = [&](client::Object& o, const char* name, const char* type) {
+    auto* es = o.mutable_endpoint_slice();
+    es->mutable_metadata()->set_name(name);
+    es->mutable_metadata()->set_namespace_("ds");
+    (*es->mutable_metadata()->mutable_labels())["kubernetes.io/service-name"] = "web";
+    es->set_address_type(type);
+    auto* p = es->add_ports();
+    p->set_name("http");
+    p->set_port(8080);
+    return es;
+  };
+  auto* e4 = slice(objs[1], "web-v4", "IPv4")->add_endpoints();
+  e4->add_addresses("10.244.1.5");
+  e4->set_node_name("me");
+  auto* es6 = slice(objs[2], "web-v6", "IPv6");
+  auto* a = es6->add_endpoints();
+  a->add_addresses("fd00:244::5");
+  a->set_node_name("me");
+  auto* b = es6->add_endpoints();
+  b->add_addresses("fd00:244::6");
+  b->set_node_name("other");
+  b->mutable_conditions()->set_ready(false);
+  b->mutable_conditions()->set_serving(true);
+  b->mutable_conditions()->set_terminating(true);
+  auto* c = es6->add_endpoints();
+  c->add_addresses("10.244.1.9");
+  c->set_node_name("me");
+  auto api = ModelFromObjects(objs);
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_EQ(api->services, y->services);
+  EXPECT_EQ(api->endpoint_slices, y->endpoint_slices);
+
+  // Desired: one IPv4 and one IPv6 socket-LB frontend, each with the
+  // backends of its own family (ready ones only).
+  auto d = ComputeDesired(*y, {"me", {}});
+  ASSERT_EQ(d.frontends.size(), 2u);
+  int v6_frontends = 0;
+  for (const auto& [fk, f] : d.frontends) {
+    EXPECT_EQ(fk.scope, SKIFF_LB_SCOPE_SOCK);
+    EXPECT_EQ(fk.port, 80);
+    ASSERT_EQ(f.backends.size(), 1u);
+    EXPECT_EQ(f.backends[0].v6, fk.v6);
+    EXPECT_EQ(f.backends[0].port, 8080);
+    if (fk.v6) {
+      ++v6_frontends;
+      EXPECT_EQ(Ipv6ToString(fk.address6), "fd00:96::10");
+      EXPECT_EQ(Ipv6ToString(f.backends[0].address6), "fd00:244::5");
+      EXPECT_EQ(fk.address, 0u);
+    } else {
+      EXPECT_EQ(fk.address, Ip("10.96.0.10"));
+      EXPECT_EQ(f.backends[0].address, Ip("10.244.1.5"));
+    }
+  }
+  EXPECT_EQ(v6_frontends, 1);
+}
+
 TEST(ApiSource, MalformedServiceIsSkippedWithAWarningEventAndOthersStillFlow) {
   auto api = std::make_shared<fakeclient::FakeClient>();
   client::Object ns;

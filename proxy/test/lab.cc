@@ -54,6 +54,32 @@ std::string Addr(const sockaddr_in& a) {
   return std::string(buf) + ":" + std::to_string(ntohs(a.sin_port));
 }
 
+// "ip:port" for IPv4, "[ip]:port" for IPv6.
+std::string Addr(const sockaddr_storage& a) {
+  if (a.ss_family != AF_INET6) return Addr(reinterpret_cast<const sockaddr_in&>(a));
+  const auto& a6 = reinterpret_cast<const sockaddr_in6&>(a);
+  char buf[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, &a6.sin6_addr, buf, sizeof(buf));
+  return "[" + std::string(buf) + "]:" + std::to_string(ntohs(a6.sin6_port));
+}
+
+// A socket address for "ip" (IPv4 or IPv6) and port.
+socklen_t MakeAddr(const std::string& ip, int port, sockaddr_storage* out) {
+  *out = {};
+  if (ip.find(':') != std::string::npos) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(out);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, ip.c_str(), &a->sin6_addr);
+    return sizeof(*a);
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(out);
+  a->sin_family = AF_INET;
+  a->sin_port = htons(port);
+  inet_pton(AF_INET, ip.c_str(), &a->sin_addr);
+  return sizeof(*a);
+}
+
 }  // namespace
 
 std::string Cgroup2Mount() {
@@ -213,6 +239,19 @@ bool Lab::EnterOutsideThisThread() {
   return ok;
 }
 
+bool Lab::AddIpv6() {
+  // ULA addresses on the lab's veth pair only (nodad: usable at once).
+  return Sh("ip -n " + node_ns_ + " addr add fd00:5::1/64 dev " + node_internal_if() + " nodad") &&
+         Sh("ip -n " + backend_ns_ + " addr add fd00:5::2/64 dev " + backend_ifname_ + " nodad");
+}
+
+bool Lab::AddBackendAddress6(int last) {
+  std::string ip = "fd00:5::" + std::to_string(last);
+  if (!Sh("ip -n " + backend_ns_ + " addr add " + ip + "/64 dev " + backend_ifname_ + " nodad")) return false;
+  backend_ips_.push_back(ip);
+  return true;
+}
+
 bool Lab::AddBackendAddress(int last_octet) {
   std::string ip = "10.0.0." + std::to_string(last_octet);
   if (!Sh("ip -n " + backend_ns_ + " addr add " + ip + "/24 dev " + backend_ifname_)) return false;
@@ -233,17 +272,15 @@ bool Lab::StartServers(const std::vector<int>& ports) {
     std::vector<int> kinds;  // 0 tcp, 1 udp
     for (const std::string& ip : backend_ips_) {
       for (int port : ports) {
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(port);
-        inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+        sockaddr_storage a;
+        socklen_t alen = MakeAddr(ip, port, &a);
         for (int kind = 0; kind < 2; ++kind) {
-          int s = socket(AF_INET, kind ? SOCK_DGRAM : SOCK_STREAM, 0);
+          int s = socket(a.ss_family, kind ? SOCK_DGRAM : SOCK_STREAM, 0);
           int one = 1;
           setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
           // IP_FREEBIND: the address may still be tentative right after it is added.
           setsockopt(s, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
-          if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(2);
+          if (bind(s, reinterpret_cast<sockaddr*>(&a), alen) != 0) _exit(2);
           if (!kind && listen(s, 1024) != 0) _exit(3);
           fds.push_back({s, POLLIN, 0});
           kinds.push_back(kind);
@@ -255,17 +292,19 @@ bool Lab::StartServers(const std::vector<int>& ports) {
       if (poll(fds.data(), fds.size(), -1) < 0) continue;
       for (size_t i = 0; i < fds.size(); ++i) {
         if (!(fds[i].revents & POLLIN)) continue;
-        sockaddr_in self{};
+        sockaddr_storage self{};
         socklen_t sl = sizeof(self);
         getsockname(fds[i].fd, reinterpret_cast<sockaddr*>(&self), &sl);
         std::string me = Addr(self);
+        int self_port = self.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6&>(self).sin6_port)
+                                                    : ntohs(reinterpret_cast<sockaddr_in&>(self).sin_port);
         if (kinds[i] == 0) {
-          sockaddr_in peer{};
+          sockaddr_storage peer{};
           socklen_t pl = sizeof(peer);
           int c = accept4(fds[i].fd, reinterpret_cast<sockaddr*>(&peer), &pl, SOCK_CLOEXEC);
           // Ports 7000-7099 answer with the client's address instead (for
           // tests of client-address preservation).
-          if (ntohs(self.sin_port) / 100 == 70) me = Addr(peer);
+          if (self_port / 100 == 70) me = Addr(peer);
           if (c >= 0) {
             if (send(c, me.data(), me.size(), MSG_NOSIGNAL) < 0) {
             }
@@ -273,7 +312,7 @@ bool Lab::StartServers(const std::vector<int>& ports) {
           }
         } else {
           char buf[512];
-          sockaddr_in from{};
+          sockaddr_storage from{};
           socklen_t fl = sizeof(from);
           ssize_t n = recvfrom(fds[i].fd, buf, sizeof(buf), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
           if (n >= 0) sendto(fds[i].fd, me.data(), me.size(), 0, reinterpret_cast<sockaddr*>(&from), fl);
@@ -321,22 +360,20 @@ void Lab::Leave() {
 }
 
 std::string TcpRequest(const std::string& ip, int port, std::string* peer, int* err) {
-  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+  sockaddr_storage a;
+  socklen_t alen = MakeAddr(ip, port, &a);
+  int s = socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   timeval tv{2, 0};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), alen) != 0) {
     int e = errno;
     if (err) *err = e;
     close(s);
     return std::string("ERR:") + strerrorname_np(e);
   }
   if (peer) {
-    sockaddr_in p{};
+    sockaddr_storage p{};
     socklen_t pl = sizeof(p);
     getpeername(s, reinterpret_cast<sockaddr*>(&p), &pl);
     *peer = Addr(p);
@@ -355,11 +392,9 @@ std::string TcpRequest(const std::string& ip, int port, std::string* peer, int* 
 }
 
 std::string UdpRequest(const std::string& ip, int port, bool connected, std::string* from, int* err) {
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+  sockaddr_storage a;
+  socklen_t alen = MakeAddr(ip, port, &a);
+  int s = socket(a.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   timeval tv{2, 0};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   auto fail = [&](int e) {
@@ -368,13 +403,13 @@ std::string UdpRequest(const std::string& ip, int port, bool connected, std::str
     return std::string("ERR:") + strerrorname_np(e);
   };
   if (connected) {
-    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return fail(errno);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), alen) != 0) return fail(errno);
     if (send(s, "q", 1, 0) != 1) return fail(errno);
-  } else if (sendto(s, "q", 1, 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 1) {
+  } else if (sendto(s, "q", 1, 0, reinterpret_cast<sockaddr*>(&a), alen) != 1) {
     return fail(errno);
   }
   char buf[128];
-  sockaddr_in f{};
+  sockaddr_storage f{};
   socklen_t fl = sizeof(f);
   ssize_t n = recvfrom(s, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&f), &fl);
   if (n < 0) return fail(errno);

@@ -31,6 +31,12 @@ class Lab {
   // process there that answers TCP (accept, write "ip:port", close) and UDP
   // (reply "ip:port") on each of `ports` for every address added so far.
   bool AddBackendAddress(int last_octet);
+  // IPv6 inside the lab only: fd00:5::1/64 on the node side of the veth,
+  // fd00:5::2/64 on the backend side; AddBackendAddress6(n) adds fd00:5::<n>
+  // (decimal digits, read as hex) for StartServers, which then also answers
+  // there ("[ip]:port").
+  bool AddIpv6();
+  bool AddBackendAddress6(int last);
   bool StartServers(const std::vector<int>& ports);
 
   // A third namespace, "outside": a host beyond the node's external

@@ -69,6 +69,11 @@ class SockLbTest : public ::testing::Test {
     ASSERT_TRUE(lab_->ok()) << lab_->error();
     for (int o : {11, 12, 13}) ASSERT_TRUE(lab_->AddBackendAddress(o)) << lab_->error();
     ASSERT_TRUE(lab_->StartServers({8080, 5353, 9090})) << lab_->error();
+    OpenDatapath();
+  }
+  // Loads the datapath on the lab's bpffs, attaches it at the lab cgroup and
+  // moves this process into the lab.
+  void OpenDatapath() {
     DatapathOptions opts;
     opts.bpffs_dir = lab_->bpffs();
     auto dp = Datapath::Open(opts);
@@ -572,6 +577,137 @@ TEST_F(SockLbTest, ChurnOfTenThousandServicesNeverFailsAConnection) {
   EXPECT_LE(writes + deletes, 1000u * 6) << "an endpoint change must touch a handful of entries";
   EXPECT_GE(ok.load(), 100);
   EXPECT_EQ(failed.load(), 0) << last_error;
+}
+
+// IPv6 (dual-stack) socket LB: the lab's veth carries ULA addresses inside
+// the lab's namespaces only; the VIPs exist only in the lb6 maps.
+class SockLb6Test : public SockLbTest {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root: netns, cgroups, BPF";
+    lab_ = std::make_unique<Lab>("s6");
+    ASSERT_TRUE(lab_->ok()) << lab_->error();
+    ASSERT_TRUE(lab_->AddIpv6()) << lab_->error();
+    ASSERT_TRUE(lab_->AddBackendAddress(11)) << lab_->error();
+    for (int n : {11, 12}) ASSERT_TRUE(lab_->AddBackendAddress6(n)) << lab_->error();
+    ASSERT_TRUE(lab_->StartServers({8080, 5353})) << lab_->error();
+    OpenDatapath();
+  }
+  // A dual-stack service as Kubernetes writes it: clusterIPs of both
+  // families, one EndpointSlice per family.
+  void DualStack(const std::string& name, const std::string& vip4, const std::string& vip6, Protocol proto,
+                 int port, int target, bool with_endpoints) {
+    Service s = MakeService(name, vip4, {{"p", proto, static_cast<uint16_t>(port), 0}});
+    s.cluster_ips.push_back(vip6);
+    state_.services["default/" + name] = s;
+    if (!with_endpoints) return;
+    state_.endpoint_slices["default/" + name + "-4"] =
+        MakeSlice(name, {"10.0.0.11"}, {{"p", proto, static_cast<uint16_t>(target)}}, "4");
+    state_.endpoint_slices["default/" + name + "-6"] =
+        MakeSlice(name, {"fd00:5::11", "fd00:5::12"}, {{"p", proto, static_cast<uint16_t>(target)}}, "6");
+  }
+};
+
+TEST_F(SockLb6Test, TcpConnectToAnIpv6ClusterIpReachesAnIpv6BackendAndPeerIsTheVip) {
+  DualStack("web6", "10.96.0.60", "fd00:96::60", Protocol::kTcp, 80, 8080, true);
+  Program();
+  std::set<std::string> seen;
+  for (int i = 0; i < 30; ++i) {
+    std::string peer;
+    std::string got = TcpRequest("fd00:96::60", 80, &peer);
+    ASSERT_TRUE(got == "[fd00:5::11]:8080" || got == "[fd00:5::12]:8080") << got;
+    EXPECT_EQ(peer, "[fd00:96::60]:80");
+    seen.insert(got);
+  }
+  EXPECT_EQ(seen.size(), 2u) << "random selection should reach both IPv6 backends in 30 connects";
+  // The IPv4 family of the same service is untouched.
+  std::string peer;
+  EXPECT_EQ(TcpRequest("10.96.0.60", 80, &peer), "10.0.0.11:8080");
+  EXPECT_EQ(peer, "10.96.0.60:80");
+  EXPECT_EQ(map_->ReadCounters()["default/web6:p/TCP"].connections, 31u);
+
+  // Recover() reads the IPv6 entries back: a second ServiceMap on the same
+  // maps finds nothing to write.
+  ServiceMap again(dp_->maps());
+  ASSERT_TRUE(again.Recover().ok());
+  auto st = again.Apply(builder_.current());
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->map_writes, 0u);
+  EXPECT_EQ(st->map_deletes, 0u);
+
+  // Removing the IPv6 slice leaves the IPv6 VIP refusing, the IPv4 one working.
+  state_.endpoint_slices.erase("default/web6-6");
+  Program();
+  int err = 0;
+  TcpRequest("fd00:96::60", 80, nullptr, &err);
+  EXPECT_EQ(err, ECONNREFUSED);
+  EXPECT_EQ(TcpRequest("10.96.0.60", 80), "10.0.0.11:8080");
+}
+
+TEST_F(SockLb6Test, UnconnectedUdpSendmsg6IsTranslatedPerDatagramAndRecvmsg6ShowsTheVip) {
+  DualStack("dns6", "10.96.0.63", "fd00:96::53", Protocol::kUdp, 53, 5353, true);
+  Program();
+  // One unconnected socket, many datagrams: each sendmsg picks a backend.
+  sockaddr_in6 vip{};
+  vip.sin6_family = AF_INET6;
+  vip.sin6_port = htons(53);
+  inet_pton(AF_INET6, "fd00:96::53", &vip.sin6_addr);
+  UniqueFd s(socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(s);
+  timeval tv{2, 0};
+  setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::set<std::string> seen;
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_EQ(sendto(s.get(), "q", 1, 0, reinterpret_cast<sockaddr*>(&vip), sizeof(vip)), 1) << strerror(errno);
+    char buf[128];
+    sockaddr_in6 from{};
+    socklen_t fl = sizeof(from);
+    ssize_t n = recvfrom(s.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &fl);
+    ASSERT_GT(n, 0) << strerror(errno);
+    std::string got(buf, n);
+    ASSERT_TRUE(got == "[fd00:5::11]:5353" || got == "[fd00:5::12]:5353") << got;
+    char fb[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, &from.sin6_addr, fb, sizeof(fb));
+    EXPECT_EQ(std::string(fb), "fd00:96::53");
+    EXPECT_EQ(ntohs(from.sin6_port), 53);
+    seen.insert(got);
+  }
+  EXPECT_EQ(seen.size(), 2u) << "per-datagram selection should reach both IPv6 backends";
+  std::string from;
+  std::string got = UdpRequest("fd00:96::53", 53, /*connected=*/true, &from);
+  EXPECT_TRUE(got == "[fd00:5::11]:5353" || got == "[fd00:5::12]:5353") << got;
+  EXPECT_EQ(from, "[fd00:96::53]:53");
+}
+
+TEST_F(SockLb6Test, Ipv6ServiceWithoutEndpointsRefusesAtOnce) {
+  DualStack("empty6", "10.96.0.64", "fd00:96::64", Protocol::kTcp, 80, 8080, false);
+  Service u = MakeService("udp6", "fd00:96::65", {{"p", Protocol::kUdp, 53, 0}});
+  state_.services["default/udp6"] = u;  // single-stack IPv6
+  Program();
+  auto t0 = std::chrono::steady_clock::now();
+  int err = 0;
+  std::string got = TcpRequest("fd00:96::64", 80, nullptr, &err);
+  EXPECT_EQ(err, ECONNREFUSED) << got;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+  err = 0;
+  got = UdpRequest("fd00:96::65", 53, false, nullptr, &err);
+  EXPECT_EQ(err, ECONNREFUSED) << got;
+  err = 0;
+  got = UdpRequest("fd00:96::65", 53, true, nullptr, &err);
+  EXPECT_EQ(err, ECONNREFUSED) << got;
+  EXPECT_GE(map_->ReadCounters()["default/empty6:p/TCP"].refused, 1u);
+  // A single-stack IPv6 service gets no IPv4 frontend at all.
+  for (const auto& [fk, f] : builder_.current()) {
+    if (f.service_port.rfind("default/udp6:", 0) == 0) {
+      EXPECT_TRUE(fk.v6);
+    }
+  }
+
+  // IPv6 endpoints arrive: the same address now connects.
+  state_.endpoint_slices["default/empty6-6"] =
+      MakeSlice("empty6", {"fd00:5::12"}, {{"p", Protocol::kTcp, 8080}}, "6");
+  Program();
+  EXPECT_EQ(TcpRequest("fd00:96::64", 80), "[fd00:5::12]:8080");
 }
 
 }  // namespace

@@ -159,6 +159,49 @@ struct skiff_tc_config {
   __u32 pad;
 };
 
+
+/* IPv6 socket LB (cgroup/connect6, sendmsg6, recvmsg6, getpeername6). Maps
+ * of their own with 16-byte addresses, so the IPv4 maps and their lookups
+ * stay as they were. Addresses are four 32-bit words in network order, the
+ * shape of bpf_sock_addr.user_ip6. The services map value is the IPv4 one
+ * (struct skiff_lb4_service); service ids, backend ids, affinity and
+ * counters share one id space with IPv4. IPv6 frontends are socket-LB only
+ * (scope SKIFF_LB_SCOPE_SOCK); tc stays IPv4. */
+struct skiff_lb6_key {
+  __be32 address[4];   /* frontend IPv6 */
+  __be16 dport;        /* network order */
+  __u16 backend_slot;  /* 0 = service entry, 1.. = backend slots */
+  __u8 proto;
+  __u8 scope;          /* SKIFF_LB_SCOPE_* */
+  __u8 pad[2];
+};
+
+struct skiff_lb6_backend {
+  __be32 address[4];
+  __be16 port;
+  __u8 proto;
+  __u8 flags; /* SKIFF_BE_F_* */
+};
+
+struct skiff_lb6_sock_key {
+  __u64 cookie;      /* bpf_get_socket_cookie */
+  __be32 address[4]; /* backend address */
+  __be16 port;       /* backend port */
+  __u16 pad;
+  __u32 pad2;
+};
+
+struct skiff_lb6_sock_value {
+  __be32 address[4]; /* service frontend address */
+  __be16 port;
+  __u16 pad;
+  __u32 service_id;
+};
+
+/* Affinity client of an IPv6 socket: its netns cookie with this bit set, so
+ * the two families of one dual-stack service never share an entry. */
+#define SKIFF_LB_AFFINITY_V6 (1ULL << 63)
+
 /* One list of drop/error reasons shared by BPF and userspace. */
 #define SKIFF_DROP_NONE 0
 #define SKIFF_DROP_NO_BACKEND 1
@@ -196,5 +239,18 @@ SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_ct4_key, proto) == 12, "skif
 SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_ct4_value) == 32, "skiff_ct4_value size");
 SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_ct4_value, last_seen_ns) == 24, "skiff_ct4_value.last_seen_ns");
 SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_tc_config) == 16, "skiff_tc_config size");
+
+SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_lb6_key) == 24, "skiff_lb6_key size");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_key, dport) == 16, "skiff_lb6_key.dport");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_key, backend_slot) == 18, "skiff_lb6_key.backend_slot");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_key, proto) == 20, "skiff_lb6_key.proto");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_key, scope) == 21, "skiff_lb6_key.scope");
+SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_lb6_backend) == 20, "skiff_lb6_backend size");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_backend, port) == 16, "skiff_lb6_backend.port");
+SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_lb6_sock_key) == 32, "skiff_lb6_sock_key size");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_sock_key, address) == 8, "skiff_lb6_sock_key.address");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_sock_key, port) == 24, "skiff_lb6_sock_key.port");
+SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_lb6_sock_value) == 24, "skiff_lb6_sock_value size");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_sock_value, service_id) == 20, "skiff_lb6_sock_value.service_id");
 
 #endif

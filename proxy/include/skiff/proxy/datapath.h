@@ -30,6 +30,11 @@ struct LbMapFds {
   int affinity = -1;
   int counters = -1;
   int sock_revnat = -1;
+  // IPv6 socket LB (lb6_* maps of sock_lb); -1 in a ServiceMap built
+  // without them (IPv6 frontends are then refused by Apply()).
+  int services6 = -1;
+  int backends6 = -1;
+  int sock_revnat6 = -1;
   int maglev = -1;   // -1 unless the tc object is loaded
   int ct = -1;       // -1 unless the tc object is loaded
   int tc_config = -1;

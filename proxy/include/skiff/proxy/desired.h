@@ -2,6 +2,7 @@
 // datapath must hold on this node.
 #pragma once
 
+#include <array>
 #include <compare>
 #include <cstdint>
 #include <map>
@@ -16,11 +17,17 @@
 
 namespace skiff::proxy {
 
+// An IPv4 address is `address`; an IPv6 one is `address6` (v6 = true,
+// address = 0). Both in network byte order.
+using Ipv6Address = std::array<uint32_t, 4>;
+
 struct Backend {
   uint32_t address = 0;  // IPv4, network byte order
   uint16_t port = 0;     // host byte order
   uint8_t proto = 0;
   uint8_t flags = 0;     // SKIFF_BE_F_*
+  bool v6 = false;
+  Ipv6Address address6{};
   auto operator<=>(const Backend&) const = default;
 };
 
@@ -29,6 +36,8 @@ struct FrontendKey {
   uint16_t port = 0;     // host byte order
   uint8_t proto = 0;
   uint8_t scope = 0;     // SKIFF_LB_SCOPE_*
+  bool v6 = false;       // IPv6 frontend (socket LB only): address6, address = 0
+  Ipv6Address address6{};
   auto operator<=>(const FrontendKey&) const = default;
 };
 
@@ -88,5 +97,6 @@ class DesiredBuilder {
 };
 
 std::string Ipv4ToString(uint32_t address_be);
+std::string Ipv6ToString(const Ipv6Address& address);
 
 }  // namespace skiff::proxy

@@ -115,6 +115,10 @@ class ServiceMap {
     return DelRaw(phase, fd, &key, sizeof(key));
   }
   absl::Status Flush();
+  // A frontend's (frontend, slot) entry, in the services map of its family.
+  absl::Status PutEntry(int phase, const FrontendKey& fk, uint16_t slot, const skiff_lb4_service& v);
+  absl::Status DelEntry(int phase, const FrontendKey& fk, uint16_t slot);
+  int BackendsFd(bool v6) const { return v6 ? fds_.backends6 : fds_.backends; }
   absl::Status ForgetConntrack(ApplyStats* st);
   absl::Status DestroyUdpSockets(ApplyStats* st);
   std::vector<uint32_t> removed_backends_;
