@@ -26,19 +26,13 @@
 #define SOCK_ALLOW 1
 #define SOCK_REJECT 0
 
-// Returns SOCK_ALLOW after translating (or leaving alone a non-service
-// destination), SOCK_REJECT with retval set when the service has no backend.
-static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
-  __u32 proto = ctx->protocol;
-  if (proto != SKIFF_IPPROTO_TCP && proto != SKIFF_IPPROTO_UDP) return SOCK_ALLOW;
-
-  struct skiff_lb4_key key = {
-      .address = ctx->user_ip4,
-      .dport = (__be16)ctx->user_port,
-      .proto = (__u8)proto,
-      .scope = SKIFF_LB_SCOPE_SOCK,
-  };
-  struct skiff_lb4_service* svc = lb4_lookup_service(&key);
+// Picks the backend of an IPv4 frontend `key` (address and port set). Returns
+// SOCK_ALLOW with *out = the backend (NULL: not a service), or SOCK_REJECT
+// with retval set when the service has no backend.
+static __always_inline int sock4_pick(struct bpf_sock_addr* ctx, struct skiff_lb4_key* key,
+                                      struct skiff_lb4_backend** out, __u32* out_service_id) {
+  *out = 0;
+  struct skiff_lb4_service* svc = lb4_lookup_service(key);
   if (!svc) return SOCK_ALLOW;
   __u32 service_id = svc->service_id;
   __u16 count = svc->count;
@@ -58,7 +52,7 @@ static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
     client = bpf_get_netns_cookie(ctx);
     backend_id = lb_affinity_get(client, svc, now);
   }
-  if (!backend_id) backend_id = lb4_slot_backend(&key, count, bpf_get_prandom_u32());
+  if (!backend_id) backend_id = lb4_slot_backend(key, count, bpf_get_prandom_u32());
   struct skiff_lb4_backend* be = backend_id ? bpf_map_lookup_elem(&lb4_backends, &backend_id) : 0;
   if (!be) {
     lb_count(service_id, 0, 0, 0, 1);
@@ -66,6 +60,28 @@ static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
     return SOCK_REJECT;
   }
   if (affinity) lb_affinity_put(client, svc, backend_id, now);
+  lb_count(service_id, 1, 0, 0, 0);
+  *out = be;
+  *out_service_id = service_id;
+  return SOCK_ALLOW;
+}
+
+// Returns SOCK_ALLOW after translating (or leaving alone a non-service
+// destination), SOCK_REJECT with retval set when the service has no backend.
+static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
+  __u32 proto = ctx->protocol;
+  if (proto != SKIFF_IPPROTO_TCP && proto != SKIFF_IPPROTO_UDP) return SOCK_ALLOW;
+
+  struct skiff_lb4_key key = {
+      .address = ctx->user_ip4,
+      .dport = (__be16)ctx->user_port,
+      .proto = (__u8)proto,
+      .scope = SKIFF_LB_SCOPE_SOCK,
+  };
+  struct skiff_lb4_backend* be;
+  __u32 service_id = 0;
+  if (sock4_pick(ctx, &key, &be, &service_id) == SOCK_REJECT) return SOCK_REJECT;
+  if (!be) return SOCK_ALLOW;
 
   struct skiff_lb4_sock_key rkey = {
       .cookie = bpf_get_socket_cookie(ctx),
@@ -81,7 +97,6 @@ static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
 
   ctx->user_ip4 = be->address;
   ctx->user_port = be->port;
-  lb_count(service_id, 1, 0, 0, 0);
   return SOCK_ALLOW;
 }
 
@@ -140,9 +155,42 @@ struct {
   __type(value, struct skiff_lb6_sock_value);
 } lb6_sock_revnat SEC(".maps");
 
+// An IPv6 socket to an IPv4-mapped address (::ffff:a.b.c.d, a dual-stack
+// socket talking IPv4): the IPv4 service and backends, written back mapped;
+// the reverse entry goes to lb6_sock_revnat, where sock6_reverse finds it.
+static __always_inline int sock6_forward_mapped(struct bpf_sock_addr* ctx, __u32 proto) {
+  struct skiff_lb4_key key = {
+      .address = ctx->user_ip6[3],
+      .dport = (__be16)ctx->user_port,
+      .proto = (__u8)proto,
+      .scope = SKIFF_LB_SCOPE_SOCK,
+  };
+  struct skiff_lb4_backend* be;
+  __u32 service_id = 0;
+  if (sock4_pick(ctx, &key, &be, &service_id) == SOCK_REJECT) return SOCK_REJECT;
+  if (!be) return SOCK_ALLOW;
+  __be32 mapped = bpf_htonl(0xffff);
+  struct skiff_lb6_sock_key rkey = {
+      .cookie = bpf_get_socket_cookie(ctx),
+      .address = {0, 0, mapped, be->address},
+      .port = be->port,
+  };
+  struct skiff_lb6_sock_value rval = {
+      .address = {0, 0, mapped, key.address},
+      .port = key.dport,
+      .service_id = service_id,
+  };
+  bpf_map_update_elem(&lb6_sock_revnat, &rkey, &rval, BPF_ANY);
+  ctx->user_ip6[3] = be->address;
+  ctx->user_port = be->port;
+  return SOCK_ALLOW;
+}
+
 static __always_inline int sock6_forward(struct bpf_sock_addr* ctx) {
   __u32 proto = ctx->protocol;
   if (proto != SKIFF_IPPROTO_TCP && proto != SKIFF_IPPROTO_UDP) return SOCK_ALLOW;
+  if (ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == bpf_htonl(0xffff))
+    return sock6_forward_mapped(ctx, proto);
 
   struct skiff_lb6_key key = {
       .address = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]},
@@ -221,7 +269,17 @@ static __always_inline void sock6_reverse(struct bpf_sock_addr* ctx) {
       .port = (__be16)ctx->user_port,
   };
   struct skiff_lb6_sock_value* rval = bpf_map_lookup_elem(&lb6_sock_revnat, &rkey);
-  if (!rval) return;
+  if (!rval) {
+    // sendmsg() of an IPv6 UDP socket to a mapped address runs the IPv4
+    // hook (udp_sendmsg), which recorded the translation in lb4_sock_revnat.
+    if (rkey.address[0] != 0 || rkey.address[1] != 0 || rkey.address[2] != bpf_htonl(0xffff)) return;
+    struct skiff_lb4_sock_key k4 = {.cookie = rkey.cookie, .address = rkey.address[3], .port = rkey.port};
+    struct skiff_lb4_sock_value* v4 = bpf_map_lookup_elem(&lb4_sock_revnat, &k4);
+    if (!v4) return;
+    ctx->user_ip6[3] = v4->address;
+    ctx->user_port = v4->port;
+    return;
+  }
   ctx->user_ip6[0] = rval->address[0];
   ctx->user_ip6[1] = rval->address[1];
   ctx->user_ip6[2] = rval->address[2];

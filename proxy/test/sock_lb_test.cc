@@ -710,5 +710,20 @@ TEST_F(SockLb6Test, Ipv6ServiceWithoutEndpointsRefusesAtOnce) {
   EXPECT_EQ(TcpRequest("fd00:96::64", 80), "[fd00:5::12]:8080");
 }
 
+TEST_F(SockLb6Test, DualStackSocketsToAnIpv4MappedClusterIpAreTranslatedAndShowTheVip) {
+  DualStack("mapped", "10.96.0.66", "fd00:96::66", Protocol::kTcp, 80, 8080, true);
+  DualStack("mdns", "10.96.0.67", "fd00:96::67", Protocol::kUdp, 53, 5353, true);
+  Program();
+  // An AF_INET6 socket speaking IPv4 (::ffff:a.b.c.d), as many runtimes do.
+  std::string peer;
+  EXPECT_EQ(TcpRequest("::ffff:10.96.0.66", 80, &peer), "10.0.0.11:8080");
+  EXPECT_EQ(peer, "[::ffff:10.96.0.66]:80");
+  for (bool connected : {false, true}) {
+    std::string from;
+    EXPECT_EQ(UdpRequest("::ffff:10.96.0.67", 53, connected, &from), "10.0.0.11:5353") << connected;
+    EXPECT_EQ(from, "[::ffff:10.96.0.67]:53") << connected;
+  }
+}
+
 }  // namespace
 }  // namespace skiff::proxy
