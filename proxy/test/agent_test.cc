@@ -135,6 +135,8 @@ class AgentTest : public ::testing::Test {
     lab_ = std::make_unique<Lab>("ag");
     ASSERT_TRUE(lab_->ok()) << lab_->error();
     for (int o : {11, 12}) ASSERT_TRUE(lab_->AddBackendAddress(o)) << lab_->error();
+    ASSERT_TRUE(lab_->AddIpv6()) << lab_->error();
+    ASSERT_TRUE(lab_->AddBackendAddress6(11)) << lab_->error();
     ASSERT_TRUE(lab_->StartServers({8080, 5353, 7070})) << lab_->error();
     std::string id = std::to_string(getpid());
     file_ = "/tmp/skiff-ag-" + id + "-services.yaml";
@@ -234,6 +236,57 @@ TEST_F(AgentTest, ProgramsServicesFromFileSkipsBadInputAndAddsTheServiceRoute) {
   EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/web:http/TCP\"} 1"),
             std::string::npos)
       << metrics;
+}
+
+// A dual-stack Service and its IPv6 EndpointSlice from --from-file: the agent
+// programs the IPv6 ClusterIP, and a restarted agent (kill -9) keeps serving it.
+const char* kDualStack = R"(
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ds, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  clusterIPs: [10.96.0.20, "fd00:96::20"]
+  ipFamilies: [IPv4, IPv6]
+  ports: [{name: http, port: 80, protocol: TCP}, {name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ds-v6
+  namespace: default
+  labels: {kubernetes.io/service-name: ds}
+addressType: IPv6
+ports: [{name: http, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- addresses: ["fd00:5::11"]
+  nodeName: node-a
+)";
+
+TEST_F(AgentTest, DualStackServiceFromFileServesItsIpv6ClusterIpAcrossARestart) {
+  std::ofstream(file_) << kServices << kDualStack;
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  std::string peer;
+  EXPECT_EQ(TcpRequest("fd00:96::20", 80, &peer), "[fd00:5::11]:8080");
+  EXPECT_EQ(peer, "[fd00:96::20]:80");
+  std::string from;
+  EXPECT_EQ(UdpRequest("fd00:96::20", 53, false, &from), "[fd00:5::11]:5353");
+  EXPECT_EQ(from, "[fd00:96::20]:53");
+  // No IPv4 slice: the IPv4 ClusterIP of the same service refuses.
+  int err = 0;
+  TcpRequest("10.96.0.20", 80, nullptr, &err);
+  EXPECT_EQ(err, ECONNREFUSED);
+  StopAgent(SIGKILL);
+  // The pinned maps keep serving while no agent runs, and a new agent
+  // recovers the IPv6 entries.
+  EXPECT_EQ(TcpRequest("fd00:96::20", 80), "[fd00:5::11]:8080");
+  StartAgent();
+  ASSERT_TRUE(WaitHealthy());
+  EXPECT_EQ(TcpRequest("fd00:96::20", 80), "[fd00:5::11]:8080");
+  std::string log = ReadAll(log_);
+  EXPECT_NE(log.find("recovered pinned service maps"), std::string::npos) << log;
 }
 
 TEST_F(AgentTest, FileEditsApplyOnlyTheDifference) {
