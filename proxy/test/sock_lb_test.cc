@@ -201,12 +201,17 @@ TEST_F(SockLbTest, ConnectedUdpSocketToARemovedBackendIsAbortedAndAReconnectReac
 }
 
 std::string PeerOf(int fd) {
-  sockaddr_in a{};
+  sockaddr_in6 a{};
   socklen_t l = sizeof(a);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&a), &l) != 0) return "ERR";
-  char buf[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf));
-  return std::string(buf) + ":" + std::to_string(ntohs(a.sin_port));
+  char buf[INET6_ADDRSTRLEN];
+  if (a.sin6_family == AF_INET6) {
+    inet_ntop(AF_INET6, &a.sin6_addr, buf, sizeof(buf));
+    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(a.sin6_port));
+  }
+  const auto& a4 = reinterpret_cast<const sockaddr_in&>(a);
+  inet_ntop(AF_INET, &a4.sin_addr, buf, sizeof(buf));
+  return std::string(buf) + ":" + std::to_string(ntohs(a4.sin_port));
 }
 
 TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnections) {
@@ -240,6 +245,18 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   ASSERT_EQ(listen(listener.get(), 8), 0);
   ASSERT_EQ(getsockname(listener.get(), reinterpret_cast<sockaddr*>(&la), &ll), 0);
   uint16_t local_port = ntohs(la.sin_port);
+  // And one on ::1 behind an IPv6 ClusterIP (lb6_sock_revnat is carried too).
+  UniqueFd listener6(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in6 la6{};
+  la6.sin6_family = AF_INET6;
+  la6.sin6_addr = in6addr_loopback;
+  socklen_t ll6 = sizeof(la6);
+  ASSERT_EQ(bind(listener6.get(), reinterpret_cast<sockaddr*>(&la6), sizeof(la6)), 0) << strerror(errno);
+  ASSERT_EQ(listen(listener6.get(), 8), 0);
+  ASSERT_EQ(getsockname(listener6.get(), reinterpret_cast<sockaddr*>(&la6), &ll6), 0);
+  state_.services["default/echo6"] = MakeService("echo6", "fd00:96::81", {{"tcp", Protocol::kTcp, 80, 0}});
+  state_.endpoint_slices["default/echo6-a"] =
+      MakeSlice("echo6", {"::1"}, {{"tcp", Protocol::kTcp, ntohs(la6.sin6_port)}});
 
   state_.services["default/web"] = MakeService("web", "10.96.0.80", {{"http", Protocol::kTcp, 80, 0}});
   state_.endpoint_slices["default/web-a"] =
@@ -262,6 +279,14 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   ASSERT_EQ(connect(client.get(), reinterpret_cast<sockaddr*>(&va), sizeof(va)), 0) << strerror(errno);
   UniqueFd server(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(server);
+  UniqueFd client6(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in6 va6{};
+  va6.sin6_family = AF_INET6;
+  va6.sin6_port = htons(80);
+  inet_pton(AF_INET6, "fd00:96::81", &va6.sin6_addr);
+  ASSERT_EQ(connect(client6.get(), reinterpret_cast<sockaddr*>(&va6), sizeof(va6)), 0) << strerror(errno);
+  UniqueFd server6(accept4(listener6.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(server6);
   ConnectedUdp udp("10.96.0.53", 53);
   ASSERT_EQ(udp.Ask(), "10.0.0.13:5353");
 
@@ -298,6 +323,10 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   ASSERT_EQ(read(server.get(), buf, sizeof(buf)), 4);
   EXPECT_EQ(std::string(buf, 4), "ping");
   EXPECT_EQ(PeerOf(client.get()), "10.96.0.81:80");
+  ASSERT_EQ(write(client6.get(), "pong", 4), 4);
+  ASSERT_EQ(read(server6.get(), buf, sizeof(buf)), 4);
+  EXPECT_EQ(std::string(buf, 4), "pong");
+  EXPECT_EQ(PeerOf(client6.get()), "[fd00:96::81]:80");
   // The connected UDP socket too (its reverse NAT entry was carried over).
   EXPECT_EQ(udp.Ask(), "10.0.0.13:5353");
 
@@ -314,6 +343,9 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   UniqueFd cg(open(lab_->cgroup().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   __u32 ids[4] = {}, count = 4;
   ASSERT_EQ(bpf_prog_query(cg.get(), BPF_CGROUP_INET4_CONNECT, 0, nullptr, ids, &count), 0);
+  EXPECT_EQ(count, 1u);
+  count = 4;
+  ASSERT_EQ(bpf_prog_query(cg.get(), BPF_CGROUP_INET6_CONNECT, 0, nullptr, ids, &count), 0);
   EXPECT_EQ(count, 1u);
 }
 
