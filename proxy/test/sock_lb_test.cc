@@ -757,5 +757,26 @@ TEST_F(SockLb6Test, DualStackSocketsToAnIpv4MappedClusterIpAreTranslatedAndShowT
   }
 }
 
+TEST_F(SockLb6Test, SessionAffinityPinsAnIpv6ClientToOneIpv6Backend) {
+  DualStack("sticky6", "10.96.0.68", "fd00:96::68", Protocol::kTcp, 80, 8080, true);
+  state_.services["default/sticky6"].affinity_client_ip = true;
+  state_.services["default/sticky6"].affinity_timeout_s = 60;
+  Program();
+  std::string first = TcpRequest("fd00:96::68", 80);
+  ASSERT_TRUE(first == "[fd00:5::11]:8080" || first == "[fd00:5::12]:8080") << first;
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(TcpRequest("fd00:96::68", 80), first);
+  // The IPv4 family of the same service keeps its own entry (never an IPv6
+  // backend id looked up as IPv4).
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(TcpRequest("10.96.0.68", 80), "10.0.0.11:8080");
+  EXPECT_EQ(TcpRequest("fd00:96::68", 80), first);
+  // The pinned backend leaves: the client moves to the other one and stays.
+  state_.endpoint_slices["default/sticky6-6"] = MakeSlice(
+      "sticky6", {first == "[fd00:5::11]:8080" ? "fd00:5::12" : "fd00:5::11"}, {{"p", Protocol::kTcp, 8080}}, "6");
+  Program();
+  std::string second = TcpRequest("fd00:96::68", 80);
+  EXPECT_NE(second, first);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(TcpRequest("fd00:96::68", 80), second);
+}
+
 }  // namespace
 }  // namespace skiff::proxy
