@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/str_split.h"
 #include "skiff/common/log.h"
 #include "skiff/common/systemd.h"
 #include "skiff/common/status.h"
@@ -259,8 +260,12 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
     if (inet_pton(AF_INET, options.node_ips[0].c_str(), &a) == 1) RETURN_IF_ERROR(dp->SetTcConfig(a.s_addr));
   }
   if (options.service_route) {
-    RETURN_IF_ERROR(EnsureUnreachableRoute(options.service_cidr));
-    log::Info("unreachable route for the service CIDR ", log::Field("cidr", options.service_cidr));
+    // Dual-stack: "10.96.0.0/12,fd00:96::/108", as kube-apiserver takes it.
+    std::vector<std::string> cidrs = absl::StrSplit(options.service_cidr, ',', absl::SkipEmpty());
+    for (const std::string& cidr : cidrs) {
+      RETURN_IF_ERROR(EnsureUnreachableRoute(cidr));
+      log::Info("unreachable route for the service CIDR ", log::Field("cidr", cidr));
+    }
   }
 
   ServiceMap map(dp->maps());

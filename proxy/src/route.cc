@@ -16,12 +16,13 @@ absl::Status EnsureUnreachableRoute(const std::string& cidr) {
   if (!sk) return absl::ResourceExhaustedError("nl_socket_alloc");
   if (int err = nl_connect(sk.get(), NETLINK_ROUTE); err < 0)
     return absl::InternalError(std::string("netlink connect: ") + nl_geterror(err));
+  const int family = cidr.find(':') == std::string::npos ? AF_INET : AF_INET6;
   nl_addr* dst_raw = nullptr;
-  if (int err = nl_addr_parse(cidr.c_str(), AF_INET, &dst_raw); err < 0)
+  if (int err = nl_addr_parse(cidr.c_str(), family, &dst_raw); err < 0)
     return absl::InvalidArgumentError("service CIDR " + cidr + ": " + nl_geterror(err));
   std::unique_ptr<nl_addr, void (*)(nl_addr*)> dst(dst_raw, nl_addr_put);
   std::unique_ptr<rtnl_route, void (*)(rtnl_route*)> route(rtnl_route_alloc(), rtnl_route_put);
-  rtnl_route_set_family(route.get(), AF_INET);
+  rtnl_route_set_family(route.get(), family);
   rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
   rtnl_route_set_type(route.get(), RTN_UNREACHABLE);
   rtnl_route_set_protocol(route.get(), RTPROT_STATIC);

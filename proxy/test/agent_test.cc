@@ -264,10 +264,16 @@ endpoints:
   nodeName: node-a
 )";
 
-TEST_F(AgentTest, DualStackServiceFromFileServesItsIpv6ClusterIpAcrossARestart) {
+TEST_F(AgentTest, DualStackServiceFromFileServesItsIpv6ClusterIpAcrossARestartAndRoutesTheIpv6Cidr) {
   std::ofstream(file_) << kServices << kDualStack;
-  StartAgent();
+  const std::vector<std::string> cidrs = {"--service-cluster-ip-range", "10.96.0.0/12,fd00:96::/108"};
+  StartAgent(cidrs);
   ASSERT_TRUE(WaitHealthy());
+  // An IPv6 service IP without a service hits the IPv6 unreachable route
+  // (EHOSTUNREACH; without the route it would be ENETUNREACH).
+  int unreach = 0;
+  TcpRequest("fd00:96::99", 80, nullptr, &unreach);
+  EXPECT_EQ(unreach, EHOSTUNREACH) << strerror(unreach);
   std::string peer;
   EXPECT_EQ(TcpRequest("fd00:96::20", 80, &peer), "[fd00:5::11]:8080");
   EXPECT_EQ(peer, "[fd00:96::20]:80");
@@ -282,7 +288,7 @@ TEST_F(AgentTest, DualStackServiceFromFileServesItsIpv6ClusterIpAcrossARestart) 
   // The pinned maps keep serving while no agent runs, and a new agent
   // recovers the IPv6 entries.
   EXPECT_EQ(TcpRequest("fd00:96::20", 80), "[fd00:5::11]:8080");
-  StartAgent();
+  StartAgent(cidrs);
   ASSERT_TRUE(WaitHealthy());
   EXPECT_EQ(TcpRequest("fd00:96::20", 80), "[fd00:5::11]:8080");
   std::string log = ReadAll(log_);

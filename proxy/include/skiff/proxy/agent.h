@@ -18,7 +18,7 @@ struct AgentOptions {
   std::string cgroup_root;  // empty: the cgroup2 mount point
   std::string node_name;
   std::vector<std::string> node_ips;
-  std::string service_cidr = "10.96.0.0/12";
+  std::string service_cidr = "10.96.0.0/12";  // dual-stack: "10.96.0.0/12,fd00:96::/108"
   bool service_route = true;           // unreachable route for service_cidr in this netns
   std::string metrics_address = "127.0.0.1:10249";  // "" disables the listener
   std::vector<std::string> tc_interfaces;           // NodePort/external IPs via tc
