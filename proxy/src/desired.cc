@@ -85,14 +85,20 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
   // Headless (clusterIP None) services get no frontend at all.
   if (vips.empty() && vips6.empty()) return;
   std::vector<uint32_t> ext_ips;
+  std::vector<Ipv6Address> ext_ips6;
   for (const std::string& ip : svc.external_ips) {
     uint32_t a;
+    Ipv6Address a6;
     if (ParseIpv4(ip, &a)) ext_ips.push_back(a);
+    else if (ParseIpv6(ip, &a6)) ext_ips6.push_back(a6);
   }
   std::vector<uint32_t> node_ips;
+  std::vector<Ipv6Address> node_ips6;
   for (const std::string& ip : node.node_ips) {
     uint32_t a;
+    Ipv6Address a6;
     if (ParseIpv4(ip, &a)) node_ips.push_back(a);
+    else if (ParseIpv6(ip, &a6)) node_ips6.push_back(a6);
   }
   bool node_port = svc.type == "NodePort" || svc.type == "LoadBalancer";
 
@@ -135,14 +141,23 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
     for (uint32_t vip : vips) out->push_back({{vip, sp.port, proto, SKIFF_LB_SCOPE_SOCK}, internal});
     // IPv6 cluster IPs: socket LB only, to the IPv6 endpoints (the IPv6
     // EndpointSlices of a dual-stack service).
+    // External IPs and NodePorts on IPv6 node addresses work from the node
+    // itself (socket LB); tc is IPv4 only.
     if (!vips6.empty()) {
       Frontend internal6 = internal;
       internal6.backends = Select(cands6, svc.internal_policy_local);
-      for (const Ipv6Address& vip : vips6) {
-        FrontendKey fk{0, sp.port, proto, SKIFF_LB_SCOPE_SOCK};
+      auto add6 = [&](const Ipv6Address& a, uint16_t port, const Frontend& f) {
+        FrontendKey fk{0, port, proto, SKIFF_LB_SCOPE_SOCK};
         fk.v6 = true;
-        fk.address6 = vip;
-        out->push_back({fk, internal6});
+        fk.address6 = a;
+        out->push_back({fk, f});
+      };
+      for (const Ipv6Address& vip : vips6) add6(vip, sp.port, internal6);
+      for (const Ipv6Address& ip : ext_ips6) add6(ip, sp.port, internal6);
+      if (node_port && sp.node_port) {
+        Frontend np_local6 = internal6;
+        np_local6.backends = Select(cands6, false);
+        for (const Ipv6Address& ip : node_ips6) add6(ip, sp.node_port, np_local6);
       }
     }
     // External IPs and node ports are IPv4 (tc); a single-stack IPv6

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <set>
 #include <thread>
 #include <random>
 
@@ -283,6 +284,23 @@ TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
     }
   }
   EXPECT_EQ(v6_frontends, 1);
+
+  // IPv6 external IPs and NodePorts on IPv6 node addresses: socket-LB
+  // frontends (from the node), with the IPv6 endpoints; none for tc.
+  y->services.at("ds/web").type = "NodePort";
+  y->services.at("ds/web").ports[0].node_port = 30080;
+  y->services.at("ds/web").external_ips = {"2001:db8::10"};
+  auto d2 = ComputeDesired(*y, {"me", {"192.168.1.10", "fd00:1::10"}});
+  std::set<std::pair<std::string, uint16_t>> v6keys;
+  for (const auto& [fk, f] : d2.frontends) {
+    if (!fk.v6) continue;
+    EXPECT_EQ(fk.scope, SKIFF_LB_SCOPE_SOCK);
+    ASSERT_FALSE(f.backends.empty());
+    EXPECT_TRUE(f.backends[0].v6);
+    v6keys.insert({Ipv6ToString(fk.address6), fk.port});
+  }
+  EXPECT_EQ(v6keys, (std::set<std::pair<std::string, uint16_t>>{
+                        {"fd00:96::10", 80}, {"2001:db8::10", 80}, {"fd00:1::10", 30080}}));
 }
 
 TEST(ApiSource, MalformedServiceIsSkippedWithAWarningEventAndOthersStillFlow) {

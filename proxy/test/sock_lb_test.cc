@@ -667,6 +667,13 @@ TEST_F(SockLb6Test, TcpConnectToAnIpv6ClusterIpReachesAnIpv6BackendAndPeerIsTheV
   EXPECT_EQ(st->map_writes, 0u);
   EXPECT_EQ(st->map_deletes, 0u);
 
+  // An IPv6 external IP of the service, connected to from the node.
+  state_.services["default/web6"].external_ips = {"fd00:ee::60"};
+  Program();
+  std::string got = TcpRequest("fd00:ee::60", 80, &peer);
+  EXPECT_TRUE(got == "[fd00:5::11]:8080" || got == "[fd00:5::12]:8080") << got;
+  EXPECT_EQ(peer, "[fd00:ee::60]:80");
+
   // Removing the IPv6 slice leaves the IPv6 VIP refusing, the IPv4 one working.
   state_.endpoint_slices.erase("default/web6-6");
   Program();
