@@ -151,13 +151,6 @@ struct {
   __type(value, struct skiff_lb6_backend);
 } lb6_backends SEC(".maps");
 
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, SKIFF_LB_MAX_SOCK_REVNAT);
-  __type(key, struct skiff_lb6_sock_key);
-  __type(value, struct skiff_lb6_sock_value);
-} lb6_sock_revnat SEC(".maps");
-
 // An IPv6 socket to an IPv4-mapped address (::ffff:a.b.c.d, a dual-stack
 // socket talking IPv4): the IPv4 service and backends, written back mapped;
 // the reverse entry goes to lb6_sock_revnat, where sock6_reverse finds it.

@@ -14,4 +14,11 @@ struct {
   __type(value, struct skiff_lb4_sock_value);
 } lb4_sock_revnat SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SKIFF_LB_MAX_SOCK_REVNAT);
+  __type(key, struct skiff_lb6_sock_key);
+  __type(value, struct skiff_lb6_sock_value);
+} lb6_sock_revnat SEC(".maps");
+
 #endif

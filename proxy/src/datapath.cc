@@ -53,7 +53,7 @@ absl::Status EnsureBpffs(const std::string& dir) {
 // Maps and links every layout version pins (RemovePins, migration).
 constexpr const char* kMapNames[] = {"lb4_services", "lb4_backends", "lb_affinity",     "lb_counters",
                                      "lb4_sock_revnat", "lb_maglev", "ct4",   "tc_config",
-                                     "lb4_doomed", "lb6_services", "lb6_backends", "lb6_sock_revnat"};
+                                     "lb4_doomed", "lb6_services", "lb6_backends", "lb6_sock_revnat", "lb6_doomed"};
 constexpr const char* kLinkNames[] = {"skiff_sock4_connect",     "skiff_sock4_sendmsg",     "skiff_sock4_recvmsg",
                                       "skiff_sock4_getpeername", "skiff_sock6_connect",     "skiff_sock6_sendmsg",
                                       "skiff_sock6_recvmsg",     "skiff_sock6_getpeername"};
@@ -182,6 +182,7 @@ absl::Status Datapath::LoadSockDestroy() {
   destroy_link_ = bpf_program__attach_iter(destroy_->progs.skiff_udp_destroy, nullptr);
   if (!destroy_link_) return LastErrnoError("create UDP socket iterator");
   fds_.doomed = bpf_map__fd(destroy_->maps.lb4_doomed);
+  fds_.doomed6 = bpf_map__fd(destroy_->maps.lb6_doomed);
   fds_.udp_destroy_link = bpf_link__fd(destroy_link_);
   return absl::OkStatus();
 }

@@ -582,7 +582,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
     uint32_t id = it->second;
     if (backends_[id].refs) continue;
     removed_backends_.push_back(id);
-    if (k.second.proto == IPPROTO_UDP && !k.second.v6) removed_udp_.push_back(k.second);
+    if (k.second.proto == IPPROTO_UDP) removed_udp_.push_back(k.second);
     ++st.map_deletes;
     RETURN_IF_ERROR(Del(kBackendDeletes, BackendsFd(k.second.v6), id));
     backends_.erase(id);
@@ -641,18 +641,30 @@ absl::Status ServiceMap::DestroyUdpSockets(ApplyStats* st) {
   for (const auto& [k, id] : backend_ids_)
     if (k.second.proto == IPPROTO_UDP) still_used.insert(k.second);
   std::vector<skiff_lb4_backend> keys;
+  std::vector<skiff_lb6_backend> keys6;
   for (const Backend& b : gone) {
     if (still_used.count(b)) continue;
+    if (b.v6) {
+      skiff_lb6_backend k{};
+      memcpy(k.address, b.address6.data(), sizeof(k.address));
+      k.port = htons(b.port);
+      k.proto = b.proto;
+      keys6.push_back(k);
+      continue;
+    }
     skiff_lb4_backend k{};
     k.address = b.address;
     k.port = htons(b.port);
     k.proto = b.proto;
     keys.push_back(k);
   }
-  if (keys.empty()) return absl::OkStatus();
+  if (fds_.doomed6 < 0) keys6.clear();
+  if (keys.empty() && keys6.empty()) return absl::OkStatus();
   uint8_t one = 1;
   for (const auto& k : keys)
     if (bpf_map_update_elem(fds_.doomed, &k, &one, BPF_ANY) != 0) return LastErrnoError("mark removed backend");
+  for (const auto& k : keys6)
+    if (bpf_map_update_elem(fds_.doomed6, &k, &one, BPF_ANY) != 0) return LastErrnoError("mark removed backend");
   absl::Status result = absl::OkStatus();
   {
     UniqueFd it(bpf_iter_create(fds_.udp_destroy_link));
@@ -668,7 +680,8 @@ absl::Status ServiceMap::DestroyUdpSockets(ApplyStats* st) {
     }
   }
   for (const auto& k : keys) bpf_map_delete_elem(fds_.doomed, &k);
-  st->udp_sockets_checked += keys.size();
+  for (const auto& k : keys6) bpf_map_delete_elem(fds_.doomed6, &k);
+  st->udp_sockets_checked += keys.size() + keys6.size();
   return result;
 }
 

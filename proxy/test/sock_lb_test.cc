@@ -144,14 +144,22 @@ TEST_F(SockLbTest, UdpSendmsgIsTranslatedPerDatagramAndRepliesComeFromTheVip) {
 // A connected UDP socket of the test (owned, closed on destruction).
 class ConnectedUdp {
  public:
-  ConnectedUdp(const std::string& ip, int port) : fd_(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
+  ConnectedUdp(const std::string& ip, int port) {
+    sockaddr_in6 a6{};
     sockaddr_in a{};
+    bool v6 = ip.find(':') != std::string::npos;
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons(port);
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
-    inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    if (v6) inet_pton(AF_INET6, ip.c_str(), &a6.sin6_addr);
+    else
+      inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    fd_ = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     timeval tv{2, 0};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    connected_ = v6 ? connect(fd_, reinterpret_cast<sockaddr*>(&a6), sizeof(a6)) == 0
+                    : connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
   }
   ~ConnectedUdp() { close(fd_); }
   // The backend's answer ("ip:port"), or "ERR:<errno name>".
@@ -783,6 +791,24 @@ TEST_F(SockLb6Test, SessionAffinityPinsAnIpv6ClientToOneIpv6Backend) {
   std::string second = TcpRequest("fd00:96::68", 80);
   EXPECT_NE(second, first);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(TcpRequest("fd00:96::68", 80), second);
+}
+
+TEST_F(SockLb6Test, ConnectedUdp6SocketToARemovedIpv6BackendIsAborted) {
+  DualStack("dnsx", "10.96.0.69", "fd00:96::69", Protocol::kUdp, 53, 5353, false);
+  state_.endpoint_slices["default/dnsx-6"] = MakeSlice("dnsx", {"fd00:5::11"}, {{"p", Protocol::kUdp, 5353}}, "6");
+  Program();
+  ConnectedUdp moved("fd00:96::69", 53);
+  ASSERT_EQ(moved.Ask(), "[fd00:5::11]:5353");
+  ConnectedUdp direct("fd00:5::11", 5353);  // to the pod address itself: left alone
+  ASSERT_EQ(direct.Ask(), "[fd00:5::11]:5353");
+  state_.endpoint_slices["default/dnsx-6"] = MakeSlice("dnsx", {"fd00:5::12"}, {{"p", Protocol::kUdp, 5353}}, "6");
+  Program();
+  if (dp_->maps().udp_destroy_link < 0) GTEST_FAIL() << "sock_destroy object did not load on this kernel";
+  EXPECT_EQ(moved.PendingError(), ECONNABORTED);
+  EXPECT_EQ(direct.PendingError(), 0);
+  EXPECT_EQ(direct.Ask(), "[fd00:5::11]:5353");
+  ConnectedUdp again("fd00:96::69", 53);
+  EXPECT_EQ(again.Ask(), "[fd00:5::12]:5353");
 }
 
 }  // namespace

@@ -41,6 +41,7 @@ struct LbMapFds {
   // Connected-UDP socket destruction (bpf/sock_destroy.bpf.c); -1 when the
   // kernel cannot load it (bpf_sock_destroy needs 6.5).
   int doomed = -1;
+  int doomed6 = -1;
   int udp_destroy_link = -1;
 };
 
