@@ -1,11 +1,13 @@
 // The production connection: skiff::client's GrpcClient for the generic
 // verbs, and the node streams over the same channel.
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "skiff/cli/cli.h"
@@ -34,6 +36,13 @@ class RawTerminal {
   bool active_ = false;
 };
 
+// The size of the terminal on fd; nullopt if it is none or has no size yet.
+std::optional<winsize> TerminalSize(int fd) {
+  winsize ws{};
+  if (fd < 0 || ::ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0 || ws.ws_row == 0) return std::nullopt;
+  return ws;
+}
+
 class GrpcNodeApi : public NodeApi {
  public:
   explicit GrpcNodeApi(client::GrpcClient* c) : c_(c) {}
@@ -51,7 +60,16 @@ class GrpcNodeApi : public NodeApi {
     grpc::ClientContext ctx;
     c_->PrepareContext(&ctx);
     auto stream = c_->stub()->Exec(&ctx);
-    if (!stream->Write(first)) return client::FromGrpcStatus(stream->Finish());
+    // With a TTY the remote terminal starts at the local one's size and
+    // follows it (checked on every input poll, as SIGWINCH would tell).
+    std::optional<winsize> size;
+    if (first.tty()) size = TerminalSize(in_fd);
+    api::v1::ExecInput start = first;
+    if (size) {
+      start.set_resize_width(size->ws_col);
+      start.set_resize_height(size->ws_row);
+    }
+    if (!stream->Write(start)) return client::FromGrpcStatus(stream->Finish());
     std::optional<RawTerminal> raw;
     if (first.tty()) raw.emplace(in_fd);
     std::atomic<bool> done{false};
@@ -62,6 +80,16 @@ class GrpcNodeApi : public NodeApi {
         while (!done) {
           pollfd p{in_fd, POLLIN, 0};
           int rc = ::poll(&p, 1, 200);
+          if (size) {
+            std::optional<winsize> now = TerminalSize(in_fd);
+            if (now && (now->ws_col != size->ws_col || now->ws_row != size->ws_row)) {
+              size = now;
+              api::v1::ExecInput resize;
+              resize.set_resize_width(size->ws_col);
+              resize.set_resize_height(size->ws_row);
+              if (!stream->Write(resize)) return;
+            }
+          }
           if (rc == 0) continue;
           if (rc < 0 && errno == EINTR) continue;
           ssize_t n = rc < 0 ? -1 : ::read(in_fd, buf, sizeof buf);

@@ -34,6 +34,39 @@ std::optional<double> MilliQuantity(const std::string& q) {
 std::string Cores(uint64_t nano) { return absl::StrCat(nano / 1000000, "m"); }
 std::string Mebibytes(uint64_t bytes) { return absl::StrCat(bytes / (1024 * 1024), "Mi"); }
 
+// The column for a value a node cannot measure (ContainerStats.unavailable,
+// e.g. memory on a cgroup2 without the memory controller): kubectl's word
+// for a missing figure, never a 0 that reads as a measurement.
+constexpr char kUnknown[] = "<unknown>";
+
+bool Measured(const api::v1::ContainerStats& c, const std::string& what) {
+  return std::find(c.unavailable().begin(), c.unavailable().end(), what) == c.unavailable().end();
+}
+
+// A pod's CPU (nano-cores) or memory (bytes): the sum of its containers,
+// nullopt if any container's value is unavailable (a partial sum would
+// understate the pod).
+std::optional<uint64_t> PodSum(const api::v1::PodStats& p, const std::string& what) {
+  uint64_t s = 0;
+  for (const auto& c : p.containers()) {
+    if (!Measured(c, what)) return std::nullopt;
+    s += what == "cpu" ? c.cpu_usage_nano_cores() : c.memory_working_set_bytes();
+  }
+  return s;
+}
+std::optional<uint64_t> ContainerValue(const api::v1::ContainerStats& c, const std::string& what) {
+  if (!Measured(c, what)) return std::nullopt;
+  return what == "cpu" ? c.cpu_usage_nano_cores() : c.memory_working_set_bytes();
+}
+std::string CpuColumn(std::optional<uint64_t> nano) { return nano ? Cores(*nano) : kUnknown; }
+std::string MemoryColumn(std::optional<uint64_t> bytes) { return bytes ? Mebibytes(*bytes) : kUnknown; }
+
+// --sort-by order: larger first, unknown values last.
+bool Larger(std::optional<uint64_t> a, std::optional<uint64_t> b) {
+  if (a.has_value() != b.has_value()) return a.has_value();
+  return a.value_or(0) > b.value_or(0);
+}
+
 // Go's time.Duration.String() at second precision ("45s", "5m0s", "1h2m3s"),
 // as kubectl prints a pod's age in "Metrics not available" errors.
 std::string GoDuration(int64_t s) {
@@ -189,19 +222,8 @@ int TopPods(Ctx& ctx, client::Client* c, NodeApi* node) {
     }
     return 0;
   }
-  auto cpu_of = [](const api::v1::PodStats& p) {
-    uint64_t s = 0;
-    for (const auto& c : p.containers()) s += c.cpu_usage_nano_cores();
-    return s;
-  };
-  auto mem_of = [](const api::v1::PodStats& p) {
-    uint64_t s = 0;
-    for (const auto& c : p.containers()) s += c.memory_working_set_bytes();
-    return s;
-  };
   std::stable_sort(stats.begin(), stats.end(), [&](const auto& a, const auto& b) {
-    if (sort_by == "cpu") return cpu_of(a) > cpu_of(b);
-    if (sort_by == "memory") return mem_of(a) > mem_of(b);
+    if (!sort_by.empty()) return Larger(PodSum(a, sort_by), PodSum(b, sort_by));
     return std::tie(a.namespace_(), a.name()) < std::tie(b.namespace_(), b.name());
   });
   Table t;
@@ -217,15 +239,15 @@ int TopPods(Ctx& ctx, client::Client* c, NodeApi* node) {
       for (const auto& ctr : p.containers()) {
         std::vector<std::string> row;
         if (all) row.push_back(p.namespace_());
-        row.insert(row.end(), {p.name(), ctr.name(), Cores(ctr.cpu_usage_nano_cores()),
-                               Mebibytes(ctr.memory_working_set_bytes())});
+        row.insert(row.end(), {p.name(), ctr.name(), CpuColumn(ContainerValue(ctr, "cpu")),
+                               MemoryColumn(ContainerValue(ctr, "memory"))});
         t.rows.push_back(std::move(row));
       }
       continue;
     }
     std::vector<std::string> row;
     if (all) row.push_back(p.namespace_());
-    row.insert(row.end(), {p.name(), Cores(cpu_of(p)), Mebibytes(mem_of(p))});
+    row.insert(row.end(), {p.name(), CpuColumn(PodSum(p, "cpu")), MemoryColumn(PodSum(p, "memory"))});
     t.rows.push_back(std::move(row));
   }
   ctx.out() << RenderTable(t, !ctx.flags.Bool("no-headers"));

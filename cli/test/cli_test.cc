@@ -872,6 +872,41 @@ TEST_F(CliTest, TopNodesAndPodsPrintKubectlColumns) {
   EXPECT_EQ(out_, "NAME    CPU(cores)   MEMORY(bytes)\nweb-1   120m         200Mi\n");
 }
 
+TEST_F(CliTest, TopPodsShowsUnknownForWhatTheNodeCannotMeasure) {
+  // A node whose cgroups have no memory controller (this build host's hybrid
+  // layout) names memory in ContainerStats.unavailable and sends 0: skiffctl
+  // prints <unknown> there, never "0Mi", and keeps the CPU it has.
+  api_.Put(StatsNode("node-a", "2", "4Gi"));
+  api_.Put(RunningPod("web-0", "node-a", 0));
+  api_.Put(RunningPod("web-1", "node-a", 0));
+  auto& a = api_.stats["node-a"];
+  a.set_node_name("node-a");
+  AddPodStats(&a, "default", "web-0", {{"web", 7'000'000, 0}, {"sidecar", 2'000'000, 0}});
+  AddPodStats(&a, "default", "web-1", {{"web", 30'000'000, 0}, {"sidecar", 1'000'000, 5 * 1048576}});
+  for (auto* c : {a.mutable_pods(0)->mutable_containers(0), a.mutable_pods(0)->mutable_containers(1),
+                  a.mutable_pods(1)->mutable_containers(0)}) {
+    c->add_unavailable("memory");
+  }
+  ASSERT_EQ(Run({"top", "pods"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "NAME    CPU(cores)   MEMORY(bytes)\n"
+            "web-0   9m           <unknown>\n"
+            "web-1   31m          <unknown>\n");  // one container unmeasured: no partial sum
+  ASSERT_EQ(Run({"top", "pods", "--containers"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "POD     NAME      CPU(cores)   MEMORY(bytes)\n"
+            "web-0   web       7m           <unknown>\n"
+            "web-0   sidecar   2m           <unknown>\n"
+            "web-1   web       30m          <unknown>\n"
+            "web-1   sidecar   1m           5Mi\n");
+  // CPU unavailable too (a container seen once, no rate yet); unknowns sort last.
+  a.mutable_pods(1)->mutable_containers(0)->add_unavailable("cpu");
+  ASSERT_EQ(Run({"top", "pods", "--sort-by=cpu", "--no-headers"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "web-0   9m          <unknown>\n"
+            "web-1   <unknown>   <unknown>\n");
+}
+
 TEST_F(CliTest, TopWithoutStatsSaysWhatKubectlSays) {
   api_.Put(StatsNode("node-a", "2", "4Gi"));
   // No kubelet answers: kubectl's "metrics not available yet".
