@@ -26,19 +26,12 @@
 #define SOCK_ALLOW 1
 #define SOCK_REJECT 0
 
-// Picks the backend of the IPv4 frontend address:port. Returns SOCK_ALLOW
-// with *out = the backend (NULL: not a service), or SOCK_REJECT with retval
-// set when the service has no backend.
-static __always_inline int sock4_pick(struct bpf_sock_addr* ctx, __be32 address, __be16 port, __u32 proto,
+// Picks the backend of the IPv4 frontend in `key` (see sock4_key). Returns
+// SOCK_ALLOW with *out = the backend (NULL: not a service), or SOCK_REJECT
+// with retval set when the service has no backend.
+static __always_inline int sock4_pick(struct bpf_sock_addr* ctx, struct skiff_lb4_key* key,
                                       struct skiff_lb4_backend** out, __u32* out_service_id) {
   *out = 0;
-  struct skiff_lb4_key k = {
-      .address = address,
-      .dport = port,
-      .proto = (__u8)proto,
-      .scope = SKIFF_LB_SCOPE_SOCK,
-  };
-  struct skiff_lb4_key* key = &k;
   struct skiff_lb4_service* svc = lb4_lookup_service(key);
   if (!svc) return SOCK_ALLOW;
   __u32 service_id = svc->service_id;
@@ -73,17 +66,26 @@ static __always_inline int sock4_pick(struct bpf_sock_addr* ctx, __be32 address,
   return SOCK_ALLOW;
 }
 
+static __always_inline struct skiff_lb4_key sock4_key(__be32 address, __u32 port, __u32 proto) {
+  struct skiff_lb4_key key = {
+      .address = address,
+      .dport = (__be16)port,
+      .proto = (__u8)proto,
+      .scope = SKIFF_LB_SCOPE_SOCK,
+  };
+  return key;
+}
+
 // Returns SOCK_ALLOW after translating (or leaving alone a non-service
 // destination), SOCK_REJECT with retval set when the service has no backend.
 static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
   __u32 proto = ctx->protocol;
   if (proto != SKIFF_IPPROTO_TCP && proto != SKIFF_IPPROTO_UDP) return SOCK_ALLOW;
 
-  __be32 vip = ctx->user_ip4;
-  __be16 vport = (__be16)ctx->user_port;
+  struct skiff_lb4_key key = sock4_key(ctx->user_ip4, ctx->user_port, proto);
   struct skiff_lb4_backend* be;
   __u32 service_id = 0;
-  if (sock4_pick(ctx, vip, vport, proto, &be, &service_id) == SOCK_REJECT) return SOCK_REJECT;
+  if (sock4_pick(ctx, &key, &be, &service_id) == SOCK_REJECT) return SOCK_REJECT;
   if (!be) return SOCK_ALLOW;
 
   struct skiff_lb4_sock_key rkey = {
@@ -92,8 +94,8 @@ static __always_inline int sock4_forward(struct bpf_sock_addr* ctx) {
       .port = be->port,
   };
   struct skiff_lb4_sock_value rval = {
-      .address = vip,
-      .port = vport,
+      .address = key.address,
+      .port = key.dport,
       .service_id = service_id,
   };
   bpf_map_update_elem(&lb4_sock_revnat, &rkey, &rval, BPF_ANY);
@@ -155,11 +157,10 @@ struct {
 // socket talking IPv4): the IPv4 service and backends, written back mapped;
 // the reverse entry goes to lb6_sock_revnat, where sock6_reverse finds it.
 static __always_inline int sock6_forward_mapped(struct bpf_sock_addr* ctx, __u32 proto) {
-  __be32 vip = ctx->user_ip6[3];
-  __be16 vport = (__be16)ctx->user_port;
+  struct skiff_lb4_key key = sock4_key(ctx->user_ip6[3], ctx->user_port, proto);
   struct skiff_lb4_backend* be;
   __u32 service_id = 0;
-  if (sock4_pick(ctx, vip, vport, proto, &be, &service_id) == SOCK_REJECT) return SOCK_REJECT;
+  if (sock4_pick(ctx, &key, &be, &service_id) == SOCK_REJECT) return SOCK_REJECT;
   if (!be) return SOCK_ALLOW;
   __be32 mapped = bpf_htonl(0xffff);
   struct skiff_lb6_sock_key rkey = {
@@ -168,8 +169,8 @@ static __always_inline int sock6_forward_mapped(struct bpf_sock_addr* ctx, __u32
       .port = be->port,
   };
   struct skiff_lb6_sock_value rval = {
-      .address = {0, 0, mapped, vip},
-      .port = vport,
+      .address = {0, 0, mapped, key.address},
+      .port = key.dport,
       .service_id = service_id,
   };
   bpf_map_update_elem(&lb6_sock_revnat, &rkey, &rval, BPF_ANY);
