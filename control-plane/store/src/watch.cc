@@ -284,6 +284,16 @@ bool StreamImpl::NextLocked(std::unique_lock<std::mutex>& lk, etcdserverpb::Watc
         rev = store_->hub_.rev;
       }
       lk.lock();
+      // Events published while mu_ was released (at or before `rev`) are
+      // queued now; a progress notification at `rev` must not overtake them
+      // (a client, like the API server's watch cache, takes it as "all up
+      // to rev delivered" and drops anything older that arrives later).
+      bool still_synced = std::all_of(watchers_.begin(), watchers_.end(),
+                                      [](const auto& p) { return p.second->synced && p.second->queue.empty(); });
+      if (!still_synced) {
+        progress_requested_ = true;
+        return NextLocked(lk, out);
+      }
       // Events published after `rev` are queued, so they arrive after this.
       out->Clear();
       *out->mutable_header() = store_->Header();

@@ -345,6 +345,49 @@ TEST(Watch, FiltersAndProgressRequest) {
   EXPECT_EQ(r.header().revision(), 3);
 }
 
+// A progress response at revision R promises every event up to R was sent:
+// under concurrent writes, no event at or below the last progress revision may
+// arrive after it (the API server's watch cache drops such events).
+TEST(Watch, ProgressResponseNeverOvertakesQueuedEvents) {
+  TempDir d;
+  auto s = OpenStore(d.path());
+  auto ws = s->NewWatchStream();
+  etcdserverpb::WatchCreateRequest c;
+  c.set_key("p/");
+  c.set_range_end("p0");
+  ws->Create(c);
+  etcdserverpb::WatchResponse r;
+  bool closed = false;
+  ASSERT_TRUE(ws->NextFor(&r, 2000, &closed));  // created
+  constexpr int kWrites = 3000;
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 8; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = t; i < kWrites; i += 8) Put(s.get(), "p/" + std::to_string(i % 50), "v");
+    });
+  }
+  int events = 0;
+  int64_t progress = 0;
+  int violations = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (events < kWrites && std::chrono::steady_clock::now() < deadline) {
+    ws->RequestProgress();
+    for (int n = 0; n < 2 && ws->NextFor(&r, 100, &closed); ++n) {
+      if (r.watch_id() == -1) {
+        progress = std::max(progress, r.header().revision());
+        continue;
+      }
+      for (const auto& ev : r.events()) {
+        if (ev.kv().mod_revision() <= progress) ++violations;
+        ++events;
+      }
+    }
+  }
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(events, kWrites);
+  EXPECT_EQ(violations, 0) << "events arrived after a progress response that covered them";
+}
+
 // Several watchers on one stream: each gets its own events under its own ID,
 // a big revision is split into fragments only for the watcher that asked,
 // a cancelled watcher gets nothing more, and progress_notify watchers get
