@@ -231,6 +231,15 @@ bool Lab::AddPod() {
   return AddOutside() && Sh("ip -n " + outside_ns_ + " route add default via 192.168.50.1");
 }
 
+bool Lab::AddPod6() {
+  std::string x = node_external_if(), o = "s" + tag_ + id_ + "o";
+  return Sh("ip -n " + node_ns_ + " addr add fd00:50::1/64 dev " + x + " nodad") &&
+         Sh("ip -n " + outside_ns_ + " addr add fd00:50::2/64 dev " + o + " nodad") &&
+         Sh("ip -n " + outside_ns_ + " -6 route add default via fd00:50::1") &&
+         Sh("ip -n " + backend_ns_ + " -6 route add fd00:50::/64 via fd00:5::1") &&
+         Sh("nsenter --net=" + node_ns_path_ + " sysctl -q -w net.ipv6.conf.all.forwarding=1");
+}
+
 bool Lab::EnterOutsideThisThread() {
   int fd = open(("/run/netns/" + outside_ns_).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;

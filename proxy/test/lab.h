@@ -49,6 +49,10 @@ class Lab {
   // process is in the lab cgroup is a pod's client: its own netns, under the
   // node's cgroup root where the socket LB is attached.
   bool AddPod();
+  // After AddPod() and AddIpv6(): the pod also gets fd00:50::2/64 with a
+  // default IPv6 route via the node (fd00:50::1); IPv6 forwarding on in the
+  // node netns, the backends route fd00:50::/64 via the node.
+  bool AddPod6();
   bool EnterOutsideThisThread();
   std::string node_external_if() const { return "s" + tag_ + id_ + "x"; }
   std::string node_internal_if() const { return "s" + tag_ + id_ + "n"; }

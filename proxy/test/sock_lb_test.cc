@@ -811,5 +811,46 @@ TEST_F(SockLb6Test, ConnectedUdp6SocketToARemovedIpv6BackendIsAborted) {
   EXPECT_EQ(again.Ask(), "[fd00:5::12]:5353");
 }
 
+TEST_F(SockLb6Test, Ipv6ClusterIpTcpAndUdpFromAPodNetnsReachIpv6BackendsAndShowTheVip) {
+  ASSERT_TRUE(lab_->AddPod()) << lab_->error();
+  ASSERT_TRUE(lab_->AddPod6()) << lab_->error();
+  DualStack("podweb", "10.96.0.70", "fd00:96::70", Protocol::kTcp, 80, 8080, true);
+  DualStack("poddns", "10.96.0.71", "fd00:96::71", Protocol::kUdp, 53, 5353, true);
+  Program();
+  std::set<std::string> tcp;
+  std::vector<std::string> peers, udp, from;
+  // This process stays in the lab cgroup; the thread lives in the pod netns.
+  std::thread pod([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    // Wait until the routed IPv6 path (pod -> node -> backends) is up:
+    // neighbour discovery over fresh veths can take a few seconds.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      int err = 0;
+      TcpRequest("fd00:5::11", 8080, nullptr, &err);
+      if (err == 0 || std::chrono::steady_clock::now() > deadline) break;
+    }
+    for (int i = 0; i < 20; ++i) {
+      std::string peer;
+      tcp.insert(TcpRequest("fd00:96::70", 80, &peer));
+      peers.push_back(peer);
+    }
+    for (bool connected : {false, true}) {
+      std::string f;
+      udp.push_back(UdpRequest("fd00:96::71", 53, connected, &f));
+      from.push_back(f);
+    }
+  });
+  pod.join();
+  EXPECT_EQ(tcp, (std::set<std::string>{"[fd00:5::11]:8080", "[fd00:5::12]:8080"}));
+  ASSERT_EQ(peers.size(), 20u);
+  for (const auto& p : peers) EXPECT_EQ(p, "[fd00:96::70]:80");
+  ASSERT_EQ(udp.size(), 2u);
+  for (size_t i = 0; i < udp.size(); ++i) {
+    EXPECT_TRUE(udp[i] == "[fd00:5::11]:5353" || udp[i] == "[fd00:5::12]:5353") << udp[i];
+    EXPECT_EQ(from[i], "[fd00:96::71]:53");
+  }
+}
+
 }  // namespace
 }  // namespace skiff::proxy
