@@ -193,7 +193,7 @@ TEST_P(ApiTest, JsonMergePatchThroughGrpc) {
   auto bad = client_->Patch("deployments", "default", "merge-dep", R"({"spec":{"replicas":-1}})");
   ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(std::string(bad.status().message()),
-            "Deployment \"merge-dep\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0");
+            "Deployment.apps \"merge-dep\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0");
   // Malformed JSON, and a patch of something that does not exist.
   EXPECT_EQ(client_->Patch("configmaps", "default", "merge", "{not json").status().code(),
             absl::StatusCode::kFailedPrecondition);

@@ -741,7 +741,16 @@ absl::Status InvalidError(const std::string& kind, const std::string& name, cons
   std::vector<std::string> parts;
   for (const auto& e : errs) parts.push_back(e.ToString());
   std::string body = parts.size() == 1 ? parts[0] : absl::StrCat("[", absl::StrJoin(parts, ", "), "]");
-  return absl::InvalidArgumentError(absl::StrCat(kind, " ", Quote(name), " is invalid: ", body));
+  // Kubernetes names the kind with its API group ("Deployment.apps"), core
+  // kinds bare ("Pod").
+  std::string qualified = kind;
+  for (const auto& r : AllResources()) {
+    if (r.kind == kind && !r.group.empty()) {
+      qualified = absl::StrCat(kind, ".", r.group);
+      break;
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(qualified, " ", Quote(name), " is invalid: ", body));
 }
 
 // ---------------------------------------------------------------- defaults

@@ -249,7 +249,11 @@ TEST(ValidationRules, EachRuleHasItsKubernetesMessage) {
     c.mutate(&o);
     FieldErrors errs = Validate(o, nullptr);
     std::string got = errs.empty() ? "<valid>" : std::string(InvalidError(c.kind, Meta(o).name(), errs).message());
-    std::string want = c.kind + " \"" + Meta(o).name() + "\" is invalid: " + c.message;
+    // Kubernetes qualifies a kind of a named API group: "Deployment.apps".
+    std::string kind = c.kind;
+    for (const auto& r : AllResources())
+      if (r.kind == c.kind && !r.group.empty()) kind = c.kind + "." + r.group;
+    std::string want = kind + " \"" + Meta(o).name() + "\" is invalid: " + c.message;
     EXPECT_EQ(got, want);
   }
 }

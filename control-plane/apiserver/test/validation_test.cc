@@ -276,14 +276,14 @@ Object ValidDeployment() {
 TEST(Validation, DeploymentSelectorIsRequired) {
   Object o = ValidDeployment();
   o.mutable_deployment()->mutable_spec()->clear_selector();
-  EXPECT_EQ(Message(o), "Deployment \"web\" is invalid: spec.selector: Required value");
+  EXPECT_EQ(Message(o), "Deployment.apps \"web\" is invalid: spec.selector: Required value");
 }
 
 TEST(Validation, DeploymentSelectorMustMatchTemplate) {
   Object o = ValidDeployment();
   (*o.mutable_deployment()->mutable_spec()->mutable_template_()->mutable_metadata()->mutable_labels())["app"] = "db";
   EXPECT_EQ(Message(o),
-            "Deployment \"web\" is invalid: spec.template.metadata.labels: Invalid value: "
+            "Deployment.apps \"web\" is invalid: spec.template.metadata.labels: Invalid value: "
             "map[string]string{\"app\":\"db\"}: `selector` does not match template `labels`");
 }
 
@@ -293,13 +293,13 @@ TEST(Validation, DeploymentSelectorIsImmutable) {
   (*o.mutable_deployment()->mutable_spec()->mutable_selector()->mutable_match_labels())["app"] = "other";
   (*o.mutable_deployment()->mutable_spec()->mutable_template_()->mutable_metadata()->mutable_labels())["app"] = "other";
   EXPECT_EQ(Message(o, &old),
-            "Deployment \"web\" is invalid: spec.selector: Invalid value: {\"matchLabels\":{\"app\":\"other\"}}: field is immutable");
+            "Deployment.apps \"web\" is invalid: spec.selector: Invalid value: {\"matchLabels\":{\"app\":\"other\"}}: field is immutable");
 }
 
 TEST(Validation, DeploymentReplicasNotNegative) {
   Object o = ValidDeployment();
   o.mutable_deployment()->mutable_spec()->set_replicas(-1);
-  EXPECT_EQ(Message(o), "Deployment \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0");
+  EXPECT_EQ(Message(o), "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0");
 }
 
 TEST(Validation, ConfigMapKeysAreChecked) {
@@ -343,7 +343,7 @@ TEST(Validation, RoleRefIsImmutable) {
   b->mutable_role_ref()->set_name("view");
   Object o = old;
   o.mutable_role_binding()->mutable_role_ref()->set_name("edit");
-  EXPECT_EQ(Message(o, &old), "RoleBinding \"rb\" is invalid: roleRef: Invalid value: {\"kind\":\"ClusterRole\",\"name\":\"edit\"}: field is immutable");
+  EXPECT_EQ(Message(o, &old), "RoleBinding.rbac.authorization.k8s.io \"rb\" is invalid: roleRef: Invalid value: {\"kind\":\"ClusterRole\",\"name\":\"edit\"}: field is immutable");
 }
 
 }  // namespace
@@ -356,7 +356,7 @@ TEST(Validation, RbacNamesArePathSegments) {
   o.mutable_cluster_role()->mutable_metadata()->set_name("system:node");
   EXPECT_EQ(Message(o), "");
   o.mutable_cluster_role()->mutable_metadata()->set_name("a/b");
-  EXPECT_EQ(Message(o), "ClusterRole \"a/b\" is invalid: metadata.name: Invalid value: \"a/b\": may not contain '/'");
+  EXPECT_EQ(Message(o), "ClusterRole.rbac.authorization.k8s.io \"a/b\" is invalid: metadata.name: Invalid value: \"a/b\": may not contain '/'");
 }
 }  // namespace
 }  // namespace skiff::apiserver
