@@ -24,7 +24,7 @@ PEER_PKGS=(
   etcd-server etcd-client runc iptables iproute2 util-linux procps psmisc
   docker-registry skopeo busybox-static curl netcat-openbsd openssl
   qemu-system-x86 qemu-utils debootstrap lintian debhelper dpkg-dev fakeroot
-  systemd
+  systemd zsh
 )
 
 export DEBIAN_FRONTEND=noninteractive

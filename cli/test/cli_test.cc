@@ -696,6 +696,30 @@ TEST_F(CliTest, VersionApiResourcesCompletionToken) {
   EXPECT_EQ(got.str(), "get\ndeployments deploy\n");
   ASSERT_EQ(Run({"completion", "zsh"}), 0);
   EXPECT_THAT(out_, HasSubstr("#compdef skiffctl"));
+  // The zsh script loads in zsh and offers verbs, resource types and the
+  // rollout sub-verbs (zsh's completion builtins stubbed to print what they
+  // were given; zsh itself filters by the typed prefix).
+  std::string zscript = WriteFile("completion.zsh", out_);
+  std::string zprobe = WriteFile(
+      "probe.zsh",
+      "compdef() { print -r -- compdef \"$@\" }\n"
+      "_describe() { print -r -- ${(P)2} }\n"
+      "compadd() { [[ $1 == -- ]] && shift; print -r -- \"$@\" }\n"
+      "_files() { print -r -- files }\n"
+      "source '" + zscript + "'\n"
+      "words=(skiffctl ge); CURRENT=2; _skiffctl\n"
+      "words=(skiffctl get dep); CURRENT=3; _skiffctl\n"
+      "words=(skiffctl rollout u); CURRENT=3; _skiffctl\n");
+  ASSERT_EQ(std::system(("zsh -f '" + zprobe + "' > '" + result + "' 2>&1").c_str()), 0);
+  std::stringstream zgot;
+  zgot << std::ifstream(result).rdbuf();
+  std::vector<std::string> zlines = absl::StrSplit(zgot.str(), '\n');
+  ASSERT_EQ(zlines.size(), 5u) << zgot.str();
+  EXPECT_EQ(zlines[0], "compdef _skiffctl skiffctl");
+  EXPECT_THAT(zlines[1], HasSubstr(" get "));
+  EXPECT_THAT(zlines[1], HasSubstr(" rollout "));
+  EXPECT_THAT(zlines[2], HasSubstr("deployments"));
+  EXPECT_EQ(zlines[3], "status history undo restart");
   ASSERT_EQ(Run({"token", "create"}), 0) << err_;
   EXPECT_THAT(out_, HasSubstr("--bootstrap-token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:00ff"));
 }
