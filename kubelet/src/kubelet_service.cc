@@ -261,12 +261,15 @@ class KubeletService final : public api::v1::Kubelet::Service {
       stream->Write(o);
       return grpc::Status::OK;
     }
+    // The pty master's fd number stays the same when out_r takes it over
+    // below, so later resize messages still reach the terminal.
+    const int tty_fd = term ? term.get() : -1;
     auto resize = [&](const api::v1::ExecInput& m) {
-      if (!term || m.resize_width() == 0 || m.resize_height() == 0) return;
+      if (tty_fd < 0 || m.resize_width() == 0 || m.resize_height() == 0) return;
       winsize ws{};
       ws.ws_col = static_cast<unsigned short>(m.resize_width());
       ws.ws_row = static_cast<unsigned short>(m.resize_height());
-      ioctl(term.get(), TIOCSWINSZ, &ws);
+      ioctl(tty_fd, TIOCSWINSZ, &ws);
     };
     resize(first);
     if (term) {

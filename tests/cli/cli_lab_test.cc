@@ -5,6 +5,7 @@
 // typed input) and top nodes/pods, end to end through the API server to
 // the kubelet.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -307,6 +308,31 @@ TEST_F(SkiffctlLab, ExecTtyHasAPtyTheTerminalSizeAndTypedInput) {
   EXPECT_THAT(r.output, ::testing::ContainsRegex("(^|\n)33 101\r?\n")) << r.output;
   EXPECT_THAT(r.output, HasSubstr("got-typed-word")) << r.output;
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("Unable to use a TTY")));
+  // The remote terminal follows the local one: script's pty is resized
+  // between two typed lines (input from a fifo the test writes).
+  std::string dir = lab_->host(1).dir;
+  std::string fifo = dir + "/tty-in", pty = dir + "/tty-path", log = dir + "/tty.log";
+  fs::remove(fifo);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::string session = "stty rows 33 cols 101 && tty > " + pty + " && " +
+                        CtlWords({"exec", "-it", "web", "--", "sh", "-c",
+                                  "read a; stty size; read b; stty size; echo \"done-$b\""});
+  auto p = lab_->Start(1, {"sh", "-c", "script -qec " + Quote(session) + " /dev/null < " + fifo}, log);
+  ASSERT_TRUE(p.ok()) << p.status();
+  {
+    std::ofstream in(fifo);
+    in << "first\n" << std::flush;
+    EXPECT_TRUE(WaitFor([&] { return Slurp(log).find("\n33 101") != std::string::npos; }, 15000)) << Slurp(log);
+    std::string path = Slurp(pty);
+    while (!path.empty() && path.back() == '\n') path.pop_back();
+    auto st = lab_->Run(1, {"stty", "-F", path, "rows", "20", "cols", "90"});
+    EXPECT_EQ(st.exit_code, 0) << st.output;
+    in << "second\n" << std::flush;
+    EXPECT_TRUE(WaitFor([&] { return Slurp(log).find("done-second") != std::string::npos; }, 15000)) << Slurp(log);
+  }
+  EXPECT_EQ(p->Wait(), 0) << Slurp(log);
+  EXPECT_THAT(Slurp(log), ::testing::ContainsRegex("\n20 90\r?\n")) << Slurp(log);
+  fs::remove(fifo);
   // The same command without -t has no terminal at all.
   r = Sh("printf 'x\\n' | " + CtlWords({"exec", "-i", "web", "--", "sh", "-c", "read w; tty"}));
   EXPECT_EQ(r.exit_code, 1) << r.output;
