@@ -1,5 +1,7 @@
 #include "skiff/apiserver/watch_cache.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "skiff/common/status.h"
 #include "skiff/common/log.h"
@@ -100,6 +102,8 @@ absl::Status WatchCache::Init() {
     window_.clear();
     window_start_ = start;
     rev_ = start;
+    last_event_rev_ = start;
+    progress_pending_ = 0;
     needs_reinit_ = false;
   }
   watch_ = std::make_unique<EtcdWatch>(
@@ -183,12 +187,15 @@ void WatchCache::OnEvents(const std::vector<mvccpb::Event>& events, int64_t head
   std::lock_guard<std::mutex> l(mu_);
   if (stopping_ || needs_reinit_) return;
   if (events.empty()) {
-    // Progress notification: everything up to header_rev was delivered.
-    if (header_rev > rev_) rev_ = header_rev;
+    // Progress: the revision reported by the previous response is now safe
+    // to take as "everything up to it delivered" (see progress_pending_).
+    if (progress_pending_ > rev_) rev_ = progress_pending_;
+    progress_pending_ = header_rev;
   }
   for (const auto& ev : events) {
     int64_t rev = ev.kv().mod_revision();
-    if (rev <= rev_) continue;  // replayed after a reconnect
+    if (rev <= last_event_rev_) continue;  // replayed after a reconnect
+    last_event_rev_ = rev;
     Entry e;
     e.rev = rev;
     auto it = objects_.find(ev.kv().key());
@@ -196,7 +203,7 @@ void WatchCache::OnEvents(const std::vector<mvccpb::Event>& events, int64_t head
     else if (it != objects_.end()) e.prev = it->second;
     if (ev.type() == mvccpb::Event::DELETE) {
       if (!e.prev) {
-        rev_ = rev;
+        rev_ = std::max(rev_, rev);
         continue;
       }
       auto last = std::make_shared<Object>(*e.prev);
@@ -213,7 +220,7 @@ void WatchCache::OnEvents(const std::vector<mvccpb::Event>& events, int64_t head
     }
     Dispatch(e);
     window_.push_back(std::move(e));
-    rev_ = rev;
+    rev_ = std::max(rev_, rev);
     while (window_.size() > opts_.capacity) {
       window_start_ = window_.front().rev;
       window_.pop_front();

@@ -82,6 +82,7 @@ class WatchCache {
   size_t object_count();
 
  private:
+  friend class WatchCacheTestPeer;
   struct Entry {
     int64_t rev;
     bool deleted;
@@ -106,6 +107,13 @@ class WatchCache {
   std::deque<Entry> window_;
   int64_t window_start_ = 0;  // events with rev > window_start_ are all in window_
   int64_t rev_ = 0;
+  // Progress responses: etcd before 3.4.24 / 3.5.8 may answer a progress
+  // request ahead of events still queued on the stream (etcd issue 15220),
+  // so a reported revision is only trusted one progress response later; by
+  // then events older than it have arrived. An event is a replay only if it
+  // is not newer than the last event applied.
+  int64_t progress_pending_ = 0;
+  int64_t last_event_rev_ = 0;
   std::vector<std::shared_ptr<CacheWatcher>> watchers_;
   std::unique_ptr<EtcdWatch> watch_;
   bool stopping_ = false;
