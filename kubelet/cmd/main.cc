@@ -85,6 +85,7 @@ int main(int raw_argc, char** raw_argv) {
     else if (a == "--pod-cidr") c.pod_cidr = next();
     else if (a == "--node-ip") c.node_ip = next();
     else if (a == "--service-cluster-ip-range") c.service_cidr = next();
+    else if (a == "--cluster-cidr") c.cluster_cidr = next();
     else if (a == "--listen") c.listen = next();
     else if (a == "--healthz-listen") c.healthz_listen = next();
     else if (a == "--manifest-dir" || a == "--pod-manifest-path") c.manifest_dir = next();

@@ -294,6 +294,7 @@ absl::Status Kubelet::Start() {
     o.state_dir = config_.root_dir;
     o.pod_cidr = pod_cidr_;
     o.service_cidr = config_.service_cidr;
+    o.cluster_cidr = config_.cluster_cidr;
     ASSIGN_OR_RETURN(network_, podnet::PodNetwork::Open(o));
   }
   // First list: adopt what we have, clean up what is no longer ours.

@@ -291,6 +291,19 @@ absl::Status PodWorker::EnsureSandbox() {
     if (!r.ok()) return Annotate(r.status(), "set up pod network");
     pod_ip_ = r->ip;
     netns_path_ = r->netns_path;
+    // hostPort: NODE:hostPort -> POD_IP:containerPort (Kubernetes defaults the protocol to TCP).
+    std::vector<podnet::PortMapping> ports;
+    for (const auto& c : pod_.spec().containers()) {
+      for (const auto& p : c.ports()) {
+        if (p.host_port() <= 0) continue;
+        ports.push_back({p.protocol().empty() ? "TCP" : p.protocol(), static_cast<int>(p.host_port()),
+                         static_cast<int>(p.container_port())});
+      }
+    }
+    if (!ports.empty()) {
+      absl::Status st = k_->network()->SetHostPorts(uid_, ports);
+      if (!st.ok()) return Annotate(st, "set up hostPorts");
+    }
   }
   // The pod-level cgroup; limits that cannot be applied are reported by the runtime per container.
   if (!k_->cgroup2_mount().empty()) {

@@ -84,6 +84,7 @@ class KubeletCluster : public ::testing::Test {
   void TearDown() override {
     if (!lab_) return;
     Ctl({"delete", "deployment", "web"});
+    Ctl({"delete", "pod", "hostport"});
     fs::remove(lab_->host(2).dir + "/manifests/echo.yaml");
     WaitFor([&] { return Ctl({"get", "pods", "-o", "json"}).output.find("\"static-echo-h2\"") == std::string::npos; }, 20000);
     // Give the kubelets a moment to remove pods, then stop everything; the lab removes the rest.
@@ -204,6 +205,41 @@ spec:
       EXPECT_EQ(w.output, name + "\n");
     }
   }
+  // hostPort: a pod on h1 with hostPort 30080 answers on h1's node address from h2 (another lab
+  // host); deleting it removes the mapping (the port refuses at once afterwards).
+  std::string hp = lab_->host(1).dir + "/hostport.yaml";
+  std::ofstream(hp) << R"(apiVersion: v1
+kind: Pod
+metadata:
+  name: hostport
+  namespace: default
+spec:
+  nodeName: h1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: local/busybox
+    command: ["sh", "-c", "mkdir -p /tmp/w; echo via-hostport > /tmp/w/index.html; exec httpd -f -p 8080 -h /tmp/w"]
+    ports:
+    - {containerPort: 8080, hostPort: 30080}
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+)";
+  r = Ctl({"apply", "-f", hp});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string hp_url = "http://" + lab_->host(1).address + ":30080/";
+  skiff::lab::CommandResult via;
+  EXPECT_TRUE(WaitFor([&] {
+    via = lab_->Run(2, {"curl", "-s", "-m", "2", hp_url});
+    return via.exit_code == 0 && via.output == "via-hostport\n";
+  }, 30000)) << via.output << Ctl({"get", "pod", "hostport", "-o", "json"}).output;
+  r = Ctl({"delete", "pod", "hostport"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(WaitFor([&] { return Ctl({"get", "pod", "hostport"}).exit_code != 0; }, 20000));
+  via = lab_->Run(2, {"curl", "-s", "-m", "2", hp_url});
+  EXPECT_NE(via.exit_code, 0) << "hostPort still mapped after the pod was deleted: " << via.output;
+
   // Logs and exec through the API server.
   std::string first = pods[0]["metadata"]["name"];
   auto logs = Ctl({"logs", first});

@@ -16,6 +16,9 @@ struct Config {
   std::string pod_cidr;                              // else Node.spec.podCIDR
   std::string node_ip;                               // else the first non-loopback IPv4 address
   std::string service_cidr = "10.96.0.0/12";
+  // The whole cluster's pod range (the controller manager's --cluster-cidr): traffic from pods
+  // to anything outside it is masqueraded to the node's address. "" = no masquerade.
+  std::string cluster_cidr = "10.244.0.0/16";
   std::string listen = ":10250";                     // Kubelet gRPC service; "" = off
   std::string healthz_listen = "127.0.0.1:10248";    // /healthz and /metrics; "" = off
   std::string manifest_dir = "/etc/skiff/manifests";  // static pods (--pod-manifest-path); "" = off
