@@ -30,6 +30,9 @@ absl::StatusOr<std::optional<CachedEvent>> CacheWatcher::Next(std::chrono::milli
 
 int64_t CacheWatcher::progress_revision() {
   std::lock_guard<std::mutex> l(mu_);
+  // With an event queued (it may have arrived after the caller's Next timed
+  // out) a bookmark at progress_rev_ would overtake it.
+  if (!queue_.empty()) return 0;
   return progress_rev_;
 }
 

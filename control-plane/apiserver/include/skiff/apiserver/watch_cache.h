@@ -42,7 +42,7 @@ class CacheWatcher {
   // when the watch was terminated (OutOfRange: relist; other: rewatch).
   absl::StatusOr<std::optional<CachedEvent>> Next(std::chrono::milliseconds timeout);
   // The revision up to which this watcher has seen everything (for bookmarks);
-  // valid when no event is queued.
+  // 0 while an event is queued.
   int64_t progress_revision();
 
  private:
