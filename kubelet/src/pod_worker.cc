@@ -13,9 +13,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
@@ -57,32 +59,34 @@ int OomScoreAdjFloor() {
 }
 
 
-// Connect with a timeout; true when the TCP handshake completed.
-int ConnectTimeout(const std::string& ip, int port, int timeout_ms) {
+// Connect with a timeout; a connected fd, or -1 with *why in Go's dialer words
+// ("dial tcp IP:PORT: connect: connection refused", "... i/o timeout") as Kubernetes' probe events say.
+int ConnectTimeout(const std::string& ip, int port, int timeout_ms, std::string* why = nullptr) {
+  auto fail = [&](int fd, int err) {
+    if (fd >= 0) close(fd);
+    if (why != nullptr) {
+      std::string e = err == ETIMEDOUT ? "i/o timeout" : absl::StrCat("connect: ", absl::AsciiStrToLower(strerror(err)));
+      *why = absl::StrCat("dial tcp ", ip, ":", port, ": ", e);
+    }
+    return -1;
+  };
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return -1;
+  if (fd < 0) return fail(-1, errno);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
   inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
   int rc = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  if (rc != 0 && errno != EINPROGRESS) {
-    close(fd);
-    return -1;
-  }
+  if (rc != 0 && errno != EINPROGRESS) return fail(fd, errno);
   if (rc != 0) {
     pollfd p{fd, POLLOUT, 0};
-    if (poll(&p, 1, timeout_ms) != 1) {
-      close(fd);
-      return -1;
-    }
+    int n = poll(&p, 1, timeout_ms);
+    if (n < 0) return fail(fd, errno);
+    if (n == 0) return fail(fd, ETIMEDOUT);
     int err = 0;
     socklen_t len = sizeof(err);
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-      close(fd);
-      return -1;
-    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return fail(fd, errno);
+    if (err != 0) return fail(fd, err);
   }
   return fd;
 }
@@ -98,6 +102,9 @@ int ResolvePort(const Container& c, const std::string& port) {
 }  // namespace
 
 PodWorker::PodWorker(Kubelet* k, const Pod& pod) : k_(k), uid_(pod.metadata().uid()), pod_(pod) {
+  ident_.mutable_metadata()->set_name(pod.metadata().name());
+  ident_.mutable_metadata()->set_namespace_(pod.metadata().namespace_());
+  ident_.mutable_metadata()->set_uid(pod.metadata().uid());
   // Re-adopt: what the monitors recorded survives a kubelet restart.
   auto load = [&](const Container& c, bool init) {
     CState& s = State(c.name(), init);
@@ -250,7 +257,7 @@ bool PodWorker::Admit() {
     rejected_ = true;
     reject_reason_ = reason;
     reject_message_ = msg;
-    k_->RecordEvent(pod_, "Warning", reason, msg);
+    k_->RecordEvent(ident_, "Warning", reason, msg);
     return false;
   }
   admitted_ = true;
@@ -426,12 +433,34 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
   }
   bool ro = true;
   std::vector<std::string> entrypoint, cmd;
+  // Kubernetes' image pull back-off: ErrImagePull on a failed pull, then ImagePullBackOff
+  // until the next attempt (10 s, doubling to 300 s).
+  if (absl::Now() < s.pull_retry_at) {
+    s.waiting_reason = "ImagePullBackOff";
+    s.waiting_message = absl::StrCat("Back-off pulling image \"", c.image(), "\"");
+    if (warned_[c.name()] != s.waiting_message) {
+      warned_[c.name()] = s.waiting_message;
+      k_->RecordEvent(ident_, "Normal", "BackOff", s.waiting_message);
+      k_->RecordEvent(ident_, "Warning", "Failed", "Error: ImagePullBackOff");
+    }
+    return absl::UnavailableError(s.waiting_message);
+  }
   auto rootfs = ResolveRootfs(c, s, &ro, &entrypoint, &cmd);
   if (!rootfs.ok()) {
-    s.waiting_reason = s.attempts > 0 ? "ImagePullBackOff" : "ErrImagePull";
+    ++s.pull_failures;
+    s.pull_retry_at = absl::Now() + absl::Seconds(std::min(kMaxBackoffSeconds, 10 << std::min(s.pull_failures - 1, 5)));
+    s.waiting_reason = "ErrImagePull";
     s.waiting_message = std::string(rootfs.status().message());
+    std::string failed = absl::StrCat("Failed to pull image \"", c.image(), "\": ", rootfs.status().message());
+    if (warned_[c.name()] != failed) {
+      warned_[c.name()] = failed;
+      k_->RecordEvent(ident_, "Warning", "Failed", failed);
+      k_->RecordEvent(ident_, "Warning", "Failed", "Error: ErrImagePull");
+    }
     return rootfs.status();
   }
+  s.pull_failures = 0;
+  s.pull_retry_at = absl::InfinitePast();
   std::vector<std::string> args;
   if (!c.command().empty()) {
     args.assign(c.command().begin(), c.command().end());
@@ -482,7 +511,7 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
   if (adj < floor) {
     if (!warned_.count("oom_score_adj")) {
       warned_["oom_score_adj"] = "1";
-      k_->RecordEvent(pod_, "Warning", "OomScoreAdjNotApplied",
+      k_->RecordEvent(ident_, "Warning", "OomScoreAdjNotApplied",
                       absl::StrCat("oom_score_adj ", adj, " needs CAP_SYS_RESOURCE; using ", floor));
     }
     adj = floor;
@@ -546,15 +575,15 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
   s.waiting_message.clear();
   s.started = !c.has_startup_probe();
   if (!st.ok()) {
-    k_->RecordEvent(pod_, "Warning", "Failed", absl::StrCat("Error: ", st.message()));
+    k_->RecordEvent(ident_, "Warning", "Failed", absl::StrCat("Error: ", st.message()));
     return st;
   }
   if (!s.current->warnings.empty() && !warned_.count("cgroup")) {
     warned_["cgroup"] = s.current->warnings;
-    k_->RecordEvent(pod_, "Warning", "ResourceLimitsNotApplied",
+    k_->RecordEvent(ident_, "Warning", "ResourceLimitsNotApplied",
                     absl::StrCat("cgroup v2 limits not applied on this node: ", s.current->warnings));
   }
-  k_->RecordEvent(pod_, "Normal", "Started", absl::StrCat("Started container ", c.name()));
+  k_->RecordEvent(ident_, "Normal", "Started", absl::StrCat("Started container ", c.name()));
   return absl::OkStatus();
 }
 
@@ -571,7 +600,9 @@ void PodWorker::KillContainer(CState& s, int64_t grace, const Container* spec) {
       api::v1::Probe p;
       *p.mutable_http_get() = h.http_get();
       p.set_timeout_seconds(static_cast<int>(std::max<int64_t>(grace, 1)));
-      Probe(*spec, s, p);
+      std::string why;
+      bool errored = false;
+      Probe(*spec, s, p, &why, &errored);
     }
   }
   k_->engine().Kill(id, grace > 0 ? SIGTERM : SIGKILL, false).IgnoreError();
@@ -588,7 +619,7 @@ void PodWorker::KillContainer(CState& s, int64_t grace, const Container* spec) {
   }
 }
 
-bool PodWorker::Probe(const Container& c, CState& s, const api::v1::Probe& p) {
+bool PodWorker::Probe(const Container& c, CState& s, const api::v1::Probe& p, std::string* why, bool* errored) {
   int timeout_ms = (p.timeout_seconds() > 0 ? p.timeout_seconds() : 1) * 1000;
   if (p.has_exec()) {
     if (!s.current) return false;
@@ -600,8 +631,12 @@ bool PodWorker::Probe(const Container& c, CState& s, const api::v1::Probe& p) {
   if (p.has_tcp_socket()) {
     int port = ResolvePort(c, p.tcp_socket().port());
     if (!p.tcp_socket().host().empty()) host = p.tcp_socket().host();
-    if (port <= 0) return false;
-    int fd = ConnectTimeout(host, port, timeout_ms);
+    if (port <= 0) {
+      *errored = true;
+      *why = absl::StrCat("port ", p.tcp_socket().port(), " not found");
+      return false;
+    }
+    int fd = ConnectTimeout(host, port, timeout_ms, why);
     if (fd < 0) return false;
     close(fd);
     return true;
@@ -610,9 +645,18 @@ bool PodWorker::Probe(const Container& c, CState& s, const api::v1::Probe& p) {
     const auto& h = p.http_get();
     int port = ResolvePort(c, h.port());
     if (!h.host().empty()) host = h.host();
-    if (port <= 0) return false;
-    int fd = ConnectTimeout(host, port, timeout_ms);
-    if (fd < 0) return false;
+    if (port <= 0) {
+      *errored = true;
+      *why = absl::StrCat("port ", h.port(), " not found");
+      return false;
+    }
+    std::string url = absl::StrCat(absl::AsciiStrToLower(h.scheme().empty() ? "HTTP" : h.scheme()), "://", host, ":",
+                                   port, h.path().empty() ? "/" : h.path());
+    int fd = ConnectTimeout(host, port, timeout_ms, why);
+    if (fd < 0) {
+      *why = absl::StrCat("Get \"", url, "\": ", *why);
+      return false;
+    }
     std::string req = absl::StrCat("GET ", h.path().empty() ? "/" : h.path(), " HTTP/1.1\r\nHost: ", host, ":", port,
                                    "\r\nUser-Agent: kube-probe/1.30\r\nAccept: */*\r\nConnection: close\r\n");
     for (const auto& hd : h.http_headers()) req += hd.name() + ": " + hd.value() + "\r\n";
@@ -626,6 +670,7 @@ bool PodWorker::Probe(const Container& c, CState& s, const api::v1::Probe& p) {
         if (n >= 12 && strncmp(buf, "HTTP/1.", 7) == 0) {
           int code = atoi(buf + 9);
           ok = code >= 200 && code < 400;
+          if (!ok) *why = absl::StrCat("HTTP probe failed with statuscode: ", code);
         }
       }
     }
@@ -646,7 +691,9 @@ void PodWorker::RunProbes(const Container& c, CState& s) {
     return true;
   };
   auto run = [&](const api::v1::Probe& p, ProbeState& ps, const char* kind) {
-    bool ok = Probe(c, s, p);
+    std::string why;
+    bool errored = false;
+    bool ok = Probe(c, s, p, &why, &errored);
     int success_threshold = p.success_threshold() > 0 ? p.success_threshold() : 1;
     int failure_threshold = p.failure_threshold() > 0 ? p.failure_threshold() : 3;
     if (ok) {
@@ -655,7 +702,10 @@ void PodWorker::RunProbes(const Container& c, CState& s) {
     } else {
       ps.successes = 0;
       ++ps.failures;
-      k_->RecordEvent(pod_, "Warning", "Unhealthy", absl::StrCat(kind, " probe failed"));
+      // Kubernetes' words: "<kind> probe failed: <output>" or "<kind> probe errored: <error>".
+      k_->RecordEvent(ident_, "Warning", "Unhealthy",
+                      why.empty() ? absl::StrCat(kind, " probe failed")
+                                  : absl::StrCat(kind, errored ? " probe errored: " : " probe failed: ", why));
       if (ps.failures >= failure_threshold) ps.ok = false;
     }
     return ps.failures >= failure_threshold;
@@ -665,7 +715,7 @@ void PodWorker::RunProbes(const Container& c, CState& s) {
       bool failed = run(c.startup_probe(), s.startup, "Startup");
       if (s.startup.ok) s.started = true;
       if (failed) {
-        k_->RecordEvent(pod_, "Normal", "Killing",
+        k_->RecordEvent(ident_, "Normal", "Killing",
                         absl::StrCat("Container ", c.name(), " failed startup probe, will be restarted"));
         KillContainer(s, pod_.spec().has_termination_grace_period_seconds() ? pod_.spec().termination_grace_period_seconds() : 30, &c);
       }
@@ -675,7 +725,7 @@ void PodWorker::RunProbes(const Container& c, CState& s) {
   s.started = true;
   if (c.has_liveness_probe() && due(c.liveness_probe(), s.liveness)) {
     if (run(c.liveness_probe(), s.liveness, "Liveness")) {
-      k_->RecordEvent(pod_, "Normal", "Killing",
+      k_->RecordEvent(ident_, "Normal", "Killing",
                       absl::StrCat("Container ", c.name(), " failed liveness probe, will be restarted"));
       int64_t grace = pod_.spec().has_termination_grace_period_seconds() ? pod_.spec().termination_grace_period_seconds() : 30;
       if (c.liveness_probe().has_termination_grace_period_seconds()) grace = c.liveness_probe().termination_grace_period_seconds();
@@ -737,7 +787,7 @@ void PodWorker::Sync() {
   if (absl::Status st = EnsureSandbox(); !st.ok()) {
     if (!warned_.count("sandbox")) {
       warned_["sandbox"] = std::string(st.message());
-      k_->RecordEvent(pod_, "Warning", "FailedCreatePodSandBox", std::string(st.message()));
+      k_->RecordEvent(ident_, "Warning", "FailedCreatePodSandBox", std::string(st.message()));
     }
     log::Warn("pod sandbox ", ns_name(), ": ", st);
     PushStatus();
@@ -750,7 +800,7 @@ void PodWorker::Sync() {
     if (!st.ok()) {
       if (warned_["volume"] != st.message()) {
         warned_["volume"] = std::string(st.message());
-        k_->RecordEvent(pod_, "Warning", "FailedMount", std::string(st.message()));
+        k_->RecordEvent(ident_, "Warning", "FailedMount", std::string(st.message()));
       }
       for (const auto& c : pod.spec().containers()) {
         CState& s = State(c.name(), false);
@@ -785,9 +835,10 @@ void PodWorker::Sync() {
     absl::Status st = StartContainer(c, s);
     if (!st.ok()) {
       log::Warn("start container ", ns_name(), "/", c.name(), ": ", st);
-      if (!s.waiting_reason.empty() && warned_[c.name()] != s.waiting_message) {
+      bool image = s.waiting_reason == "ErrImagePull" || s.waiting_reason == "ImagePullBackOff";  // own events
+      if (!image && !s.waiting_reason.empty() && warned_[c.name()] != s.waiting_message) {
         warned_[c.name()] = s.waiting_message;
-        k_->RecordEvent(pod_, "Warning", "Failed", absl::StrCat("Error: ", s.waiting_message));
+        k_->RecordEvent(ident_, "Warning", "Failed", absl::StrCat("Error: ", s.waiting_message));
       }
     }
   };
@@ -911,7 +962,7 @@ void PodWorker::Terminate(int64_t grace) {
     CState& s = State(c.name(), false);
     Refresh(s);
     if (s.current && !s.current->exited) {
-      k_->RecordEvent(pod_, "Normal", "Killing", absl::StrCat("Stopping container ", c.name()));
+      k_->RecordEvent(ident_, "Normal", "Killing", absl::StrCat("Stopping container ", c.name()));
       killers.emplace_back([this, &s, &c, grace] { KillContainer(s, grace, &c); });
     }
   }

@@ -64,6 +64,8 @@ class PodWorker {
     ProbeState liveness, readiness, startup;
     bool started = false;  // startup probe passed (or none)
     bool image_mounted = false;
+    int pull_failures = 0;                            // image pull back-off: 10 s doubling to 300 s
+    absl::Time pull_retry_at = absl::InfinitePast();
   };
 
   void Loop();
@@ -82,7 +84,8 @@ class PodWorker {
                                             std::vector<std::string>* image_cmd);
   void Refresh(CState& s);
   void RunProbes(const api::v1::Container& c, CState& s);
-  bool Probe(const api::v1::Container& c, CState& s, const api::v1::Probe& p);
+  // *why: Kubernetes' probe output/error text; *errored: the probe could not run (e.g. unknown named port).
+  bool Probe(const api::v1::Container& c, CState& s, const api::v1::Probe& p, std::string* why, bool* errored);
   void KillContainer(CState& s, int64_t grace_seconds, const api::v1::Container* spec);
   CState& State(const std::string& name, bool init);
   std::string PodRunDir() const;
@@ -97,6 +100,9 @@ class PodWorker {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   api::v1::Pod pod_;
+  // name, namespace and uid only: events are recorded from the worker thread while Update()
+  // replaces pod_ under mu_, so events never read pod_.
+  api::v1::Pod ident_;
   bool dirty_ = true;
   bool deleted_ = false;
   std::atomic<bool> stop_{false};

@@ -595,6 +595,88 @@ TEST_F(KubeletTest, BadInputsGiveKubernetesReasons) {
   EXPECT_EQ(reasons[0].rfind("OutOfcpu", 0), 0u) << reasons[0];
 }
 
+// Issue 7/8 bad input: an image nobody serves (a loopback port where nothing listens), a missing
+// key in an existing configMap, a probe on a port nothing listens on and on an unknown named port.
+TEST_F(KubeletTest, BadImagesKeysAndProbePortsGiveKubernetesReasonsAndEvents) {
+  StartKubelet();
+  api::v1::ConfigMap cm;
+  cm.mutable_metadata()->set_name("has-other-key");
+  cm.mutable_metadata()->set_namespace_("default");
+  (*cm.mutable_data())["present"] = "v";
+  ASSERT_TRUE(api_->Create("configmaps", "default", objects::Wrap(cm)).ok());
+  Pod nokey = MakePod("missing-key2", {"sh", "-c", "sleep 1000"});
+  auto* e = nokey.mutable_spec()->mutable_containers(0)->add_env();
+  e->set_name("X");
+  e->mutable_value_from()->mutable_config_map_key_ref()->set_name("has-other-key");
+  e->mutable_value_from()->mutable_config_map_key_ref()->set_key("absent");
+  Create(nokey);
+  // 127.0.0.1:1: nothing listens there, so the pull fails at once (connection refused).
+  Pod noimage = MakePod("no-image", {"sh", "-c", "sleep 1000"});
+  noimage.mutable_spec()->mutable_containers(0)->set_image("127.0.0.1:1/skiff-test/nope:1");
+  noimage.mutable_spec()->mutable_containers(0)->set_image_pull_policy("Always");
+  Create(noimage);
+  Pod probes = MakePod("bad-probes", {"sh", "-c", "while true; do sleep 0.1; done"});
+  auto* c = probes.mutable_spec()->mutable_containers(0);
+  c->mutable_readiness_probe()->mutable_http_get()->set_port("9");  // nothing listens on 9 in the pod
+  c->mutable_readiness_probe()->mutable_http_get()->set_path("/healthz");
+  c->mutable_readiness_probe()->set_period_seconds(1);
+  c->mutable_liveness_probe()->mutable_tcp_socket()->set_port("no-such-port");
+  c->mutable_liveness_probe()->set_period_seconds(1);
+  c->mutable_liveness_probe()->set_failure_threshold(1000);
+  Create(probes);
+
+  ASSERT_TRUE(WaitFor([&] {
+    auto g = Get("missing-key2");
+    return g && g->status().container_statuses_size() == 1 &&
+           g->status().container_statuses(0).state().waiting().reason() == "CreateContainerConfigError";
+  }, 10000)) << Get("missing-key2")->DebugString();
+  EXPECT_EQ(Get("missing-key2")->status().container_statuses(0).state().waiting().message(),
+            "couldn't find key absent in ConfigMap default/has-other-key");
+
+  // ErrImagePull first, then ImagePullBackOff while the back-off (10 s) runs.
+  std::set<std::string> seen;
+  ASSERT_TRUE(WaitFor([&] {
+    auto g = Get("no-image");
+    if (g && g->status().container_statuses_size() == 1)
+      seen.insert(g->status().container_statuses(0).state().waiting().reason());
+    return seen.count("ImagePullBackOff") == 1;
+  }, 15000)) << Get("no-image")->DebugString();
+  // The ErrImagePull status lasts one sync; its events come before the back-off's.
+  auto evs = EventReasons("no-image");
+  auto pos = [&](const std::string& r) { return std::find(evs.begin(), evs.end(), r) - evs.begin(); };
+  EXPECT_LT(pos("Failed: Error: ErrImagePull"), pos("Failed: Error: ImagePullBackOff")) << testing::PrintToString(evs);
+  EXPECT_EQ(Get("no-image")->status().container_statuses(0).state().waiting().message(),
+            "Back-off pulling image \"127.0.0.1:1/skiff-test/nope:1\"");
+  EXPECT_EQ(Get("no-image")->status().phase(), "Pending");
+  bool failed_pull = false, err_pull = false, backoff = false, err_backoff = false;
+  for (const auto& r : EventReasons("no-image")) {
+    failed_pull |= r.rfind("Failed: Failed to pull image \"127.0.0.1:1/skiff-test/nope:1\": ", 0) == 0;
+    err_pull |= r == "Failed: Error: ErrImagePull";
+    backoff |= r == "BackOff: Back-off pulling image \"127.0.0.1:1/skiff-test/nope:1\"";
+    err_backoff |= r == "Failed: Error: ImagePullBackOff";
+  }
+  EXPECT_TRUE(failed_pull && err_pull && backoff && err_backoff) << testing::PrintToString(EventReasons("no-image"));
+
+  // Probes: Kubernetes' Unhealthy texts, the pod stays not Ready, nothing crashes.
+  ASSERT_TRUE(WaitPhase("bad-probes", "Running"));
+  std::string ip = Get("bad-probes")->status().pod_ip();
+  bool refused = false, errored = false;
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& r : EventReasons("bad-probes")) {
+      refused |= r == "Unhealthy: Readiness probe failed: Get \"http://" + ip + ":9/healthz\": dial tcp " + ip +
+                          ":9: connect: connection refused";
+      errored |= r == "Unhealthy: Liveness probe errored: port no-such-port not found";
+    }
+    return refused && errored;
+  }, 10000)) << testing::PrintToString(EventReasons("bad-probes"));
+  Pod probed = *Get("bad-probes");  // not a temporary: the loop keeps references into it
+  for (const auto& cd : probed.status().conditions()) {
+    if (cd.type() == "Ready") {
+      EXPECT_EQ(cd.status(), "False");
+    }
+  }
+}
+
 TEST_F(KubeletTest, LivenessFailureRestartsAndReadinessFlipsReady) {
   StartKubelet();
   Pod p = MakePod("probed", {"sh", "-c", "touch /tmp/alive; while true; do sleep 0.1; done"});
