@@ -279,6 +279,9 @@ TEST_F(SkiffctlLab, ExecOutputStdinAndExitCode) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, ::testing::MatchesRegex(" *2\n"));
   // -c picks the container; a missing container is the server's error.
+  // ("crash" runs for good only after its restart, about 10 s in.)
+  ASSERT_TRUE(WaitFor([&] { return Ctl({"logs", "talker", "-c", "crash"}).output == "second-run\n"; }, 30000))
+      << Ctl({"get", "pod", "talker", "-o", "yaml"}).output;
   r = Ctl({"exec", "talker", "-c", "crash", "--", "cat", "/data/ran"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = Ctl({"exec", "talker", "-c", "nosuch", "--", "true"});
