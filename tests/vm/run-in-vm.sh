@@ -96,6 +96,10 @@ pids_test() {
 }
 cpu_test() {
   local b rt="skiff-runtime --root /run/skiff-vm-rt"
+  # The root cgroup is systemd's: the runtime enables controllers only below
+  # it. systemd turns cpu on there once a unit asks for CPU accounting (the
+  # kubelet's Delegate=yes does); this check runs before any such unit.
+  grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
   b=$(make_bundle cpu '{"cpu":{"quota":10000,"period":100000}}' '["sh","-c","while :; do :; done"]')
   $rt create -b "$b" cpu >/dev/null 2>&1 && $rt start cpu >/dev/null 2>&1 || { echo "could not start the container"; return 1; }
   sleep 3
