@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
@@ -45,7 +46,52 @@ void Usage() {
           "         [--service-cluster-ip-range CIDR] [--service-node-port-range MIN-MAX]\n"
           "         [--components apiserver,scheduler,controllers] [--health-listen ADDR:PORT]\n"
           "         [--tls-san NAME]... [--token-auth-file FILE] [--advertise-address IP]\n"
-          "         [--cluster-cidr CIDR] [--kubelet-tls] [--insecure] [--v debug|info|warning|error]\n");
+          "         [--cluster-cidr CIDR] [--kubelet-tls] [--insecure] [--v debug|info|warning|error]\n"
+          "         [--node-monitor-grace-period DURATION] [--default-unreachable-toleration-seconds N]\n"
+          "         [--default-not-ready-toleration-seconds N]\n"
+          "\n"
+          "node lifecycle (kube-controller-manager's and kube-apiserver's flags):\n"
+          "  --node-monitor-grace-period DURATION\n"
+          "        how long a node's Lease may go unrenewed before the node is marked Ready=Unknown\n"
+          "        and tainted node.kubernetes.io/unreachable:NoExecute; whole seconds, e.g. 40s, 1m\n"
+          "        (default 40s)\n"
+          "  --default-unreachable-toleration-seconds N\n"
+          "        how long a pod without its own toleration stays on an unreachable node before it\n"
+          "        is evicted (default 300)\n"
+          "  --default-not-ready-toleration-seconds N\n"
+          "        the same for a node that reports Ready=False (taint node.kubernetes.io/not-ready)\n"
+          "        (default 300)\n");
+}
+
+// A duration like kube-controller-manager's (40s, 1m30s, 500ms), as whole
+// seconds greater than zero: the node lifecycle controller counts in seconds.
+bool ParseGracePeriod(const std::string& flag, const std::string& v, int* seconds) {
+  absl::Duration d;
+  if (!absl::ParseDuration(v, &d)) {
+    fprintf(stderr, "%s: invalid duration \"%s\" (want e.g. 40s, 1m, 1m30s)\n", flag.c_str(), v.c_str());
+    return false;
+  }
+  if (d <= absl::ZeroDuration() || d > absl::Hours(24)) {
+    fprintf(stderr, "%s: %s out of range (want more than 0s and at most 24h)\n", flag.c_str(), v.c_str());
+    return false;
+  }
+  if (d % absl::Seconds(1) != absl::ZeroDuration()) {
+    fprintf(stderr, "%s: %s is not a whole number of seconds\n", flag.c_str(), v.c_str());
+    return false;
+  }
+  *seconds = static_cast<int>(absl::ToInt64Seconds(d));
+  return true;
+}
+
+// A toleration in seconds like kube-apiserver's: an integer, 0 or more.
+bool ParseTolerationSeconds(const std::string& flag, const std::string& v, int* seconds) {
+  int64_t n = 0;
+  if (!absl::SimpleAtoi(v, &n) || n < 0 || n > 365LL * 24 * 3600) {
+    fprintf(stderr, "%s: invalid value \"%s\" (want whole seconds, 0 or more)\n", flag.c_str(), v.c_str());
+    return false;
+  }
+  *seconds = static_cast<int>(n);
+  return true;
 }
 
 }  // namespace
@@ -68,6 +114,7 @@ int main(int raw_argc, char** raw_argv) {
   std::string components = "apiserver,scheduler,controllers";
   std::string cluster_cidr = "10.244.0.0/16";
   std::string leader_identity;
+  skiff::controllers::Options lifecycle;  // node lifecycle fields only; the rest is set below
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     std::string v;
@@ -105,6 +152,13 @@ int main(int raw_argc, char** raw_argv) {
     else if (a == "--advertise-address") opts.advertise_address = value();
     else if (a == "--cluster-cidr") cluster_cidr = value();
     else if (a == "--leader-identity") leader_identity = value();
+    else if (a == "--node-monitor-grace-period") {
+      if (!ParseGracePeriod(a, value(), &lifecycle.node_monitor_grace_period_seconds)) return 2;
+    } else if (a == "--default-unreachable-toleration-seconds") {
+      if (!ParseTolerationSeconds(a, value(), &lifecycle.default_unreachable_toleration_seconds)) return 2;
+    } else if (a == "--default-not-ready-toleration-seconds") {
+      if (!ParseTolerationSeconds(a, value(), &lifecycle.default_not_ready_toleration_seconds)) return 2;
+    }
     else if (a == "--bookmark-interval-ms") {
       if (!absl::SimpleAtoi(value(), &opts.bookmark_interval_ms)) return 2;
     } else if (a == "--kubelet-tls") opts.kubelet_tls = true;
@@ -203,8 +257,8 @@ int main(int raw_argc, char** raw_argv) {
       });
     }
     if (comps.count("controllers")) {
-      threads.emplace_back([client, leader_identity, cluster_cidr] {
-        skiff::controllers::Options co;
+      threads.emplace_back([client, leader_identity, cluster_cidr, lifecycle] {
+        skiff::controllers::Options co = lifecycle;
         co.identity = leader_identity;
         co.cluster_cidr = cluster_cidr;
         auto st = skiff::controllers::Run(client, co, g_stop);
