@@ -236,6 +236,20 @@ uint64_t FingerprintOf(const Service& svc, const std::vector<const EndpointSlice
 
 }  // namespace
 
+void DesiredBuilder::LinkSlice(const std::string& service_key, const std::string& slice_key) {
+  std::vector<std::string>& v = slices_of_[service_key];
+  auto it = std::lower_bound(v.begin(), v.end(), slice_key);
+  if (it == v.end() || *it != slice_key) v.insert(it, slice_key);
+}
+
+void DesiredBuilder::UnlinkSlice(const std::string& service_key, const std::string& slice_key) {
+  auto s = slices_of_.find(service_key);
+  if (s == slices_of_.end()) return;
+  auto it = std::lower_bound(s->second.begin(), s->second.end(), slice_key);
+  if (it != s->second.end() && *it == slice_key) s->second.erase(it);
+  if (s->second.empty()) slices_of_.erase(s);
+}
+
 void DesiredBuilder::Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
                           const std::vector<FrontendKey>* keep,
                           std::map<FrontendKey, std::optional<Frontend>>* delta) {
@@ -299,7 +313,7 @@ std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const Clus
     service_of_.clear();
     for (const auto& [k, es] : state.endpoint_slices) {
       std::string svc = es.ns + "/" + es.service_name;
-      slices_of_[svc].insert(k);
+      LinkSlice(svc, k);
       service_of_[k] = svc;
     }
     for (const auto& [key, svc] : state.services) Visit(key, state, &delta);
@@ -313,12 +327,12 @@ std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const Clus
   for (const std::string& sk : changes.slices) {
     if (auto old = service_of_.find(sk); old != service_of_.end()) {
       visit.insert(old->second);
-      slices_of_[old->second].erase(sk);
+      UnlinkSlice(old->second, sk);
       service_of_.erase(old);
     }
     if (auto es = state.endpoint_slices.find(sk); es != state.endpoint_slices.end()) {
       std::string svc = es->second.ns + "/" + es->second.service_name;
-      slices_of_[svc].insert(sk);
+      LinkSlice(svc, sk);
       service_of_[sk] = svc;
       visit.insert(svc);
     }

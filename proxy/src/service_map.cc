@@ -205,7 +205,6 @@ absl::Status ServiceMap::Flush() {
 
 absl::Status ServiceMap::Recover() {
   frontends_.clear();
-  applied_.clear();
   backends_.clear();
   backend_ids_.clear();
   service_ports_.clear();
@@ -445,8 +444,8 @@ absl::StatusOr<uint32_t> ServiceMap::ServiceIdFor(const FrontendKey& fk, const s
     reused = !free_service_ids_.empty();
     id = AllocServiceId();
   }
-  service_ports_[sp] = {id, 0};
-  sid_owner_[id] = sp;
+  auto [entry, inserted] = service_ports_.emplace(sp, ServicePortEntry{id, 0});
+  sid_owner_[id] = &entry->first;  // map nodes do not move
   // The datapath creates the counters entry on the first event of a
   // service. A reused id may still have one (or a datapath program may have
   // recreated it after the release): start it from zero.
@@ -471,6 +470,40 @@ absl::Status ServiceMap::ReleaseServiceId(uint32_t sid, ApplyStats* st) {
   ext_frontends_.erase(sid);
   free_service_ids_.push_back(sid);
   return absl::OkStatus();
+}
+
+std::optional<Frontend> ServiceMap::AppliedFrontend(const FrontendKey& fk) const {
+  auto it = frontends_.find(fk);
+  if (it == frontends_.end() || !it->second.applied) return std::nullopt;
+  const Programmed& p = it->second;
+  auto owner = sid_owner_.find(p.service_id);
+  if (owner == sid_owner_.end()) return std::nullopt;
+  Frontend f;
+  f.service_port = *owner->second;
+  f.flags = p.flags;
+  f.affinity_timeout_s = p.affinity_timeout_s;
+  f.backends.reserve(p.slots.size());
+  for (uint32_t id : p.slots) {
+    auto be = backends_.find(id);
+    if (be != backends_.end()) f.backends.push_back(be->second.backend);
+  }
+  std::sort(f.backends.begin(), f.backends.end());
+  return f;
+}
+
+// Whether an applied frontend already is `f` (without building a Frontend).
+bool ServiceMap::Matches(const Programmed& p, const Frontend& f) const {
+  if (p.flags != f.flags || p.affinity_timeout_s != f.affinity_timeout_s || p.slots.size() != f.backends.size())
+    return false;
+  auto owner = sid_owner_.find(p.service_id);
+  if (owner == sid_owner_.end() || *owner->second != f.service_port) return false;
+  for (uint32_t id : p.slots) {
+    auto be = backends_.find(id);
+    // f.backends is sorted and unique, and so are the slots' backends.
+    if (be == backends_.end() || !std::binary_search(f.backends.begin(), f.backends.end(), be->second.backend))
+      return false;
+  }
+  return true;
 }
 
 void ServiceMap::Unref(const FrontendKey& fk, const Frontend& f, std::set<BackendKey>* maybe_dead,
@@ -498,7 +531,9 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
   std::set<std::string> maybe_dead_sp;
   std::set<uint32_t> maglev_dirty;
   for (const auto& [fk, want] : delta) {
-    auto old = applied_.find(fk);
+    // What this frontend was asked to be last time, rebuilt before anything
+    // below changes the slots or backends it is made from.
+    std::optional<Frontend> old = AppliedFrontend(fk);
     if (!want) {
       auto p = frontends_.find(fk);
       if (p != frontends_.end()) {
@@ -506,10 +541,7 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
         if (fk.scope == SKIFF_LB_SCOPE_EXT) maglev_dirty.insert(p->second.service_id);
         frontends_.erase(p);
       }
-      if (old != applied_.end()) {
-        Unref(fk, old->second, &maybe_dead, &maybe_dead_sp);
-        applied_.erase(old);
-      }
+      if (old) Unref(fk, *old, &maybe_dead, &maybe_dead_sp);
       continue;
     }
     ASSIGN_OR_RETURN(uint32_t sid, ServiceIdFor(fk, want->service_port, &st));
@@ -565,12 +597,10 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
       ext_frontends_[sid].insert(fk);
       maglev_dirty.insert(sid);
     }
-    if (old != applied_.end()) {
-      Unref(fk, old->second, &maybe_dead, &maybe_dead_sp);
+    p.applied = true;
+    if (old) {
+      Unref(fk, *old, &maybe_dead, &maybe_dead_sp);
       if (fk.scope == SKIFF_LB_SCOPE_EXT) ext_frontends_[sid].insert(fk);
-      old->second = *want;
-    } else {
-      applied_.emplace(fk, *want);
     }
   }
   for (uint32_t sid : maglev_dirty)
@@ -688,14 +718,13 @@ absl::Status ServiceMap::DestroyUdpSockets(ApplyStats* st) {
 absl::StatusOr<ApplyStats> ServiceMap::Apply(const std::map<FrontendKey, Frontend>& desired) {
   FrontendDelta delta;
   for (const auto& [fk, f] : desired) {
-    auto it = applied_.find(fk);
-    if (it == applied_.end() || !(it->second == f)) delta.emplace(fk, f);
+    auto it = frontends_.find(fk);
+    if (it == frontends_.end() || !it->second.applied || !Matches(it->second, f)) delta.emplace(fk, f);
   }
-  for (const auto& [fk, f] : applied_)
-    if (!desired.count(fk)) delta.emplace(fk, std::nullopt);
-  // Frontends recovered from the maps that nobody wants any more.
+  // Applied frontends and those recovered from the maps that nobody wants
+  // any more.
   for (const auto& [fk, p] : frontends_)
-    if (!desired.count(fk) && !applied_.count(fk)) delta.emplace(fk, std::nullopt);
+    if (!desired.count(fk)) delta.emplace(fk, std::nullopt);
   ASSIGN_OR_RETURN(ApplyStats st, ApplyDelta(delta));
   // Recovered leftovers: backends and service ids nothing refers to.
   for (auto it = backend_ids_.begin(); it != backend_ids_.end();) {

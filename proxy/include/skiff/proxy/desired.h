@@ -91,7 +91,10 @@ class DesiredBuilder {
   void Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
             const std::vector<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
   std::unordered_map<std::string, Cached> cache_;
-  std::unordered_map<std::string, std::set<std::string>> slices_of_;  // service key -> slice keys
+  // service key -> slice keys, sorted (a vector: most services have one slice)
+  std::unordered_map<std::string, std::vector<std::string>> slices_of_;
+  void LinkSlice(const std::string& service_key, const std::string& slice_key);
+  void UnlinkSlice(const std::string& service_key, const std::string& slice_key);
   std::unordered_map<std::string, std::string> service_of_;           // slice key -> service key
   std::map<FrontendKey, Frontend> current_;
 };

@@ -59,7 +59,6 @@ class ServiceMap {
   // Per-service counters summed over CPUs, by service port name.
   std::map<std::string, ServiceCounters> ReadCounters() const;
   size_t frontend_count() const { return frontends_.size(); }
-  const std::map<FrontendKey, Frontend>& applied() const { return applied_; }
 
  private:
   struct Programmed {
@@ -68,6 +67,7 @@ class ServiceMap {
     uint32_t affinity_timeout_s = 0;
     std::vector<uint32_t> slots;  // backend id of slot i + 1
     uint32_t stored_slots = 0;    // slot entries present in the map (>= slots.size())
+    bool applied = false;         // set by ApplyDelta; false = only recovered from the maps
   };
   struct BackendEntry {
     Backend backend;  // with flags
@@ -90,6 +90,8 @@ class ServiceMap {
   absl::Status ReleaseServiceId(uint32_t sid, ApplyStats* st);
   void Unref(const FrontendKey& fk, const Frontend& f, std::set<BackendKey>* maybe_dead,
              std::set<std::string>* maybe_dead_sp);
+  std::optional<Frontend> AppliedFrontend(const FrontendKey& fk) const;
+  bool Matches(const Programmed& p, const Frontend& f) const;
   static Backend Identity(Backend b) {
     b.flags = 0;
     return b;
@@ -127,12 +129,14 @@ class ServiceMap {
   LbMapFds fds_;
   std::vector<OpBatch> ops_[kPhases];
   bool batch_supported_ = true;
-  std::map<FrontendKey, Programmed> frontends_;  // what the services map holds
-  std::map<FrontendKey, Frontend> applied_;      // what was asked for last
+  // What the services map holds. What was asked for last is not kept as a
+  // second copy: a Frontend is rebuilt from it (AppliedFrontend) or compared
+  // against it (Matches) when needed.
+  std::map<FrontendKey, Programmed> frontends_;
   std::map<BackendKey, uint32_t> backend_ids_;
   std::unordered_map<uint32_t, BackendEntry> backends_;  // by backend id
   std::map<std::string, ServicePortEntry> service_ports_;
-  std::unordered_map<uint32_t, std::string> sid_owner_;
+  std::unordered_map<uint32_t, const std::string*> sid_owner_;  // into service_ports_' keys
   std::set<uint32_t> live_service_ids_;  // counters entry exists
   std::map<uint32_t, std::set<FrontendKey>> ext_frontends_;  // service id -> EXT-scope frontends
   std::map<uint32_t, std::vector<uint32_t>> maglev_sets_;   // service id -> backend ids in its table
