@@ -90,7 +90,7 @@ fi
 if have skiff-proxy; then
   say "node-1: proxy (eBPF service load balancing at the node's cgroup)"
   daemon h2 proxy "$BIN/skiff-proxy" --server "$API" --kubeconfig "$KUBECONFIG_FILE" --node-name node-1 \
-    --node-ip "$H2_ADDR" --cgroup-root "$H2_CGROUP" --bpffs-dir "$H2_BPFFS" --metrics-bind-address "$H2_ADDR:10256"
+    --node-ip "$H2_ADDR" --cgroup-root "$H2_CGROUP" --bpffs-dir "$H2_BPFFS" --metrics-bind-address "$H2_ADDR:10249" --healthz-bind-address "$H2_ADDR:10256"
 fi
 
 if [[ ${#missing[@]} -gt 0 ]]; then

@@ -8,8 +8,10 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -21,6 +23,7 @@
 #include "skiff/common/unique_fd.h"
 #include "skiff/proxy/datapath.h"
 #include "skiff/proxy/desired.h"
+#include "skiff/proxy/health.h"
 #include "skiff/proxy/service_map.h"
 
 namespace skiff::proxy {
@@ -91,7 +94,15 @@ std::string RenderMetrics(AgentStatus& st) {
   return out;
 }
 
-void ServeHttp(int listen_fd, AgentStatus& st, const std::atomic<bool>& stop) {
+struct HttpAnswer {
+  int code = 200;
+  std::string content_type = "text/plain; version=0.0.4";
+  std::string body;
+};
+
+// A minimal HTTP/1.1 server: one request per connection, GET by path.
+void ServeHttp(int listen_fd, const std::function<HttpAnswer(const std::string& path)>& handle,
+               const std::atomic<bool>& stop) {
   while (!stop.load()) {
     pollfd p{listen_fd, POLLIN, 0};
     if (poll(&p, 1, 500) <= 0) continue;
@@ -105,25 +116,45 @@ void ServeHttp(int listen_fd, AgentStatus& st, const std::atomic<bool>& stop) {
     std::string req(buf, n);
     std::string path = "/";
     if (auto sp = req.find(' '); sp != std::string::npos) path = req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
-    int code = 200;
-    std::string body;
-    if (path == "/metrics") {
-      body = RenderMetrics(st);
-    } else if (path == "/healthz") {
-      std::lock_guard lock(st.mu);
-      bool healthy = st.synced && st.last_apply_ok;
-      code = healthy ? 200 : 503;
-      body = healthy ? "ok\n" : "not synced\n";
-    } else {
-      code = 404;
-      body = "not found\n";
-    }
-    std::string resp = "HTTP/1.1 " + std::to_string(code) + (code == 200 ? " OK" : " Error") +
-                       "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " + std::to_string(body.size()) +
-                       "\r\nConnection: close\r\n\r\n" + body;
+    if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
+    HttpAnswer a = handle(path);
+    const char* reason = a.code == 200 ? " OK" : a.code == 503 ? " Service Unavailable" : a.code == 404 ? " Not Found" : " Error";
+    std::string resp = "HTTP/1.1 " + std::to_string(a.code) + reason + "\r\nContent-Type: " + a.content_type +
+                       "\r\nX-Content-Type-Options: nosniff\r\nContent-Length: " + std::to_string(a.body.size()) +
+                       "\r\nConnection: close\r\n\r\n" + a.body;
     if (send(c.get(), resp.data(), resp.size(), MSG_NOSIGNAL) < 0) {
     }
   }
+}
+
+HttpAnswer MetricsAnswer(const std::string& path, AgentStatus& st) {
+  HttpAnswer a;
+  if (path == "/metrics") {
+    a.body = RenderMetrics(st);
+  } else if (path == "/healthz") {
+    std::lock_guard lock(st.mu);
+    bool healthy = st.synced && st.last_apply_ok;
+    a.code = healthy ? 200 : 503;
+    a.body = healthy ? "ok\n" : "not synced\n";
+  } else {
+    a.code = 404;
+    a.body = "not found\n";
+  }
+  return a;
+}
+
+HttpAnswer HealthzAnswer(const std::string& path, const ProxierHealth& health) {
+  HttpAnswer a;
+  if (path != "/healthz" && path != "/livez") {
+    a.code = 404;
+    a.body = "404 page not found\n";
+    return a;
+  }
+  ProxierHealth::Answer h = path == "/healthz" ? health.Healthz() : health.Livez();
+  a.code = h.code;
+  a.content_type = "application/json";
+  a.body = std::move(h.body);
+  return a;
 }
 
 absl::StatusOr<UniqueFd> Listen(const std::string& address) {
@@ -277,14 +308,31 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   UniqueFd listen_fd;
   if (!options.metrics_address.empty()) {
     ASSIGN_OR_RETURN(listen_fd, Listen(options.metrics_address));
-    http = std::thread([&] { ServeHttp(listen_fd.get(), status, stop); });
+    http = std::thread([&] { ServeHttp(listen_fd.get(), [&](const std::string& p) { return MetricsAnswer(p, status); }, stop); });
     log::Info("serving /metrics and /healthz ", log::Field("address", options.metrics_address));
+  }
+  ProxierHealth agent_health(options.healthz_timeout);
+  std::thread healthz;
+  UniqueFd healthz_fd;
+  if (!options.healthz_address.empty()) {
+    // As kube-proxy: a health server that cannot listen is reported, and the
+    // agent goes on routing services.
+    auto fd = Listen(options.healthz_address);
+    if (!fd.ok()) {
+      log::Error("agent healthz server not started: ", fd.status());
+    } else {
+      healthz_fd = *std::move(fd);
+      healthz = std::thread(
+          [&] { ServeHttp(healthz_fd.get(), [&](const std::string& p) { return HealthzAnswer(p, agent_health); }, stop); });
+      log::Info("serving /healthz and /livez ", log::Field("address", options.healthz_address));
+    }
   }
 
   HealthCheckPorts health_ports;
   std::thread health([&] { health_ports.Serve(stop); });
 
   StateStore store;
+  store.SetOnChange([&agent_health] { agent_health.QueuedUpdate(); });
   absl::Status source_status;
   std::atomic<bool> source_done{false};
   std::thread src([&] {
@@ -299,6 +347,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   bool notified = false;
   bool first = true;
   bool first_log = true;
+  int retry_ms = 0;
   absl::Status result;
   while (!stop.load()) {
     FrontendDelta delta;
@@ -361,6 +410,10 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
       if (st.ok()) {
         first = false;
         status.synced = true;
+        // As kube-proxy: a pass that succeeds clears what was queued (a
+        // change that arrives later queues again).
+        agent_health.Updated();
+        retry_ms = 0;
         status.map_writes += st->map_writes;
         status.map_deletes += st->map_deletes;
         status.frontends = st->frontends;
@@ -379,6 +432,11 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
       builder = DesiredBuilder(NodeConfig{options.node_name, options.node_ips});
       first = true;
       seen = 0;
+      // Back off (0.1 s doubling to 5 s) instead of spinning on a map that
+      // keeps refusing writes; the pending update keeps /healthz's clock
+      // running meanwhile.
+      retry_ms = std::min(retry_ms ? retry_ms * 2 : 100, 5000);
+      for (int waited = 0; waited < retry_ms && !stop.load(); waited += 50) usleep(50000);
       continue;
     }
     auto us = [](auto d) { return static_cast<long long>(std::chrono::duration<double, std::micro>(d).count()); };
@@ -414,6 +472,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   stop = true;
   if (src.joinable()) src.join();
   if (http.joinable()) http.join();
+  if (healthz.joinable()) healthz.join();
   if (health.joinable()) health.join();
   if (!source_status.ok()) return source_status;
   return result;

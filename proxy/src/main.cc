@@ -26,6 +26,7 @@ void Usage() {
   std::cerr << "usage: skiff-proxy (--from-file FILE | --server HOST:PORT [--kubeconfig FILE]) [--config FILE] [--node-name NAME] [--node-ip IP,...]\n"
                "       [--cgroup-root DIR] [--bpffs-dir DIR] [--service-cluster-ip-range CIDR]\n"
                "       [--no-service-route] [--metrics-bind-address HOST:PORT|off] [--tc-interfaces IF,...]\n"
+               "       [--healthz-bind-address HOST:PORT|off (default 0.0.0.0:10256)] [--healthz-timeout SECONDS (60)]\n"
                "       [--log-level debug|info|warning|error]\n"
                "       skiff-proxy --cleanup [--bpffs-dir DIR] [--tc-interfaces IF,...]   (detach programs, remove pinned maps)\n";
 }
@@ -81,6 +82,16 @@ int main(int raw_argc, char** raw_argv) {
     else if (a == "--metrics-bind-address") {
       opts.metrics_address = value();
       if (opts.metrics_address == "off") opts.metrics_address.clear();
+    } else if (a == "--healthz-bind-address") {
+      opts.healthz_address = value();
+      if (opts.healthz_address == "off") opts.healthz_address.clear();
+    } else if (a == "--healthz-timeout") {
+      double secs = atof(value().c_str());
+      if (secs <= 0) {
+        std::cerr << "--healthz-timeout needs seconds > 0\n";
+        return 2;
+      }
+      opts.healthz_timeout = std::chrono::milliseconds(static_cast<long long>(secs * 1000));
     } else if (a == "--tc-interfaces") opts.tc_interfaces = SplitList(value());
     else if (a == "--log-level") skiff::log::SetLevel(skiff::log::ParseLevel(value()));
     else if (a == "--cleanup") cleanup = true;

@@ -21,6 +21,7 @@ namespace skiff::proxy {
 
 void StateStore::Bump() {
   ++generation_;
+  if (on_change_) on_change_();
   cv_.notify_all();
 }
 

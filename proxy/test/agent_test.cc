@@ -446,6 +446,57 @@ TEST_F(AgentTest, HealthCheckNodePortAnswersWhetherThisNodeHasALocalEndpoint) {
   EXPECT_NE(body.find("\"localEndpoints\":0"), std::string::npos) << body;
 }
 
+// kube-proxy's agent healthz on :10256, apart from the per-service health
+// check node ports: 200 with lastUpdated/currentTime while programming keeps
+// up, 503 once a change has waited longer than --healthz-timeout (here the
+// services map is frozen, so every programming pass fails).
+TEST_F(AgentTest, AgentHealthzOn10256TurnsUnhealthyWhenAChangeIsNotProgrammedInTime) {
+  StartAgent({"--healthz-timeout", "1"});
+  ASSERT_TRUE(WaitHealthy());
+  int code = 0;
+  std::string body;
+  for (int i = 0; i < 100 && code != 200; ++i, usleep(20000)) body = HttpGet("/healthz", &code, 10256);
+  ASSERT_EQ(code, 200) << body;
+  EXPECT_EQ(body.find("{\"lastUpdated\": \""), 0u) << body;
+  EXPECT_NE(body.find("\",\"currentTime\": \""), std::string::npos) << body;
+  EXPECT_NE(body.find("\"nodeEligible\": true}"), std::string::npos) << body;
+  body = HttpGet("/livez", &code, 10256);
+  EXPECT_EQ(code, 200) << body;
+  EXPECT_EQ(body.find("nodeEligible"), std::string::npos) << body;
+  HttpGet("/metrics", &code, 10256);
+  EXPECT_EQ(code, 404);
+
+  UniqueFd services(bpf_obj_get((lab_->bpffs() + "/skiff_lb4_services_" SKIFF_LB_PIN_VERSION).c_str()));
+  ASSERT_TRUE(services) << strerror(errno);
+  ASSERT_EQ(bpf_map_freeze(services.get()), 0) << strerror(errno);
+  std::string text = std::string(kServices) + R"(
+---
+apiVersion: v1
+kind: Service
+metadata: {name: late, namespace: default}
+spec:
+  clusterIP: 10.96.0.14
+  ports: [{name: http, port: 80}]
+)";
+  std::ofstream(file_ + ".tmp") << text;
+  ASSERT_EQ(rename((file_ + ".tmp").c_str(), file_.c_str()), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 250 && code != 503; ++i, usleep(20000)) body = HttpGet("/healthz", &code, 10256);
+  EXPECT_EQ(code, 503) << body;
+  // Not before the timeout (plus the file poll of 0.5 s at most).
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(900));
+  // lastUpdated is the last successful pass, before now.
+  auto field = [&](const std::string& name) {
+    auto p = body.find("\"" + name + "\": \"");
+    return p == std::string::npos ? std::string() : body.substr(p + name.size() + 5, 19);
+  };
+  EXPECT_FALSE(field("lastUpdated").empty()) << body;
+  EXPECT_LT(field("lastUpdated"), field("currentTime")) << body;
+  HttpGet("/livez", &code, 10256);
+  EXPECT_EQ(code, 503);
+  EXPECT_NE(ReadAll(log_).find("programming failed"), std::string::npos);
+}
+
 const char* kNodePort = R"(
 apiVersion: v1
 kind: Service

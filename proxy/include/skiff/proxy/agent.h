@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,11 @@ struct AgentOptions {
   bool service_route = true;           // unreachable route for service_cidr in this netns
   std::string metrics_address = "127.0.0.1:10249";  // "" disables the listener
   std::vector<std::string> tc_interfaces;           // NodePort/external IPs via tc
+  // kube-proxy's agent health server: /healthz and /livez. "" disables it.
+  std::string healthz_address = "0.0.0.0:10256";
+  // Unhealthy (503) once a change from the source has waited this long to be
+  // programmed (kube-proxy: twice its sync period, 60 s by default).
+  std::chrono::milliseconds healthz_timeout{60000};
 };
 
 // Runs until `stop` becomes true (returns OK) or a fatal error. Pinned maps

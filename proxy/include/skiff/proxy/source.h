@@ -41,9 +41,16 @@ class StateStore final : public StateSink {
   uint64_t Consume(uint64_t seen, int timeout_ms,
                    const std::function<void(const ClusterState&, const ChangeSet&)>& fn);
   bool synced() const;
+  // Called (under the store's lock, so it must be quick) on every change
+  // delivered by the source; the agent's health marks an update as queued.
+  void SetOnChange(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    on_change_ = std::move(fn);
+  }
 
  private:
   void Bump();
+  std::function<void()> on_change_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   ClusterState state_;
