@@ -16,6 +16,7 @@
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 #include "skiff/store/errors.h"
+#include "lmdb_checkpoint.h"
 #include "store_impl.h"
 #include "wal.h"
 
@@ -100,9 +101,14 @@ StoreImpl::~StoreImpl() {
   }
   ckpt_cv_.notify_all();
   if (checkpointer_.joinable()) checkpointer_.join();
-  // A clean close flushes LMDB; the log segments stay until the next open
-  // has checked them (it drops them after its own flush).
-  if (env_ != nullptr && mdb_env_sync(env_, 1) != 0) log::Error("store: final lmdb flush failed");
+  // A clean close checkpoints once more (the next open then starts from
+  // exactly this state); segments a failed checkpoint did not cover stay.
+  if (env_ != nullptr && ckpt_fd_) {
+    absl::Status st = Checkpoint();
+    if (!st.ok()) log::Error("store: final checkpoint failed: ", st);
+  }
+  if (ckpt_pin_ != nullptr) mdb_txn_abort(ckpt_pin_);
+  ckpt_pin_ = nullptr;
   {
     std::lock_guard<std::mutex> lk(hub_.mu);
     for (StreamImpl* s : hub_.streams) s->Close();
@@ -128,9 +134,18 @@ absl::Status StoreImpl::Init() {
   size_t map = static_cast<size_t>(opts_.quota_bytes) + (size_t{1} << 30);
   rc = mdb_env_set_mapsize(env_, map);
   if (rc != 0) return MdbError(rc, "mdb_env_set_mapsize");
+  // Before LMDB reads its header: go back to the last checkpointed snapshot
+  // (its pages are intact on disk, later commits may be torn after a machine
+  // crash); the log holds everything after it. See lmdb_checkpoint.h.
+  const std::string ckpt_path = dir + "/lmdb.ckpt";
+  ASSIGN_OR_RETURN(std::optional<MetaCheckpoint> ckpt, ReadMetaCheckpoint(ckpt_path));
+  if (ckpt) {
+    RETURN_IF_ERROR(RestoreLmdbMeta(dir + "/data.mdb", *ckpt));
+    ckpt_gen_ = ckpt->gen;
+  }
   // MDB_NOTLS: read txns are pooled and move between threads.
   // MDB_NOSYNC: durability comes from the write-ahead log; LMDB is flushed
-  // by the checkpointer (see RunGroup and Checkpoint).
+  // by checkpoints (see RunGroup and Checkpoint).
   rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC, 0600);
   if (rc != 0) return MdbError(rc, absl::StrCat("open lmdb in ", dir));
 
@@ -218,16 +233,26 @@ absl::Status StoreImpl::Init() {
   }
   mdb_cursor_close(cur);
   rev_ = std::max(meta_rev, max_rev);
-  rc = mdb_txn_commit(txn);
+  {
+    std::lock_guard<std::mutex> lk(lmdb_commit_mu_);
+    rc = mdb_txn_commit(txn);
+  }
   if (rc != 0) return MdbError(rc, "commit init txn");
-  // LMDB now holds everything the old log did: make it durable, then start
-  // a fresh log (appending after a torn tail would hide the new records).
-  rc = mdb_env_sync(env_, 1);
-  if (rc != 0) return MdbError(rc, "sync lmdb");
+  // LMDB now holds everything the old log did: checkpoint it, then start a
+  // fresh log (appending after a torn tail would hide the new records).
+  lmdb_fd_.reset(::open((dir + "/data.mdb").c_str(), O_RDWR | O_CLOEXEC));
+  if (!lmdb_fd_) return LastErrnoError("open data.mdb");
+  ckpt_fd_.reset(::open(ckpt_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!ckpt_fd_) return LastErrnoError("open " + ckpt_path);
+  if (!ckpt) {
+    // A new checkpoint file: make its directory entry durable.
+    UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd || ::fsync(dfd.get()) != 0) return LastErrnoError("fsync " + dir);
+  }
+  RETURN_IF_ERROR(Checkpoint());
   ASSIGN_OR_RETURN(wal_, Wal::Create(dir + "/wal", next_seq, opts_.wal_segment_bytes));
   wal_seq_ = next_seq - 1;
   applied_seq_ = wal_seq_;
-  checkpoint_seq_ = wal_seq_;
   if (replayed > 0) log::Info("store: replayed write-ahead log ", log::Field("records", replayed));
   committed_rev_ = rev_;
   compact_rev_ = compact;
@@ -595,20 +620,89 @@ void StoreImpl::Ack(Durable d) {
   for (PendingOp* op : d.ops) CompleteOne(op);
 }
 
-// Flushes LMDB up to the last applied log record and drops the log segments
-// that hold nothing newer. Runs on the checkpointer thread (and once more in
-// the destructor), never on the commit path.
-void StoreImpl::Checkpoint() {
-  uint64_t seq = applied_seq_.load(std::memory_order_acquire);
-  if (seq <= checkpoint_seq_) return;
+// A checkpoint makes the newest LMDB snapshot the point recovery starts
+// from, without ever relying on the order in which the kernel writes LMDB's
+// unsynced pages (MDB_NOSYNC):
+//   pinned:   a read txn on the newest snapshot S, begun while no commit
+//             runs, and a copy of S's two meta pages taken at that moment.
+//             LMDB reuses no page a reader can see, so from now on no commit
+//             overwrites a page of S.
+//   synced:   mdb_env_sync: every page of S (written before the pin) is on
+//             disk. Commits after S may be partly on disk — harmless.
+//   recorded: S's meta pages go into lmdb.ckpt (alternating slots, CRC,
+//             fdatasync). From here on a restart restores them into
+//             data.mdb, and LMDB opens exactly S.
+//   released: the previous pin goes (its pages may be reused now that S is
+//             the recovery point) and log segments up to S's wal_seq are
+//             dropped — the log still holds every record after S.
+// A crash between any two steps recovers from the previous record (whose
+// snapshot is still pinned until "released") plus the log.
+absl::Status StoreImpl::Checkpoint() {
+  std::lock_guard<std::mutex> run(ckpt_run_mu_);
+  auto hook = [&](const char* step) {
+    if (opts_.checkpoint_hook) opts_.checkpoint_hook(step);
+  };
+  MDB_stat st;
+  mdb_env_stat(env_, &st);
+  MetaCheckpoint c;
+  c.psize = st.ms_psize;
+  c.metas.assign(2 * static_cast<size_t>(c.psize), '\0');
+  MDB_txn* pin = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(lmdb_commit_mu_);
+    MDB_envinfo info;
+    mdb_env_info(env_, &info);
+    if (ckpt_pin_ != nullptr && info.me_last_txnid == ckpt_txnid_) return absl::OkStatus();
+    int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &pin);
+    if (rc != 0) return MdbError(rc, "begin checkpoint txn");
+    size_t done = 0;
+    while (done < c.metas.size()) {
+      ssize_t n = ::pread(lmdb_fd_.get(), c.metas.data() + done, c.metas.size() - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        mdb_txn_abort(pin);
+        return n < 0 ? LastErrnoError("read lmdb meta pages") : absl::DataLossError("data.mdb is truncated");
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  c.txnid = mdb_txn_id(pin);
+  if (LmdbMetaTxnId(c.metas.data(), c.psize) != c.txnid &&
+      LmdbMetaTxnId(c.metas.data() + c.psize, c.psize) != c.txnid) {
+    mdb_txn_abort(pin);
+    return absl::InternalError(absl::StrCat("store: no LMDB meta page for transaction ", c.txnid));
+  }
+  {
+    std::string k = "wal_seq";
+    MDB_val key = Val(k), val;
+    if (mdb_get(pin, meta_dbi_, &key, &val) == 0 && val.mv_size == 8) {
+      c.wal_seq = GetBe64(static_cast<const char*>(val.mv_data));
+    }
+  }
+  hook("pinned");
   int rc = mdb_env_sync(env_, 1);
   if (rc != 0) {
     // Like etcd on a failed fsync: the state on disk is unknown.
     log::Error("store: lmdb checkpoint fdatasync failed, stopping: ", mdb_strerror(rc));
     std::abort();
   }
-  checkpoint_seq_ = seq;
-  wal_->DropThrough(seq);
+  hook("synced");
+  c.gen = ckpt_gen_ + 1;
+  absl::Status ws = WriteMetaCheckpoint(ckpt_fd_.get(), c);
+  if (!ws.ok()) {
+    // The slot written may be torn; the other one (the previous checkpoint,
+    // still pinned) stays valid. fdatasync failing leaves nothing to trust.
+    log::Error("store: writing the lmdb checkpoint record failed, stopping: ", ws);
+    std::abort();
+  }
+  ckpt_gen_ = c.gen;
+  hook("recorded");
+  if (ckpt_pin_ != nullptr) mdb_txn_abort(ckpt_pin_);
+  ckpt_pin_ = pin;
+  ckpt_txnid_ = c.txnid;
+  if (wal_) wal_->DropThrough(c.wal_seq);
+  hook("released");
+  return absl::OkStatus();
 }
 
 // Reserves blocks ahead of LMDB's high-water mark (FALLOC_FL_KEEP_SIZE: no
@@ -618,10 +712,6 @@ void StoreImpl::ReserveLmdbSpace() {
   constexpr int64_t kAhead = int64_t{64} << 20;
   const int64_t used = DbSize();
   if (used + kAhead / 2 < reserved_end_) return;
-  if (!lmdb_fd_) {
-    lmdb_fd_.reset(::open((opts_.data_dir + "/member/skiff/data.mdb").c_str(), O_WRONLY | O_CLOEXEC));
-    if (!lmdb_fd_) return;
-  }
   const int64_t target = std::min<int64_t>(used + kAhead, opts_.quota_bytes + (int64_t{1} << 30));
   if (target > used && ::fallocate(lmdb_fd_.get(), FALLOC_FL_KEEP_SIZE, used, target - used) == 0) {
     reserved_end_ = target;
@@ -640,7 +730,8 @@ void StoreImpl::CheckpointerLoop() {
     lk.unlock();
     if (due) {
       ReserveLmdbSpace();
-      Checkpoint();
+      absl::Status st = Checkpoint();
+      if (!st.ok()) log::Error("store: checkpoint: ", st);
     }
     wal_->PrepareSpare();
     lk.lock();
@@ -814,7 +905,10 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
     fatal = c.fatal;
   }
   if (fatal.ok()) {
-    rc = mdb_txn_commit(txn);
+    {
+      std::lock_guard<std::mutex> lk(lmdb_commit_mu_);
+      rc = mdb_txn_commit(txn);
+    }
     if (rc != 0) fatal = MdbError(rc, "commit");
   } else {
     mdb_txn_abort(txn);
@@ -1316,10 +1410,15 @@ void StoreImpl::RunCompaction(PendingOp* op) {
       mdb_del(txn, kv_dbi_, &mk, nullptr);
     }
     PutMeta(txn, "compact", r.revision(), nullptr);
+    std::lock_guard<std::mutex> lk(lmdb_commit_mu_);
     rc = mdb_txn_commit(txn);
-    if (rc == 0) rc = mdb_env_sync(env_, 1);
   }
   if (rc != 0) log::Error("store: compaction commit: ", mdb_strerror(rc));
+  // Compaction is not in the log: checkpoint it before answering.
+  if (rc == 0) {
+    absl::Status st = Checkpoint();
+    if (!st.ok()) log::Error("store: checkpoint after compaction: ", st);
+  }
   *resp->mutable_header() = HeaderAt(rev_);
   std::lock_guard<std::mutex> lk(metrics_mu_);
   metrics_.compactions++;

@@ -103,6 +103,11 @@ class StoreImpl final : public Store {
   explicit StoreImpl(const Options& o);
   ~StoreImpl() override;
   absl::Status Init();
+  // Makes the newest LMDB snapshot the recovery point: pin it, flush LMDB,
+  // record its meta pages, release the previous pin, drop covered log
+  // segments. Runs on the checkpointer thread, after compaction and at
+  // close; public for tests (Options::checkpoint_hook sees each step).
+  absl::Status Checkpoint();
 
   absl::StatusOr<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& req) override;
   absl::StatusOr<etcdserverpb::PutResponse> Put(const etcdserverpb::PutRequest& req) override;
@@ -199,11 +204,16 @@ class StoreImpl final : public Store {
   int TxDel(WriteCtx& c, MDB_dbi dbi, const std::string& key);
   absl::Status ApplyWalRecord(MDB_txn* txn, std::string_view payload);
   void CheckpointerLoop();
-  void Checkpoint();
   std::unique_ptr<Wal> wal_;
   uint64_t wal_seq_ = 0;                     // last record written (leader only)
   std::atomic<uint64_t> applied_seq_{0};     // last record whose LMDB txn is committed
-  uint64_t checkpoint_seq_ = 0;              // LMDB is durable up to here (checkpointer)
+  // Checkpoints (see lmdb_checkpoint.h for the argument).
+  std::mutex lmdb_commit_mu_;    // held around every LMDB write commit
+  std::mutex ckpt_run_mu_;       // one checkpoint at a time; guards the fields below
+  MDB_txn* ckpt_pin_ = nullptr;  // read txn holding the last checkpoint's snapshot
+  uint64_t ckpt_txnid_ = 0;      // its LMDB transaction id
+  uint64_t ckpt_gen_ = 0;        // generation of the last checkpoint record
+  UniqueFd ckpt_fd_;             // member/skiff/lmdb.ckpt
   std::thread checkpointer_;
   std::mutex ckpt_mu_;
   std::condition_variable ckpt_cv_;

@@ -2,7 +2,10 @@
 // open, a torn or partial tail record is ignored (CRC per record), damage
 // before intact records is refused, old segments are dropped by checkpoints.
 // "LMDB lost its unflushed tail" is simulated by putting back a copy of
-// data.mdb taken earlier.
+// data.mdb taken earlier, together with its checkpoint record of that moment
+// (lmdb.ckpt: the snapshot a restart goes back to; see lmdb_checkpoint.h).
+// Machine crashes between checkpoints are simulated write by write in
+// powerloss_test.cc.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -30,11 +33,35 @@ class Scratch {
   ~Scratch() { fs::remove_all(path_); }
   std::string path() const { return path_.string(); }
   std::string lmdb() const { return path() + "/member/skiff/data.mdb"; }
+  std::string ckpt() const { return path() + "/member/skiff/lmdb.ckpt"; }
   std::string wal_dir() const { return path() + "/member/skiff/wal"; }
 
  private:
   fs::path path_;
 };
+
+// LMDB's file and its checkpoint record as of now, and putting them back.
+void SaveLmdb(const Scratch& d, const std::string& backup) {
+  fs::copy_file(d.lmdb(), backup, fs::copy_options::overwrite_existing);
+  fs::copy_file(d.ckpt(), backup + ".ckpt", fs::copy_options::overwrite_existing);
+}
+void RestoreLmdb(const Scratch& d, const std::string& backup) {
+  fs::copy_file(backup, d.lmdb(), fs::copy_options::overwrite_existing);
+  fs::copy_file(backup + ".ckpt", d.ckpt(), fs::copy_options::overwrite_existing);
+}
+void RemoveBackup(const std::string& backup) {
+  fs::remove(backup);
+  fs::remove(backup + ".ckpt");
+}
+
+void SaveWal(const Scratch& d, const std::string& copy) {
+  fs::remove_all(copy);
+  fs::copy(d.wal_dir(), copy);
+}
+void RestoreWal(const Scratch& d, const std::string& copy) {
+  fs::remove_all(d.wal_dir());
+  fs::copy(copy, d.wal_dir());
+}
 
 Options NoCheckpoints(const std::string& dir) {
   Options o;
@@ -112,7 +139,7 @@ Scenario WriteWithStaleLmdbCopy(const Scratch& d, const std::string& backup) {
   auto s = Open(NoCheckpoints(d.path()));
   if (!s) return sc;
   Put(s.get(), "a", "1");
-  fs::copy_file(d.lmdb(), backup, fs::copy_options::overwrite_existing);
+  SaveLmdb(d, backup);
   Put(s.get(), "b", "2");
   Put(s.get(), "c", "3");
   etcdserverpb::LeaseGrantRequest g;
@@ -145,8 +172,8 @@ TEST(WriteAheadLog, ReplaysWhatLmdbLost) {
   std::string backup = d.path() + "-lmdb.bak";
   Scenario sc = WriteWithStaleLmdbCopy(d, backup);
   ASSERT_GT(sc.rev, 0);
-  fs::copy_file(backup, d.lmdb(), fs::copy_options::overwrite_existing);
-  fs::remove(backup);
+  RestoreLmdb(d, backup);
+  RemoveBackup(backup);
   auto s = Open(NoCheckpoints(d.path()));
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->Revision(), sc.rev);
@@ -185,13 +212,13 @@ TEST(WriteAheadLog, TornTailRecordIsIgnoredAndLaterWritesSurvive) {
   torn[0] = static_cast<char>(200);
   torn[1] = torn[2] = torn[3] = 0;
   WriteAt(segs[0], offs.back(), torn);
-  fs::copy_file(backup, d.lmdb(), fs::copy_options::overwrite_existing);
+  RestoreLmdb(d, backup);
   {
     auto s = Open(NoCheckpoints(d.path()));
     ASSERT_NE(s, nullptr);
     EXPECT_EQ(s->Revision(), sc.rev);
     EXPECT_EQ(All(s.get()), (std::map<std::string, std::string>{{"b", "2"}, {"c", "3"}, {"d", "4"}}));
-    fs::copy_file(d.lmdb(), backup, fs::copy_options::overwrite_existing);
+    SaveLmdb(d, backup);
     // New writes go to a fresh log, not after the torn record.
     EXPECT_EQ(Put(s.get(), "e", "5"), sc.rev + 1);
   }
@@ -199,7 +226,7 @@ TEST(WriteAheadLog, TornTailRecordIsIgnoredAndLaterWritesSurvive) {
   std::string wal_copy = d.path() + "-wal.bak";
   fs::remove_all(wal_copy);
   fs::copy(d.wal_dir(), wal_copy);
-  fs::copy_file(backup, d.lmdb(), fs::copy_options::overwrite_existing);
+  RestoreLmdb(d, backup);
   {
     auto s = Open(NoCheckpoints(d.path()));
     ASSERT_NE(s, nullptr);
@@ -216,8 +243,8 @@ TEST(WriteAheadLog, TornTailRecordIsIgnoredAndLaterWritesSurvive) {
   ASSERT_EQ(offs.size(), 2u);  // the "e" record + end
   std::string b = ReadAll(segs[0]);
   WriteAt(segs[0], offs[0] + 20, std::string(1, static_cast<char>(b[offs[0] + 20] ^ 0xff)));
-  fs::copy_file(backup, d.lmdb(), fs::copy_options::overwrite_existing);
-  fs::remove(backup);
+  RestoreLmdb(d, backup);
+  RemoveBackup(backup);
   auto s = Open(NoCheckpoints(d.path()));
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->Revision(), sc.rev);
@@ -228,6 +255,7 @@ TEST(WriteAheadLog, TornTailRecordIsIgnoredAndLaterWritesSurvive) {
 TEST(WriteAheadLog, SegmentsRotateReplayInOrderAndDamageBeforeIntactRecordsIsRefused) {
   Scratch d("rotate");
   std::string backup = d.path() + "-lmdb.bak";
+  std::string wal_copy = d.path() + "-wal.bak";
   Options o = NoCheckpoints(d.path());
   o.wal_segment_bytes = 64 * 1024;
   std::string value(1000, 'v');
@@ -235,28 +263,33 @@ TEST(WriteAheadLog, SegmentsRotateReplayInOrderAndDamageBeforeIntactRecordsIsRef
     auto s = Open(o);
     ASSERT_NE(s, nullptr);
     Put(s.get(), "first", "x");
-    fs::copy_file(d.lmdb(), backup, fs::copy_options::overwrite_existing);
+    SaveLmdb(d, backup);
     for (int i = 0; i < 200; ++i) Put(s.get(), "k" + std::to_string(i), value);
+    SaveWal(d, wal_copy);  // before the close checkpoint drops the segments
   }
+  RestoreWal(d, wal_copy);
   auto segs = Segments(d.wal_dir());
   ASSERT_GE(segs.size(), 3u) << "200 KB of records must span several 64 KiB segments";
-  fs::copy_file(backup, d.lmdb(), fs::copy_options::overwrite_existing);
+  RestoreLmdb(d, backup);
   {
     auto s = Open(o);
     ASSERT_NE(s, nullptr);
     EXPECT_EQ(All(s.get()).size(), 201u);
     EXPECT_EQ(s->Revision(), 202);
-    fs::copy_file(d.lmdb(), backup, fs::copy_options::overwrite_existing);
+    SaveLmdb(d, backup);
     for (int i = 0; i < 200; ++i) Put(s.get(), "k" + std::to_string(i), value + "w");
+    SaveWal(d, wal_copy);
   }
+  RestoreWal(d, wal_copy);
+  fs::remove_all(wal_copy);
   // Damage a record of the first segment: later segments hold intact,
   // acknowledged records, so opening must fail instead of dropping them.
   segs = Segments(d.wal_dir());
   ASSERT_GE(segs.size(), 2u);
   std::string b = ReadAll(segs[0]);
   WriteAt(segs[0], 20, std::string(1, static_cast<char>(b[20] ^ 0xff)));
-  fs::copy_file(backup, d.lmdb(), fs::copy_options::overwrite_existing);
-  fs::remove(backup);
+  RestoreLmdb(d, backup);
+  RemoveBackup(backup);
   o.data_dir = d.path();
   auto s = Store::Open(o);
   ASSERT_FALSE(s.ok());

@@ -48,6 +48,9 @@ struct Options {
   // flushed (checkpointed) so older segments can be dropped.
   int64_t wal_segment_bytes = int64_t{16} << 20;
   int64_t checkpoint_interval_ms = 1000;
+  // Tests only: called at each step of a checkpoint ("pinned", "synced",
+  // "recorded", "released") on the thread running it.
+  std::function<void(const char* step)> checkpoint_hook;
 };
 
 // Counters for /metrics.
