@@ -28,9 +28,12 @@ void ServiceToModel(const api::v1::Service& o, ClusterState* out, std::vector<st
   r.name = o.metadata().name();
   const auto& spec = o.spec();
   r.type = spec.type();
+  r.cluster_ip = spec.cluster_ip();
   if (spec.cluster_ips_size() > 0) r.cluster_ips.assign(spec.cluster_ips().begin(), spec.cluster_ips().end());
   else if (!spec.cluster_ip().empty())
     r.cluster_ips.push_back(spec.cluster_ip());
+  r.ip_families.assign(spec.ip_families().begin(), spec.ip_families().end());
+  r.ip_family_policy = spec.ip_family_policy();
   r.external_ips.assign(spec.external_ips().begin(), spec.external_ips().end());
   r.session_affinity = spec.session_affinity();
   const auto& cip = spec.session_affinity_config().client_ip();

@@ -32,6 +32,9 @@ struct RawServicePort {
 struct RawService {
   std::string ns, name, type;
   std::vector<std::string> cluster_ips;  // clusterIPs, or the single clusterIP
+  std::string cluster_ip;                // clusterIP (must equal clusterIPs[0])
+  std::vector<std::string> ip_families;  // ipFamilies: family of clusterIPs[i]
+  std::string ip_family_policy;          // SingleStack | PreferDualStack | RequireDualStack
   std::vector<std::string> external_ips;
   std::string session_affinity;
   RawNumber affinity_timeout;

@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -121,6 +122,60 @@ bool IsIpv6(const std::string& s) {
   return inet_pton(AF_INET6, s.c_str(), &a) == 1;
 }
 
+// The clusterIPs that count, as kube-proxy reads them: with spec.ipFamilies,
+// clusterIPs[i] is the address of family ipFamilies[i] (an address of the
+// other family, or one without a family entry, is skipped); without it,
+// each address counts for its own family. ipFamilyPolicy SingleStack keeps
+// only the primary. Headless ("None") and empty lists pass unchanged.
+template <typename Problem>
+std::vector<std::string> ClusterIpsByFamily(const RawService& raw, const std::string& key, Problem&& problem) {
+  std::vector<std::string> ips = raw.cluster_ips;
+  auto warn = [&](const std::string& what) {
+    log::Warn("service ", log::Field("service", key), " ", what);
+    problem(what);
+  };
+  if (!raw.cluster_ip.empty() && !ips.empty() && raw.cluster_ip != ips[0])
+    warn("clusterIP " + raw.cluster_ip + " differs from clusterIPs[0] " + ips[0] + ": using clusterIPs");
+  const std::string& policy = raw.ip_family_policy;
+  if (!policy.empty() && policy != "SingleStack" && policy != "PreferDualStack" && policy != "RequireDualStack")
+    warn("unknown ipFamilyPolicy " + policy + " ignored");
+  if (ips.empty() || ips[0] == "None" || ips[0].empty()) return ips;
+  std::vector<std::string> out;
+  if (raw.ip_families.empty()) {
+    out = std::move(ips);
+  } else {
+    std::vector<std::string> seen;
+    for (size_t i = 0; i < ips.size(); ++i) {
+      if (i >= raw.ip_families.size()) {
+        warn("clusterIPs[" + std::to_string(i) + "] " + ips[i] + " skipped: no ipFamilies entry for it");
+        continue;
+      }
+      const std::string& fam = raw.ip_families[i];
+      if (fam != "IPv4" && fam != "IPv6") {
+        warn("clusterIPs[" + std::to_string(i) + "] " + ips[i] + " skipped: unknown ip family " + fam);
+        continue;
+      }
+      if (std::find(seen.begin(), seen.end(), fam) != seen.end()) {
+        warn("clusterIPs[" + std::to_string(i) + "] " + ips[i] + " skipped: a second " + fam + " address");
+        continue;
+      }
+      if ((fam == "IPv4" && !IsIpv4(ips[i])) || (fam == "IPv6" && !IsIpv6(ips[i]))) {
+        warn("clusterIPs[" + std::to_string(i) + "] " + ips[i] + " skipped: not an " + fam + " address");
+        continue;
+      }
+      seen.push_back(fam);
+      out.push_back(ips[i]);
+    }
+  }
+  if (policy == "SingleStack" && out.size() > 1) {
+    warn("ipFamilyPolicy SingleStack: only the primary clusterIP " + out[0] + " is used");
+    out.resize(1);
+  }
+  if (policy == "RequireDualStack" && out.size() < 2)
+    warn("ipFamilyPolicy RequireDualStack but only " + std::to_string(out.size()) + " usable clusterIP(s)");
+  return out;
+}
+
 }  // namespace
 
 bool AddService(RawService raw, ClusterState* out, std::vector<std::string>* problems) {
@@ -136,7 +191,7 @@ bool AddService(RawService raw, ClusterState* out, std::vector<std::string>* pro
     return false;
   }
   s.type = raw.type.empty() ? "ClusterIP" : std::move(raw.type);
-  s.cluster_ips = std::move(raw.cluster_ips);
+  s.cluster_ips = ClusterIpsByFamily(raw, s.Key(), problem);
   s.external_ips = std::move(raw.external_ips);
   s.affinity_client_ip = raw.session_affinity == "ClientIP";
   if (s.affinity_client_ip && raw.affinity_timeout.value && *raw.affinity_timeout.value > 0 &&
@@ -304,9 +359,12 @@ void ConvertService(const typename A::Node& obj, ClusterState* out) {
   r.name = A::String(A::Field(meta, "name"));
   const auto spec = A::Field(obj, "spec");
   r.type = A::String(A::Field(spec, "type"));
+  r.cluster_ip = A::String(A::Field(spec, "clusterIP"));
   if (A::IsList(A::Field(spec, "clusterIPs"))) r.cluster_ips = A::Strings(A::Field(spec, "clusterIPs"));
-  else if (std::string ip = A::String(A::Field(spec, "clusterIP")); !ip.empty())
-    r.cluster_ips.push_back(ip);
+  else if (!r.cluster_ip.empty())
+    r.cluster_ips.push_back(r.cluster_ip);
+  r.ip_families = A::Strings(A::Field(spec, "ipFamilies"));
+  r.ip_family_policy = A::String(A::Field(spec, "ipFamilyPolicy"));
   r.external_ips = A::Strings(A::Field(spec, "externalIPs"));
   r.session_affinity = A::String(A::Field(spec, "sessionAffinity"));
   r.affinity_timeout = A::Number(A::Field(A::Field(A::Field(spec, "sessionAffinityConfig"), "clientIP"), "timeoutSeconds"));

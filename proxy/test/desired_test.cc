@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "skiff/fakeclient/fake_client.h"
+#include "raw_objects.h"
 #include "skiff/proxy/api_source.h"
 #include "skiff/proxy/desired.h"
 #include "skiff/proxy/service_map.h"
@@ -353,6 +354,158 @@ TEST(ApiSource, MalformedServiceIsSkippedWithAWarningEventAndOthersStillFlow) {
   EXPECT_TRUE(seen.services.at("default/bad").ports.empty());
   ASSERT_EQ(seen.services.count("default/good"), 1u);
   EXPECT_EQ(seen.services.at("default/good").ports.size(), 1u);
+}
+
+// spec.ipFamilies / ipFamilyPolicy / clusterIPs, from YAML and from API
+// protos: clusterIPs[i] counts for family ipFamilies[i]; a dual-stack
+// service (either family first) gets a VIP of each family.
+const char* kFamiliesYaml = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: v6-first, namespace: f}
+spec:
+  clusterIP: "fd00:96::30"
+  clusterIPs: ["fd00:96::30", 10.96.0.30]
+  ipFamilies: [IPv6, IPv4]
+  ipFamilyPolicy: RequireDualStack
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v4-only, namespace: f}
+spec:
+  clusterIPs: [10.96.0.31, "fd00:96::31"]
+  ipFamilies: [IPv4]
+  ipFamilyPolicy: SingleStack
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: single-two, namespace: f}
+spec:
+  clusterIPs: [10.96.0.32, "fd00:96::32"]
+  ipFamilies: [IPv4, IPv6]
+  ipFamilyPolicy: SingleStack
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mismatch, namespace: f}
+spec:
+  clusterIP: 10.96.0.33
+  clusterIPs: [10.96.0.33]
+  ipFamilies: [IPv6]
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: no-families, namespace: f}
+spec:
+  clusterIPs: [10.96.0.34, "fd00:96::34"]
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless, namespace: f}
+spec:
+  clusterIP: None
+  clusterIPs: [None]
+  ipFamilies: [IPv4, IPv6]
+  ipFamilyPolicy: PreferDualStack
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: v6-first-a, namespace: f, labels: {kubernetes.io/service-name: v6-first}}
+addressType: IPv6
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: ["fd00:244::7"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: v6-first-b, namespace: f, labels: {kubernetes.io/service-name: v6-first}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.244.0.7]}]
+)";
+
+TEST(Parse, IpFamiliesAndPolicyDecideWhichClusterIpsAreProgrammed) {
+  auto y = ParseClusterStateYaml(kFamiliesYaml);
+  ASSERT_TRUE(y.ok()) << y.status();
+  using V = std::vector<std::string>;
+  EXPECT_EQ(y->services.at("f/v6-first").cluster_ips, (V{"fd00:96::30", "10.96.0.30"}));
+  EXPECT_EQ(y->services.at("f/v4-only").cluster_ips, (V{"10.96.0.31"}));     // no family entry for the 2nd
+  EXPECT_EQ(y->services.at("f/single-two").cluster_ips, (V{"10.96.0.32"}));  // SingleStack: the primary
+  EXPECT_EQ(y->services.at("f/mismatch").cluster_ips, V{});                  // IPv4 address, IPv6 family
+  EXPECT_EQ(y->services.at("f/no-families").cluster_ips, (V{"10.96.0.34", "fd00:96::34"}));
+  EXPECT_EQ(y->services.at("f/headless").cluster_ips, V{"None"});
+
+  // The same services as API protos give the same model, and the skipped
+  // parts are the problems a Warning event reports.
+  auto proto = [](const char* name, std::vector<const char*> ips, std::vector<const char*> fams, const char* policy) {
+    client::Object o;
+    auto* svc = o.mutable_service();
+    svc->mutable_metadata()->set_name(name);
+    svc->mutable_metadata()->set_namespace_("f");
+    if (!ips.empty()) svc->mutable_spec()->set_cluster_ip(ips[0]);
+    for (const char* ip : ips) svc->mutable_spec()->add_cluster_ips(ip);
+    for (const char* f : fams) svc->mutable_spec()->add_ip_families(f);
+    svc->mutable_spec()->set_ip_family_policy(policy);
+    auto* p = svc->mutable_spec()->add_ports();
+    p->set_name("http");
+    p->set_port(80);
+    return o;
+  };
+  std::vector<client::Object> objs = {
+      proto("v6-first", {"fd00:96::30", "10.96.0.30"}, {"IPv6", "IPv4"}, "RequireDualStack"),
+      proto("v4-only", {"10.96.0.31", "fd00:96::31"}, {"IPv4"}, "SingleStack"),
+      proto("single-two", {"10.96.0.32", "fd00:96::32"}, {"IPv4", "IPv6"}, "SingleStack"),
+      proto("mismatch", {"10.96.0.33"}, {"IPv6"}, ""),
+      proto("no-families", {"10.96.0.34", "fd00:96::34"}, {}, ""),
+      proto("headless", {"None"}, {"IPv4", "IPv6"}, "PreferDualStack"),
+  };
+  auto api = ModelFromObjects(objs);
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_EQ(api->services, y->services);
+
+  // Both VIPs of the dual-stack service become frontends, each with the
+  // endpoints of its family; the others get only what their families allow.
+  auto d = ComputeDesired(*y, {"me", {}});
+  std::map<std::string, std::string> vip_to_backend;
+  std::set<std::string> vips;
+  for (const auto& [fk, f] : d.frontends) {
+    std::string vip = fk.v6 ? Ipv6ToString(fk.address6) : Ipv4ToString(fk.address);
+    vips.insert(vip);
+    if (f.backends.size() == 1)
+      vip_to_backend[vip] = f.backends[0].v6 ? Ipv6ToString(f.backends[0].address6) : Ipv4ToString(f.backends[0].address);
+  }
+  EXPECT_EQ(vips, (std::set<std::string>{"fd00:96::30", "10.96.0.30", "10.96.0.31", "10.96.0.32", "10.96.0.34",
+                                         "fd00:96::34"}));
+  EXPECT_EQ(vip_to_backend["fd00:96::30"], "fd00:244::7");
+  EXPECT_EQ(vip_to_backend["10.96.0.30"], "10.244.0.7");
+}
+
+TEST(Parse, InconsistentClusterIpAndFamiliesAreReportedAsProblems) {
+  ClusterState out;
+  RawService r;
+  r.ns = "f";
+  r.name = "odd";
+  r.cluster_ip = "10.96.0.40";
+  r.cluster_ips = {"10.96.0.41", "fd00:96::41", "fd00:96::42"};
+  r.ip_families = {"IPv4", "IPv6"};
+  r.ip_family_policy = "Whatever";
+  RawServicePort p;
+  p.port.value = 80;
+  p.port.present = true;
+  r.ports.push_back(p);
+  std::vector<std::string> problems;
+  ASSERT_TRUE(AddService(r, &out, &problems));
+  EXPECT_EQ(out.services.at("f/odd").cluster_ips, (std::vector<std::string>{"10.96.0.41", "fd00:96::41"}));
+  std::string all;
+  for (const auto& x : problems) all += x + "\n";
+  EXPECT_NE(all.find("clusterIP 10.96.0.40 differs from clusterIPs[0] 10.96.0.41"), std::string::npos) << all;
+  EXPECT_NE(all.find("unknown ipFamilyPolicy Whatever"), std::string::npos) << all;
+  EXPECT_NE(all.find("clusterIPs[2] fd00:96::42 skipped: no ipFamilies entry"), std::string::npos) << all;
 }
 
 TEST(Parse, RejectsBrokenYamlAsAWhole) { EXPECT_FALSE(ParseClusterStateYaml("a: [b").ok()); }
