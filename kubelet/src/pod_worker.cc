@@ -19,9 +19,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
 #include "skiff/controllers/objects.h"
+#include "skiff/kubelet/cgroup_layout.h"
 #include "skiff/kubelet/cri_log.h"
 #include "skiff/kubelet/resources.h"
 #include "skiff/podnet/podnet.h"
@@ -312,10 +314,15 @@ absl::Status PodWorker::EnsureSandbox() {
       if (!st.ok()) return Annotate(st, "set up hostPorts");
     }
   }
-  // The pod-level cgroup; limits that cannot be applied are reported by the runtime per container.
-  if (!k_->cgroup2_mount().empty()) {
-    std::string dir = k_->cgroup2_mount() + "/" + PodCgroupPath(k_->config().cgroup_root, ComputeQos(pod_.spec()), uid_);
-    fs::create_directories(dir, ec);
+  // The pod-level cgroup (systemd: the pod's slice) with the pod's limits; container limits
+  // that cannot be applied are reported by the runtime per container.
+  {
+    std::vector<std::string> not_applied;
+    absl::Status st = CgroupLayout(k_->config(), k_->cgroup2_mount())
+                          .CreatePod(ComputeQos(pod_.spec()), uid_, PodLimitsFor(pod_.spec(), 4096), &not_applied);
+    if (!st.ok()) log::Warn("pod ", ns_name(), ": pod cgroup: ", st);
+    if (!not_applied.empty())
+      log::Info("pod ", ns_name(), ": pod cgroup limits not applied: ", absl::StrJoin(not_applied, "; "));
   }
   if (start_time_.empty()) start_time_ = NowRfc3339();
   sandbox_ready_ = true;
@@ -498,8 +505,7 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
   spec.hostname = pod_.spec().hostname().empty() ? pod_.metadata().name() : pod_.spec().hostname();
   spec.netns_path = netns_path_;
   QosClass qos = ComputeQos(pod_.spec());
-  std::string pod_cg = PodCgroupPath(k_->config().cgroup_root, qos, uid_);
-  spec.cgroup_path = ContainerCgroupPath(pod_cg, spec.id);
+  spec.cgroup_path = CgroupLayout(k_->config(), k_->cgroup2_mount()).ContainerCgroupsPath(qos, uid_, spec.id);
   ContainerLimits lim = LimitsFor(c);
   spec.cpu_shares = lim.cpu_shares;
   spec.cpu_quota_us = lim.cpu_quota_us;
@@ -1004,16 +1010,9 @@ void PodWorker::Cleanup() {
     absl::Status st = k_->network()->Teardown(uid_);
     if (!st.ok()) log::Warn("tear down network of pod ", ns_name(), ": ", st);
   }
-  if (!k_->cgroup2_mount().empty()) {
-    std::string dir =
-        k_->cgroup2_mount() + "/" + PodCgroupPath(k_->config().cgroup_root, ComputeQos(pod_.spec()), uid_);
-    // Container cgroups are removed by the runtime; anything left is a leak we still clean.
-    std::error_code ec;
-    for (auto& e : fs::directory_iterator(dir, ec)) {
-      if (e.is_directory()) rmdir(e.path().c_str());
-    }
-    rmdir(dir.c_str());
-  }
+  if (absl::Status st = CgroupLayout(k_->config(), k_->cgroup2_mount()).RemovePod(ComputeQos(pod_.spec()), uid_);
+      !st.ok())
+    log::Warn("remove the cgroup of pod ", ns_name(), ": ", st);
   std::error_code ec;
   fs::remove_all(PodRootDir(), ec);
   fs::remove_all(PodRunDir(), ec);
@@ -1045,10 +1044,8 @@ absl::StatusOr<ContainerLocation> PodWorker::Locate(const std::string& container
 
 void PodWorker::Running(std::vector<RunningContainer>* out) {
   std::lock_guard<std::mutex> l(mu_);
-  std::string pod_cg = k_->cgroup2_mount().empty()
-                           ? ""
-                           : k_->cgroup2_mount() + "/" +
-                                 PodCgroupPath(k_->config().cgroup_root, ComputeQos(pod_.spec()), uid_);
+  CgroupLayout layout(k_->config(), k_->cgroup2_mount());
+  QosClass qos = ComputeQos(pod_.spec());
   for (auto& [name, s] : containers_) {
     if (!s.current || s.current->exited || s.init) continue;
     RunningContainer r;
@@ -1056,7 +1053,7 @@ void PodWorker::Running(std::vector<RunningContainer>* out) {
     r.pod = pod_.metadata().name();
     r.container = name;
     r.id = s.current->id;
-    if (!pod_cg.empty()) r.cgroup_dir = ContainerCgroupPath(pod_cg, r.id);
+    r.cgroup_dir = layout.ContainerDir(qos, uid_, r.id);
     out->push_back(std::move(r));
   }
 }

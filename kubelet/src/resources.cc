@@ -124,6 +124,30 @@ int64_t PodRequestMilliCpu(const api::v1::PodSpec& spec) {
   return std::max(sum, init_max);
 }
 
+PodLimits PodLimitsFor(const api::v1::PodSpec& spec, std::optional<int64_t> pids_limit) {
+  PodLimits p;
+  p.cpu_shares = MilliCpuToShares(PodRequestMilliCpu(spec));
+  p.pids = pids_limit;
+  // Sum over containers, max with each init container; nullopt once one lacks the limit.
+  auto limit = [&](const char* key, bool milli) -> std::optional<int64_t> {
+    int64_t sum = 0, init_max = 0;
+    for (const auto* list : {&spec.containers(), &spec.init_containers()}) {
+      for (const auto& c : *list) {
+        const auto& lim = c.resources().limits();
+        if (!lim.count(key)) return std::nullopt;
+        int64_t v = milli ? Milli(lim, key) : Value(lim, key);
+        if (list == &spec.containers()) sum += v;
+        else init_max = std::max(init_max, v);
+      }
+    }
+    if (spec.containers().empty()) return std::nullopt;
+    return std::max(sum, init_max);
+  };
+  if (auto cpu = limit("cpu", true); cpu && *cpu > 0) p.cpu_quota_us = MilliCpuToQuota(*cpu);
+  if (auto mem = limit("memory", false); mem && *mem > 0) p.memory_bytes = *mem;
+  return p;
+}
+
 int64_t PodRequestMemory(const api::v1::PodSpec& spec) {
   int64_t sum = 0, init_max = 0;
   for (const auto& c : spec.containers()) sum += Request(c, "memory", false);

@@ -35,6 +35,34 @@ TEST(Qos, CgroupPathsMatchTheKubeletLayout) {
   EXPECT_EQ(ContainerCgroupPath("kubepods/podu1", "cid"), "kubepods/podu1/cid");
 }
 
+TEST(PodLimits, SumContainerLimitsOnlyWhenEveryContainerDeclaresThem) {
+  api::v1::PodSpec s = Spec({{"cpu", "250m"}}, {{"cpu", "500m"}, {"memory", "64Mi"}});
+  auto* c2 = s.add_containers();
+  c2->set_name("c2");
+  (*c2->mutable_resources()->mutable_requests())["cpu"] = "100m";
+  (*c2->mutable_resources()->mutable_limits())["memory"] = "32Mi";
+  PodLimits l = PodLimitsFor(s, 4096);
+  EXPECT_EQ(l.cpu_shares, MilliCpuToShares(350));
+  EXPECT_FALSE(l.cpu_quota_us.has_value());  // c2 has no cpu limit
+  ASSERT_TRUE(l.memory_bytes.has_value());
+  EXPECT_EQ(*l.memory_bytes, 96 * 1024 * 1024);
+  EXPECT_EQ(l.pids, 4096);
+  (*c2->mutable_resources()->mutable_limits())["cpu"] = "1";
+  // An init container with a bigger limit than the sum raises it; one without limits removes it.
+  auto* init = s.add_init_containers();
+  init->set_name("init");
+  (*init->mutable_resources()->mutable_limits())["cpu"] = "2";
+  l = PodLimitsFor(s, std::nullopt);
+  ASSERT_TRUE(l.cpu_quota_us.has_value());
+  EXPECT_EQ(*l.cpu_quota_us, 200000);
+  EXPECT_FALSE(l.memory_bytes.has_value());
+  EXPECT_FALSE(l.pids.has_value());
+  // BestEffort: the minimum shares and nothing else.
+  PodLimits none = PodLimitsFor(Spec({}, {}), std::nullopt);
+  EXPECT_EQ(none.cpu_shares, 2u);
+  EXPECT_FALSE(none.cpu_quota_us || none.memory_bytes || none.pids);
+}
+
 TEST(Cpu, SharesAndWeightUseTheKubeletConversion) {
   EXPECT_EQ(MilliCpuToShares(0), 2u);
   EXPECT_EQ(MilliCpuToShares(1), 2u);

@@ -89,7 +89,7 @@ class CgroupfsManager : public CgroupManager {
     for (absl::string_view p : absl::StrSplit(path, '/', absl::SkipEmpty())) dir += "/" + std::string(p);
     return dir;
   }
-  absl::Status AddProcess(const std::string&, const std::string& dir, pid_t pid) override {
+  absl::Status AddProcess(const std::string&, const std::string& dir, pid_t pid, const Resources&) override {
     return WriteFile(dir + "/cgroup.procs", std::to_string(pid));
   }
   absl::Status Destroy(const std::string&, const std::string& dir) override {

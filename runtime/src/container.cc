@@ -674,7 +674,7 @@ absl::StatusOr<ContainerState> Runtime::Create(const CreateOptions& o) {
   // From here: inside a user namespace the init could not raise it itself.
   if (plan->process.has_oom_score_adj) RETURN_IF_ERROR(WriteOomScoreAdj(child, plan->process.oom_score_adj));
   if (!into_cgroup) {
-    RETURN_IF_ERROR(cgm->AddProcess(cg_path, rec.cgroup_dir, child));
+    RETURN_IF_ERROR(cgm->AddProcess(cg_path, rec.cgroup_dir, child, res));
     if (!cgm->CreatesBeforeProcess()) {
       RETURN_IF_ERROR(cgm->Apply(rec.cgroup_dir, res, options_.strict_cgroups, &warnings));
       UniqueFd dfd(open(rec.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

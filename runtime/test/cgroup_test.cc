@@ -164,5 +164,49 @@ TEST(SystemdDriver, BuildsTransientScopeWithDelegate) {
   EXPECT_EQ(*dir, "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/skiff-c1.scope");
 }
 
+TEST(SystemdDriver, ScopeCarriesItsLimitsAndAccountingAsProperties) {
+  Resources r;
+  r.cpu = CpuResources{1024, std::nullopt, std::nullopt, "", ""};
+  auto u = TransientUnitFor("kubepods-besteffort-pod1.slice:skiff:c1", 7, &r);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->u64_properties.at("CPUWeight"), 39u);  // the kubelet's 1 CPU request
+  EXPECT_FALSE(u->u64_properties.count("MemoryMax"));
+  EXPECT_TRUE(u->bool_properties.at("MemoryAccounting"));
+  EXPECT_TRUE(u->bool_properties.at("CPUAccounting"));
+  EXPECT_TRUE(u->bool_properties.at("TasksAccounting"));
+  // runc: a name ending in .slice is the unit's own name, the prefix is ignored.
+  auto s = TransientUnitFor("kubepods.slice:skiff:kubepods-pod2.slice", 0, nullptr);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->name, "kubepods-pod2.slice");
+  // An empty slice means system.slice.
+  EXPECT_EQ(TransientUnitFor(":skiff:c", 0, nullptr)->slice, "system.slice");
+}
+
+TEST(SystemdDriver, SlicesNestByDashAndCarryPodLimits) {
+  EXPECT_EQ(*SliceCgroupPath("kubepods.slice"), "/kubepods.slice");
+  EXPECT_EQ(*SliceCgroupPath("skiff_n2-kubepods-burstable-podab_cd.slice"),
+            "/skiff_n2.slice/skiff_n2-kubepods.slice/skiff_n2-kubepods-burstable.slice/"
+            "skiff_n2-kubepods-burstable-podab_cd.slice");
+  EXPECT_EQ(*SliceCgroupPath("-.slice"), "");
+  for (const char* bad : {"kubepods", ".slice", "a--b.slice", "-a.slice", "a-.slice", "a/b.slice"})
+    EXPECT_FALSE(SliceCgroupPath(bad).ok()) << bad;
+  Resources r;
+  r.memory = MemoryResources{64 << 20, std::nullopt, std::nullopt};
+  r.cpu = CpuResources{256, 25000, 100000, "", ""};
+  r.pids_limit = 4096;
+  auto u = TransientSliceFor("kubepods-burstable-pod1.slice", &r);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->name, "kubepods-burstable-pod1.slice");
+  EXPECT_EQ(u->slice, "");
+  EXPECT_FALSE(u->delegate);
+  EXPECT_TRUE(u->pids.empty());
+  EXPECT_EQ(u->u64_properties.at("MemoryMax"), 64u << 20);
+  EXPECT_EQ(u->u64_properties.at("CPUQuotaPerSecUSec"), 250000u);  // cpu.max "25000 100000"
+  EXPECT_EQ(u->u64_properties.at("CPUWeight"), 10u);
+  EXPECT_EQ(u->u64_properties.at("TasksMax"), 4096u);
+  EXPECT_FALSE(TransientSliceFor("-.slice", nullptr).ok());
+  EXPECT_FALSE(TransientSliceFor("pod.scope", nullptr).ok());
+}
+
 }  // namespace
 }  // namespace skiff::runtime

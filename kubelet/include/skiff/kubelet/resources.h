@@ -42,6 +42,18 @@ inline constexpr int kGuaranteedOomScoreAdj = -997;
 inline constexpr int kBestEffortOomScoreAdj = 1000;
 int OomScoreAdj(QosClass qos, const api::v1::Container& c, int64_t memory_capacity_bytes);
 
+// The pod-level cgroup's limits (Kubernetes' ResourceConfigForPod): shares
+// from the pod's effective cpu request; cpu quota and memory limit only when
+// every container (init containers too) declares that limit, then the sum
+// over containers, at least each init container's; pids.max as given.
+struct PodLimits {
+  uint64_t cpu_shares = 2;
+  std::optional<int64_t> cpu_quota_us;  // with period 100000
+  std::optional<int64_t> memory_bytes;
+  std::optional<int64_t> pids;
+};
+PodLimits PodLimitsFor(const api::v1::PodSpec& spec, std::optional<int64_t> pids_limit);
+
 // Sum over containers, max with each init container (Kubernetes' effective request).
 int64_t PodRequestMilliCpu(const api::v1::PodSpec& spec);
 int64_t PodRequestMemory(const api::v1::PodSpec& spec);

@@ -46,8 +46,10 @@ class CgroupManager {
   virtual bool CreatesBeforeProcess() const = 0;
   // Returns the absolute directory for `path` (created when CreatesBeforeProcess).
   virtual absl::StatusOr<std::string> Prepare(const std::string& path) = 0;
-  // Moves `pid` into the cgroup (systemd: starts the transient scope with it).
-  virtual absl::Status AddProcess(const std::string& path, const std::string& dir, pid_t pid) = 0;
+  // Moves `pid` into the cgroup (systemd: starts the transient scope with it,
+  // with the limits of `r` as unit properties so systemd keeps them).
+  virtual absl::Status AddProcess(const std::string& path, const std::string& dir, pid_t pid,
+                                  const Resources& r) = 0;
   // Applies limits; unavailable controllers go to not_applied unless strict.
   absl::Status Apply(const std::string& dir, const Resources& r, bool strict,
                      std::vector<std::string>* not_applied);
@@ -72,15 +74,30 @@ uint64_t CgroupOomKills(const std::string& dir);
 // What the systemd driver asks for over sd-bus (StartTransientUnit), as data
 // so it can be tested without a bus.
 struct TransientUnit {
-  std::string name;   // "<prefix>-<name>.scope"
-  std::string slice;  // "system.slice"
+  std::string name;   // "<prefix>-<name>.scope", or "a-b.slice"
+  std::string slice;  // a scope's parent, "system.slice"; "" for a slice (its name implies the parent)
   std::string description;
   std::vector<uint32_t> pids;
-  bool delegate = true;
+  bool delegate = true;  // scopes only
   std::map<std::string, uint64_t> u64_properties;  // MemoryMax, TasksMax, CPUQuotaPerSecUSec, CPUWeight
+  std::map<std::string, bool> bool_properties;     // MemoryAccounting, CPUAccounting, TasksAccounting
 };
 // Parses "slice:prefix:name" (runc's systemd cgroupsPath form).
 absl::StatusOr<TransientUnit> TransientUnitFor(const std::string& cgroups_path, pid_t pid,
                                                const Resources* r);
+
+// Slices beyond a container's scope (the kubelet's pod slices), for the
+// systemd driver. "a-b-c.slice" lives at "/a.slice/a-b.slice/a-b-c.slice"
+// below the cgroup2 mount ("-.slice", the root slice, at "").
+absl::StatusOr<std::string> SliceCgroupPath(const std::string& slice);
+// A transient slice with the limits of `r` (cpu weight and quota, memory.max,
+// pids.max) as systemd properties.
+absl::StatusOr<TransientUnit> TransientSliceFor(const std::string& slice, const Resources* r);
+// Starts the slice over sd-bus; when it already exists (a restarted kubelet),
+// sets `u`'s properties on it instead.
+absl::Status StartSystemdSlice(const TransientUnit& u);
+// Stops a unit (a slice with everything below it) and forgets a failed
+// state; a unit systemd does not know is already stopped.
+absl::Status StopSystemdUnit(const std::string& name);
 
 }  // namespace skiff::runtime
