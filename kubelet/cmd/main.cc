@@ -37,7 +37,9 @@ void Usage() {
                "  [--service-cluster-ip-range CIDR] [--listen ADDR] [--healthz-listen ADDR]\n"
                "  [--pod-manifest-path DIR] [--manifest-poll-seconds N] [--eviction-hard memory.available<100Mi,nodefs.available<10%]\n"
                "  [--eviction-interval-seconds N] [--rootfs-dir DIR] [--image-root DIR] [--max-pods N]\n"
-               "  [--monitor PATH] [--no-pod-network] [--v debug|info|warning|error]\n";
+               "  [--monitor PATH] [--no-pod-network] [--v debug|info|warning|error]\n"
+               "  [--node-lease-duration-seconds N]   (KubeletConfiguration nodeLeaseDurationSeconds, default 40;\n"
+               "                                       the Lease is renewed every N/4 seconds)\n";
 }
 
 }  // namespace
@@ -99,6 +101,14 @@ int main(int raw_argc, char** raw_argv) {
     else if (a == "--rootfs-dir") c.rootfs_dir = next();
     else if (a == "--image-root") c.image_root = next();
     else if (a == "--max-pods") c.max_pods = atoi(next().c_str());
+    else if (a == "--node-lease-duration-seconds") {
+      int n = atoi(next().c_str());
+      if (n < 4) {
+        std::cerr << "skiff-kubelet: --node-lease-duration-seconds must be at least 4\n";
+        return 2;
+      }
+      c.lease_seconds = n / 4;
+    }
     else if (a == "--monitor") c.monitor_path = next();
     else if (a == "--no-pod-network") c.enable_pod_network = false;
     else if (a == "--v") level = next();
