@@ -16,6 +16,7 @@
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 #include "skiff_bpf/lb.h"
+#include "netns.h"
 
 namespace skiff::proxy {
 
@@ -695,19 +696,26 @@ absl::Status ServiceMap::DestroyUdpSockets(ApplyStats* st) {
     if (bpf_map_update_elem(fds_.doomed, &k, &one, BPF_ANY) != 0) return LastErrnoError("mark removed backend");
   for (const auto& k : keys6)
     if (bpf_map_update_elem(fds_.doomed6, &k, &one, BPF_ANY) != 0) return LastErrnoError("mark removed backend");
-  absl::Status result = absl::OkStatus();
-  {
-    UniqueFd it(bpf_iter_create(fds_.udp_destroy_link));
-    if (!it) {
-      result = LastErrnoError("start UDP socket iterator");
-    } else {
-      // The program prints nothing; reading to the end runs it over every socket.
-      char buf[256];
-      ssize_t n;
-      while ((n = read(it.get(), buf, sizeof(buf))) > 0) {
-      }
-      if (n < 0) result = LastErrnoError("run UDP socket iterator");
+  // The kernel ties an iterator to the network namespace of the thread that
+  // creates it: run it here (the agent's namespace) and then in every other
+  // namespace, where the pods' sockets are.
+  const int link = fds_.udp_destroy_link;
+  auto run_here = [link]() -> absl::Status {
+    UniqueFd it(bpf_iter_create(link));
+    if (!it) return LastErrnoError("start UDP socket iterator");
+    // The program prints nothing; reading to the end runs it over every socket.
+    char buf[256];
+    ssize_t n;
+    while ((n = read(it.get(), buf, sizeof(buf))) > 0) {
     }
+    if (n < 0) return LastErrnoError("run UDP socket iterator");
+    return absl::OkStatus();
+  };
+  absl::Status result = run_here();
+  if (result.ok()) {
+    std::vector<UniqueFd> others = OtherNetworkNamespaces();
+    result = InEachNetworkNamespace(others, run_here);
+    st->udp_netns_walked += 1 + others.size();
   }
   for (const auto& k : keys) bpf_map_delete_elem(fds_.doomed, &k);
   for (const auto& k : keys6) bpf_map_delete_elem(fds_.doomed6, &k);

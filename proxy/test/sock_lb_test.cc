@@ -208,6 +208,40 @@ TEST_F(SockLbTest, ConnectedUdpSocketToARemovedBackendIsAbortedAndAReconnectReac
   EXPECT_EQ(again.Ask(), "10.0.0.12:5353");
 }
 
+// The same for a pod's socket: its network namespace is not the agent's,
+// so the iterator must also run there.
+TEST_F(SockLbTest, ConnectedUdpSocketOfAPodInItsOwnNetnsIsAbortedWhenItsBackendIsRemoved) {
+  ASSERT_TRUE(lab_->AddPod()) << lab_->error();
+  state_.services["default/dns"] = MakeService("dns", "10.96.0.53", {{"dns", Protocol::kUdp, 53, 0}});
+  state_.endpoint_slices["default/dns-a"] = MakeSlice("dns", {"10.0.0.11"}, {{"dns", Protocol::kUdp, 5353}});
+  Program();
+  std::unique_ptr<ConnectedUdp> pod_sock, pod_again;
+  std::string first, again;
+  // The sockets are made in the pod netns (a thread that entered it); they
+  // stay there after the thread is gone.
+  std::thread pod([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    pod_sock = std::make_unique<ConnectedUdp>("10.96.0.53", 53);
+    first = pod_sock->Ask();
+  });
+  pod.join();
+  ASSERT_TRUE(pod_sock);
+  ASSERT_EQ(first, "10.0.0.11:5353");
+  state_.endpoint_slices["default/dns-a"] = MakeSlice("dns", {"10.0.0.12"}, {{"dns", Protocol::kUdp, 5353}});
+  auto st = map_->ApplyDelta(builder_.Update(state_));
+  ASSERT_TRUE(st.ok()) << st.status();
+  if (dp_->maps().udp_destroy_link < 0) GTEST_FAIL() << "sock_destroy object did not load on this kernel";
+  EXPECT_GE(st->udp_netns_walked, 2u);
+  EXPECT_EQ(pod_sock->PendingError(), ECONNABORTED);
+  std::thread pod2([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    pod_again = std::make_unique<ConnectedUdp>("10.96.0.53", 53);
+    again = pod_again->Ask();
+  });
+  pod2.join();
+  EXPECT_EQ(again, "10.0.0.12:5353");
+}
+
 std::string PeerOf(int fd) {
   sockaddr_in6 a{};
   socklen_t l = sizeof(a);

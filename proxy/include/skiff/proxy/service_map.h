@@ -31,6 +31,7 @@ struct ApplyStats {
   uint64_t frontends = 0;
   uint64_t backends = 0;
   uint64_t udp_sockets_checked = 0;  // removed UDP backends whose sockets were looked for
+  uint64_t udp_netns_walked = 0;      // network namespaces whose UDP sockets were walked
 };
 
 struct ServiceCounters {
