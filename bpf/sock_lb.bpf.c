@@ -135,23 +135,7 @@ int skiff_sock4_getpeername(struct bpf_sock_addr* ctx) {
   return SOCK_ALLOW;
 }
 
-// IPv6: the same logic on the lb6_* maps (16-byte addresses). Defined here
-// only: the tc object is IPv4 and never opens them.
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, SKIFF_LB_MAX_SERVICE_ENTRIES);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, struct skiff_lb6_key);
-  __type(value, struct skiff_lb4_service);
-} lb6_services SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, SKIFF_LB_MAX_BACKENDS);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, __u32);
-  __type(value, struct skiff_lb6_backend);
-} lb6_backends SEC(".maps");
+// IPv6: the same logic on the lb6_* maps (16-byte addresses, lib/lb_maps.h).
 
 // An IPv6 socket to an IPv4-mapped address (::ffff:a.b.c.d, a dual-stack
 // socket talking IPv4): the IPv4 service and backends, written back mapped;

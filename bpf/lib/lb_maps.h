@@ -38,4 +38,21 @@ struct {
   __type(value, struct skiff_lb_counters);
 } lb_counters SEC(".maps");
 
+/* IPv6 frontends and backends: socket LB (sock_lb) and tc (tc_nodeport). */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SKIFF_LB_MAX_SERVICE_ENTRIES);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct skiff_lb6_key);
+  __type(value, struct skiff_lb4_service);
+} lb6_services SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SKIFF_LB_MAX_BACKENDS);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, __u32);
+  __type(value, struct skiff_lb6_backend);
+} lb6_backends SEC(".maps");
+
 #endif

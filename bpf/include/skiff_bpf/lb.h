@@ -166,7 +166,7 @@ struct skiff_tc_config {
  * shape of bpf_sock_addr.user_ip6. The services map value is the IPv4 one
  * (struct skiff_lb4_service); service ids, backend ids, affinity and
  * counters share one id space with IPv4. IPv6 frontends are socket-LB only
- * (scope SKIFF_LB_SCOPE_SOCK); tc stays IPv4. */
+ * (scope SKIFF_LB_SCOPE_SOCK) and, for tc, EXT. */
 struct skiff_lb6_key {
   __be32 address[4];   /* frontend IPv6 */
   __be16 dport;        /* network order */
@@ -201,6 +201,43 @@ struct skiff_lb6_sock_value {
 /* Affinity client of an IPv6 socket: its netns cookie with this bit set, so
  * the two families of one dual-stack service never share an entry. */
 #define SKIFF_LB_AFFINITY_V6 (1ULL << 63)
+/* Affinity client of an IPv6 packet at tc: its source address folded to 62
+ * bits with this bit set (tc IPv4 clients are the plain source address). */
+#define SKIFF_LB_AFFINITY_TC6 (1ULL << 62)
+
+/* Maglev tables of IPv6 EXT frontends: key service id | this bit, so a
+ * dual-stack service port (one service id) has one table per family. */
+#define SKIFF_MAGLEV_KEY_V6 0x80000000u
+
+/* tc for IPv6: NodePort and external IPs from outside the node. Conntrack
+ * (ct6, LRU) has the shape of ct4 with 16-byte addresses; the node's IPv6
+ * address for NodePort and SNAT is in tc_config6 (all zero = no IPv6
+ * NodePort; external IPs still work with a local backend). New maps, so
+ * the IPv4 layouts (and their pinned instances) stay as they were. */
+struct skiff_ct6_key {
+  __be32 saddr[4];
+  __be32 daddr[4];
+  __be16 sport;
+  __be16 dport;
+  __u8 proto;
+  __u8 dir; /* SKIFF_CT_DIR_* */
+  __u8 pad[2];
+};
+
+struct skiff_ct6_value {
+  __be32 new_saddr[4]; /* all zero = keep */
+  __be32 new_daddr[4]; /* all zero = keep */
+  __be16 new_sport;
+  __be16 new_dport;
+  __u32 service_id;
+  __u32 backend_id;
+  __u32 flags; /* SKIFF_BE_F_* of the backend */
+  __u64 last_seen_ns;
+};
+
+struct skiff_tc_config6 {
+  __be32 node_address6[4];
+};
 
 /* One list of drop/error reasons shared by BPF and userspace. */
 #define SKIFF_DROP_NONE 0
@@ -251,6 +288,14 @@ SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_lb6_sock_key) == 32, "skiff_lb6_sock
 SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_sock_key, address) == 8, "skiff_lb6_sock_key.address");
 SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_sock_key, port) == 24, "skiff_lb6_sock_key.port");
 SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_lb6_sock_value) == 24, "skiff_lb6_sock_value size");
+SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_ct6_key) == 40, "skiff_ct6_key size");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_ct6_key, sport) == 32, "skiff_ct6_key.sport");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_ct6_key, proto) == 36, "skiff_ct6_key.proto");
+SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_ct6_value) == 56, "skiff_ct6_value size");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_ct6_value, new_sport) == 32, "skiff_ct6_value.new_sport");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_ct6_value, backend_id) == 40, "skiff_ct6_value.backend_id");
+SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_ct6_value, last_seen_ns) == 48, "skiff_ct6_value.last_seen_ns");
+SKIFF_BPF_STATIC_ASSERT(sizeof(struct skiff_tc_config6) == 16, "skiff_tc_config6 size");
 SKIFF_BPF_STATIC_ASSERT(SKIFF_OFFSETOF(struct skiff_lb6_sock_value, service_id) == 20, "skiff_lb6_sock_value.service_id");
 
 #endif
