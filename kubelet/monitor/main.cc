@@ -44,6 +44,7 @@ struct Args {
   std::string runtime_root, id, bundle, record, log, netns, cgroup, pump;
   std::string cgroup_dir;  // --finish: the container's cgroup, for memory.events
   uint64_t oom_base = 0;   // --finish: oom_kill count when the container started
+  uint64_t oom_base_parent = 0;  // --finish: the same of its parent (systemd removes an empty scope)
   int attempt = 0;
   bool systemd = false;
   bool finish = false;
@@ -95,7 +96,8 @@ int Finish(const Args& a) {
     rec.exit_code = 255;
     rec.error = std::string("wait for the container: ") + strerror(errno);
   }
-  if (!a.cgroup_dir.empty()) rec.oom_killed = skiff::runtime::CgroupOomKills(a.cgroup_dir) > a.oom_base;
+  if (!a.cgroup_dir.empty())
+    rec.oom_killed = skiff::runtime::OomKilledSince(a.cgroup_dir, {a.oom_base, a.oom_base_parent});
   skiff::runtime::RuntimeOptions ro;
   ro.root_dir = a.runtime_root;
   ro.cgroup_driver = a.systemd ? skiff::runtime::CgroupDriver::kSystemd : skiff::runtime::CgroupDriver::kCgroupfs;
@@ -138,7 +140,8 @@ int Run(const Args& a) {
   close(err[1]);
   if (!st.ok()) return fail("create container: " + std::string(st.status().message()));
   for (size_t i = 0; i < st->warnings.size(); ++i) rec.warnings += (i ? "; " : "") + st->warnings[i];
-  uint64_t oom_base = st->cgroup_path.empty() ? 0 : skiff::runtime::CgroupOomKills(st->cgroup_path);
+  skiff::runtime::OomBaseline oom_base;
+  if (!st->cgroup_path.empty()) oom_base = skiff::runtime::OomKillsBaseline(st->cgroup_path);
   if (auto s = rt.Start(a.id); !s.ok()) {
     rt.Delete(a.id, true).IgnoreError();
     return fail("start container: " + std::string(s.message()));
@@ -161,7 +164,8 @@ int Run(const Args& a) {
                                    self, "--finish", "1", "--runtime-root", a.runtime_root, "--id", a.id,
                                    "--bundle", a.bundle, "--record", a.record, "--log", a.log,
                                    "--systemd", a.systemd ? "1" : "0", "--cgroup-dir", st->cgroup_path,
-                                   "--oom-base", std::to_string(oom_base)};
+                                   "--oom-base", std::to_string(oom_base.own),
+                                   "--oom-base-parent", std::to_string(oom_base.parent)};
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -195,6 +199,7 @@ int main(int argc, char** argv) {
     else if (k == "--pump") a.pump = v;
     else if (k == "--cgroup-dir") a.cgroup_dir = v;
     else if (k == "--oom-base") a.oom_base = strtoull(v.c_str(), nullptr, 10);
+    else if (k == "--oom-base-parent") a.oom_base_parent = strtoull(v.c_str(), nullptr, 10);
     else if (k == "--finish") a.finish = v == "1";
     else {
       fprintf(stderr, "skiff-monitor: unknown flag %s\n", k.c_str());

@@ -239,6 +239,16 @@ uint64_t CgroupOomKills(const std::string& dir) {
   return 0;
 }
 
+OomBaseline OomKillsBaseline(const std::string& dir) {
+  return {CgroupOomKills(dir), CgroupOomKills(dir.substr(0, dir.find_last_of('/')))};
+}
+
+bool OomKilledSince(const std::string& dir, const OomBaseline& base) {
+  if (access(dir.c_str(), F_OK) == 0) return CgroupOomKills(dir) > base.own;
+  std::string parent = dir.substr(0, dir.find_last_of('/'));
+  return access(parent.c_str(), F_OK) == 0 && CgroupOomKills(parent) > base.parent;
+}
+
 std::unique_ptr<CgroupManager> MakeCgroupfsManager(std::string root) {
   return std::make_unique<CgroupfsManager>(std::move(root));
 }

@@ -142,6 +142,27 @@ TEST_F(ScratchCgroup, ReadsOomKillsFromMemoryEvents) {
   EXPECT_EQ(CgroupOomKills(dir.string()), 2u);
 }
 
+TEST_F(ScratchCgroup, OomKillsOfAVanishedScopeAreReadFromItsParent) {
+  fs::path pod = root_ / "kubepods", scope = pod / "skiff-c1.scope";
+  fs::create_directories(scope);
+  Write(pod / "memory.events", "oom_kill 1\n");
+  Write(scope / "memory.events", "oom_kill 0\n");
+  OomBaseline base = OomKillsBaseline(scope.string());
+  EXPECT_EQ(base.own, 0u);
+  EXPECT_EQ(base.parent, 1u);
+  EXPECT_FALSE(OomKilledSince(scope.string(), base));
+  Write(pod / "memory.events", "oom_kill 2\n");
+  // While the scope exists its own count decides (the kill was a sibling's).
+  EXPECT_FALSE(OomKilledSince(scope.string(), base));
+  Write(scope / "memory.events", "oom_kill 1\n");
+  EXPECT_TRUE(OomKilledSince(scope.string(), base));
+  // systemd removed the empty scope: the parent's count grew since the start.
+  fs::remove_all(scope);
+  EXPECT_TRUE(OomKilledSince(scope.string(), base));
+  Write(pod / "memory.events", "oom_kill 1\n");
+  EXPECT_FALSE(OomKilledSince(scope.string(), base));
+}
+
 TEST(SystemdDriver, BuildsTransientScopeWithDelegate) {
   Resources r;
   r.memory = MemoryResources{1 << 20, std::nullopt, std::nullopt};

@@ -70,6 +70,16 @@ absl::Status KillCgroup(const std::string& dir);
 absl::StatusOr<std::vector<pid_t>> CgroupPids(const std::string& dir);
 // Count of oom_kill in <dir>/memory.events (0 when absent).
 uint64_t CgroupOomKills(const std::string& dir);
+// OOM kills of a container's cgroup counted from a baseline taken at its
+// start. systemd stops a scope once its last process exits and removes its
+// cgroup, possibly before the container's exit status is read: with the
+// scope gone, the parent's count (memory.events is hierarchical: the pod
+// slice's) stands in for it.
+struct OomBaseline {
+  uint64_t own = 0, parent = 0;
+};
+OomBaseline OomKillsBaseline(const std::string& dir);
+bool OomKilledSince(const std::string& dir, const OomBaseline& base);
 
 // What the systemd driver asks for over sd-bus (StartTransientUnit), as data
 // so it can be tested without a bus.
