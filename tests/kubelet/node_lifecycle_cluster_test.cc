@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <set>
 #include <string>
 
@@ -33,6 +34,24 @@ const std::vector<std::string> kControlPlaneFlags = {"--node-monitor-grace-perio
                                                      "--default-not-ready-toleration-seconds", "2"};
 const std::vector<std::string> kKubeletFlags = {"--node-lease-duration-seconds", "4"};
 
+bool HasTaint(const json& node, const std::string& key, const std::string& effect) {
+  if (!node.contains("spec") || !node["spec"].contains("taints")) return false;
+  for (auto& t : node["spec"]["taints"])
+    if (t.value("key", "") == key && t.value("effect", "") == effect) return true;
+  return false;
+}
+
+// `skiffctl get WHAT -o json`; null when it fails.
+json GetJson(const NodeCluster& cluster, const std::vector<std::string>& what) {
+  std::vector<std::string> args = {"get"};
+  args.insert(args.end(), what.begin(), what.end());
+  args.insert(args.end(), {"-o", "json"});
+  auto r = cluster.Ctl(args);
+  if (r.exit_code != 0) return json();
+  auto j = json::parse(r.output, nullptr, false);
+  return j.is_discarded() ? json() : j;
+}
+
 class NodeLifecycleCluster : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -43,15 +62,7 @@ class NodeLifecycleCluster : public ::testing::Test {
     for (int h = 1; h <= 2; ++h) ASSERT_TRUE(cluster_->StartKubelet(h, kKubeletFlags).ok());
   }
 
-  json Get(const std::vector<std::string>& what) {
-    std::vector<std::string> args = {"get"};
-    args.insert(args.end(), what.begin(), what.end());
-    args.insert(args.end(), {"-o", "json"});
-    auto r = cluster_->Ctl(args);
-    if (r.exit_code != 0) return json();
-    auto j = json::parse(r.output, nullptr, false);
-    return j.is_discarded() ? json() : j;
-  }
+  json Get(const std::vector<std::string>& what) { return GetJson(*cluster_, what); }
   // The pods whose name starts with `prefix`.
   json Pods(const std::string& prefix) {
     json out = json::array();
@@ -73,20 +84,21 @@ class NodeLifecycleCluster : public ::testing::Test {
       if (c.value("type", "") == "Ready") return c.value("status", "");
     return "";
   }
-  static bool HasTaint(const json& node, const std::string& key, const std::string& effect) {
-    if (!node.contains("spec") || !node["spec"].contains("taints")) return false;
-    for (auto& t : node["spec"]["taints"])
-      if (t.value("key", "") == key && t.value("effect", "") == effect) return true;
-    return false;
-  }
-  // Reasons of the events about the object `name`.
-  std::set<std::string> EventReasons(const std::string& name) {
-    std::set<std::string> out;
+  // The events about the object `name`: reason -> messages.
+  std::multimap<std::string, std::string> Events(const std::string& name) {
+    std::multimap<std::string, std::string> out;
     json list = Get({"events"});
     if (!list.contains("items")) return out;
     for (auto& e : list["items"])
-      if (e["involvedObject"].value("name", "") == name) out.insert(e.value("reason", ""));
+      if (e["involvedObject"].value("name", "") == name) out.emplace(e.value("reason", ""), e.value("message", ""));
     return out;
+  }
+  // Whether an event about `name` has `reason` and a message containing `text`.
+  bool HasEvent(const std::string& name, const std::string& reason, const std::string& text = "") {
+    auto events = Events(name);
+    for (auto [it, end] = events.equal_range(reason); it != end; ++it)
+      if (it->second.find(text) != std::string::npos) return true;
+    return false;
   }
   std::string Leaks(int host) { return absl::StrJoin(FindNodeLeaks(cluster_->Scope(host)), "\n"); }
 
@@ -165,7 +177,7 @@ spec:
     }
     return ready_on_h1 == 4;
   }, 40s)) << pods.dump(1) << cluster_->Logs(0);
-  EXPECT_TRUE(WaitFor([&] { return EventReasons(evicted_name).count("TaintManagerEviction") > 0; }, 10s))
+  EXPECT_TRUE(WaitFor([&] { return HasEvent(evicted_name, "TaintManagerEviction"); }, 10s))
       << Get({"events"}).dump(1);
   // The cut-off node's containers still run: nobody could tell its kubelet.
   EXPECT_FALSE(FindNodeLeaks(cluster_->Scope(2)).empty());
@@ -233,7 +245,11 @@ data: {greeting: hello}
     auto& st = p["status"]["containerStatuses"][0]["state"];
     return st.contains("waiting") && st["waiting"].value("reason", "") == "CreateContainerConfigError";
   }, 30s)) << p.dump(1);
-  EXPECT_TRUE(WaitFor([&] { return EventReasons("bad-probe-port").count("Unhealthy") > 0; }, 30s))
+  // And a clear event.
+  EXPECT_TRUE(WaitFor([&] { return HasEvent("bad-too-big", "OutOfcpu", "cpu"); }, 10s)) << Get({"events"}).dump(1);
+  EXPECT_TRUE(WaitFor([&] { return HasEvent("bad-missing-key", "Failed", "missing"); }, 10s))
+      << Get({"events"}).dump(1);
+  EXPECT_TRUE(WaitFor([&] { return HasEvent("bad-probe-port", "Unhealthy", "Liveness probe failed"); }, 30s))
       << Get({"events"}).dump(1);
   EXPECT_TRUE(WaitFor([&] {
     p = Get({"pod", "good"});
@@ -258,3 +274,59 @@ data: {greeting: hello}
 }
 
 }  // namespace
+
+// --default-not-ready-toleration-seconds reaches the controller: a Node that
+// reports Ready=False (no kubelet: its status is written once, and the grace
+// period is too long for it to go Unknown) is tainted not-ready; a pod without
+// a toleration of its own is evicted after the flag's 1 s, one that tolerates
+// the taint for an hour stays.
+TEST(NodeLifecycleFlags, NotReadyNodeEvictsAfterTheDefaultNotReadyToleration) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  auto c = NodeCluster::Start(1, {"--node-monitor-grace-period", "1h", "--default-not-ready-toleration-seconds", "1",
+                                  "--default-unreachable-toleration-seconds", "3600"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto& cluster = **c;
+  auto get = [&](const std::vector<std::string>& what) { return GetJson(cluster, what); };
+  auto r = cluster.Apply(R"(apiVersion: v1
+kind: Node
+metadata: {name: sick}
+status:
+  conditions:
+  - {type: Ready, status: "False", reason: KubeletNotReady, message: "runtime down"}
+  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}
+  capacity: {cpu: "4", memory: 8Gi, pods: "110"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: default}
+spec:
+  nodeName: sick
+  containers:
+  - {name: main, image: local/busybox, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: patient, namespace: default}
+spec:
+  nodeName: sick
+  tolerations:
+  - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 3600}
+  containers:
+  - {name: main, image: local/busybox, command: ["sleep", "3600"]}
+)");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  json node;
+  EXPECT_TRUE(WaitFor([&] {
+    node = get({"node", "sick"});
+    return HasTaint(node, "node.kubernetes.io/not-ready", "NoExecute");
+  }, 15s)) << node.dump(1) << cluster.Logs(0);
+  // Deleted (gracefully: it stays Terminating, no kubelet finishes it) or gone.
+  json plain;
+  EXPECT_TRUE(WaitFor([&] {
+    plain = get({"pod", "plain"});
+    return plain.is_null() || plain["metadata"].contains("deletionTimestamp");
+  }, 15s)) << plain.dump(1) << cluster.Logs(0);
+  json patient = get({"pod", "patient"});
+  ASSERT_FALSE(patient.is_null());
+  EXPECT_FALSE(patient["metadata"].contains("deletionTimestamp")) << patient.dump(1);
+}
