@@ -10,6 +10,8 @@
 #include <cstring>
 #include <iostream>
 #include <mutex>
+#include <thread>
+#include <atomic>
 
 #include "skiff/common/config_args.h"
 #include "skiff/common/log.h"
@@ -199,14 +201,32 @@ int main(int raw_argc, char** raw_argv) {
 #ifdef SKIFF_KUBELET_HAVE_CLIENT
   kubelet.SetTokenSource(token_source);
 #endif
-  // The API server may still be starting: retry registration for a while.
+  // Systemd hears READY=1 once the node's own state is in hand, not when the
+  // API server answers: the API server may be down for long (it restarts
+  // with a package upgrade), and the kubelet waits for it without being
+  // killed as a failed start, leaving every running container alone. The
+  // watchdog follows the kubelet's own liveness, never the API server's.
+  uint64_t watchdog_usec = 0;
+  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  uint64_t ping_usec = watchdog ? std::min<uint64_t>(watchdog_usec / 2, 1000000) : 500000;
+  sd_notify(0, "READY=1");
+  std::atomic<bool> starting{true};
+  std::thread pinger([&] {
+    while (starting && !g_stop) {
+      if (watchdog) sd_notify(0, "WATCHDOG=1");
+      usleep(ping_usec);
+    }
+  });
   absl::Status st;
-  for (int i = 0; i < 120 && !g_stop; ++i) {
+  while (!g_stop) {
     st = kubelet.Start();
     if (st.ok() || !absl::IsUnavailable(st)) break;
     skiff::log::Warn("start: ", st, " (retrying)");
     sleep(1);
   }
+  starting = false;
+  pinger.join();
+  if (g_stop && !st.ok()) return 0;
   if (!st.ok()) {
     skiff::log::Error("start: ", st);
     return 1;
@@ -237,13 +257,10 @@ int main(int raw_argc, char** raw_argv) {
     });
     if (!hs.ok()) skiff::log::Warn("healthz server: ", hs);
   }
-  sd_notify(0, "READY=1");
   skiff::log::Info("node agent running ", skiff::log::Field("node", c.node_name));
-  uint64_t watchdog_usec = 0;
-  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   while (!g_stop) {
-    usleep(watchdog ? std::min<uint64_t>(watchdog_usec / 2, 1000000) : 500000);
-    if (watchdog && kubelet.Healthy()) sd_notify(0, "WATCHDOG=1");
+    usleep(ping_usec);
+    if (watchdog && kubelet.Alive()) sd_notify(0, "WATCHDOG=1");
   }
   sd_notify(0, "STOPPING=1");
   skiff::log::Info("stopping; containers keep running");

@@ -103,6 +103,13 @@ Kubelet::~Kubelet() {
 #endif
 }
 
+bool Kubelet::Alive() const {
+  if (stopping_) return false;
+  // A round of the lease loop makes at most a few API calls of 60 s deadline each.
+  int64_t tick = lease_loop_tick_.load();
+  return tick == 0 || absl::ToUnixSeconds(absl::Now()) - tick < 200;
+}
+
 bool Kubelet::Healthy() const {
   return !stopping_ && absl::ToUnixSeconds(absl::Now()) - last_lease_ok_.load() < 4 * config_.lease_seconds;
 }
@@ -285,7 +292,16 @@ absl::Status Kubelet::Start() {
     else log::Warn("image store unavailable: ", store.status());
   }
 #endif
-  RETURN_IF_ERROR(RegisterNode());
+  // Like the kubelet: keep trying to register while the API server is not
+  // there yet (it restarts together with us on a package upgrade).
+  for (absl::Duration wait = absl::Milliseconds(200);; wait = std::min(wait * 2, absl::Seconds(5))) {
+    absl::Status st = RegisterNode();
+    if (st.ok()) break;
+    if (stopping_ || absl::IsInvalidArgument(st) || absl::IsPermissionDenied(st) || absl::IsUnauthenticated(st))
+      return st;
+    log::Warn("unable to register node with the API server, retrying: ", st);
+    absl::SleepFor(wait);
+  }
   last_lease_ok_ = absl::ToUnixSeconds(absl::Now());
   if (config_.enable_pod_network) {
     RETURN_IF_ERROR(EnsurePodCidr());
@@ -300,11 +316,18 @@ absl::Status Kubelet::Start() {
   // First list: adopt what we have, clean up what is no longer ours.
   client::ListOptions lo;
   lo.field_selector = "spec.nodeName=" + config_.node_name;
-  ASSIGN_OR_RETURN(auto list, client_->List("pods", "", lo));
+  auto list = client_->List("pods", "", lo);
+  for (absl::Duration wait = absl::Milliseconds(200); !list.ok() && absl::IsUnavailable(list.status()) && !stopping_;
+       wait = std::min(wait * 2, absl::Seconds(5))) {
+    log::Warn("list pods, retrying: ", list.status());
+    absl::SleepFor(wait);
+    list = client_->List("pods", "", lo);
+  }
+  if (!list.ok()) return list.status();
   std::vector<Pod> pods;
-  for (const auto& o : list.items()) pods.push_back(o.pod());
+  for (const auto& o : list->items()) pods.push_back(o.pod());
   ReconcileList(pods);
-  std::string rv = list.resource_version();
+  std::string rv = list->resource_version();
   threads_.emplace_back([this] { LeaseLoop(); });
   if (!config_.manifest_dir.empty()) threads_.emplace_back([this] { StaticPodLoop(); });
   if (config_.eviction_interval_seconds > 0) threads_.emplace_back([this] { EvictionLoop(); });
@@ -483,6 +506,7 @@ void Kubelet::LeaseLoop() {
   api::v1::Lease lease;
   absl::Time last_status = absl::Now();
   while (!stopping_) {
+    lease_loop_tick_ = absl::ToUnixSeconds(absl::Now());
     std::string now = objects::NowMicro();
     auto got = client_->Get("leases", kLeaseNamespace, config_.node_name);
     absl::Status st;

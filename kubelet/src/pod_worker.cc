@@ -157,8 +157,11 @@ void PodWorker::Stop() {
 }
 
 void PodWorker::Update(const Pod& pod) {
+  // Handed to the worker thread, which alone replaces pod_ (under mu_, at
+  // the start of a sync): it reads pod_ without the lock, others with it.
   std::lock_guard<std::mutex> l(mu_);
-  pod_ = pod;
+  pending_ = pod;
+  has_pending_ = true;
   dirty_ = true;
   cv_.notify_all();
 }
@@ -170,8 +173,7 @@ void PodWorker::MarkDeleted() {
 }
 
 std::string PodWorker::ns_name() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return pod_.metadata().namespace_() + "/" + pod_.metadata().name();
+  return ident_.metadata().namespace_() + "/" + ident_.metadata().name();
 }
 
 std::string PodWorker::PodRunDir() const { return k_->config().run_dir + "/pods/" + uid_; }
@@ -180,11 +182,18 @@ std::string PodWorker::ContainerId(const std::string& name, int attempt) const {
   return absl::StrCat(uid_, "-", name, "-", attempt);
 }
 std::string PodWorker::LogDir() const {
-  return absl::StrCat(k_->config().log_dir, "/", pod_.metadata().namespace_(), "_", pod_.metadata().name(), "_",
+  return absl::StrCat(k_->config().log_dir, "/", ident_.metadata().namespace_(), "_", ident_.metadata().name(), "_",
                       uid_);
 }
 
 PodWorker::CState& PodWorker::State(const std::string& name, bool init) {
+  // Readers (Locate, Count, Running) walk containers_ under mu_; the worker
+  // thread is the only writer and takes mu_ for every change it makes.
+  std::lock_guard<std::mutex> l(mu_);
+  return StateLocked(name, init);
+}
+
+PodWorker::CState& PodWorker::StateLocked(const std::string& name, bool init) {
   CState& s = containers_[name];
   s.name = name;
   s.init = init;
@@ -214,21 +223,27 @@ void PodWorker::Refresh(CState& s) {
   if (!s.current || s.current->exited) return;
   std::string path = absl::StrCat(PodRunDir(), "/", s.name, "/", s.current->attempt, ".state");
   auto r = ReadRecordFile(path);
-  if (r.ok()) s.current = *r;
+  if (r.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    s.current = *r;
+  }
   if (!s.current->exited && !ProcessAlive(s.current->monitor_pid)) {
     r = ReadRecordFile(path);
-    if (r.ok()) s.current = *r;
-    if (!s.current->exited) {
+    ContainerRecord rec = r.ok() ? *r : *s.current;
+    if (!rec.exited) {
       // The monitor died (e.g. the machine's OOM killer): the container can no longer be observed.
-      k_->engine().Kill(s.current->id, SIGKILL, true).IgnoreError();
-      s.current->exited = true;
-      s.current->exit_code = 255;
-      s.current->error = "container monitor exited unexpectedly";
-      s.current->finished_at = NowRfc3339();
-      WriteRecordFile(path, *s.current).IgnoreError();
+      k_->engine().Kill(rec.id, SIGKILL, true).IgnoreError();
+      rec.exited = true;
+      rec.exit_code = 255;
+      rec.error = "container monitor exited unexpectedly";
+      rec.finished_at = NowRfc3339();
+      WriteRecordFile(path, rec).IgnoreError();
     }
+    std::lock_guard<std::mutex> l(mu_);
+    s.current = rec;
   }
   if (s.current->exited) {
+    std::lock_guard<std::mutex> l(mu_);
     s.liveness = s.readiness = s.startup = ProbeState{};
     s.started = false;
   }
@@ -561,12 +576,8 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
     unlink(absl::StrCat(cdir, "/", attempt - 2, ".state").c_str());
   }
   absl::Status st = k_->engine().Launch(spec, paths);
-  s.attempts = attempt + 1;
-  if (s.current) s.previous = s.current;
   auto rec = ReadRecordFile(paths.record);
-  if (rec.ok()) {
-    s.current = *rec;
-  } else {
+  if (!rec.ok()) {
     ContainerRecord r;
     r.id = spec.id;
     r.attempt = attempt;
@@ -575,11 +586,17 @@ absl::Status PodWorker::StartContainer(const Container& c, CState& s) {
     r.error = std::string(st.ok() ? rec.status().message() : st.message());
     r.finished_at = NowRfc3339();
     WriteRecordFile(paths.record, r).IgnoreError();
-    s.current = r;
+    rec = r;
   }
-  s.waiting_reason.clear();
-  s.waiting_message.clear();
-  s.started = !c.has_startup_probe();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    s.attempts = attempt + 1;
+    if (s.current) s.previous = s.current;
+    s.current = *rec;
+    s.waiting_reason.clear();
+    s.waiting_message.clear();
+    s.started = !c.has_startup_probe();
+  }
   if (!st.ok()) {
     k_->RecordEvent(ident_, "Warning", "Failed", absl::StrCat("Error: ", st.message()));
     return st;
@@ -751,6 +768,11 @@ void PodWorker::Sync() {
   bool deleted;
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (has_pending_) {
+      pod_ = std::move(pending_);
+      pending_.Clear();
+      has_pending_ = false;
+    }
     pod = pod_;
     deleted = deleted_;
   }
@@ -882,6 +904,7 @@ void PodWorker::Sync() {
   PushStatus();
 }
 
+// Called with mu_ held.
 PodFacts PodWorker::Facts() {
   PodFacts f;
   f.restart_policy = pod_.spec().restart_policy().empty() ? "Always" : pod_.spec().restart_policy();
@@ -891,7 +914,7 @@ PodFacts PodWorker::Facts() {
   f.qos_class = QosClassName(ComputeQos(pod_.spec()));
   f.terminating = !pod_.metadata().deletion_timestamp().empty();
   auto view = [&](const Container& c, bool init) {
-    CState& s = State(c.name(), init);
+    CState& s = StateLocked(c.name(), init);
     ContainerView v;
     v.name = c.name();
     v.image = c.image();

@@ -87,7 +87,8 @@ class PodWorker {
   // *why: Kubernetes' probe output/error text; *errored: the probe could not run (e.g. unknown named port).
   bool Probe(const api::v1::Container& c, CState& s, const api::v1::Probe& p, std::string* why, bool* errored);
   void KillContainer(CState& s, int64_t grace_seconds, const api::v1::Container* spec);
-  CState& State(const std::string& name, bool init);
+  CState& State(const std::string& name, bool init);        // takes mu_
+  CState& StateLocked(const std::string& name, bool init);  // mu_ held
   std::string PodRunDir() const;
   std::string PodRootDir() const;
   std::string ContainerId(const std::string& name, int attempt) const;
@@ -99,7 +100,10 @@ class PodWorker {
   std::string uid_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  // Written only by the worker thread (under mu_); other threads read it under mu_.
   api::v1::Pod pod_;
+  api::v1::Pod pending_;  // the newest object from Update(), taken by the next Sync()
+  bool has_pending_ = false;
   // name, namespace and uid only: events are recorded from the worker thread while Update()
   // replaces pod_ under mu_, so events never read pod_.
   api::v1::Pod ident_;

@@ -65,12 +65,7 @@ class KubeletCluster : public ::testing::Test {
       fs::create_symlink("busybox", images_ + "/busybox/bin/" + a);
     const auto& h1 = lab_->host(1);
     data_ = h1.dir + "/cp";
-    auto cp = lab_->Start(1, {BuildDir() + "/bin/skiff-control-plane", "--data-dir", data_, "--listen",
-                              h1.address + ":6443", "--advertise-address", h1.address, "--health-listen",
-                              "127.0.0.1:6444"},
-                          h1.dir + "/cp.log");
-    ASSERT_TRUE(cp.ok()) << cp.status();
-    cp_ = std::move(*cp);
+    StartControlPlane();
     ASSERT_TRUE(WaitFor([&] { return fs::exists(data_ + "/admin.conf") && Ctl({"get", "namespaces"}).exit_code == 0; },
                         30000))
         << Slurp(h1.dir + "/cp.log");
@@ -95,6 +90,29 @@ class KubeletCluster : public ::testing::Test {
       const auto& h = lab_->host(i);
       EXPECT_TRUE(!fs::exists(h.dir + "/run/netns") || fs::is_empty(h.dir + "/run/netns")) << "netns left on h" << i;
     }
+  }
+  void StartControlPlane() {
+    const auto& h1 = lab_->host(1);
+    auto cp = lab_->Start(1, {BuildDir() + "/bin/skiff-control-plane", "--data-dir", data_, "--listen",
+                              h1.address + ":6443", "--advertise-address", h1.address, "--health-listen",
+                              "127.0.0.1:6444"},
+                          h1.dir + "/cp.log");
+    ASSERT_TRUE(cp.ok()) << cp.status();
+    cp_ = std::move(*cp);
+  }
+  // Command lines of the processes that name `needle` (a node's pod run dir):
+  // the containers' monitors.
+  static std::vector<std::string> ProcessesNaming(const std::string& needle) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator("/proc", ec)) {
+      std::string pid = e.path().filename();
+      if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string cmd = Slurp("/proc/" + pid + "/cmdline");
+      for (char& c : cmd) c = c ? c : ' ';
+      if (cmd.find(needle) != std::string::npos) out.push_back(pid + " " + cmd.substr(0, 200));
+    }
+    return out;
   }
   void StartKubelet(int i) {
     const auto& h = lab_->host(i);
@@ -257,20 +275,57 @@ spec:
   // SIGKILL both kubelets and start them again: nothing restarts.
   std::map<std::string, std::string> ids;
   for (auto& p : pods) ids[p["metadata"]["name"]] = p["status"]["containerStatuses"][0].value("containerID", "");
+  auto untouched = [&](const char* when) {
+    auto after = Pods();
+    ASSERT_EQ(after.size(), pods.size()) << when;
+    for (auto& p : after) {
+      std::string name = p["metadata"]["name"];
+      EXPECT_EQ(p["status"].value("phase", ""), "Running") << when << ": " << name;
+      EXPECT_EQ(p["status"]["containerStatuses"][0].value("restartCount", 0), 0) << when << ": " << name;
+      EXPECT_EQ(p["status"]["containerStatuses"][0].value("containerID", ""), ids[name]) << when << ": " << name;
+    }
+  };
   for (auto& k : kubelets_) {
     k.second.Signal(SIGKILL);
     k.second.Wait();
   }
   for (int i = 1; i <= 2; ++i) StartKubelet(i);
   std::this_thread::sleep_for(std::chrono::seconds(3));
-  auto after = Pods();
-  ASSERT_EQ(after.size(), pods.size());
-  for (auto& p : after) {
-    std::string name = p["metadata"]["name"];
-    EXPECT_EQ(p["status"].value("phase", ""), "Running") << name;
-    EXPECT_EQ(p["status"]["containerStatuses"][0].value("restartCount", 0), 0) << name;
-    EXPECT_EQ(p["status"]["containerStatuses"][0].value("containerID", ""), ids[name]) << name;
-  }
+  untouched("after a kubelet SIGKILL");
+
+  // A package upgrade restarts the control plane and the kubelets together:
+  // the kubelets come back while the API server is still starting.
+  cp_.Signal(SIGTERM);
+  for (auto& k : kubelets_) k.second.Signal(SIGTERM);
+  cp_.Wait();
+  for (auto& k : kubelets_) k.second.Wait();
+  for (int i = 1; i <= 2; ++i) StartKubelet(i);
+  StartControlPlane();
+  ASSERT_TRUE(WaitFor([&] { return Ctl({"get", "namespaces"}).exit_code == 0; }, 30000));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  untouched("after a control plane + kubelet restart");
+
+  // A package upgrade restarts the control plane under running kubelets
+  // (their units are not restarted): they re-list and keep their pods.
+  cp_.Signal(SIGTERM);
+  cp_.Wait();
+  StartControlPlane();
+  ASSERT_TRUE(WaitFor([&] { return Ctl({"get", "namespaces"}).exit_code == 0; }, 30000));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  untouched("after a control plane restart under running kubelets");
+
+  // Re-adopted containers are torn down when their pods are deleted:
+  // no monitor and no container process of either node is left.
+  ASSERT_EQ(Ctl({"delete", "deployment", "web"}).exit_code, 0);
+  EXPECT_TRUE(WaitFor([&] { return Pods().empty(); }, 30000)) << Pods().dump(1);
+  std::string left;
+  EXPECT_TRUE(WaitFor([&] {
+    left.clear();
+    for (int i = 1; i <= 2; ++i) {
+      for (const std::string& cmd : ProcessesNaming(lab_->host(i).dir + "/log/default_web-")) left += cmd + "\n";
+    }
+    return left.empty();
+  }, 20000)) << "monitors left after their pods were deleted:\n" << left;
 }
 
 }  // namespace

@@ -76,6 +76,9 @@ class Kubelet {
   // Stops the loops and workers. Containers keep running (like kubelet's stop).
   void Stop();
   bool Healthy() const;
+  // The kubelet's own loops make progress (whether or not the API server
+  // answers): what the systemd watchdog follows.
+  bool Alive() const;
 
   absl::StatusOr<ContainerLocation> Locate(const std::string& ns, const std::string& pod,
                                            const std::string& container);
@@ -147,6 +150,7 @@ class Kubelet {
   std::unique_ptr<client::WatchStream> pod_watch_, node_watch_;
   std::vector<std::thread> threads_;
   std::atomic<int64_t> last_lease_ok_{0};
+  std::atomic<int64_t> lease_loop_tick_{0};  // unix seconds of the lease loop's latest round
   std::mutex metrics_mu_;
   std::vector<double> start_latency_;
 };
