@@ -125,15 +125,8 @@ absl::Status StoreImpl::Init() {
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("create ", dir, ": ", ec.message()));
   ::chmod(opts_.data_dir.c_str(), 0700);
-  int rc = mdb_env_create(&env_);
-  if (rc != 0) return MdbError(rc, "mdb_env_create");
-  mdb_env_set_maxdbs(env_, 4);
-  mdb_env_set_maxreaders(env_, 4096);
-  // The map must hold everything the quota admits plus the copy-on-write
-  // pages of the transactions in flight.
-  size_t map = static_cast<size_t>(opts_.quota_bytes) + (size_t{1} << 30);
-  rc = mdb_env_set_mapsize(env_, map);
-  if (rc != 0) return MdbError(rc, "mdb_env_set_mapsize");
+  // A defragmentation that crashed before its swap leaves its copy behind.
+  ::unlink((dir + "/data.mdb.defrag").c_str());
   // Before LMDB reads its header: go back to the last checkpointed snapshot
   // (its pages are intact on disk, later commits may be torn after a machine
   // crash); the log holds everything after it. See lmdb_checkpoint.h.
@@ -143,21 +136,11 @@ absl::Status StoreImpl::Init() {
     RETURN_IF_ERROR(RestoreLmdbMeta(dir + "/data.mdb", *ckpt));
     ckpt_gen_ = ckpt->gen;
   }
-  // MDB_NOTLS: read txns are pooled and move between threads.
-  // MDB_NOSYNC: durability comes from the write-ahead log; LMDB is flushed
-  // by checkpoints (see RunGroup and Checkpoint).
-  rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC, 0600);
-  if (rc != 0) return MdbError(rc, absl::StrCat("open lmdb in ", dir));
-
+  RETURN_IF_ERROR(OpenEnv(dir));
+  RETURN_IF_ERROR(OpenDbs());
   MDB_txn* txn = nullptr;
-  rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
   if (rc != 0) return MdbError(rc, "begin init txn");
-  if ((rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &kv_dbi_)) != 0 ||
-      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta_dbi_)) != 0 ||
-      (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &lease_dbi_)) != 0) {
-    mdb_txn_abort(txn);
-    return MdbError(rc, "open lmdb databases");
-  }
   auto get_meta = [&](const std::string& k, int64_t* v) {
     MDB_val key = Val(k), val;
     if (mdb_get(txn, meta_dbi_, &key, &val) == 0 && val.mv_size == 8) {
@@ -265,6 +248,40 @@ absl::Status StoreImpl::Init() {
   ticker_ = std::thread([this] { TickerLoop(); });
   log::Info("store: opened ", log::Field("data_dir", opts_.data_dir), " ", log::Field("revision", rev_), " ",
             log::Field("keys", static_cast<long long>(index_.LiveKeys())));
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::OpenEnv(const std::string& dir) {
+  int rc = mdb_env_create(&env_);
+  if (rc != 0) return MdbError(rc, "mdb_env_create");
+  mdb_env_set_maxdbs(env_, 4);
+  mdb_env_set_maxreaders(env_, 4096);
+  // The map must hold everything the quota admits plus the copy-on-write
+  // pages of the transactions in flight.
+  size_t map = static_cast<size_t>(opts_.quota_bytes) + (size_t{1} << 30);
+  rc = mdb_env_set_mapsize(env_, map);
+  if (rc != 0) return MdbError(rc, "mdb_env_set_mapsize");
+  // MDB_NOTLS: read txns are pooled and move between threads.
+  // MDB_NOSYNC: durability comes from the write-ahead log; LMDB is flushed
+  // by checkpoints (see RunGroup and Checkpoint).
+  rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC, 0600);
+  if (rc != 0) return MdbError(rc, absl::StrCat("open lmdb in ", dir));
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::OpenDbs() {
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) return MdbError(rc, "begin txn");
+  if ((rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &kv_dbi_)) != 0 ||
+      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta_dbi_)) != 0 ||
+      (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &lease_dbi_)) != 0) {
+    mdb_txn_abort(txn);
+    return MdbError(rc, "open lmdb databases");
+  }
+  std::lock_guard<std::mutex> lk(lmdb_commit_mu_);
+  rc = mdb_txn_commit(txn);
+  if (rc != 0) return MdbError(rc, "commit lmdb databases");
   return absl::OkStatus();
 }
 
@@ -667,6 +684,7 @@ absl::Status StoreImpl::Checkpoint() {
     }
   }
   c.txnid = mdb_txn_id(pin);
+
   if (LmdbMetaTxnId(c.metas.data(), c.psize) != c.txnid &&
       LmdbMetaTxnId(c.metas.data() + c.psize, c.psize) != c.txnid) {
     mdb_txn_abort(pin);
@@ -709,6 +727,7 @@ absl::Status StoreImpl::Checkpoint() {
 // data written, so it can run beside LMDB's own writes), so checkpoints do
 // not have to allocate — and flush as ordered data — the file's growth.
 void StoreImpl::ReserveLmdbSpace() {
+  std::lock_guard<std::mutex> run(ckpt_run_mu_);  // env_ and lmdb_fd_ stay put
   constexpr int64_t kAhead = int64_t{64} << 20;
   const int64_t used = DbSize();
   if (used + kAhead / 2 < reserved_end_) return;
@@ -833,6 +852,12 @@ absl::StatusOr<etcdserverpb::AlarmResponse> StoreImpl::Alarm(const etcdserverpb:
 void StoreImpl::ProcessBatch(const std::vector<PendingOp*>& batch) {
   size_t i = 0;
   while (i < batch.size()) {
+    if (batch[i]->kind == PendingOp::Kind::kDefrag) {
+      RunDefrag(batch[i]);
+      CompleteOne(batch[i]);
+      ++i;
+      continue;
+    }
     if (batch[i]->kind == PendingOp::Kind::kCompact) {
       RunCompaction(batch[i]);
       CompleteOne(batch[i]);
@@ -840,7 +865,10 @@ void StoreImpl::ProcessBatch(const std::vector<PendingOp*>& batch) {
       continue;
     }
     size_t j = i;
-    while (j < batch.size() && batch[j]->kind != PendingOp::Kind::kCompact) ++j;
+    while (j < batch.size() && batch[j]->kind != PendingOp::Kind::kCompact &&
+           batch[j]->kind != PendingOp::Kind::kDefrag) {
+      ++j;
+    }
     std::vector<PendingOp*> group(batch.begin() + static_cast<std::ptrdiff_t>(i),
                                   batch.begin() + static_cast<std::ptrdiff_t>(j));
     RunGroup(group);
@@ -1366,6 +1394,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
       return;
     }
     case K::kCompact:
+    case K::kDefrag:
       return;
   }
 }
@@ -1551,8 +1580,11 @@ absl::StatusOr<etcdserverpb::StatusResponse> StoreImpl::Status() {
   *resp.mutable_header() = Header();
   resp.set_version(kEtcdVersion);
   // The LMDB high-water mark.
-  resp.set_dbsize(DbSize());
-  resp.set_dbsizeinuse(DbSize());
+  {
+    std::shared_lock<std::shared_mutex> lk(env_mu_);
+    resp.set_dbsize(DbSize());
+  }
+  resp.set_dbsizeinuse(resp.dbsize());
   resp.set_leader(member_id_);
   resp.set_raftindex(static_cast<uint64_t>(Revision()));
   resp.set_raftterm(2);
@@ -1601,6 +1633,9 @@ absl::StatusOr<etcdserverpb::HashResponse> StoreImpl::Hash() {
     if (rc != 0) return MdbError(rc, "cursor");
     MDB_val k, v;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      // The log position depends on how requests were batched, not on the
+      // history (etcd's Hash likewise ignores its consistent index).
+      if (dbi == meta_dbi_ && k.mv_size == 7 && std::memcmp(k.mv_data, "wal_seq", 7) == 0) continue;
       h = Crc32c(h, k.mv_data, k.mv_size);
       h = Crc32c(h, v.mv_data, v.mv_size);
     }
@@ -1612,11 +1647,93 @@ absl::StatusOr<etcdserverpb::HashResponse> StoreImpl::Hash() {
 }
 
 absl::StatusOr<etcdserverpb::DefragmentResponse> StoreImpl::Defragment() {
-  // LMDB reuses freed pages in place, so there is no fragmentation to undo;
-  // the file keeps its high-water size (see docs/store.md).
   etcdserverpb::DefragmentResponse resp;
+  PendingOp op{PendingOp::Kind::kDefrag, nullptr, &resp};
+  RETURN_IF_ERROR(Submit(op));
   *resp.mutable_header() = Header();
   return resp;
+}
+
+// LMDB reuses freed pages but never gives them back: the file keeps its
+// high-water size. Defragmentation writes a compacting copy (only live pages,
+// renumbered), flushes it and renames it over data.mdb, then reopens LMDB.
+// It runs as the commit leader, so no write happens meanwhile; readers go on
+// during the copy and wait only for the swap (env_mu_). Crash safety:
+// checkpoint first (the old file is complete and recorded); a crash before
+// the record is dropped leaves the old file and its record (the copy is
+// deleted on open). Then the record is dropped (the file emptied and
+// flushed) before the rename: from here until the new file's record is
+// written, whichever file data.mdb is, it is complete and flushed, and
+// without a record open takes it as it is. The copy holds the same last log
+// record as the old file, so the log replays the same.
+void StoreImpl::RunDefrag(PendingOp* op) {
+  auto fail = [&](absl::Status st) {
+    log::Error("store: defragment: ", st);
+    op->status = st;
+  };
+  absl::Status st = Checkpoint();
+  if (!st.ok()) return fail(st);
+  const std::string dir = opts_.data_dir + "/member/skiff";
+  const std::string tmp = dir + "/data.mdb.defrag";
+  std::unique_lock<std::mutex> run(ckpt_run_mu_);
+  const int64_t before = DbSize();
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return fail(LastErrnoError("create " + tmp));
+    int rc;
+    {
+      std::shared_lock<std::shared_mutex> lk(env_mu_);
+      rc = mdb_env_copyfd2(env_, fd.get(), MDB_CP_COMPACT);
+    }
+    if (rc != 0 || ::fsync(fd.get()) != 0) {
+      ::unlink(tmp.c_str());
+      return fail(rc != 0 ? MdbError(rc, "copy database") : LastErrnoError("fsync " + tmp));
+    }
+  }
+  // No record may describe the old file once the new one can be in its place.
+  if (::ftruncate(ckpt_fd_.get(), 0) != 0 || ::fdatasync(ckpt_fd_.get()) != 0) {
+    log::Error("store: defragment: dropping the checkpoint record failed, stopping: ", std::strerror(errno));
+    std::abort();
+  }
+  {
+    std::unique_lock<std::shared_mutex> lk(env_mu_);
+    {
+      std::lock_guard<std::mutex> pl(read_pool_mu_);
+      for (MDB_txn* t : read_pool_) mdb_txn_abort(t);
+      read_pool_.clear();
+    }
+    if (ckpt_pin_ != nullptr) mdb_txn_abort(ckpt_pin_);
+    ckpt_pin_ = nullptr;
+    ckpt_txnid_ = 0;
+    mdb_env_close(env_);
+    env_ = nullptr;
+    // From here on the old environment is gone: failing to bring up the new
+    // one leaves nothing to serve from.
+    UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (::rename(tmp.c_str(), (dir + "/data.mdb").c_str()) != 0 || !dfd || ::fsync(dfd.get()) != 0) {
+      log::Error("store: defragment: swapping in the copy failed, stopping: ", std::strerror(errno));
+      std::abort();
+    }
+    st = OpenEnv(dir);
+    if (st.ok()) st = OpenDbs();
+    if (!st.ok()) {
+      log::Error("store: defragment: reopening lmdb failed, stopping: ", st);
+      std::abort();
+    }
+    lmdb_fd_.reset(::open((dir + "/data.mdb").c_str(), O_RDWR | O_CLOEXEC));
+    if (!lmdb_fd_) {
+      log::Error("store: defragment: reopening data.mdb failed, stopping: ", std::strerror(errno));
+      std::abort();
+    }
+    reserved_end_ = 0;
+  }
+  const int64_t after = DbSize();
+  run.unlock();
+  // Record (and pin) the new file's snapshot.
+  st = Checkpoint();
+  if (!st.ok()) log::Error("store: checkpoint after defragment: ", st);
+  log::Info("store: defragmented ", log::Field("before", static_cast<long long>(before)), " ",
+            log::Field("after", static_cast<long long>(after)));
 }
 
 absl::StatusOr<etcdserverpb::MemberListResponse> StoreImpl::MemberList() {
@@ -1639,8 +1756,11 @@ absl::Status StoreImpl::Snapshot(const std::function<bool(const std::string&, ui
   if (fd < 0) return LastErrnoError("mkstemp " + tmpl);
   UniqueFd owned(fd);
   ::unlink(tmpl.c_str());
-  int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
-  if (rc != 0) return MdbError(rc, "copy database");
+  {
+    std::shared_lock<std::shared_mutex> lk(env_mu_);
+    int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
+    if (rc != 0) return MdbError(rc, "copy database");
+  }
   off_t size = ::lseek(fd, 0, SEEK_END);
   if (size < 0 || ::lseek(fd, 0, SEEK_SET) < 0) return LastErrnoError("seek snapshot");
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
@@ -1673,7 +1793,10 @@ Metrics StoreImpl::GetMetrics() const {
   m.ranges = ranges_.load();
   m.revision = Revision();
   m.compact_revision = CompactRevision();
-  m.db_size = DbSize();
+  {
+    std::shared_lock<std::shared_mutex> lk(env_mu_);
+    m.db_size = DbSize();
+  }
   m.db_size_in_use = m.db_size;
   m.quota = opts_.quota_bytes;
   m.nospace_alarm = nospace_;

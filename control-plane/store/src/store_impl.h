@@ -151,7 +151,7 @@ class StoreImpl final : public Store {
 
  private:
   struct PendingOp {
-    enum class Kind { kPut, kDelete, kTxn, kCompact, kLeaseGrant, kLeaseRevoke, kAlarm } kind;
+    enum class Kind { kPut, kDelete, kTxn, kCompact, kDefrag, kLeaseGrant, kLeaseRevoke, kAlarm } kind;
     const google::protobuf::Message* req = nullptr;
     google::protobuf::Message* resp = nullptr;
     absl::Status status;
@@ -224,6 +224,11 @@ class StoreImpl final : public Store {
   int64_t reserved_end_ = 0;  // blocks reserved up to here
   void ProcessBatch(const std::vector<PendingOp*>& batch);
   void RunCompaction(PendingOp* op);
+  // Defragmentation: a compacting copy of LMDB replaces data.mdb (leader
+  // only, so no write transaction is open).
+  void RunDefrag(PendingOp* op);
+  absl::Status OpenEnv(const std::string& dir);  // env_ = a configured, open environment
+  absl::Status OpenDbs();                         // kv_dbi_, meta_dbi_, lease_dbi_ of env_
   void ApplyOp(WriteCtx& c, PendingOp* op);
   void TickerLoop();
 
@@ -246,11 +251,14 @@ class StoreImpl final : public Store {
   void DetachLease(const std::string& key, int64_t lease);
   void AttachLease(const std::string& key, int64_t lease);
   absl::Status RebuildLeases();
-  int64_t DbSize() const;
+  int64_t DbSize() const;  // callers hold env_mu_, ckpt_run_mu_ or are the commit leader
   etcdserverpb::ResponseHeader HeaderAt(int64_t rev) const;
 
   Options opts_;
   MDB_env* env_ = nullptr;
+  // Shared by every user of env_ outside the commit leader (read txns,
+  // snapshot, status); exclusive only while defragmentation swaps env_.
+  mutable std::shared_mutex env_mu_;
   MDB_dbi kv_dbi_ = 0, meta_dbi_ = 0, lease_dbi_ = 0;
   uint64_t member_id_ = 0, cluster_id_ = 0;
 
@@ -285,7 +293,7 @@ class StoreImpl final : public Store {
 // new reader slot for every request.
 class ReadTxn {
  public:
-  explicit ReadTxn(StoreImpl* s) : s_(s) {
+  explicit ReadTxn(StoreImpl* s) : s_(s), env_lk_(s->env_mu_) {
     {
       std::lock_guard<std::mutex> lk(s_->read_pool_mu_);
       if (!s_->read_pool_.empty()) {
@@ -313,6 +321,7 @@ class ReadTxn {
 
  private:
   StoreImpl* s_;
+  std::shared_lock<std::shared_mutex> env_lk_;  // env_ stays while the txn lives
   MDB_txn* txn_ = nullptr;
   int rc_ = 0;
 };
