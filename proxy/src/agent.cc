@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <map>
@@ -286,9 +288,22 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   bool attach_later = dp->migrating();
   if (!attach_later) RETURN_IF_ERROR(dp->AttachSocketLb(cgroup));
   for (const std::string& ifname : options.tc_interfaces) RETURN_IF_ERROR(dp->AttachTc(ifname));
-  if (!options.tc_interfaces.empty() && !options.node_ips.empty()) {
-    in_addr a;
-    if (inet_pton(AF_INET, options.node_ips[0].c_str(), &a) == 1) RETURN_IF_ERROR(dp->SetTcConfig(a.s_addr));
+  if (!options.tc_interfaces.empty()) {
+    // The first --node-ip of each family: NodePort address and SNAT source.
+    bool have4 = false, have6 = false;
+    for (const std::string& ip : options.node_ips) {
+      in_addr a;
+      in6_addr a6;
+      if (!have4 && inet_pton(AF_INET, ip.c_str(), &a) == 1) {
+        RETURN_IF_ERROR(dp->SetTcConfig(a.s_addr));
+        have4 = true;
+      } else if (!have6 && inet_pton(AF_INET6, ip.c_str(), &a6) == 1) {
+        std::array<uint32_t, 4> words;
+        memcpy(words.data(), &a6, sizeof(a6));
+        RETURN_IF_ERROR(dp->SetTcConfig6(words));
+        have6 = true;
+      }
+    }
   }
   if (options.service_route) {
     // Dual-stack: "10.96.0.0/12,fd00:96::/108", as kube-apiserver takes it.

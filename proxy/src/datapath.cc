@@ -53,7 +53,8 @@ absl::Status EnsureBpffs(const std::string& dir) {
 // Maps and links every layout version pins (RemovePins, migration).
 constexpr const char* kMapNames[] = {"lb4_services", "lb4_backends", "lb_affinity",     "lb_counters",
                                      "lb4_sock_revnat", "lb_maglev", "ct4",   "tc_config",
-                                     "lb4_doomed", "lb6_services", "lb6_backends", "lb6_sock_revnat", "lb6_doomed"};
+                                     "lb4_doomed", "lb6_services", "lb6_backends", "lb6_sock_revnat", "lb6_doomed",
+                                     "ct6", "tc_config6"};
 constexpr const char* kLinkNames[] = {"skiff_sock4_connect",     "skiff_sock4_sendmsg",     "skiff_sock4_recvmsg",
                                       "skiff_sock4_getpeername", "skiff_sock6_connect",     "skiff_sock6_sendmsg",
                                       "skiff_sock6_recvmsg",     "skiff_sock6_getpeername"};
@@ -61,7 +62,7 @@ constexpr const char* kLinkNames[] = {"skiff_sock4_connect",     "skiff_sock4_se
 // change: socket reverse NAT (getpeername/recvmsg of established sockets)
 // and tc conntrack (established NodePort flows). Affinity and counters are
 // keyed by service ids, which the new generation allocates afresh.
-constexpr const char* kCarriedState[] = {"lb4_sock_revnat", "lb6_sock_revnat", "ct4"};
+constexpr const char* kCarriedState[] = {"lb4_sock_revnat", "lb6_sock_revnat", "ct4", "ct6"};
 
 struct LinkSpec {
   bpf_program* prog;

@@ -6,6 +6,8 @@
 #include <bpf/libbpf.h>
 #include <net/if.h>
 
+#include <cstring>
+
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
 #include "skiff/proxy/datapath.h"
@@ -38,6 +40,8 @@ absl::Status Datapath::LoadTc() {
   fds_.maglev = bpf_map__fd(tc_->maps.lb_maglev);
   fds_.ct = bpf_map__fd(tc_->maps.ct4);
   fds_.tc_config = bpf_map__fd(tc_->maps.tc_config);
+  fds_.ct6 = bpf_map__fd(tc_->maps.ct6);
+  fds_.tc_config6 = bpf_map__fd(tc_->maps.tc_config6);
   return absl::OkStatus();
 }
 
@@ -67,6 +71,15 @@ absl::Status Datapath::SetTcConfig(uint32_t node_address_be) {
   cfg.ct_timeout_s = 3600;
   uint32_t zero = 0;
   if (bpf_map_update_elem(fds_.tc_config, &zero, &cfg, BPF_ANY) != 0) return LastErrnoError("update tc config");
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::SetTcConfig6(const std::array<uint32_t, 4>& node_address6) {
+  if (fds_.tc_config6 < 0) return absl::FailedPreconditionError("tc datapath not loaded");
+  skiff_tc_config6 cfg{};
+  memcpy(cfg.node_address6, node_address6.data(), sizeof(cfg.node_address6));
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(fds_.tc_config6, &zero, &cfg, BPF_ANY) != 0) return LastErrnoError("update tc config6");
   return absl::OkStatus();
 }
 

@@ -139,25 +139,34 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
 
     uint8_t proto = static_cast<uint8_t>(sp.protocol);
     for (uint32_t vip : vips) out->push_back({{vip, sp.port, proto, SKIFF_LB_SCOPE_SOCK}, internal});
-    // IPv6 cluster IPs: socket LB only, to the IPv6 endpoints (the IPv6
-    // EndpointSlices of a dual-stack service).
-    // External IPs and NodePorts on IPv6 node addresses work from the node
-    // itself (socket LB); tc is IPv4 only.
+    // IPv6 (the IPv6 EndpointSlices of a dual-stack or IPv6 service): the
+    // same frontends as IPv4. Cluster IPs for the socket LB; external IPs
+    // and NodePorts for the socket LB (from the node) and for tc (from
+    // outside, address :: = any node address).
     if (!vips6.empty()) {
       Frontend internal6 = internal;
       internal6.backends = Select(cands6, svc.internal_policy_local);
-      auto add6 = [&](const Ipv6Address& a, uint16_t port, const Frontend& f) {
-        FrontendKey fk{0, port, proto, SKIFF_LB_SCOPE_SOCK};
+      Frontend external6 = internal6;
+      external6.backends = Select(cands6, svc.external_policy_local);
+      if (svc.external_policy_local) external6.flags |= SKIFF_SVC_F_LOCAL;
+      auto add6 = [&](const Ipv6Address& a, uint16_t port, const Frontend& f, uint8_t scope) {
+        FrontendKey fk{0, port, proto, scope};
         fk.v6 = true;
         fk.address6 = a;
         out->push_back({fk, f});
       };
-      for (const Ipv6Address& vip : vips6) add6(vip, sp.port, internal6);
-      for (const Ipv6Address& ip : ext_ips6) add6(ip, sp.port, internal6);
+      for (const Ipv6Address& vip : vips6) add6(vip, sp.port, internal6, SKIFF_LB_SCOPE_SOCK);
+      for (const Ipv6Address& ip : ext_ips6) {
+        add6(ip, sp.port, internal6, SKIFF_LB_SCOPE_SOCK);
+        add6(ip, sp.port, external6, SKIFF_LB_SCOPE_EXT);
+      }
       if (node_port && sp.node_port) {
+        Frontend np6 = external6;
+        np6.flags |= SKIFF_SVC_F_NODEPORT;
+        add6(Ipv6Address{}, sp.node_port, np6, SKIFF_LB_SCOPE_EXT);
         Frontend np_local6 = internal6;
         np_local6.backends = Select(cands6, false);
-        for (const Ipv6Address& ip : node_ips6) add6(ip, sp.node_port, np_local6);
+        for (const Ipv6Address& ip : node_ips6) add6(ip, sp.node_port, np_local6, SKIFF_LB_SCOPE_SOCK);
       }
     }
     // External IPs and node ports are IPv4 (tc); a single-stack IPv6

@@ -403,32 +403,44 @@ absl::Status ServiceMap::DeleteFrontend(const FrontendKey& fk, const Programmed&
   return absl::OkStatus();
 }
 
+// One table per family: a dual-stack service port has one service id, and
+// its IPv6 table sits under the id with SKIFF_MAGLEV_KEY_V6 set.
 absl::Status ServiceMap::WriteMaglev(uint32_t sid, ApplyStats* st) {
   if (fds_.maglev < 0) return absl::OkStatus();
-  std::vector<uint32_t> set;
-  auto ext = ext_frontends_.find(sid);
-  if (ext != ext_frontends_.end() && !ext->second.empty()) {
-    // Every EXT frontend of a service port has the same (external) backends.
-    set = frontends_.at(*ext->second.begin()).slots;
-    std::sort(set.begin(), set.end());
+  for (bool v6 : {false, true}) {
+    const uint32_t key = v6 ? (sid | SKIFF_MAGLEV_KEY_V6) : sid;
+    std::vector<uint32_t> set;
+    auto ext = ext_frontends_.find(sid);
+    if (ext != ext_frontends_.end()) {
+      // Every EXT frontend of a service port and family has the same
+      // (external) backends.
+      for (const FrontendKey& fk : ext->second) {
+        if (fk.v6 != v6) continue;
+        set = frontends_.at(fk).slots;
+        std::sort(set.begin(), set.end());
+        break;
+      }
+    }
+    auto cur = maglev_sets_.find(key);
+    if (set.empty()) {
+      if (cur == maglev_sets_.end()) continue;
+      maglev_sets_.erase(cur);
+      ++st->map_deletes;
+      RETURN_IF_ERROR(Del(kSlotDeletes, fds_.maglev, key));
+      continue;
+    }
+    if (cur != maglev_sets_.end() && cur->second == set) continue;
+    std::vector<std::pair<uint64_t, uint32_t>> in;
+    for (uint32_t id : set) {
+      const Backend& b = backends_.at(id).backend;
+      uint64_t addr = b.v6 ? (b.address6[0] ^ b.address6[1] ^ b.address6[2] ^ b.address6[3]) : b.address;
+      in.emplace_back((addr << 24) | (static_cast<uint64_t>(b.port) << 8) | b.proto, id);
+    }
+    std::vector<uint32_t> table = BuildMaglevTable(in, SKIFF_MAGLEV_TABLE_SIZE);
+    ++st->map_writes;
+    RETURN_IF_ERROR(PutRaw(kServiceEntries, fds_.maglev, &key, sizeof(key), table.data(), table.size() * 4));
+    maglev_sets_[key] = std::move(set);
   }
-  auto cur = maglev_sets_.find(sid);
-  if (set.empty()) {
-    if (cur == maglev_sets_.end()) return absl::OkStatus();
-    maglev_sets_.erase(cur);
-    ++st->map_deletes;
-    return Del(kSlotDeletes, fds_.maglev, sid);
-  }
-  if (cur != maglev_sets_.end() && cur->second == set) return absl::OkStatus();
-  std::vector<std::pair<uint64_t, uint32_t>> in;
-  for (uint32_t id : set) {
-    const Backend& b = backends_.at(id).backend;
-    in.emplace_back((static_cast<uint64_t>(b.address) << 24) | (static_cast<uint64_t>(b.port) << 8) | b.proto, id);
-  }
-  std::vector<uint32_t> table = BuildMaglevTable(in, SKIFF_MAGLEV_TABLE_SIZE);
-  ++st->map_writes;
-  RETURN_IF_ERROR(PutRaw(kServiceEntries, fds_.maglev, &sid, sizeof(sid), table.data(), table.size() * 4));
-  maglev_sets_[sid] = std::move(set);
   return absl::OkStatus();
 }
 
@@ -461,10 +473,11 @@ absl::StatusOr<uint32_t> ServiceMap::ServiceIdFor(const FrontendKey& fk, const s
 absl::Status ServiceMap::ReleaseServiceId(uint32_t sid, ApplyStats* st) {
   ++st->map_deletes;
   RETURN_IF_ERROR(Del(kBackendDeletes, fds_.counters, sid));
-  if (maglev_sets_.count(sid)) {
+  for (uint32_t key : {sid, sid | SKIFF_MAGLEV_KEY_V6}) {
+    if (!maglev_sets_.count(key)) continue;
     ++st->map_deletes;
-    if (fds_.maglev >= 0) RETURN_IF_ERROR(Del(kSlotDeletes, fds_.maglev, sid));
-    maglev_sets_.erase(sid);
+    if (fds_.maglev >= 0) RETURN_IF_ERROR(Del(kSlotDeletes, fds_.maglev, key));
+    maglev_sets_.erase(key);
   }
   live_service_ids_.erase(sid);
   sid_owner_.erase(sid);
@@ -656,6 +669,20 @@ absl::Status ServiceMap::ForgetConntrack(ApplyStats* st) {
   for (const skiff_ct4_key& k : doomed) {
     ++st->map_deletes;
     if (bpf_map_delete_elem(fds_.ct, &k) != 0 && errno != ENOENT) return LastErrnoError("delete conntrack entry");
+  }
+  if (fds_.ct6 < 0) return absl::OkStatus();
+  std::vector<skiff_ct6_key> doomed6;
+  skiff_ct6_key key6, next6;
+  skiff_ct6_key* prev6 = nullptr;
+  while (bpf_map_get_next_key(fds_.ct6, prev6, &next6) == 0) {
+    skiff_ct6_value v;
+    if (bpf_map_lookup_elem(fds_.ct6, &next6, &v) == 0 && gone.count(v.backend_id)) doomed6.push_back(next6);
+    key6 = next6;
+    prev6 = &key6;
+  }
+  for (const skiff_ct6_key& k : doomed6) {
+    ++st->map_deletes;
+    if (bpf_map_delete_elem(fds_.ct6, &k) != 0 && errno != ENOENT) return LastErrnoError("delete conntrack entry");
   }
   return absl::OkStatus();
 }

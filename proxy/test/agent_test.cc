@@ -555,6 +555,70 @@ TEST_F(AgentTest, NodePortFromOutsideTheNodeReachesARemoteBackendAndRepliesAreTr
   EXPECT_NE(access((lab_->bpffs() + "/skiff_lb4_services_v1").c_str(), F_OK), 0);
 }
 
+// IPv6 from outside the node: an IPv6-only NodePort Service whose endpoint
+// runs on another node. tc on the node's interfaces DNATs to the backend,
+// SNATs to the node's IPv6 --node-ip and translates the replies back.
+const char* kNodePort6 = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: np6, namespace: default}
+spec:
+  type: NodePort
+  clusterIPs: ["fd00:96::30"]
+  ipFamilies: [IPv6]
+  ipFamilyPolicy: SingleStack
+  ports: [{name: http, port: 80, nodePort: 30080}, {name: dns, port: 53, protocol: UDP, nodePort: 30053}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: np6-1, namespace: default, labels: {kubernetes.io/service-name: np6}}
+addressType: IPv6
+ports: [{name: http, port: 8080}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- addresses: ["fd00:5::11"]
+  nodeName: node-b
+)";
+
+TEST_F(AgentTest, Ipv6NodePortFromOutsideTheNodeReachesARemoteBackendAndRepliesAreTranslated) {
+  ASSERT_TRUE(lab_->AddOutside()) << lab_->error();
+  ASSERT_TRUE(lab_->AddPod6()) << lab_->error();
+  std::ofstream(file_) << kNodePort6;
+  StartAgent({"--node-ip", "192.168.50.1,fd00:50::1", "--tc-interfaces",
+              lab_->node_external_if() + "," + lab_->node_internal_if()});
+  ASSERT_TRUE(WaitHealthy());
+  std::vector<std::string> tcp, peers;
+  std::string udp, from;
+  lab_->Leave();
+  std::thread outside([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    // Known gap: the first packet towards a not yet resolved IPv6
+    // neighbour is lost on this path (TCP retransmits it after 1 s). A
+    // first UDP exchange resolves the neighbours on the whole way; its
+    // answer is not checked.
+    UdpRequest("fd00:50::1", 30053, false);
+    for (int i = 0; i < 3; ++i) {
+      std::string peer;
+      tcp.push_back(TcpRequest("fd00:50::1", 30080, &peer));
+      peers.push_back(peer);
+    }
+    udp = UdpRequest("fd00:50::1", 30053, false, &from);
+  });
+  outside.join();
+  ASSERT_TRUE(lab_->Enter());
+  ASSERT_EQ(tcp.size(), 3u);
+  for (size_t i = 0; i < tcp.size(); ++i) {
+    EXPECT_EQ(tcp[i], "[fd00:5::11]:8080");
+    EXPECT_EQ(peers[i], "[fd00:50::1]:30080");
+  }
+  EXPECT_EQ(udp, "[fd00:5::11]:5353");
+  EXPECT_EQ(from, "[fd00:50::1]:30053");
+  int code;
+  std::string metrics = HttpGet("/metrics", &code);
+  EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/np6:http/TCP\"} 3"),
+            std::string::npos)
+      << metrics;
+}
+
 const char* kNodePortLocal = R"(
 apiVersion: v1
 kind: Service

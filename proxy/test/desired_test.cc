@@ -287,21 +287,28 @@ TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
   EXPECT_EQ(v6_frontends, 1);
 
   // IPv6 external IPs and NodePorts on IPv6 node addresses: socket-LB
-  // frontends (from the node), with the IPv6 endpoints; none for tc.
+  // frontends (from the node), and tc frontends (from outside: the external
+  // IP, and the NodePort on any node address ::), all with the IPv6
+  // endpoints.
   y->services.at("ds/web").type = "NodePort";
   y->services.at("ds/web").ports[0].node_port = 30080;
   y->services.at("ds/web").external_ips = {"2001:db8::10"};
   auto d2 = ComputeDesired(*y, {"me", {"192.168.1.10", "fd00:1::10"}});
-  std::set<std::pair<std::string, uint16_t>> v6keys;
+  std::set<std::pair<std::string, uint16_t>> v6keys, v6ext;
   for (const auto& [fk, f] : d2.frontends) {
     if (!fk.v6) continue;
-    EXPECT_EQ(fk.scope, SKIFF_LB_SCOPE_SOCK);
     ASSERT_FALSE(f.backends.empty());
     EXPECT_TRUE(f.backends[0].v6);
-    v6keys.insert({Ipv6ToString(fk.address6), fk.port});
+    if (fk.scope == SKIFF_LB_SCOPE_EXT) {
+      v6ext.insert({Ipv6ToString(fk.address6), fk.port});
+      EXPECT_EQ((f.flags & SKIFF_SVC_F_NODEPORT) != 0, fk.port == 30080);
+    } else {
+      v6keys.insert({Ipv6ToString(fk.address6), fk.port});
+    }
   }
   EXPECT_EQ(v6keys, (std::set<std::pair<std::string, uint16_t>>{
                         {"fd00:96::10", 80}, {"2001:db8::10", 80}, {"fd00:1::10", 30080}}));
+  EXPECT_EQ(v6ext, (std::set<std::pair<std::string, uint16_t>>{{"2001:db8::10", 80}, {"::", 30080}}));
 }
 
 TEST(ApiSource, MalformedServiceIsSkippedWithAWarningEventAndOthersStillFlow) {

@@ -7,6 +7,8 @@
 // (bpf_link_update), so the hooks are never detached across a restart.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +40,8 @@ struct LbMapFds {
   int maglev = -1;   // -1 unless the tc object is loaded
   int ct = -1;       // -1 unless the tc object is loaded
   int tc_config = -1;
+  int ct6 = -1;      // IPv6 tc conntrack; -1 unless the tc object is loaded
+  int tc_config6 = -1;
   // Connected-UDP socket destruction (bpf/sock_destroy.bpf.c); -1 when the
   // kernel cannot load it (bpf_sock_destroy needs 6.5).
   int doomed = -1;
@@ -80,6 +84,8 @@ class Datapath {
   // tc ingress + egress on interface `ifname` of the current netns.
   absl::Status AttachTc(const std::string& ifname);
   absl::Status SetTcConfig(uint32_t node_address_be);
+  // The node's IPv6 address for IPv6 NodePorts and SNAT (network order).
+  absl::Status SetTcConfig6(const std::array<uint32_t, 4>& node_address6);
 
   // Removes the pinned links (detaching the programs) and the pinned maps
   // of layout `version`.

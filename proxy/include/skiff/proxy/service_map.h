@@ -140,7 +140,7 @@ class ServiceMap {
   std::unordered_map<uint32_t, const std::string*> sid_owner_;  // into service_ports_' keys
   std::set<uint32_t> live_service_ids_;  // counters entry exists
   std::map<uint32_t, std::set<FrontendKey>> ext_frontends_;  // service id -> EXT-scope frontends
-  std::map<uint32_t, std::vector<uint32_t>> maglev_sets_;   // service id -> backend ids in its table
+  std::map<uint32_t, std::vector<uint32_t>> maglev_sets_;   // maglev key -> backend ids in its table
   uint32_t next_service_id_ = 1;
   uint32_t next_backend_id_ = 1;
   std::vector<uint32_t> free_service_ids_;
