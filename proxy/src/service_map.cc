@@ -647,6 +647,29 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
   return st;
 }
 
+namespace {
+
+// Deletes the entries of conntrack map `fd` (ct4 or ct6) that name a backend in `gone`.
+template <typename Key, typename Value>
+absl::Status ForgetFlows(int fd, const std::set<uint32_t>& gone, ApplyStats* st) {
+  std::vector<Key> doomed;
+  Key key, next;
+  Key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    Value v;
+    if (bpf_map_lookup_elem(fd, &next, &v) == 0 && gone.count(v.backend_id)) doomed.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const Key& k : doomed) {
+    ++st->map_deletes;
+    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT) return LastErrnoError("delete conntrack entry");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 // tc conntrack entries of backends that left: later packets of those flows
 // then pick a live backend instead of being sent to a gone one. A walk of
 // the LRU map, done only when backends were removed.
@@ -657,33 +680,8 @@ absl::Status ServiceMap::ForgetConntrack(ApplyStats* st) {
   }
   std::set<uint32_t> gone(removed_backends_.begin(), removed_backends_.end());
   removed_backends_.clear();
-  std::vector<skiff_ct4_key> doomed;
-  skiff_ct4_key key, next;
-  skiff_ct4_key* prev = nullptr;
-  while (bpf_map_get_next_key(fds_.ct, prev, &next) == 0) {
-    skiff_ct4_value v;
-    if (bpf_map_lookup_elem(fds_.ct, &next, &v) == 0 && gone.count(v.backend_id)) doomed.push_back(next);
-    key = next;
-    prev = &key;
-  }
-  for (const skiff_ct4_key& k : doomed) {
-    ++st->map_deletes;
-    if (bpf_map_delete_elem(fds_.ct, &k) != 0 && errno != ENOENT) return LastErrnoError("delete conntrack entry");
-  }
-  if (fds_.ct6 < 0) return absl::OkStatus();
-  std::vector<skiff_ct6_key> doomed6;
-  skiff_ct6_key key6, next6;
-  skiff_ct6_key* prev6 = nullptr;
-  while (bpf_map_get_next_key(fds_.ct6, prev6, &next6) == 0) {
-    skiff_ct6_value v;
-    if (bpf_map_lookup_elem(fds_.ct6, &next6, &v) == 0 && gone.count(v.backend_id)) doomed6.push_back(next6);
-    key6 = next6;
-    prev6 = &key6;
-  }
-  for (const skiff_ct6_key& k : doomed6) {
-    ++st->map_deletes;
-    if (bpf_map_delete_elem(fds_.ct6, &k) != 0 && errno != ENOENT) return LastErrnoError("delete conntrack entry");
-  }
+  RETURN_IF_ERROR((ForgetFlows<skiff_ct4_key, skiff_ct4_value>(fds_.ct, gone, st)));
+  if (fds_.ct6 >= 0) RETURN_IF_ERROR((ForgetFlows<skiff_ct6_key, skiff_ct6_value>(fds_.ct6, gone, st)));
   return absl::OkStatus();
 }
 
