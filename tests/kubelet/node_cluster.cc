@@ -71,20 +71,30 @@ std::string Unescape(const std::string& s) {
 
 std::vector<std::string> FindNodeLeaks(const NodeScope& scope) {
   std::vector<std::string> leaks;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(scope.run_dir + "/netns", ec))
-    leaks.push_back("netns " + e.path().string());
-  for (const std::string& dir : {scope.run_dir + "/pods", scope.root_dir + "/pods"})
-    for (const auto& e : fs::directory_iterator(dir, ec)) leaks.push_back("pod dir " + e.path().string());
+  // A directory that cannot be read (other than missing) is reported too, so
+  // that a failed look never passes for a clean node.
+  auto entries = [&](const std::string& dir, const std::string& what) {
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::end(it); it.increment(ec))
+      leaks.push_back(what + " " + it->path().string());
+    if (ec && ec != std::errc::no_such_file_or_directory) leaks.push_back("cannot read " + dir + ": " + ec.message());
+  };
+  entries(scope.run_dir + "/netns", "netns");
+  entries(scope.run_dir + "/pods", "pod dir");
+  entries(scope.root_dir + "/pods", "pod dir");
 
+  std::error_code ec;
   if (!scope.cgroup_root.empty() && fs::exists(scope.cgroup_root, ec)) {
     std::vector<fs::path> cgroups = {scope.cgroup_root};
-    for (auto it = fs::recursive_directory_iterator(scope.cgroup_root, ec); !ec && it != fs::end(it);
-         it.increment(ec)) {
-      if (!it->is_directory(ec)) continue;
+    auto it = fs::recursive_directory_iterator(scope.cgroup_root, ec);
+    for (; !ec && it != fs::end(it); it.increment(ec)) {
+      std::error_code gone;
+      if (!it->is_directory(gone)) continue;
       cgroups.push_back(it->path());
       if (it->path().filename().string().rfind("pod", 0) == 0) leaks.push_back("pod cgroup " + it->path().string());
     }
+    // A cgroup removed while we walked: the node is still busy cleaning up.
+    if (ec) leaks.push_back("cgroup tree of " + scope.cgroup_root + " changed while read: " + ec.message());
     for (const auto& cg : cgroups) {
       std::ifstream procs(cg / "cgroup.procs");
       pid_t pid;
@@ -103,8 +113,8 @@ std::vector<std::string> FindNodeLeaks(const NodeScope& scope) {
       leaks.push_back("mount " + mount_point);
   }
 
-  for (const auto& e : fs::directory_iterator("/proc", ec)) {
-    std::string name = e.path().filename();
+  for (auto it = fs::directory_iterator("/proc", ec); !ec && it != fs::end(it); it.increment(ec)) {
+    std::string name = it->path().filename();
     if (name.empty() || !isdigit(name[0])) continue;
     pid_t pid = std::stoi(name);
     if (pid == getpid()) continue;
