@@ -57,13 +57,25 @@ stop_server() {
 # field NAME LINE: value of NAME=... in a skiff-store-bench output line
 field() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
-# check_perf ENDPOINT LOAD -> "<writes/s> <PASS|FAIL>"
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }  # user+system, in clock ticks
+
+# check_perf ENDPOINT LOAD [SERVER_PID] -> "<writes/s> <PASS|FAIL>"
+# With SERVER_PID it also reports where the CPU went: the server's and
+# etcdctl's CPU time per write (etcdctl runs the load's 500+ clients on the
+# same two cores), and the machine's load average.
 check_perf() {
-  local out tput verdict
-  out=$(etcdctl --endpoints "$1" check perf --load="$2" 2>&1 | tr '\r' '\n' | grep -E "PASS|FAIL" || true)
-  echo "$out" | sed "s/^/  [$2] /" >&2
+  local out tput verdict t0 t1 hz=$(getconf CLK_TCK)
+  [ -n "${3:-}" ] && t0=$(cpu_ticks "$3")
+  out=$( { /usr/bin/time -f "etcdctl-cpu %U %S" etcdctl --endpoints "$1" check perf --load="$2" 2>&1; } 2>&1 \
+        | tr '\r' '\n' | grep -E "PASS|FAIL|Slowest|Stddev|etcdctl-cpu" || true)
+  [ -n "${3:-}" ] && t1=$(cpu_ticks "$3")
+  echo "$out" | grep -v etcdctl-cpu | sed "s/^/  [$2] /" >&2
   tput=$(echo "$out" | grep -o '[0-9.]* writes/s' | head -1 | awk '{print $1}')
-  verdict=$(echo "$out" | tail -1 | awk '{print $1}')
+  verdict=$(echo "$out" | grep -E "^(PASS|FAIL)$" | tail -1)
+  if [ -n "${3:-}" ] && [ -n "$tput" ]; then
+    echo "$out" | awk -v s=$((t1 - t0)) -v hz="$hz" -v w="$tput" -v la="$(cut -d' ' -f1 /proc/loadavg)" \
+      '/etcdctl-cpu/ {n = w * 60; printf "  [cpu] server %.0f us/write, etcdctl %.0f us/write, load average %s\n", s / hz * 1e6 / n, ($2 + $3) * 1e6 / n, la}' >&2
+  fi
   echo "${tput:-0} ${verdict:-FAIL}"
 }
 
