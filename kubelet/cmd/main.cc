@@ -109,6 +109,7 @@ int main(int raw_argc, char** raw_argv) {
         std::cerr << "skiff-kubelet: --node-lease-duration-seconds must be at least 4\n";
         return 2;
       }
+      c.lease_duration_seconds = n;
       c.lease_seconds = n / 4;
     }
     else if (a == "--monitor") c.monitor_path = next();

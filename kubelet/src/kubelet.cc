@@ -514,7 +514,7 @@ void Kubelet::LeaseLoop() {
       lease = got->lease();
       lease.mutable_spec()->set_holder_identity(config_.node_name);
       lease.mutable_spec()->set_renew_time(now);
-      lease.mutable_spec()->set_lease_duration_seconds(40);
+      lease.mutable_spec()->set_lease_duration_seconds(config_.lease_duration_seconds);
       st = client_->Update("leases", kLeaseNamespace, objects::Wrap(lease)).status();
     } else if (absl::IsNotFound(got.status())) {
       lease = api::v1::Lease();
@@ -523,7 +523,7 @@ void Kubelet::LeaseLoop() {
       lease.mutable_metadata()->set_name(config_.node_name);
       lease.mutable_metadata()->set_namespace_(kLeaseNamespace);
       lease.mutable_spec()->set_holder_identity(config_.node_name);
-      lease.mutable_spec()->set_lease_duration_seconds(40);
+      lease.mutable_spec()->set_lease_duration_seconds(config_.lease_duration_seconds);
       lease.mutable_spec()->set_acquire_time(now);
       lease.mutable_spec()->set_renew_time(now);
       st = client_->Create("leases", kLeaseNamespace, objects::Wrap(lease)).status();
@@ -532,7 +532,20 @@ void Kubelet::LeaseLoop() {
     }
     if (st.ok()) last_lease_ok_ = absl::ToUnixSeconds(absl::Now());
     else log::Warn("renew lease: ", st);
-    if (node_status_dirty_.exchange(false) || absl::Now() - last_status >= absl::Seconds(config_.node_status_seconds)) {
+    // Like the kubelet's node status loop: besides the periodic report, post
+    // at once when the API's copy says other than Ready=True while we run
+    // (the node lifecycle controller set Unknown while we were cut off).
+    bool api_not_ready = false;
+    if (st.ok()) {
+      auto node = client_->Get("nodes", "", config_.node_name);
+      if (node.ok()) {
+        for (const auto& c : node->node().status().conditions()) {
+          if (c.type() == "Ready" && c.status() != "True") api_not_ready = true;
+        }
+      }
+    }
+    if (node_status_dirty_.exchange(false) || api_not_ready ||
+        absl::Now() - last_status >= absl::Seconds(config_.node_status_seconds)) {
       RegisterNode().IgnoreError();
       last_status = absl::Now();
     }

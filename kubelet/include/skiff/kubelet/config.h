@@ -27,7 +27,8 @@ struct Config {
   std::string image_root;                            // skiff::image store; "" = <root_dir>/../images
   std::string monitor_path;                          // skiff-monitor; "" = next to /proc/self/exe
   int max_pods = 110;
-  int lease_seconds = 10;
+  int lease_seconds = 10;                            // renew period: a quarter of the duration
+  int lease_duration_seconds = 40;                   // the Lease's leaseDurationSeconds
   int node_status_seconds = 300;
   int sync_seconds = 1;                              // per-pod resync period
   bool enable_pod_network = true;
