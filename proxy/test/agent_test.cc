@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,10 +166,11 @@ class AgentTest : public ::testing::Test {
     unlink(log_.c_str());
     lab_.reset();
   }
-  void StartAgent(std::vector<std::string> extra = {}) {
+  void StartAgent(std::vector<std::string> extra = {}, std::vector<std::string> env = {}) {
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+      for (std::string& e : env) putenv(e.data());
       int fd = open(lab_->node_netns_path().c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) _exit(120);
       int logfd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -236,6 +238,44 @@ TEST_F(AgentTest, ProgramsServicesFromFileSkipsBadInputAndAddsTheServiceRoute) {
   EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/web:http/TCP\"} 1"),
             std::string::npos)
       << metrics;
+}
+
+// systemd: READY=1 once the first programming pass is in the maps (a
+// service answers by then), then WATCHDOG=1 pings at half WatchdogSec.
+TEST_F(AgentTest, NotifiesSystemdReadyAfterTheFirstProgrammingPassAndPingsTheWatchdog) {
+  std::string path = "/tmp/skiff-ag-" + std::to_string(getpid()) + "-notify";
+  unlink(path.c_str());
+  UniqueFd sock(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+  ASSERT_EQ(bind(sock.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+  timeval tv{0, 200000};
+  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  StartAgent({}, {"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=400000"});
+  bool ready = false;
+  int pings = 0;
+  std::string served;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (pings < 2 && std::chrono::steady_clock::now() < deadline) {
+    char buf[256];
+    ssize_t n = recv(sock.get(), buf, sizeof(buf) - 1, 0);
+    if (n <= 0) continue;
+    std::string msg(buf, n);
+    if (msg.find("READY=1") != std::string::npos && !ready) {
+      ready = true;
+      served = TcpRequest("10.96.0.13", 80);
+    }
+    if (msg.find("WATCHDOG=1") != std::string::npos) {
+      EXPECT_TRUE(ready) << "watchdog ping before READY=1";
+      ++pings;
+    }
+  }
+  unlink(path.c_str());
+  EXPECT_TRUE(ready);
+  EXPECT_EQ(served, "10.0.0.12:8080");
+  EXPECT_GE(pings, 2);
 }
 
 // A dual-stack Service and its IPv6 EndpointSlice from --from-file: the agent
