@@ -168,7 +168,8 @@ check node2-kubelet-start systemd-run --unit skiff-kubelet-node2 -p NetworkNames
   -p Delegate=yes -p KillMode=process -p Type=notify -p NotifyAccess=main \
   /usr/bin/skiff-kubelet --kubeconfig /etc/skiff/node2/kubelet.conf --node-name skiff-vm2 --node-ip $node2_ip \
   --root-dir /var/lib/skiff/node2/kubelet --run-dir /run/skiff-node2 --log-dir /var/log/pods-node2 \
-  --image-root /var/lib/skiff/node2/images --cgroup-root skiff-node2 --manifest-dir /etc/skiff/node2/manifests \
+  --image-root /var/lib/skiff/node2/images --cgroup-root skiff-node2 --cgroup-driver systemd \
+  --manifest-dir /etc/skiff/node2/manifests \
   --listen $node2_ip:10250 --healthz-listen 127.0.0.1:10248
 check node2-ready-within-60s retry 60 sh -c "skiffctl --config $CONF get node skiff-vm2 | grep -w Ready | grep -vq NotReady"
 check apply-spread ctl apply -f $P/manifests/spread.yaml
@@ -192,6 +193,85 @@ cross_node() {
 }
 check service-reaches-pods-on-node2 retry 20 cross_node
 ctl delete -f $P/manifests/spread.yaml >/dev/null 2>&1
+
+# --- the systemd cgroup driver through the kubelet (node 2) -------------------
+# Node 2's kubelet runs with --cgroup-driver systemd --cgroup-root skiff-node2,
+# like kubelet+runc with the systemd driver: the pod is a transient slice
+# skiff_node2-kubepods-burstable-pod<uid_>.slice carrying the pod's limits,
+# each container a scope skiff-<id>.scope (runc's slice:skiff:<id>) with
+# Delegate inside it; deleting the pod stops both.
+node2_journal() {
+  { systemctl status skiff-kubelet-node2 --no-pager 2>&1 | head -n 8; journalctl -u skiff-kubelet-node2 --no-pager -o cat 2>&1 | tail -n 40; } |
+    sed 's/^/SKIFF-VM: INFO /' | cut -c1-400
+}
+cat >/tmp/sd-pods.yaml <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sdlim
+spec:
+  nodeName: skiff-vm2
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: skiff.local/busybox:1
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    resources:
+      requests: {cpu: 100m, memory: 32Mi}
+      limits: {cpu: 250m, memory: 64Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sdoom
+spec:
+  nodeName: skiff-vm2
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: skiff.local/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "tail /dev/zero"]
+    resources:
+      limits: {memory: 32Mi}
+YAML
+check sd-apply-pods ctl apply -f /tmp/sd-pods.yaml
+check sd-pod-running retry 120 sh -c "[ \"\$(skiffctl --config $CONF get pod sdlim -o jsonpath='{.status.phase}')\" = Running ]" || node2_journal
+sd_uid=$(ctl get pod sdlim -o jsonpath='{.metadata.uid}' 2>/dev/null)
+sd_slice=skiff_node2-kubepods-burstable-pod${sd_uid//-/_}.slice
+sd_scope=skiff-$sd_uid-main-0.scope
+sd_dir=/sys/fs/cgroup/skiff_node2.slice/skiff_node2-kubepods.slice/skiff_node2-kubepods-burstable.slice/$sd_slice
+sd_units() {
+  local show status
+  show=$(systemctl show "$sd_scope" -p ActiveState -p Delegate -p Slice -p MemoryMax)
+  status=$(systemctl status "$sd_slice" --no-pager -l 2>&1)
+  echo "$show" | grep -qx ActiveState=active && echo "$show" | grep -qx Delegate=yes &&
+    echo "$show" | grep -qx "Slice=$sd_slice" && echo "$show" | grep -qx MemoryMax=67108864 &&
+    echo "$status" | grep -q "Active: active" && echo "$status" | grep -q "$sd_scope" &&
+    grep -q . "$sd_dir/$sd_scope/cgroup.procs" ||
+    { echo "scope: $show / slice: $(echo "$status" | head -n 12) / dir: $(ls "$sd_dir" 2>&1)"; return 1; }
+}
+check sd-scope-under-pod-slice sd_units
+sd_limits() {
+  local got want
+  # 250m -> cpu.max 25000/100000, 64Mi, pids 4096 on the pod slice and the scope; 100m -> cpu.weight 4.
+  got="$(cat $sd_dir/memory.max $sd_dir/cpu.max $sd_dir/pids.max $sd_dir/$sd_scope/memory.max $sd_dir/$sd_scope/cpu.max $sd_dir/$sd_scope/pids.max $sd_dir/$sd_scope/cpu.weight 2>&1 | tr '\n' ' ')"
+  want="67108864 25000 100000 4096 67108864 25000 100000 4096 4 "
+  [[ $got == "$want" ]] || { echo "pod slice and scope: got '$got', want '$want'"; return 1; }
+}
+check sd-pod-and-container-limits sd_limits
+check sd-oomkilled-reported retry 90 sh -c "skiffctl --config $CONF get pod sdoom -o jsonpath='{.status.containerStatuses[0].state.terminated.reason}' | grep -q OOMKilled" || node2_journal
+sdoom_uid=$(ctl get pod sdoom -o jsonpath='{.metadata.uid}' 2>/dev/null)
+ctl delete pod sdlim --grace-period=1 >/dev/null 2>&1
+ctl delete pod sdoom --grace-period=0 --force >/dev/null 2>&1
+sd_gone() {
+  local left
+  left=$(systemctl list-units --all --no-legend "*pod${sd_uid//-/_}.slice" "*pod${sdoom_uid//-/_}.slice" \
+    "skiff-$sd_uid-*.scope" "skiff-$sdoom_uid-*.scope" 2>&1)
+  [[ -n $sd_uid && -n $sdoom_uid && -z $left && ! -e $sd_dir ]] || { echo "left: $left $(ls -d "$sd_dir" 2>&1)"; return 1; }
+}
+check sd-pod-delete-removes-scope-and-slice retry 90 sd_gone || node2_journal
 
 # --- OOMKilled through the kubelet -------------------------------------------
 check apply-oom-pod ctl apply -f $P/manifests/oom-pod.yaml
