@@ -190,6 +190,11 @@ spec:
     h2 = Get({"node", "h2"});
     return !h2.is_null() && !HasTaint(h2, "node.kubernetes.io/unreachable", "NoExecute");
   }, 30s)) << h2.dump(1);
+  // And Ready again: the kubelet posts its status when the API's copy says Unknown.
+  EXPECT_TRUE(WaitFor([&] {
+    h2 = Get({"node", "h2"});
+    return ReadyCondition(h2) == "True";
+  }, 20s)) << h2.dump(1) << cluster_->Logs(2);
   // h1's pods were not touched meanwhile.
   json after = Pods("web-");
   EXPECT_EQ(after.size(), 4u) << after.dump(1);
