@@ -403,8 +403,12 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
       // (and removes what nobody wants); later passes apply only the delta.
       changed = delta.size();
       if (first) {
-        delta.clear();  // the same frontends as builder.current(): free them first
-        st = map.Apply(builder.current());
+        // The builder started empty, so the delta is the whole desired state.
+        std::map<FrontendKey, Frontend> desired;
+        for (auto& [fk, f] : delta)
+          if (f) desired.emplace(fk, std::move(*f));
+        delta.clear();
+        st = map.Apply(desired);
       } else {
         st = map.ApplyDelta(delta);
       }

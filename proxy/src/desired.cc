@@ -262,13 +262,12 @@ void DesiredBuilder::UnlinkSlice(const std::string& service_key, const std::stri
 void DesiredBuilder::Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
                           const std::vector<FrontendKey>* keep,
                           std::map<FrontendKey, std::optional<Frontend>>* delta) {
-  const std::string prefix = service_key + ":";
   for (const FrontendKey& fk : old) {
     if (keep && std::binary_search(keep->begin(), keep->end(), fk)) continue;
-    auto it = current_.find(fk);
+    auto it = owner_.find(fk);
     // Only if it is still ours (another service may have taken the address).
-    if (it != current_.end() && it->second.service_port.compare(0, prefix.size(), prefix) == 0) {
-      current_.erase(it);
+    if (it != owner_.end() && *it->second == service_key) {
+      owner_.erase(it);
       (*delta)[fk] = std::nullopt;
     }
   }
@@ -303,15 +302,12 @@ void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
   for (const auto& [fk, f] : fresh) c.keys.push_back(fk);
   std::sort(c.keys.begin(), c.keys.end());
   if (cit != cache_.end()) Drop(key, cit->second.keys, &c.keys, delta);
+  auto entry = cache_.try_emplace(key).first;
   for (auto& [fk, f] : fresh) {
-    auto it = current_.find(fk);
-    if (it != current_.end() && it->second == f) continue;
-    (*delta)[fk] = f;
-    if (it != current_.end()) it->second = std::move(f);
-    else
-      current_.emplace(fk, std::move(f));
+    owner_[fk] = &entry->first;
+    (*delta)[fk] = std::move(f);
   }
-  cache_[key] = std::move(c);
+  entry->second = std::move(c);
 }
 
 std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const ClusterState& state,
@@ -352,9 +348,9 @@ std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const Clus
 
 DesiredState ComputeDesired(const ClusterState& state, const NodeConfig& node) {
   DesiredBuilder b(node);
-  b.Update(state);
   DesiredState out;
-  out.frontends = b.current();
+  for (auto& [fk, f] : b.Update(state))
+    if (f) out.frontends.emplace(fk, std::move(*f));
   return out;
 }
 

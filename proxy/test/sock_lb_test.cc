@@ -350,7 +350,7 @@ TEST_F(SockLbTest, PinnedMapsOfAnOlderLayoutAreMigratedWithoutDroppingConnection
   map_ = std::make_unique<ServiceMap>(dp_->maps());
   ASSERT_TRUE(map_->Recover().ok());
   builder_.Update(state_);
-  ASSERT_TRUE(map_->Apply(builder_.current()).ok());
+  ASSERT_TRUE(map_->Apply(ComputeDesired(state_, node_)).ok());
   wait_for_progress();
   ASSERT_TRUE(dp_->AttachSocketLb(lab_->cgroup()).ok());
   ASSERT_TRUE(dp_->FinishMigration().ok());
@@ -704,7 +704,7 @@ TEST_F(SockLb6Test, TcpConnectToAnIpv6ClusterIpReachesAnIpv6BackendAndPeerIsTheV
   // maps finds nothing to write.
   ServiceMap again(dp_->maps());
   ASSERT_TRUE(again.Recover().ok());
-  auto st = again.Apply(builder_.current());
+  auto st = again.Apply(ComputeDesired(state_, node_));
   ASSERT_TRUE(st.ok()) << st.status();
   EXPECT_EQ(st->map_writes, 0u);
   EXPECT_EQ(st->map_deletes, 0u);
@@ -778,7 +778,7 @@ TEST_F(SockLb6Test, Ipv6ServiceWithoutEndpointsRefusesAtOnce) {
   EXPECT_EQ(err, ECONNREFUSED) << got;
   EXPECT_GE(map_->ReadCounters()["default/empty6:p/TCP"].refused, 1u);
   // A single-stack IPv6 service gets no IPv4 frontend at all.
-  for (const auto& [fk, f] : builder_.current()) {
+  for (const auto& [fk, f] : ComputeDesired(state_, node_).frontends) {
     if (f.service_port.rfind("default/udp6:", 0) == 0) {
       EXPECT_TRUE(fk.v6);
     }

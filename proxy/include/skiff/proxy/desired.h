@@ -69,19 +69,22 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
 class DesiredBuilder {
  public:
   explicit DesiredBuilder(NodeConfig node) : node_(std::move(node)) {}
-  // The frontends that changed since the previous call (nullopt = removed).
-  // With a ChangeSet only the named services (and the services of the named
-  // slices) are looked at, so one endpoint change costs O(change).
+  // The frontends of every service whose inputs changed since the previous
+  // call (all of that service's frontends, changed or not), and nullopt for
+  // the frontends that went away. The first call returns the whole desired
+  // state. With a ChangeSet only the named services (and the services of
+  // the named slices) are looked at, so one endpoint change costs O(change).
+  // The builder keeps no copy of the frontends (ServiceMap holds what is
+  // programmed); applying the deltas in order gives ComputeDesired().
   std::map<FrontendKey, std::optional<Frontend>> Update(const ClusterState& state, const ChangeSet& changes);
   std::map<FrontendKey, std::optional<Frontend>> Update(const ClusterState& state) {
     return Update(state, ChangeSet::All());
   }
-  const std::map<FrontendKey, Frontend>& current() const { return current_; }
 
  private:
   // Per service only a fingerprint of its inputs and the keys of its
-  // frontends (the frontends themselves live once, in current_), so the
-  // builder does not hold a second copy of the cluster state.
+  // frontends, so the builder holds no copy of the cluster state nor of the
+  // frontends.
   struct Cached {
     uint64_t fingerprint = 0;
     std::vector<FrontendKey> keys;  // sorted
@@ -96,7 +99,9 @@ class DesiredBuilder {
   void LinkSlice(const std::string& service_key, const std::string& slice_key);
   void UnlinkSlice(const std::string& service_key, const std::string& slice_key);
   std::unordered_map<std::string, std::string> service_of_;           // slice key -> service key
-  std::map<FrontendKey, Frontend> current_;
+  // Which service a frontend key belongs to (the last one that produced it):
+  // points at that service's key in cache_ (node keys never move).
+  std::map<FrontendKey, const std::string*> owner_;
 };
 
 std::string Ipv4ToString(uint32_t address_be);
