@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -360,8 +361,12 @@ class PowerLoss : public ::testing::Test {
   // Builds the crash images of this moment and checks each in a child.
   void CrashHere(const std::string& moment) {
     using M = Tracker::Mode;
-    const std::vector<std::pair<M, uint64_t>> modes = {{M::kSynced, 0}, {M::kNewest, 0}, {M::kMetaOnly, 0},
-                                                       {M::kAllButMeta, 0}, {M::kRandom, 1}, {M::kRandom, 2}};
+    std::vector<std::pair<M, uint64_t>> modes = {{M::kSynced, 0}, {M::kNewest, 0}, {M::kMetaOnly, 0},
+                                                 {M::kAllButMeta, 0}, {M::kRandom, 1}, {M::kRandom, 2}};
+    // SKIFF_POWERLOSS_RANDOM=N: N random images per moment (a longer soak).
+    if (const char* n = std::getenv("SKIFF_POWERLOSS_RANDOM")) {
+      for (uint64_t seed = 3; seed < 3 + std::strtoull(n, nullptr, 10); ++seed) modes.push_back({M::kRandom, seed});
+    }
     pending_seen_ = std::max(pending_seen_, Tracker::Get().PendingWrites());
     for (const auto& [mode, seed] : modes) {
       const std::string img = (dir_ / ("img-" + std::to_string(images_++))).string();
@@ -433,6 +438,12 @@ TEST_F(PowerLoss, EveryCrashStateRecoversTheAcknowledgedWrites) {
   ASSERT_TRUE(store_->Compact(c).ok());
   ASSERT_NO_FATAL_FAILURE(Churn(60));
   CrashHere("after a compaction and 60 more commits");
+  // Defragmentation swaps in a new, flushed file (and records it): crashes
+  // after it recover the same way.
+  ASSERT_TRUE(store_->Defragment().ok());
+  Tracker::Get().Track(lmdb());
+  ASSERT_NO_FATAL_FAILURE(Churn(60));
+  CrashHere("after a defragmentation and 60 more commits");
   // The scenarios above must really have left unsynced LMDB writes behind.
   EXPECT_GT(pending_seen_, 50u);
 }
