@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <iostream>
 #include <map>
 #include <set>
 #include <string>
@@ -177,6 +178,7 @@ spec:
     }
     return ready_on_h1 == 4;
   }, 40s)) << pods.dump(1) << cluster_->Logs(0);
+  auto replaced = std::chrono::steady_clock::now() - cut_at;
   EXPECT_TRUE(WaitFor([&] { return HasEvent(evicted_name, "TaintManagerEviction"); }, 10s))
       << Get({"events"}).dump(1);
   // The cut-off node's containers still run: nobody could tell its kubelet.
@@ -184,8 +186,13 @@ spec:
 
   // Back on the switch: its kubelet learns the pods are gone and cleans up everything.
   ASSERT_TRUE(cluster_->lab().Restore(2).ok());
+  const auto restored_at = std::chrono::steady_clock::now();
   EXPECT_TRUE(WaitFor([&] { return FindNodeLeaks(cluster_->Scope(2)).empty(); }, 45s))
       << Leaks(2) << "\n" << cluster_->Logs(2);
+  auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  std::cout << "cut-off timeline: unreachable+tainted after " << ms(marked) << " ms, pods Ready on h1 after "
+            << ms(replaced) << " ms; stale pods cleaned up " << ms(std::chrono::steady_clock::now() - restored_at)
+            << " ms after reconnecting\n";
   EXPECT_TRUE(WaitFor([&] {
     h2 = Get({"node", "h2"});
     return !h2.is_null() && !HasTaint(h2, "node.kubernetes.io/unreachable", "NoExecute");
