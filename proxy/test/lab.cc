@@ -237,7 +237,25 @@ bool Lab::AddPod6() {
          Sh("ip -n " + outside_ns_ + " addr add fd00:50::2/64 dev " + o + " nodad") &&
          Sh("ip -n " + outside_ns_ + " -6 route add default via fd00:50::1") &&
          Sh("ip -n " + backend_ns_ + " -6 route add fd00:50::/64 via fd00:5::1") &&
-         Sh("nsenter --net=" + node_ns_path_ + " sysctl -q -w net.ipv6.conf.all.forwarding=1");
+         Sh("nsenter --net=" + node_ns_path_ + " sysctl -q -w net.ipv6.conf.all.forwarding=1") &&
+         WaitIpv6Settled();
+}
+
+// The fresh veths' link-local addresses go through duplicate address
+// detection (about a second); until then neighbour discovery on them does
+// not work and the first packets of a flow are lost. Wait for it to end.
+bool Lab::WaitIpv6Settled() {
+  for (int i = 0; i < 100; ++i) {
+    bool settled = true;
+    for (const std::string& ns : {node_ns_, backend_ns_, outside_ns_}) {
+      if (ns.empty()) continue;
+      settled = settled && Sh("! ip -n " + ns + " -6 addr show tentative | grep -q inet6");
+    }
+    if (settled) return true;
+    usleep(50000);
+  }
+  error_ = "IPv6 addresses still tentative after 5 s";
+  return false;
 }
 
 bool Lab::EnterOutsideThisThread() {

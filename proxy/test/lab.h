@@ -53,6 +53,8 @@ class Lab {
   // default IPv6 route via the node (fd00:50::1); IPv6 forwarding on in the
   // node netns, the backends route fd00:50::/64 via the node.
   bool AddPod6();
+  // Waits until no address of the lab's namespaces is tentative (DAD done).
+  bool WaitIpv6Settled();
   bool EnterOutsideThisThread();
   std::string node_external_if() const { return "s" + tag_ + id_ + "x"; }
   std::string node_internal_if() const { return "s" + tag_ + id_ + "n"; }
