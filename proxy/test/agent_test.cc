@@ -724,6 +724,53 @@ TEST_F(AgentTest, NodePortToALocalBackendWithExternalTrafficPolicyLocalKeepsTheC
   }
 }
 
+// IPv6 externalTrafficPolicy Local from outside: a NodePort and an external
+// IP with a local endpoint; the backend sees the outside client's own
+// address and the replies leave with the frontend as their source.
+const char* kNodePortLocal6 = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: npl6, namespace: default}
+spec:
+  type: NodePort
+  clusterIPs: ["fd00:96::31"]
+  ipFamilies: [IPv6]
+  externalIPs: ["2001:db8:10::11"]
+  externalTrafficPolicy: Local
+  ports: [{name: peer, port: 70, nodePort: 30070}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: npl6-1, namespace: default, labels: {kubernetes.io/service-name: npl6}}
+addressType: IPv6
+ports: [{name: peer, port: 7070}]
+endpoints:
+- addresses: ["fd00:5::11"]
+  nodeName: node-a
+)";
+
+TEST_F(AgentTest, Ipv6ExternalIpAndNodePortWithExternalTrafficPolicyLocalKeepTheClientAddress) {
+  ASSERT_TRUE(lab_->AddOutside()) << lab_->error();
+  ASSERT_TRUE(lab_->AddPod6()) << lab_->error();
+  std::ofstream(file_) << kNodePortLocal6;
+  StartAgent({"--node-ip", "192.168.50.1,fd00:50::1", "--tc-interfaces",
+              lab_->node_external_if() + "," + lab_->node_internal_if()});
+  ASSERT_TRUE(WaitHealthy());
+  std::string via_np, np_peer, via_ext, ext_peer;
+  lab_->Leave();
+  std::thread outside([&] {
+    if (!lab_->EnterOutsideThisThread()) return;
+    via_np = TcpRequest("fd00:50::1", 30070, &np_peer);
+    via_ext = TcpRequest("2001:db8:10::11", 70, &ext_peer);
+  });
+  outside.join();
+  ASSERT_TRUE(lab_->Enter());
+  EXPECT_EQ(via_np.substr(0, via_np.rfind(':')), "[fd00:50::2]") << via_np;
+  EXPECT_EQ(np_peer, "[fd00:50::1]:30070");
+  EXPECT_EQ(via_ext.substr(0, via_ext.rfind(':')), "[fd00:50::2]") << via_ext;
+  EXPECT_EQ(ext_peer, "[2001:db8:10::11]:70");
+}
+
 TEST_F(AgentTest, StartsOverAnOlderLayoutTakesOverTheHooksAndLosesNothing) {
   // An agent generation with layout "v0" left its pins and links behind.
   {
