@@ -9,7 +9,9 @@
 
 #include "fixture.h"
 #include "objects.h"
+#include "skiff/apiserver/auth.h"
 #include "skiff/apiserver/pki.h"
+#include "skiff/apiserver/registry.h"
 #include "skiff/apiserver/resources.h"
 #include "skiff/api/v1/kubelet.grpc.pb.h"
 
@@ -427,6 +429,25 @@ TEST_F(AuthTest, NodesReadOnlySecretsAndConfigMapsOfTheirPods) {
   while (node->Get("secrets", "default", "vol-secret").ok() && absl::Now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(node->Get("secrets", "default", "vol-secret").status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+// The gRPC port serves before the registry's caches are published (the
+// `kubernetes` Service names the bound port). A node's request in that window
+// used to dereference a missing RBAC cache: the control plane crashed on every
+// restart while kubelets were retrying (found in the VM tier's upgrade step).
+TEST(AuthorizerWhileStarting, RequestsBeforeTheCachesAreUpAreUnavailableNotACrash) {
+  skiff::apiserver::RegistryOptions ro;
+  ro.service_cluster_ip_range = "10.96.0.0/12";
+  skiff::apiserver::Registry registry(nullptr, ro);  // never started: no caches
+  skiff::apiserver::Authorizer authz(&registry);
+  skiff::apiserver::UserInfo node{"system:node:n1", {"system:nodes", "system:authenticated"}};
+  skiff::apiserver::RequestAttributes a{"list", "pods", "", "default", "", ""};
+  absl::Status st = authz.Authorize(node, a);
+  EXPECT_TRUE(absl::IsUnavailable(st)) << st;
+  a.ns.clear();
+  EXPECT_TRUE(absl::IsUnavailable(authz.Authorize(node, a)));
+  skiff::apiserver::UserInfo admin{"admin", {"system:masters"}};
+  EXPECT_TRUE(authz.Authorize(admin, a).ok());
 }
 
 }  // namespace

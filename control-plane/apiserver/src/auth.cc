@@ -183,32 +183,40 @@ static bool SubjectMatches(const google::protobuf::RepeatedPtrField<v1::Subject>
 
 absl::Status Authorizer::Authorize(const UserInfo& user, const RequestAttributes& a) const {
   if (user.InGroup("system:masters")) return absl::OkStatus();
+  // The gRPC port serves while the registry's caches start (so the
+  // `kubernetes` Service can name the bound port): until the RBAC caches are
+  // published, requests that need RBAC are told to retry, never crash us.
+  WatchCache* cluster_roles = registry_->cache("clusterroles");
+  WatchCache* roles = registry_->cache("roles");
+  WatchCache* cluster_bindings = registry_->cache("clusterrolebindings");
+  WatchCache* bindings = registry_->cache("rolebindings");
+  if (!cluster_roles || !roles || !cluster_bindings || !bindings)
+    return absl::UnavailableError("the server is starting: authorization is not ready");
   WatchFilter all;
   int64_t rev;
   auto resolve = [&](const v1::RoleRef& ref, const std::string& ns) -> bool {
     if (ref.kind() == "ClusterRole") {
-      auto* c = registry_->cache("clusterroles");
       WatchFilter f;
-      auto items = c->List(f, &rev);
+      auto items = cluster_roles->List(f, &rev);
       for (const auto& o : items)
         if (o->cluster_role().metadata().name() == ref.name()) return RulesAllow(o->cluster_role().rules(), a);
     } else if (ref.kind() == "Role") {
       WatchFilter f;
       f.ns = ns;
-      auto items = registry_->cache("roles")->List(f, &rev);
+      auto items = roles->List(f, &rev);
       for (const auto& o : items)
         if (o->role().metadata().name() == ref.name()) return RulesAllow(o->role().rules(), a);
     }
     return false;
   };
-  for (const auto& o : registry_->cache("clusterrolebindings")->List(all, &rev)) {
+  for (const auto& o : cluster_bindings->List(all, &rev)) {
     const auto& b = o->cluster_role_binding();
     if (SubjectMatches(b.subjects(), user) && resolve(b.role_ref(), "")) return absl::OkStatus();
   }
   if (!a.ns.empty()) {
     WatchFilter f;
     f.ns = a.ns;
-    for (const auto& o : registry_->cache("rolebindings")->List(f, &rev)) {
+    for (const auto& o : bindings->List(f, &rev)) {
       const auto& b = o->role_binding();
       if (SubjectMatches(b.subjects(), user) && resolve(b.role_ref(), a.ns)) return absl::OkStatus();
     }
