@@ -278,17 +278,26 @@ check apply-oom-pod ctl apply -f $P/manifests/oom-pod.yaml
 check pod-oomkilled-reported retry 90 sh -c "skiffctl --config $CONF get pod oom -o jsonpath='{.status.containerStatuses[0].lastState.terminated.reason}{.status.containerStatuses[0].state.terminated.reason}' | grep -q OOMKilled"
 
 # --- restarts and upgrades leave pods alone ------------------------------------
+# On a failure: what the kubelet said, as INFO lines the host prints.
+kubelet_journal() {
+  local u
+  for u in skiff-control-plane skiff-kubelet; do
+    { systemctl status $u --no-pager 2>&1 | head -n 8; journalctl -u $u --no-pager -o cat 2>&1 | grep -v "retrying: UNAVAILABLE\|watch pods: UNAVAILABLE" | tail -n 40; } |
+      sed "s/^/SKIFF-VM: INFO $u: /" | cut -c1-400
+  done
+}
 pods_fingerprint() { ctl get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name}:{.status.containerStatuses[0].restartCount}:{.status.containerStatuses[0].containerID} {end}'; }
 before=$(pods_fingerprint)
 check restart-kubelet-and-proxy systemctl restart skiff-kubelet skiff-proxy
 sleep 5
-check pods-untouched-by-restart sh -c "[ \"$(pods_fingerprint)\" = \"$before\" ]"
+check pods-untouched-by-restart sh -c "[ \"$(pods_fingerprint)\" = \"$before\" ]" || kubelet_journal
 check service-answers-after-restart retry 30 sh -c "curl -sS --max-time 2 http://$cluster_ip/ | grep -q hello"
 check upgrade-in-place dpkg -i $P/debs-upgrade/*.deb
 # The upgrade restarts the control plane: wait until it serves again.
 check control-plane-serving-after-upgrade retry 60 ctl get namespaces
 sleep 5
-check pods-untouched-by-upgrade sh -c "[ \"$(pods_fingerprint)\" = \"$before\" ]"
+untouched() { local now; now=$(pods_fingerprint); [ "$now" = "$before" ] || { echo "before: $before"; echo "now: $now"; return 1; }; }
+check pods-untouched-by-upgrade untouched || kubelet_journal
 check service-answers-after-upgrade retry 30 sh -c "curl -sS --max-time 2 http://$cluster_ip/ | grep -q hello"
 
 # --- stopping everything leaves nothing ---------------------------------------
@@ -298,19 +307,11 @@ ctl delete pod oom --grace-period=0 --force >/dev/null 2>&1
 ctl delete pods -l app=web --grace-period=1 >/dev/null 2>&1
 ctl delete pods -l app=spread --grace-period=1 >/dev/null 2>&1
 # Pods are gone from the API, then the kubelet has torn them down (monitors exit).
-check pods-deleted retry 120 sh -c "[ -z \"\$(skiffctl --config $CONF get pods -o name 2>/dev/null)\" ]"
+no_pods() { local out; out=$(ctl get pods -o name) && [ -z "$out" ] || { echo "$out"; return 1; }; }
+check pods-deleted retry 120 no_pods || kubelet_journal
 torn_down() { ! pgrep skiff-monitor >/dev/null || { pgrep -a skiff-monitor | head -n 5; return 1; }; }
-# KNOWN BUG (found at the end of session 2, not fixed): containers the kubelet
-# re-adopted after a restart/upgrade are not killed when their pod is deleted
-# (their skiff-monitor-pump and httpd stay). Reported as KNOWN-BUG, not PASS,
-# until the kubelet is fixed; the tier's other checks still fail it.
-known_bug() {
-  local name=$1 out
-  shift
-  if out=$("$@" 2>&1); then pass "$name"; else echo "SKIFF-VM: KNOWN-BUG $name: re-adopted containers are not torn down on pod deletion: $(echo "$out" | tail -n 2 | tr '\n' ' ' | cut -c1-300)"; fi
-}
-known_bug containers-torn-down retry 60 torn_down
+check containers-torn-down retry 60 torn_down || kubelet_journal
 systemctl stop skiff-kubelet-node2 skiff-kubelet skiff-proxy skiff-control-plane skiff-store >/dev/null 2>&1
-known_bug no-stray-processes sh -c '! pgrep -a "skiff-|httpd" '
+check no-stray-processes sh -c '! pgrep -a "skiff-|httpd"'
 
 echo "SKIFF-VM: DONE ($(( $(date +%s) - T0 ))s)"
