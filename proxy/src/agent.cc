@@ -18,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "skiff/common/log.h"
 #include "skiff/common/systemd.h"
@@ -159,19 +160,35 @@ HttpAnswer HealthzAnswer(const std::string& path, const ProxierHealth& health) {
   return a;
 }
 
+// "host:port" or "[ipv6]:port" (":port" alone: every IPv4 address).
 absl::StatusOr<UniqueFd> Listen(const std::string& address) {
   auto colon = address.rfind(':');
-  if (colon == std::string::npos) return absl::InvalidArgumentError("metrics address needs host:port: " + address);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
-  if (inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr) != 1)
-    return absl::InvalidArgumentError("metrics address: " + address);
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535)
+    return absl::InvalidArgumentError("listen address needs host:port: " + address);
+  std::string host = address.substr(0, colon);
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &a6->sin6_addr) != 1)
+      return absl::InvalidArgumentError("listen address: " + address);
+    len = sizeof(*a6);
+  } else {
+    auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(static_cast<uint16_t>(port));
+    if (!host.empty() && inet_pton(AF_INET, host.c_str(), &a4->sin_addr) != 1)
+      return absl::InvalidArgumentError("listen address: " + address);
+    len = sizeof(*a4);
+  }
+  UniqueFd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return LastErrnoError("socket");
   int one = 1;
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return LastErrnoError("bind " + address);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return LastErrnoError("bind " + address);
   if (listen(fd.get(), 64) != 0) return LastErrnoError("listen " + address);
   return fd;
 }

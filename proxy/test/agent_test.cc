@@ -505,6 +505,13 @@ TEST_F(AgentTest, AgentHealthzOn10256TurnsUnhealthyWhenAChangeIsNotProgrammedInT
   EXPECT_EQ(body.find("nodeEligible"), std::string::npos) << body;
   HttpGet("/metrics", &code, 10256);
   EXPECT_EQ(code, 404);
+  // The default address is every IPv4 address of the node, not only loopback.
+  UniqueFd probe(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_port = htons(10256);
+  inet_pton(AF_INET, "10.0.0.1", &any.sin_addr);  // the node's lab address
+  EXPECT_EQ(connect(probe.get(), reinterpret_cast<sockaddr*>(&any), sizeof(any)), 0) << strerror(errno);
 
   UniqueFd services(bpf_obj_get((lab_->bpffs() + "/skiff_lb4_services_" SKIFF_LB_PIN_VERSION).c_str()));
   ASSERT_TRUE(services) << strerror(errno);
