@@ -102,11 +102,16 @@ class NodeLifecycleCluster : public ::testing::Test {
     return false;
   }
   std::string Leaks(int host) { return absl::StrJoin(FindNodeLeaks(cluster_->Scope(host)), "\n"); }
+  void CutOffAndReconnect(bool drop_connections);
 
   std::unique_ptr<NodeCluster> cluster_;
 };
 
-TEST_F(NodeLifecycleCluster, CutOffNodeIsTaintedItsPodsMoveAndItCleansUpWhenBack) {
+// Cuts h2 off while a Deployment runs on both nodes; with `drop_connections`
+// h2's TCP connections to the API server are also destroyed while it is cut
+// off, as the client keepalive (30 s + 10 s) would in any partition long
+// enough for the default 40 s grace + 300 s toleration.
+void NodeLifecycleCluster::CutOffAndReconnect(bool drop_connections) {
   auto r = cluster_->Apply(R"(apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -158,6 +163,13 @@ spec:
 
   const auto cut_at = std::chrono::steady_clock::now();
   ASSERT_TRUE(cluster_->lab().Cut(2).ok());
+  if (drop_connections) {
+    // ss -K in h2's own netns: only the test's namespaces are touched.
+    const std::string api = cluster_->lab().host(1).address;
+    auto k = cluster_->lab().Run(2, {"ss", "-K", "-tn", "dst", api, "dport", "=", ":6443"});
+    ASSERT_EQ(k.exit_code, 0) << k.output;
+    EXPECT_NE(k.output.find(":6443"), std::string::npos) << "no connection destroyed:\n" << k.output;
+  }
 
   // Unreachable: Ready=Unknown and the NoExecute taint.
   EXPECT_TRUE(WaitFor([&] {
@@ -206,6 +218,14 @@ spec:
   json after = Pods("web-");
   EXPECT_EQ(after.size(), 4u) << after.dump(1);
   for (auto& p : after) EXPECT_TRUE(IsReady(p)) << p.dump(1);
+}
+
+TEST_F(NodeLifecycleCluster, CutOffNodeIsTaintedItsPodsMoveAndItCleansUpWhenBack) { CutOffAndReconnect(false); }
+
+// Fails with the kubelet's pod watch restarting from "" without a relist
+// (docs/kubelet.md, KNOWN BUG); enable once that is fixed.
+TEST_F(NodeLifecycleCluster, DISABLED_CutOffLongEnoughToLoseItsConnectionStillCleansUpWhenBack) {
+  CutOffAndReconnect(true);
 }
 
 TEST_F(NodeLifecycleCluster, BadInputPodsLeaveNothingBehindOnceDeleted) {
