@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,22 @@ TEST(ControlPlaneFlags, RefusesBadNodeLifecycleValuesNamingTheFlag) {
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.output.find("--node-monitor-grace-period needs a value"), std::string::npos) << missing.output;
   EXPECT_NE(access(data.c_str(), F_OK), 0) << "the data dir was created although the flags were bad";
+}
+
+TEST(ControlPlaneFlags, ConfigFileKeysAreCheckedLikeFlags) {
+  // --config FILE: keys are the flags without dashes (/etc/skiff/control-plane.yaml).
+  std::string data = "/tmp/skiff-cp-flags-" + std::to_string(getpid());
+  std::string file = data + ".yaml";
+  FILE* f = fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fputs("node-monitor-grace-period: 1500ms\ndefault-unreachable-toleration-seconds: 5\n", f);
+  fclose(f);
+  auto r = RunControlPlane({"--config", file, "--data-dir", data});
+  unlink(file.c_str());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--node-monitor-grace-period: 1500ms is not a whole number of seconds"), std::string::npos)
+      << r.output;
+  EXPECT_NE(access(data.c_str(), F_OK), 0);
 }
 
 TEST(ControlPlaneFlags, HelpDocumentsNodeLifecycleFlagsAndDefaults) {
