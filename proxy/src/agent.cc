@@ -296,6 +296,12 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   if (cgroup.empty()) {
     ASSIGN_OR_RETURN(cgroup, FindCgroup2Mount());
   }
+  // The metrics listener first: a bad or busy address fails the start
+  // before anything is attached or routed.
+  UniqueFd listen_fd;
+  if (!options.metrics_address.empty()) {
+    ASSIGN_OR_RETURN(listen_fd, Listen(options.metrics_address));
+  }
   DatapathOptions dopts;
   dopts.bpffs_dir = options.bpffs_dir;
   dopts.load_tc = !options.tc_interfaces.empty();
@@ -337,9 +343,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
   AgentStatus status;
   status.map = &map;
   std::thread http;
-  UniqueFd listen_fd;
-  if (!options.metrics_address.empty()) {
-    ASSIGN_OR_RETURN(listen_fd, Listen(options.metrics_address));
+  if (listen_fd) {
     http = std::thread([&] { ServeHttp(listen_fd.get(), [&](const std::string& p) { return MetricsAnswer(p, status); }, stop); });
     log::Info("serving /metrics and /healthz ", log::Field("address", options.metrics_address));
   }

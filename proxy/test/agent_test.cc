@@ -240,6 +240,16 @@ TEST_F(AgentTest, ProgramsServicesFromFileSkipsBadInputAndAddsTheServiceRoute) {
       << metrics;
 }
 
+TEST_F(AgentTest, ABadListenAddressFailsTheStartBeforeAnythingIsAttached) {
+  StartAgent({"--metrics-bind-address", "127.0.0.1:notaport"});
+  int status = 0;
+  ASSERT_EQ(waitpid(agent_, &status, 0), agent_);
+  agent_ = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
+  EXPECT_NE(ReadAll(log_).find("listen address needs host:port"), std::string::npos) << ReadAll(log_);
+  EXPECT_NE(access((lab_->bpffs() + "/skiff_lb4_services_" SKIFF_LB_PIN_VERSION).c_str(), F_OK), 0);
+}
+
 // systemd: READY=1 once the first programming pass is in the maps (a
 // service answers by then), then WATCHDOG=1 pings at half WatchdogSec.
 TEST_F(AgentTest, NotifiesSystemdReadyAfterTheFirstProgrammingPassAndPingsTheWatchdog) {
