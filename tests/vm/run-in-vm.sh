@@ -261,6 +261,19 @@ sd_limits() {
   [[ $got == "$want" ]] || { echo "pod slice and scope: got '$got', want '$want'"; return 1; }
 }
 check sd-pod-and-container-limits sd_limits
+# A restarted kubelet finds the pod slice existing (sets its properties again)
+# and re-adopts the container in its scope without restarting it.
+sd_container() { ctl get pod sdlim -o jsonpath='{.status.containerStatuses[0].containerID}:{.status.containerStatuses[0].restartCount}:{.status.phase}' 2>&1; }
+sd_before=$(sd_container)
+check sd-node2-kubelet-restart systemctl restart skiff-kubelet-node2
+sd_readopted() {
+  local now
+  now=$(sd_container)
+  [[ $now == "$sd_before" && $now == *:0:Running ]] && systemctl is-active -q "$sd_scope" && sd_limits &&
+    ! journalctl -u skiff-kubelet-node2 -o cat | grep -q "pod cgroup:" ||
+    { echo "before $sd_before now $now; $(journalctl -u skiff-kubelet-node2 -o cat | grep "pod cgroup:" | tail -n 2)"; return 1; }
+}
+check sd-pod-readopted-after-kubelet-restart retry 30 sd_readopted || node2_journal
 check sd-oomkilled-reported retry 90 sh -c "skiffctl --config $CONF get pod sdoom -o jsonpath='{.status.containerStatuses[0].state.terminated.reason}' | grep -q OOMKilled" || node2_journal
 sdoom_uid=$(ctl get pod sdoom -o jsonpath='{.metadata.uid}' 2>/dev/null)
 ctl delete pod sdlim --grace-period=1 >/dev/null 2>&1
