@@ -314,8 +314,37 @@ endpoints:
   nodeName: node-a
 )";
 
+// IPv6-primary dual-stack service with endpoints of both families: both
+// VIPs are programmed, each to its own family's backend.
+const char* kDualStackV6First = R"(
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ds2, namespace: default}
+spec:
+  clusterIP: "fd00:96::21"
+  clusterIPs: ["fd00:96::21", 10.96.0.21]
+  ipFamilies: [IPv6, IPv4]
+  ipFamilyPolicy: PreferDualStack
+  ports: [{name: http, port: 80, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ds2-v6, namespace: default, labels: {kubernetes.io/service-name: ds2}}
+addressType: IPv6
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints: [{addresses: ["fd00:5::11"], nodeName: node-a}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ds2-v4, namespace: default, labels: {kubernetes.io/service-name: ds2}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints: [{addresses: [10.0.0.12], nodeName: node-a}]
+)";
+
 TEST_F(AgentTest, DualStackServiceFromFileServesItsIpv6ClusterIpAcrossARestartAndRoutesTheIpv6Cidr) {
-  std::ofstream(file_) << kServices << kDualStack;
+  std::ofstream(file_) << kServices << kDualStack << kDualStackV6First;
   const std::vector<std::string> cidrs = {"--service-cluster-ip-range", "10.96.0.0/12,fd00:96::/108"};
   StartAgent(cidrs);
   ASSERT_TRUE(WaitHealthy());
@@ -327,6 +356,11 @@ TEST_F(AgentTest, DualStackServiceFromFileServesItsIpv6ClusterIpAcrossARestartAn
   std::string peer;
   EXPECT_EQ(TcpRequest("fd00:96::20", 80, &peer), "[fd00:5::11]:8080");
   EXPECT_EQ(peer, "[fd00:96::20]:80");
+  // ipFamilies [IPv6, IPv4]: both VIPs, each to its family's endpoint.
+  EXPECT_EQ(TcpRequest("fd00:96::21", 80, &peer), "[fd00:5::11]:8080");
+  EXPECT_EQ(peer, "[fd00:96::21]:80");
+  EXPECT_EQ(TcpRequest("10.96.0.21", 80, &peer), "10.0.0.12:8080");
+  EXPECT_EQ(peer, "10.96.0.21:80");
   std::string from;
   EXPECT_EQ(UdpRequest("fd00:96::20", 53, false, &from), "[fd00:5::11]:5353");
   EXPECT_EQ(from, "[fd00:96::20]:53");
