@@ -60,7 +60,10 @@ class NodeLifecycleCluster : public ::testing::Test {
     auto c = NodeCluster::Start(2, kControlPlaneFlags);
     ASSERT_TRUE(c.ok()) << c.status();
     cluster_ = std::move(*c);
-    for (int h = 1; h <= 2; ++h) ASSERT_TRUE(cluster_->StartKubelet(h, kKubeletFlags).ok());
+    for (int h = 1; h <= 2; ++h) {
+      absl::Status st = cluster_->StartKubelet(h, kKubeletFlags);
+      ASSERT_TRUE(st.ok()) << st;
+    }
   }
 
   json Get(const std::vector<std::string>& what) { return GetJson(*cluster_, what); }
