@@ -21,10 +21,12 @@ namespace {
 namespace fs = std::filesystem;
 using testing::OpenStore;
 using testing::Put;
+using testing::RemoveStale;
 
 class Dir {
  public:
   explicit Dir(const std::string& tag) {
+    RemoveStale(fs::temp_directory_path(), "skiff-maint-test-");
     path_ = fs::temp_directory_path() / ("skiff-maint-test-" + std::to_string(getpid()) + "-" + tag);
     fs::remove_all(path_);
   }

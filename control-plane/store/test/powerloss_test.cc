@@ -41,6 +41,7 @@
 
 #include "gtest/gtest.h"
 #include "skiff/store/store.h"
+#include "store_helpers.h"
 #include "store_impl.h"
 
 extern char** environ;
@@ -297,12 +298,7 @@ class PowerLoss : public ::testing::Test {
     const fs::path base = shm ? fs::path("/dev/shm") : fs::temp_directory_path();
     root_ = base / "skiff-powerloss";
     fs::create_directories(root_);
-    // Leftovers of an earlier crashed run (its pid is gone).
-    for (const auto& e : fs::directory_iterator(root_)) {
-      const std::string name = e.path().filename().string();
-      const pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
-      if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0) fs::remove_all(e.path());
-    }
+    testing::RemoveStale(root_, "");  // leftovers of an earlier crashed run
     dir_ = root_ / std::to_string(::getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
@@ -311,6 +307,8 @@ class PowerLoss : public ::testing::Test {
     Tracker::Get().Stop();
     store_.reset();
     fs::remove_all(dir_);
+    std::error_code ec;
+    fs::remove(root_, ec);  // only when no other run uses it
   }
 
   std::string data() const { return (dir_ / "data").string(); }

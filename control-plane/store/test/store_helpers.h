@@ -1,6 +1,11 @@
 // Helpers shared by the in-process store tests.
 #pragma once
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -8,6 +13,18 @@
 #include "skiff/store/store.h"
 
 namespace skiff::store::testing {
+
+// Removes dir/<prefix><pid>... entries whose process is gone (leftovers of a
+// crashed run); entries of live processes (concurrent runs) stay.
+inline void RemoveStale(const std::filesystem::path& dir, const std::string& prefix) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const pid_t pid = static_cast<pid_t>(std::atol(name.c_str() + prefix.size()));
+    if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0) std::filesystem::remove_all(e.path(), ec);
+  }
+}
 
 inline std::unique_ptr<Store> OpenStore(const std::string& dir, Options o = {}) {
   o.data_dir = dir;

@@ -27,16 +27,21 @@ namespace fs = std::filesystem;
 class Scratch {
  public:
   explicit Scratch(const std::string& tag) {
+    testing::RemoveStale(fs::temp_directory_path(), "skiff-wal-test-");
     path_ = fs::temp_directory_path() / ("skiff-wal-test-" + std::to_string(getpid()) + "-" + tag);
-    fs::remove_all(path_);
+    Clean();
   }
-  ~Scratch() { fs::remove_all(path_); }
+  ~Scratch() { Clean(); }
   std::string path() const { return path_.string(); }
   std::string lmdb() const { return path() + "/member/skiff/data.mdb"; }
   std::string ckpt() const { return path() + "/member/skiff/lmdb.ckpt"; }
   std::string wal_dir() const { return path() + "/member/skiff/wal"; }
 
  private:
+  // The directory and the copies tests keep beside it.
+  void Clean() {
+    for (const char* suffix : {"", "-lmdb.bak", "-lmdb.bak.ckpt", "-wal.bak"}) fs::remove_all(path() + suffix);
+  }
   fs::path path_;
 };
 
