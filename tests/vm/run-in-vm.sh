@@ -235,6 +235,22 @@ spec:
     command: ["sh", "-c", "tail /dev/zero"]
     resources:
       limits: {memory: 32Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: fslim
+spec:
+  nodeName: skiff-vm
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: skiff.local/busybox:1
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    resources:
+      requests: {cpu: 100m, memory: 32Mi}
+      limits: {cpu: 250m, memory: 64Mi}
 YAML
 check sd-apply-pods ctl apply -f /tmp/sd-pods.yaml
 check sd-pod-running retry 120 sh -c "[ \"\$(skiffctl --config $CONF get pod sdlim -o jsonpath='{.status.phase}')\" = Running ]" || node2_journal
@@ -261,6 +277,17 @@ sd_limits() {
   [[ $got == "$want" ]] || { echo "pod slice and scope: got '$got', want '$want'"; return 1; }
 }
 check sd-pod-and-container-limits sd_limits
+# The same pod on node 1 (cgroupfs, --cgroup-root /kubepods) at the same time:
+# the pod directory carries the pod's limits too.
+fs_uid=$(ctl get pod fslim -o jsonpath='{.metadata.uid}' 2>/dev/null)
+fs_dir=/sys/fs/cgroup/kubepods/burstable/pod$fs_uid
+fs_limits() {
+  local got want c=$fs_dir/$fs_uid-main-0
+  got="$(cat $fs_dir/memory.max $fs_dir/cpu.max $fs_dir/pids.max $c/memory.max $c/cpu.max $c/pids.max $c/cpu.weight 2>&1 | tr '\n' ' ')"
+  want="67108864 25000 100000 4096 67108864 25000 100000 4096 4 "
+  [[ -n $fs_uid && $got == "$want" ]] || { echo "cgroupfs pod and container: got '$got', want '$want'"; return 1; }
+}
+check fs-pod-and-container-limits retry 60 fs_limits
 # A restarted kubelet finds the pod slice existing (sets its properties again)
 # and re-adopts the container in its scope without restarting it.
 sd_container() { ctl get pod sdlim -o jsonpath='{.status.containerStatuses[0].containerID}:{.status.containerStatuses[0].restartCount}:{.status.phase}' 2>&1; }
@@ -277,6 +304,7 @@ check sd-pod-readopted-after-kubelet-restart retry 30 sd_readopted || node2_jour
 check sd-oomkilled-reported retry 90 sh -c "skiffctl --config $CONF get pod sdoom -o jsonpath='{.status.containerStatuses[0].state.terminated.reason}' | grep -q OOMKilled" || node2_journal
 sdoom_uid=$(ctl get pod sdoom -o jsonpath='{.metadata.uid}' 2>/dev/null)
 ctl delete pod sdlim --grace-period=1 >/dev/null 2>&1
+ctl delete pod fslim --grace-period=1 >/dev/null 2>&1
 ctl delete pod sdoom --grace-period=0 --force >/dev/null 2>&1
 sd_gone() {
   local left
@@ -285,6 +313,7 @@ sd_gone() {
   [[ -n $sd_uid && -n $sdoom_uid && -z $left && ! -e $sd_dir ]] || { echo "left: $left $(ls -d "$sd_dir" 2>&1)"; return 1; }
 }
 check sd-pod-delete-removes-scope-and-slice retry 90 sd_gone || node2_journal
+check fs-pod-delete-removes-cgroup retry 60 sh -c "[ -n '$fs_uid' ] && [ ! -e '$fs_dir' ]"
 
 # --- OOMKilled through the kubelet -------------------------------------------
 check apply-oom-pod ctl apply -f $P/manifests/oom-pod.yaml
