@@ -238,6 +238,39 @@ TEST_F(AgentTest, ProgramsServicesFromFileSkipsBadInputAndAddsTheServiceRoute) {
   EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/web:http/TCP\"} 1"),
             std::string::npos)
       << metrics;
+  // --from-file runs without the API source's libraries mapped (they are
+  // in skiff-proxy-api, which only --server runs).
+  std::string maps = ReadAll("/proc/" + std::to_string(agent_) + "/maps");
+  ASSERT_NE(maps.find("skiff-proxy"), std::string::npos) << maps;
+  for (const char* lib : {"libgrpc", "libprotobuf", "libssl", "libcrypto"})
+    EXPECT_EQ(maps.find(lib), std::string::npos) << lib << " is mapped:\n" << maps;
+}
+
+// --server: skiff-proxy replaces itself (same pid, same arguments) with
+// skiff-proxy-api, the build with the API source; its --kubeconfig error is
+// what comes back.
+TEST_F(AgentTest, ServerModeRunsTheApiBuildInTheSameProcess) {
+  std::string missing = "/tmp/skiff-ag-" + std::to_string(getpid()) + "-no-kubeconfig";
+  unlink(missing.c_str());
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int logfd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    dup2(logfd, 2);
+    std::vector<std::string> args = {binary_, "--server", "127.0.0.1:1", "--kubeconfig", missing,
+                                     "--metrics-bind-address", "off", "--healthz-bind-address", "off"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary_.c_str(), argv.data());
+    _exit(121);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  std::string log = ReadAll(log_);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status << "\n" << log;
+  EXPECT_NE(log.find("--kubeconfig: "), std::string::npos) << log;
+  EXPECT_EQ(log.find("skiff-proxy-api not found"), std::string::npos) << log;
 }
 
 TEST_F(AgentTest, ABadListenAddressFailsTheStartBeforeAnythingIsAttached) {
