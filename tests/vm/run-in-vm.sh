@@ -204,13 +204,15 @@ node2_journal() {
   { systemctl status skiff-kubelet-node2 --no-pager 2>&1 | head -n 8; journalctl -u skiff-kubelet-node2 --no-pager -o cat 2>&1 | tail -n 40; } |
     sed 's/^/SKIFF-VM: INFO /' | cut -c1-400
 }
-cat >/tmp/sd-pods.yaml <<'YAML'
+# limited_pod NAME NODE: a Burstable sleeper (cpu 100m/250m, memory 32Mi/64Mi).
+limited_pod() {
+  cat <<YAML
 apiVersion: v1
 kind: Pod
 metadata:
-  name: sdlim
+  name: $1
 spec:
-  nodeName: skiff-vm2
+  nodeName: $2
   terminationGracePeriodSeconds: 1
   containers:
   - name: main
@@ -220,6 +222,11 @@ spec:
     resources:
       requests: {cpu: 100m, memory: 32Mi}
       limits: {cpu: 250m, memory: 64Mi}
+YAML
+}
+{
+  limited_pod sdlim skiff-vm2
+  cat <<'YAML'
 ---
 apiVersion: v1
 kind: Pod
@@ -236,22 +243,9 @@ spec:
     resources:
       limits: {memory: 32Mi}
 ---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: fslim
-spec:
-  nodeName: skiff-vm
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: skiff.local/busybox:1
-    imagePullPolicy: Never
-    command: ["sleep", "3600"]
-    resources:
-      requests: {cpu: 100m, memory: 32Mi}
-      limits: {cpu: 250m, memory: 64Mi}
 YAML
+  limited_pod fslim skiff-vm
+} >/tmp/sd-pods.yaml
 check sd-apply-pods ctl apply -f /tmp/sd-pods.yaml
 check sd-pod-running retry 120 sh -c "[ \"\$(skiffctl --config $CONF get pod sdlim -o jsonpath='{.status.phase}')\" = Running ]" || node2_journal
 sd_uid=$(ctl get pod sdlim -o jsonpath='{.metadata.uid}' 2>/dev/null)
