@@ -251,12 +251,34 @@ void DesiredBuilder::LinkSlice(const std::string& service_key, const std::string
   if (it == v.end() || *it != slice_key) v.insert(it, slice_key);
 }
 
-void DesiredBuilder::UnlinkSlice(const std::string& service_key, const std::string& slice_key) {
-  auto s = slices_of_.find(service_key);
-  if (s == slices_of_.end()) return;
-  auto it = std::lower_bound(s->second.begin(), s->second.end(), slice_key);
-  if (it != s->second.end() && *it == slice_key) s->second.erase(it);
-  if (s->second.empty()) slices_of_.erase(s);
+namespace {
+
+// Whether `key` is "<ns>/<service>" of the slice, without building the string.
+bool SliceBelongsTo(const EndpointSlice& es, const std::string& key) {
+  return key.size() == es.ns.size() + 1 + es.service_name.size() && key.compare(0, es.ns.size(), es.ns) == 0 &&
+         key[es.ns.size()] == '/' && key.compare(es.ns.size() + 1, std::string::npos, es.service_name) == 0;
+}
+
+}  // namespace
+
+void DesiredBuilder::SlicesOf(const std::string& service_key, const ClusterState& state,
+                              std::vector<const EndpointSlice*>* mine) {
+  auto it = slices_of_.find(service_key);
+  if (it == slices_of_.end()) return;
+  // Entries of slices that are gone or now name another service are dropped
+  // here: the store names a slice's previous service in the ChangeSet, so
+  // that service is visited in the same pass as the slice's change.
+  std::vector<std::string>& v = it->second;
+  v.erase(std::remove_if(v.begin(), v.end(),
+                         [&](const std::string& sk) {
+                           auto es = state.endpoint_slices.find(sk);
+                           if (es == state.endpoint_slices.end() || !SliceBelongsTo(es->second, service_key))
+                             return true;
+                           mine->push_back(&es->second);
+                           return false;
+                         }),
+          v.end());
+  if (v.empty()) slices_of_.erase(it);
 }
 
 void DesiredBuilder::Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
@@ -275,6 +297,8 @@ void DesiredBuilder::Drop(const std::string& service_key, const std::vector<Fron
 
 void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
                            std::map<FrontendKey, std::optional<Frontend>>* delta) {
+  std::vector<const EndpointSlice*> mine;
+  SlicesOf(key, state, &mine);
   auto sit = state.services.find(key);
   auto cit = cache_.find(key);
   if (sit == state.services.end()) {
@@ -283,13 +307,6 @@ void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
       cache_.erase(cit);
     }
     return;
-  }
-  std::vector<const EndpointSlice*> mine;
-  if (auto it = slices_of_.find(key); it != slices_of_.end()) {
-    for (const std::string& sk : it->second) {
-      auto es = state.endpoint_slices.find(sk);
-      if (es != state.endpoint_slices.end()) mine.push_back(&es->second);
-    }
   }
   const Service& svc = sit->second;
   uint64_t fp = FingerprintOf(svc, mine);
@@ -315,12 +332,7 @@ std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const Clus
   std::map<FrontendKey, std::optional<Frontend>> delta;
   if (changes.all) {
     slices_of_.clear();
-    service_of_.clear();
-    for (const auto& [k, es] : state.endpoint_slices) {
-      std::string svc = es.ns + "/" + es.service_name;
-      LinkSlice(svc, k);
-      service_of_[k] = svc;
-    }
+    for (const auto& [k, es] : state.endpoint_slices) LinkSlice(es.ns + "/" + es.service_name, k);
     for (const auto& [key, svc] : state.services) Visit(key, state, &delta);
     std::vector<std::string> gone;
     for (const auto& [key, c] : cache_)
@@ -328,18 +340,14 @@ std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const Clus
     for (const std::string& key : gone) Visit(key, state, &delta);
     return delta;
   }
+  // A changed slice's previous service is in changes.services (the store
+  // puts it there), and is visited like the slice's current one.
   std::set<std::string> visit = changes.services;
   for (const std::string& sk : changes.slices) {
-    if (auto old = service_of_.find(sk); old != service_of_.end()) {
-      visit.insert(old->second);
-      UnlinkSlice(old->second, sk);
-      service_of_.erase(old);
-    }
     if (auto es = state.endpoint_slices.find(sk); es != state.endpoint_slices.end()) {
       std::string svc = es->second.ns + "/" + es->second.service_name;
       LinkSlice(svc, sk);
-      service_of_[sk] = svc;
-      visit.insert(svc);
+      visit.insert(std::move(svc));
     }
   }
   for (const std::string& key : visit) Visit(key, state, &delta);

@@ -20,6 +20,21 @@ namespace skiff::proxy {
 
 // ---- StateStore ----
 
+namespace {
+
+std::string ServiceKeyOf(const EndpointSlice& es) { return es.ns + "/" + es.service_name; }
+
+}  // namespace
+
+// A slice change names the slice and the services it belonged to before and
+// after (see ChangeSet).
+void StateStore::NoteSlice(const std::string& key, const EndpointSlice* after) {
+  changes_.slices.insert(key);
+  if (auto old = state_.endpoint_slices.find(key); old != state_.endpoint_slices.end())
+    changes_.services.insert(ServiceKeyOf(old->second));
+  if (after) changes_.services.insert(ServiceKeyOf(*after));
+}
+
 void StateStore::Bump() {
   ++generation_;
   if (on_change_) on_change_();
@@ -41,10 +56,10 @@ void StateStore::Replace(ClusterState state) {
       if (!state.services.count(k)) changes_.services.insert(k);
     for (const auto& [k, v] : state.endpoint_slices) {
       auto it = state_.endpoint_slices.find(k);
-      if (it == state_.endpoint_slices.end() || !(it->second == v)) changes_.slices.insert(k);
+      if (it == state_.endpoint_slices.end() || !(it->second == v)) NoteSlice(k, &v);
     }
     for (const auto& [k, v] : state_.endpoint_slices)
-      if (!state.endpoint_slices.count(k)) changes_.slices.insert(k);
+      if (!state.endpoint_slices.count(k)) NoteSlice(k, nullptr);
   }
   state_ = std::move(state);
   synced_ = true;
@@ -69,14 +84,14 @@ void StateStore::DeleteService(const std::string& ns, const std::string& name) {
 void StateStore::UpsertEndpointSlice(EndpointSlice slice) {
   std::lock_guard lock(mu_);
   std::string key = slice.Key();
-  changes_.slices.insert(key);
+  NoteSlice(key, &slice);
   state_.endpoint_slices[key] = std::move(slice);
   Bump();
 }
 
 void StateStore::DeleteEndpointSlice(const std::string& ns, const std::string& name) {
   std::lock_guard lock(mu_);
-  changes_.slices.insert(ns + "/" + name);
+  NoteSlice(ns + "/" + name, nullptr);
   state_.endpoint_slices.erase(ns + "/" + name);
   Bump();
 }

@@ -550,17 +550,20 @@ TEST(Desired, TerminatingEndpointsOnlyWhenNoneIsReady) {
   EXPECT_TRUE(cip.backends[0].flags & SKIFF_BE_F_TERMINATING);
 }
 
+// Service default/<prefix><i>, ClusterIP 10.96.<octet>.<i+1>, one TCP port 80.
+Service NumberedService(const std::string& prefix, int octet, int i) {
+  Service v;
+  v.ns = "default";
+  v.name = prefix + std::to_string(i);
+  v.cluster_ips = {"10.96." + std::to_string(octet) + "." + std::to_string(i + 1)};
+  v.ports = {{"p", Protocol::kTcp, 80, 0}};
+  return v;
+}
+
 TEST(Desired, IncrementalBuilderMatchesAFullComputeAfterRandomChanges) {
   ClusterState s;
   std::mt19937 rng(7);
-  auto svc = [](int i) {
-    Service v;
-    v.ns = "default";
-    v.name = "s" + std::to_string(i);
-    v.cluster_ips = {"10.96.0." + std::to_string(i + 1)};
-    v.ports = {{"p", Protocol::kTcp, 80, 0}};
-    return v;
-  };
+  auto svc = [](int i) { return NumberedService("s", 0, i); };
   for (int i = 0; i < 50; ++i) s.services[svc(i).Key()] = svc(i);
   DesiredBuilder b({"me", {}});
   // Applying the deltas in order must give the full computation.
@@ -601,6 +604,83 @@ TEST(Desired, IncrementalBuilderMatchesAFullComputeAfterRandomChanges) {
     apply(b.Update(s, c));
   }
   EXPECT_EQ(applied, ComputeDesired(s, {"me", {}}).frontends);
+}
+
+// The builder keeps no slice -> service index: a slice that moves to another
+// Service, or is deleted, leaves its old Service through the ChangeSet the
+// store records (which names that Service). Random upserts, moves and
+// deletes of slices and services through a StateStore; the applied deltas
+// must equal a full computation after every pass.
+TEST(Desired, SlicesMovingBetweenServicesAndDeletedThroughTheStoreLeaveTheirOldService) {
+  std::mt19937 rng(11);
+  StateStore store;
+  auto svc = [](int i) { return NumberedService("m", 1, i); };
+  ClusterState initial;
+  for (int i = 0; i < 8; ++i) initial.services[svc(i).Key()] = svc(i);
+  store.Replace(initial);
+  DesiredBuilder b({"me", {}});
+  std::map<FrontendKey, Frontend> applied;
+  uint64_t seen = 0;
+  int moved = 0, deleted = 0;
+  auto pass = [&] {
+    seen = store.Consume(seen, 0, [&](const ClusterState& st, const ChangeSet& c) {
+      for (auto& [fk, f] : b.Update(st, c)) {
+        if (f) applied[fk] = std::move(*f);
+        else
+          applied.erase(fk);
+      }
+      ASSERT_EQ(applied, ComputeDesired(st, {"me", {}}).frontends);
+    });
+  };
+  pass();
+  std::map<std::string, std::string> owner;  // slice name -> service name
+  for (int round = 0; round < 400; ++round) {
+    std::string slice = "sl" + std::to_string(rng() % 12);
+    switch (rng() % 4) {
+      case 0:
+      case 1: {  // create or move a slice (to any of 10 services, 2 of them absent)
+        EndpointSlice es;
+        es.ns = "default";
+        es.name = slice;
+        es.service_name = "m" + std::to_string(rng() % 10);
+        es.ports = {{"p", Protocol::kTcp, 8080}};
+        es.endpoints.push_back({{"10.244.1." + std::to_string(rng() % 200 + 1)}, true, true, false, "me"});
+        if (owner.count(slice) && owner[slice] != es.service_name) ++moved;
+        owner[slice] = es.service_name;
+        store.UpsertEndpointSlice(es);
+        break;
+      }
+      case 2:
+        if (owner.erase(slice)) ++deleted;
+        store.DeleteEndpointSlice("default", slice);
+        break;
+      default: {
+        int i = rng() % 10;
+        if (rng() % 2) store.DeleteService("default", "m" + std::to_string(i));
+        else
+          store.UpsertService(svc(i));
+      }
+    }
+    if (rng() % 3 == 0) pass();
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  pass();
+  EXPECT_GT(moved, 20);
+  EXPECT_GT(deleted, 20);
+  // A full Replace (a re-list) that moves every slice to service m0.
+  ClusterState last;
+  for (int i = 0; i < 8; ++i) last.services[svc(i).Key()] = svc(i);
+  for (const auto& [name, service] : owner) {
+    EndpointSlice es;
+    es.ns = "default";
+    es.name = name;
+    es.service_name = "m0";
+    es.ports = {{"p", Protocol::kTcp, 8080}};
+    es.endpoints.push_back({{"10.244.2.1"}, true, true, false, "me"});
+    last.endpoint_slices[es.Key()] = es;
+  }
+  store.Replace(last);
+  pass();
 }
 
 TEST(Maglev, FillsEveryEntryEvenlyAndMovesLittleWhenABackendLeaves) {

@@ -94,11 +94,14 @@ class DesiredBuilder {
   void Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
             const std::vector<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
   std::unordered_map<std::string, Cached> cache_;
-  // service key -> slice keys, sorted (a vector: most services have one slice)
+  // service key -> slice keys, sorted (a vector: most services have one
+  // slice). No reverse index: a slice that left a service (deleted, or now
+  // naming another) is dropped from its old entry when that service is
+  // visited, which the ChangeSet guarantees (it names the old service).
   std::unordered_map<std::string, std::vector<std::string>> slices_of_;
   void LinkSlice(const std::string& service_key, const std::string& slice_key);
-  void UnlinkSlice(const std::string& service_key, const std::string& slice_key);
-  std::unordered_map<std::string, std::string> service_of_;           // slice key -> service key
+  // The current slices of a service, pruning entries of slices that left it.
+  void SlicesOf(const std::string& service_key, const ClusterState& state, std::vector<const EndpointSlice*>* mine);
   // Which service a frontend key belongs to (the last one that produced it):
   // points at that service's key in cache_ (node keys never move).
   std::map<FrontendKey, const std::string*> owner_;

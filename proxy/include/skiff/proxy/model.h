@@ -74,7 +74,10 @@ struct ClusterState {
 
 // What changed since a previous look at a ClusterState: keys (ns/name) of
 // Services and EndpointSlices that were added, modified or removed. `all`
-// means "compare everything" (first sync, re-list, file reload).
+// means "compare everything" (first sync, re-list, file reload). A changed
+// EndpointSlice also puts its Service's key in `services`, and the key of the
+// Service it named before when that differs or the slice is gone, so a
+// consumer needs no slice -> service index of its own.
 struct ChangeSet {
   bool all = false;
   std::set<std::string> services;

@@ -50,6 +50,7 @@ class StateStore final : public StateSink {
 
  private:
   void Bump();
+  void NoteSlice(const std::string& key, const EndpointSlice* after);
   std::function<void()> on_change_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
