@@ -206,7 +206,8 @@ bool AddService(RawService raw, ClusterState* out, std::vector<std::string>* pro
     return false;
   }
   s.type = raw.type.empty() ? "ClusterIP" : std::move(raw.type);
-  s.cluster_ips = ClusterIpsByFamily(raw, s.Key(), problem);
+  std::vector<std::string> cluster_ips = ClusterIpsByFamily(raw, s.Key(), problem);
+  s.cluster_ips.assign(std::make_move_iterator(cluster_ips.begin()), std::make_move_iterator(cluster_ips.end()));
   s.external_ips = std::move(raw.external_ips);
   s.affinity_client_ip = raw.session_affinity == "ClientIP";
   if (s.affinity_client_ip && raw.affinity_timeout.value && *raw.affinity_timeout.value > 0 &&

@@ -216,9 +216,9 @@ TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
   EXPECT_EQ(y->endpoint_slices.count("ds/web-fqdn"), 0u);
   const EndpointSlice& v6 = y->endpoint_slices.at("ds/web-v6");
   ASSERT_EQ(v6.endpoints.size(), 2u);  // the IPv4 address in an IPv6 slice is skipped
-  EXPECT_EQ(v6.endpoints[0].addresses, std::vector<std::string>{"fd00:244::5"});
+  EXPECT_EQ(v6.endpoints[0].addresses, OneOrMore<std::string>{"fd00:244::5"});
   EXPECT_FALSE(v6.endpoints[1].ready);
-  EXPECT_EQ(y->services.at("ds/web").cluster_ips, (std::vector<std::string>{"10.96.0.10", "fd00:96::10"}));
+  EXPECT_EQ(y->services.at("ds/web").cluster_ips, (OneOrMore<std::string>{"10.96.0.10", "fd00:96::10"}));
 
   // The same objects as API protos give the same model.
   std::vector<client::Object> objs(3);
@@ -439,7 +439,7 @@ endpoints: [{addresses: [10.244.0.7]}]
 TEST(Parse, IpFamiliesAndPolicyDecideWhichClusterIpsAreProgrammed) {
   auto y = ParseClusterStateYaml(kFamiliesYaml);
   ASSERT_TRUE(y.ok()) << y.status();
-  using V = std::vector<std::string>;
+  using V = OneOrMore<std::string>;
   EXPECT_EQ(y->services.at("f/v6-first").cluster_ips, (V{"fd00:96::30", "10.96.0.30"}));
   EXPECT_EQ(y->services.at("f/v4-only").cluster_ips, (V{"10.96.0.31"}));     // no family entry for the 2nd
   EXPECT_EQ(y->services.at("f/single-two").cluster_ips, (V{"10.96.0.32"}));  // SingleStack: the primary
@@ -507,7 +507,7 @@ TEST(Parse, InconsistentClusterIpAndFamiliesAreReportedAsProblems) {
   r.ports.push_back(p);
   std::vector<std::string> problems;
   ASSERT_TRUE(AddService(r, &out, &problems));
-  EXPECT_EQ(out.services.at("f/odd").cluster_ips, (std::vector<std::string>{"10.96.0.41", "fd00:96::41"}));
+  EXPECT_EQ(out.services.at("f/odd").cluster_ips, (OneOrMore<std::string>{"10.96.0.41", "fd00:96::41"}));
   std::string all;
   for (const auto& x : problems) all += x + "\n";
   EXPECT_NE(all.find("clusterIP 10.96.0.40 differs from clusterIPs[0] 10.96.0.41"), std::string::npos) << all;

@@ -36,7 +36,7 @@ using testing::Lab;
 using testing::TcpRequest;
 using testing::UdpRequest;
 
-Service MakeService(const std::string& name, const std::string& vip, std::vector<ServicePort> ports) {
+Service MakeService(const std::string& name, const std::string& vip, OneOrMore<ServicePort> ports) {
   Service s;
   s.ns = "default";
   s.name = name;
@@ -45,7 +45,7 @@ Service MakeService(const std::string& name, const std::string& vip, std::vector
   return s;
 }
 
-EndpointSlice MakeSlice(const std::string& svc, const std::vector<std::string>& ips, std::vector<EndpointPort> ports,
+EndpointSlice MakeSlice(const std::string& svc, const std::vector<std::string>& ips, OneOrMore<EndpointPort> ports,
                         const std::string& suffix = "a") {
   EndpointSlice es;
   es.ns = "default";

@@ -10,7 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
+
 namespace skiff::proxy {
+
+// A list that almost always holds one element (a Service's cluster IP and
+// port, an endpoint's address, a slice's port): kept inline, so the store's
+// copy of 10k Services and slices needs no heap block per list.
+template <typename T>
+using OneOrMore = absl::InlinedVector<T, 1>;
 
 enum class Protocol : uint8_t { kTcp = 6, kUdp = 17 };
 
@@ -25,9 +33,9 @@ struct ServicePort {
 struct Service {
   std::string ns;
   std::string name;
-  std::vector<std::string> cluster_ips;  // empty or "None" = headless
+  OneOrMore<std::string> cluster_ips;  // empty or "None" = headless
   std::vector<std::string> external_ips;
-  std::vector<ServicePort> ports;
+  OneOrMore<ServicePort> ports;
   std::string type = "ClusterIP";         // ClusterIP | NodePort | LoadBalancer | ExternalName
   bool affinity_client_ip = false;
   uint32_t affinity_timeout_s = 10800;
@@ -47,7 +55,7 @@ struct EndpointPort {
 };
 
 struct Endpoint {
-  std::vector<std::string> addresses;
+  OneOrMore<std::string> addresses;
   bool ready = true;
   bool serving = true;
   bool terminating = false;
@@ -60,7 +68,7 @@ struct EndpointSlice {
   std::string name;
   std::string service_name;  // label kubernetes.io/service-name
   std::vector<Endpoint> endpoints;
-  std::vector<EndpointPort> ports;
+  OneOrMore<EndpointPort> ports;
 
   std::string Key() const { return ns + "/" + name; }
   bool operator==(const EndpointSlice&) const = default;
