@@ -281,8 +281,8 @@ void DesiredBuilder::SlicesOf(const std::string& service_key, const ClusterState
   if (v.empty()) slices_of_.erase(it);
 }
 
-void DesiredBuilder::Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
-                          const std::vector<FrontendKey>* keep,
+void DesiredBuilder::Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old,
+                          const OneOrMore<FrontendKey>* keep,
                           std::map<FrontendKey, std::optional<Frontend>>* delta) {
   for (const FrontendKey& fk : old) {
     if (keep && std::binary_search(keep->begin(), keep->end(), fk)) continue;

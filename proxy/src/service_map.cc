@@ -329,7 +329,7 @@ absl::Status ServiceMap::SyncFrontend(const FrontendKey& fk, const Frontend& wan
   for (uint32_t id : want_ids)
     if (!old_set.count(id)) added.push_back(id);
 
-  std::vector<uint32_t> slots = p->slots;
+  auto slots = p->slots;
   std::vector<size_t> holes;
   auto write_slot = [&](size_t index) -> absl::Status {
     skiff_lb4_service v{};
@@ -416,7 +416,8 @@ absl::Status ServiceMap::WriteMaglev(uint32_t sid, ApplyStats* st) {
       // (external) backends.
       for (const FrontendKey& fk : ext->second) {
         if (fk.v6 != v6) continue;
-        set = frontends_.at(fk).slots;
+        const auto& slots = frontends_.at(fk).slots;
+        set.assign(slots.begin(), slots.end());
         std::sort(set.begin(), set.end());
         break;
       }

@@ -87,12 +87,11 @@ class DesiredBuilder {
   // frontends.
   struct Cached {
     uint64_t fingerprint = 0;
-    std::vector<FrontendKey> keys;  // sorted
+    OneOrMore<FrontendKey> keys;  // sorted (most services have one frontend)
   };
   NodeConfig node_;
   void Visit(const std::string& key, const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
-  void Drop(const std::string& service_key, const std::vector<FrontendKey>& old,
-            const std::vector<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
+  void Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old, const OneOrMore<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
   std::unordered_map<std::string, Cached> cache_;
   // service key -> slice keys, sorted (a vector: most services have one
   // slice). No reverse index: a slice that left a service (deleted, or now

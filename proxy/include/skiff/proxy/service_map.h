@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "skiff/proxy/datapath.h"
@@ -66,7 +67,7 @@ class ServiceMap {
     uint32_t service_id = 0;
     uint16_t flags = 0;
     uint32_t affinity_timeout_s = 0;
-    std::vector<uint32_t> slots;  // backend id of slot i + 1
+    absl::InlinedVector<uint32_t, 4> slots;  // backend id of slot i + 1 (inline up to 4: no larger than a vector)
     uint32_t stored_slots = 0;    // slot entries present in the map (>= slots.size())
     bool applied = false;         // set by ApplyDelta; false = only recovered from the maps
   };
