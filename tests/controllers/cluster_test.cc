@@ -243,9 +243,13 @@ TYPED_TEST(Cluster, ServiceEndpointSliceFollowsPodReadiness) {
       }
     return std::make_pair(ready, total);
   };
-  ASSERT_TRUE(WaitFor([&] { return ready_endpoints() == std::make_pair(2, 2); }, kWait));
-  auto slices = this->Items("endpointslices", std::string(kServiceNameLabel) + "=api");
-  ASSERT_EQ(slices.size(), 1u);
+  // The controller creates the "<svc>-<hash>" slice before it deletes the
+  // "<svc>-empty" one it made while no pod was ready: wait for both steps.
+  std::vector<Object> slices;
+  ASSERT_TRUE(WaitFor([&] {
+    slices = this->Items("endpointslices", std::string(kServiceNameLabel) + "=api");
+    return ready_endpoints() == std::make_pair(2, 2) && slices.size() == 1;
+  }, kWait)) << slices.size() << " slices";
   EXPECT_EQ(slices[0].endpoint_slice().ports(0).port(), 8080);
   // One pod turns unready (as a failing readiness probe would report).
   auto pods = this->Items("pods", "app=api");

@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "skiff/controllers/controller.h"
 #include "skiff/controllers/objects.h"
 
@@ -93,6 +96,7 @@ class EndpointSliceController : public Controller {
       if (sn != m.labels().end() && sn->second == name && mb != m.labels().end() && mb->second == kManagedByValue)
         existing[m.name()] = o->endpoint_slice();
     }
+    Overlay(key, &existing);
     std::map<std::string, EndpointSlice> desired;
     if (svc_obj != nullptr && !svc_obj->service().spec().selector().empty() &&
         svc_obj->service().metadata().deletion_timestamp().empty())
@@ -103,7 +107,10 @@ class EndpointSliceController : public Controller {
       if (it == existing.end()) {
         auto r = ctx_.api->Create("endpointslices", ns, objects::Wrap(want));
         if (!r.ok() && r.status().code() != absl::StatusCode::kAlreadyExists) return r.status();
-        if (r.ok()) continue;
+        if (r.ok()) {
+          Wrote(key, sname, r->endpoint_slice());
+          continue;
+        }
         auto cur = ctx_.api->Get("endpointslices", ns, sname);
         if (!cur.ok()) return cur.status();
         it = existing.emplace(sname, cur->endpoint_slice()).first;
@@ -118,18 +125,67 @@ class EndpointSliceController : public Controller {
         upd.mutable_metadata()->set_resource_version(have.metadata().resource_version());
         upd.mutable_metadata()->set_uid(have.metadata().uid());
         auto r = ctx_.api->Update("endpointslices", ns, objects::Wrap(upd));
-        if (!r.ok()) return r.status();
+        if (!r.ok()) {
+          Forget(key, sname);
+          return r.status();
+        }
+        Wrote(key, sname, r->endpoint_slice());
       }
       existing.erase(it);
     }
     for (const auto& [sname, s] : existing) {
       auto r = ctx_.api->Delete("endpointslices", ns, sname);
       if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound) return r.status();
+      Wrote(key, sname, std::nullopt);
     }
     return absl::OkStatus();
   }
 
  private:
+  // Like Kubernetes' EndpointSlice tracker: what this controller last wrote
+  // for a service, laid over the informer's view until the informer has seen
+  // it. Without it a reconcile racing its own earlier writes (the informer
+  // not yet showing a slice just created, e.g. "<svc>-empty") leaves a stale
+  // slice behind or creates a second one.
+  static int64_t Rv(const EndpointSlice& s) {
+    int64_t v = 0;
+    return absl::SimpleAtoi(s.metadata().resource_version(), &v) ? v : 0;
+  }
+  void Wrote(const std::string& key, const std::string& slice, std::optional<EndpointSlice> s) {
+    std::lock_guard<std::mutex> l(written_mu_);
+    written_[key][slice] = Written{std::move(s), absl::Now()};
+  }
+  void Forget(const std::string& key, const std::string& slice) {
+    std::lock_guard<std::mutex> l(written_mu_);
+    auto w = written_.find(key);
+    if (w != written_.end()) w->second.erase(slice);
+  }
+  void Overlay(const std::string& key, std::map<std::string, EndpointSlice>* existing) {
+    std::lock_guard<std::mutex> l(written_mu_);
+    auto w = written_.find(key);
+    if (w == written_.end()) return;
+    for (auto it = w->second.begin(); it != w->second.end();) {
+      auto seen = existing->find(it->first);
+      bool caught_up;
+      const std::optional<EndpointSlice>& mine = it->second.slice;
+      if (!mine) {  // we deleted it
+        caught_up = seen == existing->end();
+      } else {  // we created or updated it
+        caught_up = seen != existing->end() && Rv(seen->second) >= Rv(*mine);
+      }
+      // Someone else's later change can keep the informer from ever matching
+      // ours: the overlay only bridges the informer's usual lag.
+      if (caught_up || absl::Now() - it->second.at > absl::Seconds(10)) {
+        it = w->second.erase(it);
+        continue;
+      }
+      if (!mine) existing->erase(seen);
+      else (*existing)[it->first] = *mine;
+      ++it;
+    }
+    if (w->second.empty()) written_.erase(w);
+  }
+
   static EndpointSlice Endpoints(const EndpointSlice& s) {
     EndpointSlice e;
     *e.mutable_endpoints() = s.endpoints();
@@ -243,6 +299,12 @@ class EndpointSliceController : public Controller {
   Informer* svcs_;
   Informer* pods_;
   Informer* slices_;
+  std::mutex written_mu_;
+  struct Written {
+    std::optional<EndpointSlice> slice;  // nullopt: deleted
+    absl::Time at;
+  };
+  std::map<std::string, std::map<std::string, Written>> written_;
 };
 
 }  // namespace
