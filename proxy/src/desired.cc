@@ -246,7 +246,7 @@ uint64_t FingerprintOf(const Service& svc, const std::vector<const EndpointSlice
 }  // namespace
 
 void DesiredBuilder::LinkSlice(const std::string& service_key, const std::string& slice_key) {
-  std::vector<std::string>& v = slices_of_[service_key];
+  auto& v = slices_of_[service_key];
   auto it = std::lower_bound(v.begin(), v.end(), slice_key);
   if (it == v.end() || *it != slice_key) v.insert(it, slice_key);
 }
@@ -268,7 +268,7 @@ void DesiredBuilder::SlicesOf(const std::string& service_key, const ClusterState
   // Entries of slices that are gone or now name another service are dropped
   // here: the store names a slice's previous service in the ChangeSet, so
   // that service is visited in the same pass as the slice's change.
-  std::vector<std::string>& v = it->second;
+  auto& v = it->second;
   v.erase(std::remove_if(v.begin(), v.end(),
                          [&](const std::string& sk) {
                            auto es = state.endpoint_slices.find(sk);

@@ -315,7 +315,7 @@ absl::Status ServiceMap::Recover() {
       }
     }
   }
-  for (const auto& [id, e] : backends_) backend_ids_[{e.service_id, Identity(e.backend)}] = id;
+  for (const auto& [id, e] : backends_) backend_ids_.insert(id);
   log::Info("recovered pinned service maps ", log::Field("frontends", static_cast<long long>(frontends_.size())), " ",
             log::Field("backends", static_cast<long long>(backends_.size())));
   return absl::OkStatus();
@@ -530,7 +530,7 @@ void ServiceMap::Unref(const FrontendKey& fk, const Frontend& f, std::set<Backen
     BackendKey k{sid, Identity(b)};
     auto it = backend_ids_.find(k);
     if (it == backend_ids_.end()) continue;
-    BackendEntry& e = backends_[it->second];
+    BackendEntry& e = backends_[*it];
     if (e.refs > 0) --e.refs;
     if (e.refs == 0) maybe_dead->insert(k);
   }
@@ -569,16 +569,16 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
       uint32_t id;
       bool write;
       if (it != backend_ids_.end()) {
-        id = it->second;
+        id = *it;
         write = backends_[id].backend.flags != b.flags;
       } else {
         id = AllocBackendId();
-        backend_ids_[k] = id;
         write = true;
       }
       BackendEntry& e = backends_[id];
-      e.backend = b;
+      e.backend = b;  // the same identity when it was found: only the flags change
       e.service_id = sid;
+      backend_ids_.insert(id);
       ++e.refs;
       if (write && b.v6) {
         skiff_lb6_backend v{};
@@ -624,14 +624,14 @@ absl::StatusOr<ApplyStats> ServiceMap::ApplyDelta(const FrontendDelta& delta) {
   for (const BackendKey& k : maybe_dead) {
     auto it = backend_ids_.find(k);
     if (it == backend_ids_.end()) continue;
-    uint32_t id = it->second;
+    uint32_t id = *it;
     if (backends_[id].refs) continue;
     removed_backends_.push_back(id);
     if (k.second.proto == IPPROTO_UDP) removed_udp_.push_back(k.second);
     ++st.map_deletes;
     RETURN_IF_ERROR(Del(kBackendDeletes, BackendsFd(k.second.v6), id));
-    backends_.erase(id);
     backend_ids_.erase(it);
+    backends_.erase(id);
     free_backend_ids_.push_back(id);
   }
   for (const std::string& sp : maybe_dead_sp) {
@@ -695,8 +695,10 @@ absl::Status ServiceMap::DestroyUdpSockets(ApplyStats* st) {
   gone.swap(removed_udp_);
   if (gone.empty() || fds_.doomed < 0 || fds_.udp_destroy_link < 0) return absl::OkStatus();
   std::set<Backend> still_used;
-  for (const auto& [k, id] : backend_ids_)
-    if (k.second.proto == IPPROTO_UDP) still_used.insert(k.second);
+  for (uint32_t id : backend_ids_) {
+    Backend b = Identity(backends_.at(id).backend);
+    if (b.proto == IPPROTO_UDP) still_used.insert(b);
+  }
   std::vector<skiff_lb4_backend> keys;
   std::vector<skiff_lb6_backend> keys6;
   for (const Backend& b : gone) {
@@ -762,16 +764,16 @@ absl::StatusOr<ApplyStats> ServiceMap::Apply(const std::map<FrontendKey, Fronten
   ASSIGN_OR_RETURN(ApplyStats st, ApplyDelta(delta));
   // Recovered leftovers: backends and service ids nothing refers to.
   for (auto it = backend_ids_.begin(); it != backend_ids_.end();) {
-    uint32_t id = it->second;
+    uint32_t id = *it;
     if (backends_[id].refs) {
       ++it;
       continue;
     }
     ++st.map_deletes;
     RETURN_IF_ERROR(Del(kBackendDeletes, BackendsFd(backends_[id].backend.v6), id));
+    it = backend_ids_.erase(it);
     backends_.erase(id);
     free_backend_ids_.push_back(id);
-    it = backend_ids_.erase(it);
   }
   std::vector<uint32_t> orphan_sids;
   for (uint32_t sid : live_service_ids_)

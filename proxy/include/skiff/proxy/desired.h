@@ -93,11 +93,11 @@ class DesiredBuilder {
   void Visit(const std::string& key, const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
   void Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old, const OneOrMore<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
   std::unordered_map<std::string, Cached> cache_;
-  // service key -> slice keys, sorted (a vector: most services have one
+  // service key -> slice keys, sorted (inline: most services have one
   // slice). No reverse index: a slice that left a service (deleted, or now
   // naming another) is dropped from its old entry when that service is
   // visited, which the ChangeSet guarantees (it names the old service).
-  std::unordered_map<std::string, std::vector<std::string>> slices_of_;
+  std::unordered_map<std::string, OneOrMore<std::string>> slices_of_;
   void LinkSlice(const std::string& service_key, const std::string& slice_key);
   // The current slices of a service, pruning entries of slices that left it.
   void SlicesOf(const std::string& service_key, const ClusterState& state, std::vector<const EndpointSlice*>* mine);

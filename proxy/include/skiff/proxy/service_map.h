@@ -45,6 +45,8 @@ using FrontendDelta = std::map<FrontendKey, std::optional<Frontend>>;
 class ServiceMap {
  public:
   explicit ServiceMap(LbMapFds fds);
+  ServiceMap(const ServiceMap&) = delete;  // backend_ids_ points into backends_
+  ServiceMap& operator=(const ServiceMap&) = delete;
 
   // Reads what a previous agent left in the pinned maps, so the next Apply()
   // only writes what differs.
@@ -135,8 +137,24 @@ class ServiceMap {
   // second copy: a Frontend is rebuilt from it (AppliedFrontend) or compared
   // against it (Matches) when needed.
   std::map<FrontendKey, Programmed> frontends_;
-  std::map<BackendKey, uint32_t> backend_ids_;
   std::unordered_map<uint32_t, BackendEntry> backends_;  // by backend id
+  // Backend ids ordered by the (service id, identity) of their entry in
+  // backends_: found by BackendKey without a second copy of the backend.
+  // An entry's service id and identity never change while its id is here.
+  struct ByIdentity {
+    using is_transparent = void;
+    const std::unordered_map<uint32_t, BackendEntry>* backends;
+    BackendKey KeyOf(uint32_t id) const {
+      const BackendEntry& e = backends->at(id);
+      return {e.service_id, Identity(e.backend)};
+    }
+    const BackendKey& KeyOf(const BackendKey& k) const { return k; }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return KeyOf(a) < KeyOf(b);
+    }
+  };
+  std::set<uint32_t, ByIdentity> backend_ids_{ByIdentity{&backends_}};
   std::map<std::string, ServicePortEntry> service_ports_;
   std::unordered_map<uint32_t, const std::string*> sid_owner_;  // into service_ports_' keys
   std::set<uint32_t> live_service_ids_;  // counters entry exists
