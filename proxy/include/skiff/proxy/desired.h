@@ -91,6 +91,11 @@ class DesiredBuilder {
   };
   NodeConfig node_;
   void Visit(const std::string& key, const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
+  // The builder's first pass (nothing cached yet): every service, with the
+  // builder's entries allocated after the delta (see desired.cc).
+  void FirstPass(const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
+  Cached Compute(const Service& svc, const std::vector<const EndpointSlice*>& mine, uint64_t fingerprint,
+                 std::vector<std::pair<FrontendKey, Frontend>>* fresh) const;
   void Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old, const OneOrMore<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
   std::unordered_map<std::string, Cached> cache_;
   // service key -> slice keys, sorted (inline: most services have one
