@@ -5,7 +5,6 @@
 #include <malloc.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -504,7 +503,7 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
       first_log = false;
     }
     if (!notified) {
-      sd_notify(0, "READY=1");
+      skiff::systemd::NotifyReady();
       skiff::systemd::StartWatchdog();
       notified = true;
     }
