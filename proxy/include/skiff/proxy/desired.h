@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "skiff/proxy/model.h"
 
 namespace skiff::proxy {
@@ -108,7 +109,8 @@ class DesiredBuilder {
   void SlicesOf(const std::string& service_key, const ClusterState& state, std::vector<const EndpointSlice*>* mine);
   // Which service a frontend key belongs to (the last one that produced it):
   // points at that service's key in cache_ (node keys never move).
-  std::map<FrontendKey, const std::string*> owner_;
+  // A B-tree: entries sit in arrays, ~40 B each instead of an 80 B map node.
+  absl::btree_map<FrontendKey, const std::string*> owner_;
 };
 
 std::string Ipv4ToString(uint32_t address_be);

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -154,7 +155,8 @@ class ServiceMap {
       return KeyOf(a) < KeyOf(b);
     }
   };
-  std::set<uint32_t, ByIdentity> backend_ids_{ByIdentity{&backends_}};
+  // A B-tree of 4-byte ids rather than a 48-byte set node per backend.
+  absl::btree_set<uint32_t, ByIdentity> backend_ids_{ByIdentity{&backends_}};
   std::map<std::string, ServicePortEntry> service_ports_;
   std::unordered_map<uint32_t, const std::string*> sid_owner_;  // into service_ports_' keys
   std::set<uint32_t> live_service_ids_;  // counters entry exists
