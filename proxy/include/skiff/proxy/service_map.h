@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
@@ -138,13 +139,15 @@ class ServiceMap {
   // second copy: a Frontend is rebuilt from it (AppliedFrontend) or compared
   // against it (Matches) when needed.
   std::map<FrontendKey, Programmed> frontends_;
-  std::unordered_map<uint32_t, BackendEntry> backends_;  // by backend id
+  // B-trees keyed by id below: entries in arrays, not a hash node each.
+  // Nothing keeps a reference into them across an insertion or erasure.
+  absl::btree_map<uint32_t, BackendEntry> backends_;  // by backend id
   // Backend ids ordered by the (service id, identity) of their entry in
   // backends_: found by BackendKey without a second copy of the backend.
   // An entry's service id and identity never change while its id is here.
   struct ByIdentity {
     using is_transparent = void;
-    const std::unordered_map<uint32_t, BackendEntry>* backends;
+    const absl::btree_map<uint32_t, BackendEntry>* backends;
     BackendKey KeyOf(uint32_t id) const {
       const BackendEntry& e = backends->at(id);
       return {e.service_id, Identity(e.backend)};
@@ -158,8 +161,8 @@ class ServiceMap {
   // A B-tree of 4-byte ids rather than a 48-byte set node per backend.
   absl::btree_set<uint32_t, ByIdentity> backend_ids_{ByIdentity{&backends_}};
   std::map<std::string, ServicePortEntry> service_ports_;
-  std::unordered_map<uint32_t, const std::string*> sid_owner_;  // into service_ports_' keys
-  std::set<uint32_t> live_service_ids_;  // counters entry exists
+  absl::btree_map<uint32_t, const std::string*> sid_owner_;  // into service_ports_' keys
+  absl::btree_set<uint32_t> live_service_ids_;  // counters entry exists
   std::map<uint32_t, std::set<FrontendKey>> ext_frontends_;  // service id -> EXT-scope frontends
   std::map<uint32_t, std::vector<uint32_t>> maglev_sets_;   // maglev key -> backend ids in its table
   uint32_t next_service_id_ = 1;
