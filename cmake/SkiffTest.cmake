@@ -12,7 +12,7 @@ function(skiff_test NAME)
     # Without tests the target still exists (so a component's own
     # target_*/add_dependencies calls on it stay valid) but is never built or run.
     add_executable(${NAME} EXCLUDE_FROM_ALL ${T_SOURCES})
-    target_link_libraries(${NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
+    target_link_libraries(${NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock skiff_gtest_main)
     return()
   endif()
   if(NOT T_TIMEOUT)
@@ -20,7 +20,7 @@ function(skiff_test NAME)
   endif()
   add_executable(${NAME} ${T_SOURCES})
   set_target_properties(${NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-  target_link_libraries(${NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
+  target_link_libraries(${NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock skiff_gtest_main)
   # The environment goes in through a launcher: gtest_discover_tests cannot
   # pass a list-valued ENVIRONMENT property (it splits at the ';').
   set_target_properties(${NAME} PROPERTIES CROSSCOMPILING_EMULATOR

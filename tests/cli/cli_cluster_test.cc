@@ -171,7 +171,8 @@ class SkiffctlCluster : public ::testing::Test {
                     "", {}, (*dir_ / "control-plane.log").string());
     std::ofstream(*dir_ / "pid") << cp_->pid();
     config_ = new std::string((*dir_ / "data" / "admin.conf").string());
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    // 60 s: on a loaded 2-core CI machine (VM tier running) a start took over 30 s once.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (std::chrono::steady_clock::now() < deadline) {
       if (fs::exists(*config_)) {
         Result r = Skiffctl({"get", "namespaces"});
