@@ -138,7 +138,7 @@ class ServiceMap {
   // What the services map holds. What was asked for last is not kept as a
   // second copy: a Frontend is rebuilt from it (AppliedFrontend) or compared
   // against it (Matches) when needed.
-  std::map<FrontendKey, Programmed> frontends_;
+  absl::btree_map<FrontendKey, Programmed> frontends_;  // a B-tree: no reference is kept across an insertion
   // B-trees keyed by id below: entries in arrays, not a hash node each.
   // Nothing keeps a reference into them across an insertion or erasure.
   absl::btree_map<uint32_t, BackendEntry> backends_;  // by backend id
