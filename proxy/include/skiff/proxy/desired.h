@@ -103,7 +103,7 @@ class DesiredBuilder {
   // slice). No reverse index: a slice that left a service (deleted, or now
   // naming another) is dropped from its old entry when that service is
   // visited, which the ChangeSet guarantees (it names the old service).
-  std::unordered_map<std::string, OneOrMore<std::string>> slices_of_;
+  absl::btree_map<std::string, OneOrMore<std::string>> slices_of_;
   void LinkSlice(const std::string& service_key, const std::string& slice_key);
   // The current slices of a service, pruning entries of slices that left it.
   void SlicesOf(const std::string& service_key, const ClusterState& state, std::vector<const EndpointSlice*>* mine);
