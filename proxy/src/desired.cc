@@ -69,7 +69,7 @@ std::string Ipv4ToString(uint32_t address_be) {
 
 void ComputeServiceFrontends(const Service& svc, const std::vector<const EndpointSlice*>& slices,
                              const NodeConfig& node, std::vector<std::pair<FrontendKey, Frontend>>* out) {
-  if (svc.type == "ExternalName") return;
+  if (svc.type == ServiceType::kExternalName) return;
   const std::string key = svc.Key();
   std::vector<uint32_t> vips;
   std::vector<Ipv6Address> vips6;  // dual-stack: clusterIPs of the IPv6 family
@@ -100,7 +100,7 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
     if (ParseIpv4(ip, &a)) node_ips.push_back(a);
     else if (ParseIpv6(ip, &a6)) node_ips6.push_back(a6);
   }
-  bool node_port = svc.type == "NodePort" || svc.type == "LoadBalancer";
+  bool node_port = svc.type == ServiceType::kNodePort || svc.type == ServiceType::kLoadBalancer;
 
   for (const ServicePort& sp : svc.ports) {
     std::vector<Candidate> cands, cands6;
@@ -212,7 +212,7 @@ class Fingerprint {
 
 uint64_t FingerprintOf(const Service& svc, const std::vector<const EndpointSlice*>& slices) {
   Fingerprint f;
-  f.Str(svc.type);
+  f.Num(static_cast<uint64_t>(svc.type));
   f.Num(svc.cluster_ips.size());
   for (const auto& ip : svc.cluster_ips) f.Str(ip);
   f.Num(svc.external_ips.size());

@@ -205,7 +205,9 @@ bool AddService(RawService raw, ClusterState* out, std::vector<std::string>* pro
     problem("no metadata.name");
     return false;
   }
-  s.type = raw.type.empty() ? "ClusterIP" : std::move(raw.type);
+  if (raw.type == "NodePort") s.type = ServiceType::kNodePort;
+  else if (raw.type == "LoadBalancer") s.type = ServiceType::kLoadBalancer;
+  else if (raw.type == "ExternalName") s.type = ServiceType::kExternalName;
   std::vector<std::string> cluster_ips = ClusterIpsByFamily(raw, s.Key(), problem);
   s.cluster_ips.assign(std::make_move_iterator(cluster_ips.begin()), std::make_move_iterator(cluster_ips.end()));
   s.external_ips = std::move(raw.external_ips);

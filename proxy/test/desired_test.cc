@@ -290,7 +290,7 @@ TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
   // frontends (from the node), and tc frontends (from outside: the external
   // IP, and the NodePort on any node address ::), all with the IPv6
   // endpoints.
-  y->services.at("ds/web").type = "NodePort";
+  y->services.at("ds/web").type = ServiceType::kNodePort;
   y->services.at("ds/web").ports[0].node_port = 30080;
   y->services.at("ds/web").external_ips = {"2001:db8::10"};
   auto d2 = ComputeDesired(*y, {"me", {"192.168.1.10", "fd00:1::10"}});

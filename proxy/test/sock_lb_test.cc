@@ -436,7 +436,7 @@ TEST_F(SockLbTest, RemovingABackendDeletesItsConntrackEntriesOnly) {
   dp_ = *std::move(dp);
   map_ = std::make_unique<ServiceMap>(dp_->maps());
   Service np = MakeService("np", "10.96.0.30", {{"http", Protocol::kTcp, 80, 30080}});
-  np.type = "NodePort";
+  np.type = ServiceType::kNodePort;
   state_.services["default/np"] = np;
   state_.endpoint_slices["default/np-a"] =
       MakeSlice("np", {"10.0.0.11", "10.0.0.12"}, {{"http", Protocol::kTcp, 8080}});

@@ -30,13 +30,16 @@ struct ServicePort {
   bool operator==(const ServicePort&) const = default;
 };
 
+// spec.type; a type this agent does not know counts as ClusterIP, as before.
+enum class ServiceType : uint8_t { kClusterIP, kNodePort, kLoadBalancer, kExternalName };
+
 struct Service {
   std::string ns;
   std::string name;
   OneOrMore<std::string> cluster_ips;  // empty or "None" = headless
   std::vector<std::string> external_ips;
   OneOrMore<ServicePort> ports;
-  std::string type = "ClusterIP";         // ClusterIP | NodePort | LoadBalancer | ExternalName
+  ServiceType type = ServiceType::kClusterIP;
   bool affinity_client_ip = false;
   uint32_t affinity_timeout_s = 10800;
   bool external_policy_local = false;     // externalTrafficPolicy: Local
