@@ -333,16 +333,34 @@ absl::Status Kubelet::Start() {
   if (config_.eviction_interval_seconds > 0) threads_.emplace_back([this] { EvictionLoop(); });
   if (network_) threads_.emplace_back([this] { NodeLoop(); });
   threads_.emplace_back([this, rv, lo] {
+    // Watch from the last revision seen; whenever there is none (the first
+    // watch failed, or one ended), List and reconcile first: the deletions
+    // made while we could not watch (e.g. our pods evicted while this node was
+    // cut off) are only learnt from a List.
     std::string from = rv;
     while (!stopping_) {
+      if (from.empty()) {
+        auto l2 = client_->List("pods", "", lo);
+        if (!l2.ok()) {
+          log::Warn("list pods: ", l2.status());
+          std::unique_lock<std::mutex> l(mu_);
+          cv_.wait_for(l, std::chrono::seconds(1), [&] { return stopping_.load(); });
+          continue;
+        }
+        std::vector<Pod> ps;
+        for (const auto& o : l2->items()) ps.push_back(o.pod());
+        ReconcileList(ps);
+        from = l2->resource_version();
+      }
       client::ListOptions wo;
       wo.field_selector = "spec.nodeName=" + config_.node_name;
       wo.resource_version = from;
       auto w = client_->Watch("pods", "", wo);
       if (!w.ok()) {
         log::Warn("watch pods: ", w.status());
-        absl::SleepFor(absl::Seconds(1));
         from.clear();
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait_for(l, std::chrono::seconds(1), [&] { return stopping_.load(); });
         continue;
       }
       {
@@ -351,8 +369,6 @@ absl::Status Kubelet::Start() {
       }
       if (stopping_) break;
       client::WatchStream* ws = pod_watch_.get();
-      std::set<std::string> seen;
-      bool relist = from.empty();
       while (!stopping_) {
         auto ev = ws->Next();
         if (!ev.ok()) {
@@ -368,20 +384,8 @@ absl::Status Kubelet::Start() {
         HandlePod(ev->type(), ev->object().pod());
         ReapWorkers();
       }
-      (void)relist;
-      (void)seen;
-      if (stopping_) break;
-      // Relist to learn about deletions we may have missed, then watch from there.
-      auto l2 = client_->List("pods", "", lo);
-      if (l2.ok()) {
-        std::vector<Pod> ps;
-        for (const auto& o : l2->items()) ps.push_back(o.pod());
-        ReconcileList(ps);
-        from = l2->resource_version();
-      } else {
-        from.clear();
-        absl::SleepFor(absl::Seconds(1));
-      }
+      // Relist before watching again, to learn about deletions we may have missed.
+      from.clear();
     }
   });
   threads_.emplace_back([this] {

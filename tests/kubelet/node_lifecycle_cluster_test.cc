@@ -225,9 +225,10 @@ spec:
 
 TEST_F(NodeLifecycleCluster, CutOffNodeIsTaintedItsPodsMoveAndItCleansUpWhenBack) { CutOffAndReconnect(false); }
 
-// Fails with the kubelet's pod watch restarting from "" without a relist
-// (docs/kubelet.md, KNOWN BUG); enable once that is fixed.
-TEST_F(NodeLifecycleCluster, DISABLED_CutOffLongEnoughToLoseItsConnectionStillCleansUpWhenBack) {
+// The kubelet's API connection dies while it is cut off: its pod watch
+// restarts, and it must List (and reconcile) before watching again, or the
+// deletions made meanwhile are never seen (failed before that fix).
+TEST_F(NodeLifecycleCluster, CutOffLongEnoughToLoseItsConnectionStillCleansUpWhenBack) {
   CutOffAndReconnect(true);
 }
 
