@@ -817,6 +817,44 @@ TEST_F(KubeletTest, EvictionUnderDiskPressureTakesBestEffortPodsFirst) {
   EXPECT_FALSE(kubelet_->disk_pressure());
 }
 
+TEST_F(KubeletTest, EvictionUnderMemoryPressureTakesBestEffortPodsFirst) {
+  cfg_.eviction_interval_seconds = 3600;  // rounds run by the test, one at a time
+  StartKubelet();
+  Pod be = MakePod("mem-besteffort", {"sh", "-c", "while true; do sleep 0.1; done"});
+  Pod gu = MakePod("mem-guaranteed", {"sh", "-c", "while true; do sleep 0.1; done"});
+  for (const char* r : {"cpu", "memory"}) {
+    const char* q = std::string(r) == "cpu" ? "100m" : "32Mi";
+    (*gu.mutable_spec()->mutable_containers(0)->mutable_resources()->mutable_requests())[r] = q;
+    (*gu.mutable_spec()->mutable_containers(0)->mutable_resources()->mutable_limits())[r] = q;
+  }
+  Create(gu);
+  Create(be);
+  ASSERT_TRUE(WaitPhase("mem-besteffort", "Running"));
+  ASSERT_TRUE(WaitPhase("mem-guaranteed", "Running"));
+  // memory.available below 1 EiB: always met (MemAvailable of /proc/meminfo).
+  kubelet_->SetEvictionThresholds(int64_t{1} << 60, 0);
+  kubelet_->EvictOnce();
+  EXPECT_TRUE(kubelet_->memory_pressure());
+  EXPECT_FALSE(kubelet_->disk_pressure());
+  ASSERT_TRUE(WaitPhase("mem-besteffort", "Failed", 10000)) << Get("mem-besteffort")->DebugString();
+  EXPECT_EQ(Get("mem-guaranteed")->status().phase(), "Running");  // BestEffort first, one per round
+  auto g = *Get("mem-besteffort");
+  EXPECT_EQ(g.status().reason(), "Evicted");
+  EXPECT_EQ(g.status().message().rfind("The node was low on resource: memory. Threshold quantity: ", 0), 0u)
+      << g.status().message();
+  ASSERT_TRUE(WaitFor([&] {
+    auto n = api_->Get("nodes", "", "node-a");
+    for (const auto& c : n->node().status().conditions()) {
+      if (c.type() == "MemoryPressure") return c.status() == "True";
+    }
+    return false;
+  }, 5000)) << "node does not report MemoryPressure";
+  kubelet_->SetEvictionThresholds(0, 0);
+  kubelet_->EvictOnce();
+  EXPECT_FALSE(kubelet_->memory_pressure());
+  EXPECT_EQ(Get("mem-guaranteed")->status().phase(), "Running");
+}
+
 TEST_F(KubeletTest, StatsReportPerContainerUsageAndMarkWhatIsUnavailable) {
   StartKubelet();
   Create(MakePod("busy", {"sh", "-c", "while true; do :; done"}));
