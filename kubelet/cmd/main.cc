@@ -202,36 +202,8 @@ int main(int raw_argc, char** raw_argv) {
 #ifdef SKIFF_KUBELET_HAVE_CLIENT
   kubelet.SetTokenSource(token_source);
 #endif
-  // Systemd hears READY=1 once the node's own state is in hand, not when the
-  // API server answers: the API server may be down for long (it restarts
-  // with a package upgrade), and the kubelet waits for it without being
-  // killed as a failed start, leaving every running container alone. The
-  // watchdog follows the kubelet's own liveness, never the API server's.
-  uint64_t watchdog_usec = 0;
-  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-  uint64_t ping_usec = watchdog ? std::min<uint64_t>(watchdog_usec / 2, 1000000) : 500000;
-  sd_notify(0, "READY=1");
-  std::atomic<bool> starting{true};
-  std::thread pinger([&] {
-    while (starting && !g_stop) {
-      if (watchdog) sd_notify(0, "WATCHDOG=1");
-      usleep(ping_usec);
-    }
-  });
-  absl::Status st;
-  while (!g_stop) {
-    st = kubelet.Start();
-    if (st.ok() || !absl::IsUnavailable(st)) break;
-    skiff::log::Warn("start: ", st, " (retrying)");
-    sleep(1);
-  }
-  starting = false;
-  pinger.join();
-  if (g_stop && !st.ok()) return 0;
-  if (!st.ok()) {
-    skiff::log::Error("start: ", st);
-    return 1;
-  }
+  // The Kubelet service (exec, logs, port-forward, stats) and healthz serve
+  // before the first pod starts, so a pod seen Running can be exec'd into.
   std::unique_ptr<grpc::Server> grpc_server;
   if (!c.listen.empty()) {
     auto s = skiff::kubelet::StartKubeletServer(&kubelet, c.listen);
@@ -257,6 +229,43 @@ int main(int raw_argc, char** raw_argv) {
       return "not found";
     });
     if (!hs.ok()) skiff::log::Warn("healthz server: ", hs);
+  }
+  // Systemd hears READY=1 once the node's own state is in hand, not when the
+  // API server answers: the API server may be down for long (it restarts
+  // with a package upgrade), and the kubelet waits for it without being
+  // killed as a failed start, leaving every running container alone. The
+  // watchdog follows the kubelet's own liveness, never the API server's.
+  uint64_t watchdog_usec = 0;
+  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  uint64_t ping_usec = watchdog ? std::min<uint64_t>(watchdog_usec / 2, 1000000) : 500000;
+  sd_notify(0, "READY=1");
+  std::mutex start_mu;
+  std::condition_variable start_cv;
+  bool starting = true;
+  std::thread pinger([&] {
+    std::unique_lock<std::mutex> l(start_mu);
+    while (starting && !g_stop) {
+      if (watchdog) sd_notify(0, "WATCHDOG=1");
+      start_cv.wait_for(l, std::chrono::microseconds(ping_usec));
+    }
+  });
+  absl::Status st;
+  while (!g_stop) {
+    st = kubelet.Start();
+    if (st.ok() || !absl::IsUnavailable(st)) break;
+    skiff::log::Warn("start: ", st, " (retrying)");
+    sleep(1);
+  }
+  {
+    std::lock_guard<std::mutex> l(start_mu);
+    starting = false;
+  }
+  start_cv.notify_all();
+  pinger.join();
+  if (g_stop && !st.ok()) return 0;
+  if (!st.ok()) {
+    skiff::log::Error("start: ", st);
+    return 1;
   }
   skiff::log::Info("node agent running ", skiff::log::Field("node", c.node_name));
   while (!g_stop) {
