@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -151,6 +152,10 @@ class SkiffctlCluster : public ::testing::Test {
     for (const auto& e : fs::directory_iterator(fs::temp_directory_path())) {
       std::string name = e.path().filename().string();
       if (name.rfind("skiffctl-cluster-", 0) != 0) continue;
+      // Owned by a test process that still runs (ctest runs tests in
+      // parallel, each in its own process): not a leftover.
+      pid_t owner = static_cast<pid_t>(std::atol(name.c_str() + std::strlen("skiffctl-cluster-")));
+      if (owner > 0 && ::kill(owner, 0) == 0) continue;
       std::ifstream pidf(e.path() / "pid");
       pid_t pid = 0;
       if (pidf >> pid && pid > 0 && ::kill(pid, 0) == 0) {
