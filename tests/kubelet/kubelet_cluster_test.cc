@@ -19,36 +19,15 @@
 
 #include "gtest/gtest.h"
 #include "lab.h"
+#include "node_cluster.h"
 
 namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string BuildDir() {
-  const char* b = getenv("SKIFF_BUILD_DIR");
-  return b ? b : "build";
-}
-
-std::string Cgroup2Mount() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto dash = line.find(" - cgroup2 ");
-    if (dash == std::string::npos) continue;
-    std::istringstream ss(line);
-    std::string id, parent, dev, root, mp;
-    ss >> id >> parent >> dev >> root >> mp;
-    return mp;
-  }
-  return "";
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using skiff::labtest::BuildDir;
+using skiff::labtest::Cgroup2Mount;
+using skiff::labtest::Slurp;
 
 class KubeletCluster : public ::testing::Test {
  protected:
