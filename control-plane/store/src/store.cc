@@ -16,6 +16,7 @@
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 #include "skiff/store/errors.h"
+#include "bolt.h"
 #include "lmdb_checkpoint.h"
 #include "store_impl.h"
 #include "wal.h"
@@ -1748,21 +1749,303 @@ absl::StatusOr<etcdserverpb::MemberListResponse> StoreImpl::MemberList() {
   return resp;
 }
 
+// ---------------------------------------------------------------- snapshots
+//
+// A snapshot is a bbolt database in etcd 3.4's backend schema followed by
+// its SHA-256, byte for byte what `etcdctl snapshot save` gets from a real
+// etcd, so `etcdctl snapshot status/restore` read it and a real etcd starts
+// on the restored data dir. The mapping from our LMDB databases:
+//   kv    (main|sub -> 'p'|'t' + KeyValue)  ->  "key": main|'_'|sub[+'t'] -> KeyValue
+//   lease (id -> ttl)                       ->  "lease": id -> leasepb.Lease{ID, TTL}
+//   meta  rev, compact                      ->  "meta": consistent_index,
+//                                               finishedCompactRev, scheduledCompactRev
+// and the buckets etcd keeps for the cluster, alarms and auth, empty.
+namespace {
+
+constexpr const char* kEtcdEmptyBuckets[] = {"alarm",   "auth",    "authRoles",      "authUsers",
+                                             "cluster", "members", "members_removed"};
+
+// etcd's revision key (mvcc/revision.go): main | '_' | sub, big endian, and
+// 't' appended for a tombstone.
+std::string EtcdRevKey(int64_t main, int64_t sub, bool tombstone) {
+  std::string k(17, '_');
+  PutBe64(k.data(), static_cast<uint64_t>(main));
+  PutBe64(k.data() + 9, static_cast<uint64_t>(sub));
+  if (tombstone) k.push_back('t');
+  return k;
+}
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+bool GetVarint(std::string_view* in, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    const auto b = static_cast<unsigned char>(in->front());
+    in->remove_prefix(1);
+    *v |= uint64_t{b & 0x7fu} << shift;
+    if ((b & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// leasepb.Lease: ID = 1, TTL = 2, RemainingTTL = 3, all int64 varints.
+std::string EncodeEtcdLease(int64_t id, int64_t ttl) {
+  std::string out;
+  if (id != 0) {
+    out.push_back(0x08);
+    PutVarint(&out, static_cast<uint64_t>(id));
+  }
+  if (ttl != 0) {
+    out.push_back(0x10);
+    PutVarint(&out, static_cast<uint64_t>(ttl));
+  }
+  return out;
+}
+
+bool DecodeEtcdLease(std::string_view in, int64_t* id, int64_t* ttl) {
+  *id = *ttl = 0;
+  while (!in.empty()) {
+    uint64_t tag = 0, v = 0;
+    if (!GetVarint(&in, &tag)) return false;
+    switch (tag & 7) {
+      case 0:
+        if (!GetVarint(&in, &v)) return false;
+        if ((tag >> 3) == 1) *id = static_cast<int64_t>(v);
+        if ((tag >> 3) == 2) *ttl = static_cast<int64_t>(v);
+        break;
+      case 1:
+        if (in.size() < 8) return false;
+        in.remove_prefix(8);
+        break;
+      case 2:
+        if (!GetVarint(&in, &v) || v > in.size()) return false;
+        in.remove_prefix(v);
+        break;
+      case 5:
+        if (in.size() < 4) return false;
+        in.remove_prefix(4);
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+// Everything a restore writes into a fresh LMDB, decoded and checked first
+// so that a bad snapshot is refused before anything is created.
+struct RestoredState {
+  std::vector<std::pair<std::string, std::string>> kv;     // RevKey -> record, ascending
+  std::vector<std::pair<std::string, std::string>> lease;  // be64 id -> be64 ttl, ascending
+  int64_t rev = 0, compact = 0;
+};
+
+absl::Status BadSnapshot(const std::string& what) {
+  return absl::DataLossError("snapshot is not a valid etcd backend: " + what);
+}
+
+absl::StatusOr<RestoredState> FromEtcdBackend(const bolt::Database& db) {
+  RestoredState s;
+  auto bucket = [&](const char* name) -> const std::vector<std::pair<std::string, std::string>>* {
+    auto it = db.buckets.find(name);
+    return it == db.buckets.end() ? nullptr : &it->second;
+  };
+  if (const auto* meta = bucket("meta")) {
+    for (const auto& [k, v] : *meta) {
+      if (k != "finishedCompactRev" && k != "scheduledCompactRev") continue;
+      if (v.size() != 17) return BadSnapshot("meta " + k + " is not a revision");
+      // A compaction scheduled but not finished is finished here (etcd
+      // resumes it at start the same way).
+      s.compact = std::max(s.compact, static_cast<int64_t>(GetBe64(v.data())));
+    }
+  }
+  const auto* keys = bucket("key");
+  if (keys == nullptr) return BadSnapshot("no \"key\" bucket");
+  struct Parsed {
+    int64_t main, sub;
+    bool tomb;
+    mvccpb::KeyValue kv;
+  };
+  std::vector<Parsed> recs;
+  recs.reserve(keys->size());
+  // The newest revision at or below the compaction point of each key: the
+  // only record of it there that compaction keeps (unless a tombstone).
+  std::map<std::string, std::pair<int64_t, int64_t>> kept;
+  for (const auto& [k, v] : *keys) {
+    const bool tomb = k.size() == 18 && k[17] == 't';
+    if ((k.size() != 17 && !tomb) || k[8] != '_') return BadSnapshot("bad revision key in \"key\"");
+    Parsed p{static_cast<int64_t>(GetBe64(k.data())), static_cast<int64_t>(GetBe64(k.data() + 9)), tomb, {}};
+    if (p.main <= 0 || p.sub < 0 || !p.kv.ParseFromString(v) || p.kv.key().empty()) {
+      return BadSnapshot(absl::StrCat("bad record at revision ", p.main));
+    }
+    if (p.main <= s.compact) kept[p.kv.key()] = {p.main, p.sub};
+    s.rev = std::max(s.rev, p.main);
+    recs.push_back(std::move(p));
+  }
+  for (auto& p : recs) {
+    if (p.main <= s.compact) {
+      auto it = kept.find(p.kv.key());
+      if (p.tomb || it == kept.end() || it->second != std::make_pair(p.main, p.sub)) continue;
+    }
+    std::string rec(1, p.tomb ? kTombRecord : kPutRecord);
+    if (p.tomb) {
+      mvccpb::KeyValue t;
+      t.set_key(p.kv.key());
+      t.set_mod_revision(p.main);
+      t.AppendToString(&rec);
+    } else {
+      p.kv.AppendToString(&rec);
+    }
+    s.kv.emplace_back(RevKey(p.main, p.sub), std::move(rec));
+  }
+  s.rev = std::max(s.rev, s.compact);
+  if (const auto* leases = bucket("lease")) {
+    for (const auto& [k, v] : *leases) {
+      int64_t id = 0, ttl = 0;
+      if (k.size() != 8 || !DecodeEtcdLease(v, &id, &ttl) || id != static_cast<int64_t>(GetBe64(k.data()))) {
+        return BadSnapshot("bad record in \"lease\"");
+      }
+      std::string ttl_be(8, '\0');
+      PutBe64(ttl_be.data(), static_cast<uint64_t>(ttl));
+      s.lease.emplace_back(k, std::move(ttl_be));
+    }
+  }
+  return s;
+}
+
+// Writes the restored state as the LMDB environment in dir.
+absl::Status WriteLmdb(const std::string& dir, const RestoredState& s, size_t map_hint) {
+  MDB_env* env = nullptr;
+  int rc = mdb_env_create(&env);
+  if (rc != 0) return MdbError(rc, "mdb_env_create");
+  std::unique_ptr<MDB_env, decltype(&mdb_env_close)> owned(env, mdb_env_close);
+  mdb_env_set_maxdbs(env, 4);
+  rc = mdb_env_set_mapsize(env, std::max(map_hint * 2, size_t{1} << 30));
+  if (rc == 0) rc = mdb_env_open(env, dir.c_str(), MDB_NOSYNC, 0600);
+  if (rc != 0) return MdbError(rc, "open lmdb in " + dir);
+  MDB_txn* txn = nullptr;
+  rc = mdb_txn_begin(env, nullptr, 0, &txn);
+  if (rc != 0) return MdbError(rc, "begin restore txn");
+  MDB_dbi kv = 0, meta = 0, lease = 0;
+  auto put = [&](MDB_dbi dbi, const std::string& k, const std::string& v, unsigned flags) {
+    MDB_val key = Val(k), val = Val(v);
+    return mdb_put(txn, dbi, &key, &val, flags);
+  };
+  auto be = [](int64_t v) {
+    std::string b(8, '\0');
+    PutBe64(b.data(), static_cast<uint64_t>(v));
+    return b;
+  };
+  rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &kv);
+  if (rc == 0) rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta);
+  if (rc == 0) rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &lease);
+  for (size_t i = 0; rc == 0 && i < s.kv.size(); ++i) rc = put(kv, s.kv[i].first, s.kv[i].second, MDB_APPEND);
+  for (size_t i = 0; rc == 0 && i < s.lease.size(); ++i) rc = put(lease, s.lease[i].first, s.lease[i].second, 0);
+  if (rc == 0 && s.rev > 0) rc = put(meta, "rev", be(s.rev), 0);
+  if (rc == 0 && s.compact > 0) rc = put(meta, "compact", be(s.compact), 0);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return MdbError(rc, "write restored database");
+  }
+  rc = mdb_txn_commit(txn);
+  if (rc == 0) rc = mdb_env_sync(env, 1);
+  if (rc != 0) return MdbError(rc, "commit restored database");
+  return absl::OkStatus();
+}
+
+absl::Status FsyncPath(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd || ::fsync(fd.get()) != 0) return LastErrnoError("fsync " + path);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status StoreImpl::Snapshot(const std::function<bool(const std::string&, uint64_t)>& sink) {
-  // A compacting copy of the environment into an unlinked temp file, then
-  // streamed with a trailing SHA-256 (etcd appends one to its bbolt file).
+  // Built into an unlinked temp file from one read transaction (a consistent
+  // view), then streamed with its SHA-256.
   std::string tmpl = opts_.data_dir + "/member/snapshot.XXXXXX";
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0) return LastErrnoError("mkstemp " + tmpl);
   UniqueFd owned(fd);
   ::unlink(tmpl.c_str());
+  off_t size = 0;
   {
-    std::shared_lock<std::shared_mutex> lk(env_mu_);
-    int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
-    if (rc != 0) return MdbError(rc, "copy database");
+    ReadTxn rt(this);
+    RETURN_IF_ERROR(rt.status());
+    long ps = ::sysconf(_SC_PAGESIZE);
+    bolt::Writer w(fd, static_cast<uint32_t>(ps > 0 ? ps : 4096));
+    for (const char* name : kEtcdEmptyBuckets) {
+      RETURN_IF_ERROR(w.BeginBucket(name));
+      RETURN_IF_ERROR(w.EndBucket());
+    }
+    auto for_each = [&](MDB_dbi dbi, const std::function<absl::Status(const MDB_val&, const MDB_val&)>& fn) {
+      MDB_cursor* c = nullptr;
+      int rc = mdb_cursor_open(rt.get(), dbi, &c);
+      if (rc != 0) return MdbError(rc, "snapshot cursor");
+      std::unique_ptr<MDB_cursor, decltype(&mdb_cursor_close)> cur(c, mdb_cursor_close);
+      MDB_val k, v;
+      for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        RETURN_IF_ERROR(fn(k, v));
+      }
+      return rc == MDB_NOTFOUND ? absl::OkStatus() : MdbError(rc, "snapshot cursor");
+    };
+    RETURN_IF_ERROR(w.BeginBucket("key"));
+    RETURN_IF_ERROR(for_each(kv_dbi_, [&](const MDB_val& k, const MDB_val& v) -> absl::Status {
+      if (k.mv_size != 16 || v.mv_size < 1) return absl::OkStatus();
+      const char* kp = static_cast<const char*>(k.mv_data);
+      const char* vp = static_cast<const char*>(v.mv_data);
+      const int64_t main = static_cast<int64_t>(GetBe64(kp)), sub = static_cast<int64_t>(GetBe64(kp + 8));
+      if (vp[0] != kTombRecord) {
+        return w.Put(EtcdRevKey(main, sub, false), std::string_view(vp + 1, v.mv_size - 1));
+      }
+      // etcd's tombstone holds the key only.
+      mvccpb::KeyValue kv, tomb;
+      if (!kv.ParseFromArray(vp + 1, static_cast<int>(v.mv_size - 1))) {
+        return absl::DataLossError("store: corrupt kv record");
+      }
+      tomb.set_key(kv.key());
+      return w.Put(EtcdRevKey(main, sub, true), tomb.SerializeAsString());
+    }));
+    RETURN_IF_ERROR(w.EndBucket());
+    RETURN_IF_ERROR(w.BeginBucket("lease"));
+    RETURN_IF_ERROR(for_each(lease_dbi_, [&](const MDB_val& k, const MDB_val& v) -> absl::Status {
+      if (k.mv_size != 8 || v.mv_size != 8) return absl::OkStatus();
+      const int64_t id = static_cast<int64_t>(GetBe64(static_cast<const char*>(k.mv_data)));
+      const int64_t ttl = static_cast<int64_t>(GetBe64(static_cast<const char*>(v.mv_data)));
+      return w.Put(std::string_view(static_cast<const char*>(k.mv_data), 8), EncodeEtcdLease(id, ttl));
+    }));
+    RETURN_IF_ERROR(w.EndBucket());
+    int64_t rev = 0, compact = 0;
+    auto meta = [&](const std::string& name, int64_t* out) {
+      MDB_val key = Val(name), val;
+      if (mdb_get(rt.get(), meta_dbi_, &key, &val) == 0 && val.mv_size == 8) {
+        *out = static_cast<int64_t>(GetBe64(static_cast<const char*>(val.mv_data)));
+      }
+    };
+    meta("rev", &rev);
+    meta("compact", &compact);
+    // consistent_index stands in for etcd's raft index; `etcdctl snapshot
+    // restore` rewrites it for the new member anyway.
+    RETURN_IF_ERROR(w.BeginBucket("meta"));
+    std::string ci(8, '\0');
+    PutBe64(ci.data(), static_cast<uint64_t>(std::max<int64_t>(rev, 1)));
+    RETURN_IF_ERROR(w.Put("consistent_index", ci));
+    if (compact > 0) {
+      RETURN_IF_ERROR(w.Put("finishedCompactRev", EtcdRevKey(compact, 0, false)));
+      RETURN_IF_ERROR(w.Put("scheduledCompactRev", EtcdRevKey(compact, 0, false)));
+    }
+    RETURN_IF_ERROR(w.EndBucket());
+    ASSIGN_OR_RETURN(uint64_t n, w.Finish());
+    size = static_cast<off_t>(n);
   }
-  off_t size = ::lseek(fd, 0, SEEK_END);
-  if (size < 0 || ::lseek(fd, 0, SEEK_SET) < 0) return LastErrnoError("seek snapshot");
+  if (::lseek(fd, 0, SEEK_SET) < 0) return LastErrnoError("seek snapshot");
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!sha || EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr) != 1) return absl::InternalError("sha256 init");
   uint64_t remaining = static_cast<uint64_t>(size) + SHA256_DIGEST_LENGTH;
@@ -1823,7 +2106,6 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
   UniqueFd in(fd);
   struct stat sb;
   if (::fstat(fd, &sb) != 0) return LastErrnoError("stat " + snapshot_path);
-  if (sb.st_size <= SHA256_DIGEST_LENGTH) return absl::InvalidArgumentError("snapshot too small");
   std::string data(static_cast<size_t>(sb.st_size), '\0');
   size_t off = 0;
   while (off < data.size()) {
@@ -1832,7 +2114,13 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
     if (n <= 0) return LastErrnoError("read " + snapshot_path);
     off += static_cast<size_t>(n);
   }
-  size_t body = data.size() - SHA256_DIGEST_LENGTH;
+  // etcdctl's rule: the file carries a SHA-256 trailer when its size is a
+  // multiple of 512 plus 32 (database files are whole pages).
+  if (data.size() <= SHA256_DIGEST_LENGTH || data.size() % 512 != SHA256_DIGEST_LENGTH) {
+    return absl::DataLossError(absl::StrCat("snapshot ", snapshot_path, " has no sha256 trailer (", data.size(),
+                                            " bytes): truncated or not a snapshot"));
+  }
+  const size_t body = data.size() - SHA256_DIGEST_LENGTH;
   unsigned char digest[SHA256_DIGEST_LENGTH];
   if (EVP_Digest(data.data(), body, digest, nullptr, EVP_sha256(), nullptr) != 1) {
     return absl::InternalError("sha256");
@@ -1840,27 +2128,54 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
   if (std::memcmp(digest, data.data() + body, SHA256_DIGEST_LENGTH) != 0) {
     return absl::DataLossError("snapshot file integrity check failed (sha256 mismatch)");
   }
-  std::string dir = data_dir + "/member/skiff";
-  std::error_code ec;
-  if (std::filesystem::exists(dir + "/data.mdb", ec)) {
-    return absl::AlreadyExistsError("data-dir " + data_dir + " already holds a database");
+  const std::string_view file(data.data(), body);
+  // Snapshots are bbolt files (ours and etcd's); older skiff-store versions
+  // wrote their LMDB file, which is installed as it is.
+  std::optional<RestoredState> state;
+  if (bolt::LooksLikeBolt(file)) {
+    ASSIGN_OR_RETURN(bolt::Database db, bolt::Read(file));
+    ASSIGN_OR_RETURN(state, FromEtcdBackend(db));
+  } else if (body < 20 || bolt::LoadLe<uint32_t>(data.data() + 16) != 0xBEEFC0DEu) {
+    return absl::DataLossError("snapshot is neither a bbolt nor an LMDB database");
   }
+  std::error_code ec;
+  if (std::filesystem::exists(data_dir, ec) && !std::filesystem::is_empty(data_dir, ec)) {
+    return absl::AlreadyExistsError("data-dir " + data_dir + " exists and is not empty");
+  }
+  // Built beside the target and renamed into place: a failure leaves nothing.
+  const std::string staging = absl::StrCat(data_dir, ".restoring-", ::getpid());
+  std::filesystem::remove_all(staging, ec);
+  const std::string dir = staging + "/member/skiff";
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError("create " + dir + ": " + ec.message());
-  std::string tmp = dir + "/data.mdb.tmp";
-  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (out < 0) return LastErrnoError("create " + tmp);
-  UniqueFd outfd(out);
-  off = 0;
-  while (off < body) {
-    ssize_t n = ::write(out, data.data() + off, body - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return LastErrnoError("write " + tmp);
-    off += static_cast<size_t>(n);
-  }
-  if (::fsync(out) != 0) return LastErrnoError("fsync " + tmp);
-  if (::rename(tmp.c_str(), (dir + "/data.mdb").c_str()) != 0) return LastErrnoError("rename " + tmp);
-  return absl::OkStatus();
+  auto install = [&]() -> absl::Status {
+    if (state) {
+      RETURN_IF_ERROR(WriteLmdb(dir, *state, body));
+      ::unlink((dir + "/lock.mdb").c_str());
+    } else {
+      const std::string path = dir + "/data.mdb";
+      UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      if (!out) return LastErrnoError("create " + path);
+      for (size_t w = 0; w < body;) {
+        ssize_t n = ::write(out.get(), data.data() + w, body - w);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return LastErrnoError("write " + path);
+        w += static_cast<size_t>(n);
+      }
+      if (::fsync(out.get()) != 0) return LastErrnoError("fsync " + path);
+    }
+    ::chmod(staging.c_str(), 0700);
+    RETURN_IF_ERROR(FsyncPath(dir));
+    RETURN_IF_ERROR(FsyncPath(staging + "/member"));
+    RETURN_IF_ERROR(FsyncPath(staging));
+    // rename(2) replaces an empty directory.
+    if (::rename(staging.c_str(), data_dir.c_str()) != 0) return LastErrnoError("rename " + staging);
+    std::filesystem::path parent = std::filesystem::absolute(data_dir).parent_path();
+    return FsyncPath(parent.string());
+  };
+  absl::Status st = install();
+  if (!st.ok()) std::filesystem::remove_all(staging, ec);
+  return st;
 }
 
 }  // namespace skiff::store

@@ -131,8 +131,10 @@ class Store {
   virtual absl::StatusOr<etcdserverpb::AlarmResponse> Alarm(const etcdserverpb::AlarmRequest& req) = 0;
   virtual absl::StatusOr<etcdserverpb::DefragmentResponse> Defragment() = 0;
   virtual absl::StatusOr<etcdserverpb::MemberListResponse> MemberList() = 0;
-  // Streams a consistent snapshot (an LMDB file followed by its SHA-256, the
-  // layout etcd uses for bbolt) to `sink` in chunks; `total` is the byte count.
+  // Streams a consistent snapshot to `sink` in chunks (`remaining` counts the
+  // bytes still to come): a bbolt database in etcd 3.4's backend schema
+  // followed by its SHA-256, what a real etcd streams, so `etcdctl snapshot
+  // status/restore` read it and a real etcd starts on the restored data dir.
   virtual absl::Status Snapshot(
       const std::function<bool(const std::string& chunk, uint64_t remaining)>& sink) = 0;
 
@@ -141,8 +143,12 @@ class Store {
   virtual int64_t Revision() const = 0;
 };
 
-// Verifies a snapshot written by Store::Snapshot and installs it as the
-// database of a new, empty data dir.
+// Verifies a snapshot (ours, or one `etcdctl snapshot save` got from a real
+// etcd; also the LMDB snapshots of older skiff-store versions) and installs
+// it as the database of a new data dir (absent or empty): the history it
+// holds, its compaction point, leases and their keys. A file without a valid
+// SHA-256 trailer or with a damaged database is refused; on failure nothing
+// is left behind.
 absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir);
 
 }  // namespace skiff::store
