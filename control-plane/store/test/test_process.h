@@ -200,10 +200,11 @@ inline Server StartSkiffStore(const std::string& data_dir, const std::string& lo
   return s;
 }
 
-inline Server StartEtcd(const std::string& data_dir, const std::string& log) {
+// peer_port: the one a restored data dir was made for (0: any free one).
+inline Server StartEtcd(const std::string& data_dir, const std::string& log, int peer_port = 0) {
   Server s;
   s.port = FreePort();
-  int peer = FreePort();
+  int peer = peer_port ? peer_port : FreePort();
   std::string c = "http://127.0.0.1:" + std::to_string(s.port);
   std::string p = "http://127.0.0.1:" + std::to_string(peer);
   s.child = Child({"/usr/bin/etcd", "--data-dir", data_dir, "--listen-client-urls", c, "--advertise-client-urls", c,
