@@ -3,6 +3,7 @@
 // buckets), damaged files refused without crashing, and a store's snapshot
 // restored in-process with its history, compaction point and leases.
 #include <fcntl.h>
+#include <lmdb.h>
 #include <openssl/sha.h>
 #include <unistd.h>
 
@@ -320,6 +321,39 @@ TEST_F(StoreSnapshot, RefusesTruncatedCorruptOrWronglyHashedFilesLeavingNothing)
   broken.append(reinterpret_cast<const char*>(digest), sizeof digest);
   ExpectRefused(write(broken), bad_dir, "not a valid bbolt database");
   ExpectRefused((dir_ / "missing.db").string(), bad_dir, "missing.db");
+}
+
+TEST_F(StoreSnapshot, OlderLmdbSnapshotsStillRestore) {
+  const std::string src = (dir_ / "src").string();
+  {
+    auto s = OpenStore(src);
+    ASSERT_NE(s, nullptr);
+    PutMany(s.get(), 50, "v");
+  }
+  // What skiff-store streamed before: a compacting LMDB copy + SHA-256.
+  const std::string legacy = (dir_ / "legacy.db").string();
+  {
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    std::unique_ptr<MDB_env, decltype(&mdb_env_close)> owned(env, mdb_env_close);
+    mdb_env_set_maxdbs(env, 4);
+    ASSERT_EQ(mdb_env_open(env, (src + "/member/skiff").c_str(), MDB_RDONLY, 0600), 0);
+    UniqueFd fd(::open(legacy.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    ASSERT_EQ(mdb_env_copyfd2(env, fd.get(), MDB_CP_COMPACT), 0);
+  }
+  std::ifstream in(legacy, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string file = ss.str();
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(file.data()), file.size(), digest);
+  file.append(reinterpret_cast<const char*>(digest), sizeof digest);
+  std::ofstream(legacy, std::ios::binary | std::ios::trunc) << file;
+  const std::string restored = (dir_ / "restored").string();
+  ASSERT_TRUE(RestoreSnapshot(legacy, restored).ok());
+  auto r = OpenStore(restored);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 50);
 }
 
 }  // namespace
