@@ -339,7 +339,7 @@ absl::StatusOr<Database> Read(std::string_view f) {
   }
   if (!ok0 && !ok1) return Corrupt("no valid meta page (magic, version or checksum)");
   best = !ok1 || (ok0 && m0.txid > m1.txid) ? m0 : m1;
-  if (best.hwm < 4 || best.hwm * best.page_size > f.size()) {
+  if (best.hwm < 4 || best.hwm > f.size() / best.page_size) {
     return Corrupt(absl::StrCat("file of ", f.size(), " bytes is shorter than its ", best.hwm, " pages (truncated?)"));
   }
   // etcd runs bbolt with NoFreelistSync: no freelist page (id all ones).

@@ -144,6 +144,17 @@ TEST_F(BoltFile, ReaderRefusesDamagedFiles) {
     f[4096 + 16 + 20] ^= 1;
     EXPECT_TRUE(bolt::Read(f).ok());
   }
+  // A high-water mark past the file whose page count overflows when
+  // multiplied by the page size (found by fuzzing: a 2^60-entry allocation).
+  {
+    std::string f = good;
+    for (size_t off : {size_t{0}, size_t{4096}}) {
+      char* m = f.data() + off + 16;
+      bolt::StoreLe<uint64_t>(m + 40, (uint64_t{1} << 60) + 1);
+      bolt::StoreLe<uint64_t>(m + 56, bolt::Fnv64a(m, 56));
+    }
+    EXPECT_FALSE(bolt::Read(f).ok());
+  }
   // Truncated.
   {
     auto r = bolt::Read(std::string_view(good).substr(0, good.size() - 4096));
