@@ -270,21 +270,25 @@ class HealthCheckPorts {
   std::map<uint16_t, Target> targets_;
 };
 
-std::map<uint16_t, HealthCheckPorts::Target> HealthTargets(const ClusterState& state, const std::string& node) {
+std::map<uint16_t, HealthCheckPorts::Target> HealthTargets(const CompactState& state, const std::string& node) {
   std::map<uint16_t, HealthCheckPorts::Target> out;
-  for (const auto& [key, svc] : state.services) {
-    if (!svc.health_check_node_port) continue;
-    out[svc.health_check_node_port] = {svc.ns, svc.name, 0};
-  }
-  if (out.empty()) return out;
-  std::map<std::string, uint16_t> port_of;
-  for (const auto& [port, t] : out) port_of[t.ns + "/" + t.name] = port;
-  for (const auto& [k, es] : state.endpoint_slices) {
-    auto it = port_of.find(es.ns + "/" + es.service_name);
-    if (it == port_of.end()) continue;
-    for (const Endpoint& e : es.endpoints)
-      if (e.ready && e.node_name == node) out[it->second].local_endpoints += e.addresses.size();
-  }
+  uint32_t here = state.names().Find(node);
+  ServiceRecord svc;
+  SliceRecord es;
+  state.ForEach([&](const CompactState::Entry& e) {
+    if (!e.service) return;
+    state.Decode(e.service.get(), &svc);
+    if (!svc.health_check_node_port) return;
+    // Two Services with one port: the last one seen has it, with its own
+    // endpoints only.
+    HealthCheckPorts::Target& t = out[svc.health_check_node_port];
+    t = {state.names().Name(svc.ns), std::string(svc.name), 0};
+    for (const uint8_t* rec : e.slices) {
+      state.Decode(rec, &es);
+      for (const SliceRecord::Endpoint& ep : es.endpoints)
+        if (ep.ready && ep.node == here) t.local_endpoints += ep.count;
+    }
+  });
   return out;
 }
 
@@ -390,21 +394,24 @@ absl::Status RunAgent(const AgentOptions& options, std::unique_ptr<Source> sourc
     auto t0 = std::chrono::steady_clock::now();
     long long cpu0 = 0, update_cpu_us = 0;
     size_t looked_at = 0;
-    uint64_t gen = store.Consume(seen, 500, [&](const ClusterState& state, const ChangeSet& changes) {
+    uint64_t gen = store.Consume(seen, 500, [&](const CompactState& state, const ChangeSet& changes) {
       t0 = std::chrono::steady_clock::now();
       cpu0 = ThreadCpuMicros();
       delta = builder.Update(state, first ? ChangeSet::All() : changes);
       update_cpu_us = ThreadCpuMicros() - cpu0;
-      looked_at = first || changes.all ? state.services.size() : changes.services.size() + changes.slices.size();
-      services = state.services.size();
+      looked_at = first || changes.all ? state.service_count() : changes.services.size() + changes.slices.size();
+      services = state.service_count();
       // Health-check ports: a full look only when a service with one exists
       // or may have appeared, so one endpoint change at 10k services stays
       // O(change).
       bool look = first || changes.all || have_health_ports;
+      ServiceRecord svc;
       for (const std::string& k : changes.services) {
         if (look) break;
-        auto it = state.services.find(k);
-        look = it != state.services.end() && it->second.health_check_node_port;
+        const CompactState::Entry* e = state.Find(k);
+        if (!e || !e->service) continue;
+        state.Decode(e->service.get(), &svc);
+        look = svc.health_check_node_port != 0;
       }
       if (look) {
         auto targets = HealthTargets(state, options.node_name);

@@ -67,30 +67,32 @@ std::string Ipv4ToString(uint32_t address_be) {
   return buf;
 }
 
-void ComputeServiceFrontends(const Service& svc, const std::vector<const EndpointSlice*>& slices,
-                             const NodeConfig& node, std::vector<std::pair<FrontendKey, Frontend>>* out) {
+namespace {
+
+// The frontends of one service given its endpoint slices, from the store's
+// records (addresses already binary, names as ids of `names`).
+void ComputeServiceFrontends(const NameTable& names, const ServiceRecord& svc, const SliceRecord* slices,
+                             size_t slice_count, const NodeConfig& node,
+                             std::vector<std::pair<FrontendKey, Frontend>>* out) {
   if (svc.type == ServiceType::kExternalName) return;
-  const std::string key = svc.Key();
+  std::string key = names.Name(svc.ns);
+  key += '/';
+  key += svc.name;
   std::vector<uint32_t> vips;
   std::vector<Ipv6Address> vips6;  // dual-stack: clusterIPs of the IPv6 family
-  for (const std::string& ip : svc.cluster_ips) {
-    if (ip.empty() || ip == "None") continue;
-    uint32_t a;
-    Ipv6Address a6;
-    if (ParseIpv4(ip, &a)) vips.push_back(a);
-    else if (ParseIpv6(ip, &a6)) vips6.push_back(a6);
-    else
-      log::Warn("skipping invalid clusterIP ", log::Field("service", key), " ", log::Field("ip", ip));
+  for (const RecordIp& ip : svc.cluster_ips) {
+    if (ip.family == 4) vips.push_back(ip.v4);
+    else if (ip.family == 6) vips6.push_back(ip.v6);
+    else if (!ip.text.empty() && ip.text != "None")
+      log::Warn("skipping invalid clusterIP ", log::Field("service", key), " ", log::Field("ip", std::string(ip.text)));
   }
   // Headless (clusterIP None) services get no frontend at all.
   if (vips.empty() && vips6.empty()) return;
   std::vector<uint32_t> ext_ips;
   std::vector<Ipv6Address> ext_ips6;
-  for (const std::string& ip : svc.external_ips) {
-    uint32_t a;
-    Ipv6Address a6;
-    if (ParseIpv4(ip, &a)) ext_ips.push_back(a);
-    else if (ParseIpv6(ip, &a6)) ext_ips6.push_back(a6);
+  for (const RecordIp& ip : svc.external_ips) {
+    if (ip.family == 4) ext_ips.push_back(ip.v4);
+    else if (ip.family == 6) ext_ips6.push_back(ip.v6);
   }
   std::vector<uint32_t> node_ips;
   std::vector<Ipv6Address> node_ips6;
@@ -101,20 +103,29 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
     else if (ParseIpv6(ip, &a6)) node_ips6.push_back(a6);
   }
   bool node_port = svc.type == ServiceType::kNodePort || svc.type == ServiceType::kLoadBalancer;
+  // An endpoint is local when its node name is --node-name (none is when
+  // that name is empty, or no endpoint ever named it).
+  uint32_t here = node.node_name.empty() ? NameTable::kNone : names.Find(node.node_name);
 
-  for (const ServicePort& sp : svc.ports) {
+  for (const ServiceRecord::Port& sp : svc.ports) {
     std::vector<Candidate> cands, cands6;
-    for (const EndpointSlice* es : slices) {
-      for (const EndpointPort& ep : es->ports) {
+    for (size_t si = 0; si < slice_count; ++si) {
+      const SliceRecord& es = slices[si];
+      for (const SliceRecord::Port& ep : es.ports) {
         if (ep.name != sp.name || ep.protocol != sp.protocol) continue;
-        for (const Endpoint& e : es->endpoints) {
-          bool local = !node.node_name.empty() && e.node_name == node.node_name;
-          for (const std::string& a : e.addresses) {
+        for (const SliceRecord::Endpoint& e : es.endpoints) {
+          bool local = here != NameTable::kNone && e.node == here;
+          for (uint32_t ai = e.first; ai < e.first + e.count; ++ai) {
+            const RecordIp& a = es.addresses[ai];
             Candidate c;
             bool v6 = false;
-            if (!ParseIpv4(a, &c.backend.address)) {
-              if (!ParseIpv6(a, &c.backend.address6)) continue;
+            if (a.family == 4) {
+              c.backend.address = a.v4;
+            } else if (a.family == 6) {
+              c.backend.address6 = a.v6;
               c.backend.v6 = v6 = true;
+            } else {
+              continue;
             }
             c.backend.port = ep.port;
             c.backend.proto = static_cast<uint8_t>(sp.protocol);
@@ -129,7 +140,7 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
       }
     }
     Frontend internal;
-    internal.service_port = key + ":" + sp.name + "/" + (sp.protocol == Protocol::kTcp ? "TCP" : "UDP");
+    internal.service_port = key + ":" + names.Name(sp.name) + "/" + (sp.protocol == Protocol::kTcp ? "TCP" : "UDP");
     internal.flags = svc.affinity_client_ip ? SKIFF_SVC_F_AFFINITY : 0;
     internal.affinity_timeout_s = svc.affinity_client_ip ? svc.affinity_timeout_s : 0;
     internal.backends = Select(cands, svc.internal_policy_local);
@@ -190,100 +201,45 @@ void ComputeServiceFrontends(const Service& svc, const std::vector<const Endpoin
   }
 }
 
-namespace {
-
-// FNV-1a over the fields that decide a service's frontends.
+// FNV-1a over the encoded fields that decide a service's frontends.
 class Fingerprint {
  public:
-  void Bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    for (size_t i = 0; i < n; ++i) h_ = (h_ ^ b[i]) * 0x100000001b3ULL;
+  void Bytes(std::string_view b) {
+    Num(b.size());
+    for (char c : b) h_ = (h_ ^ static_cast<uint8_t>(c)) * 0x100000001b3ULL;
   }
-  void Str(const std::string& s) {
-    Num(s.size());
-    Bytes(s.data(), s.size());
+  void Num(uint64_t v) {
+    for (size_t i = 0; i < sizeof(v); ++i) h_ = (h_ ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
   }
-  void Num(uint64_t v) { Bytes(&v, sizeof(v)); }
   uint64_t value() const { return h_; }
 
  private:
   uint64_t h_ = 0xcbf29ce484222325ULL;
 };
 
-uint64_t FingerprintOf(const Service& svc, const std::vector<const EndpointSlice*>& slices) {
+}  // namespace
+
+DesiredBuilder::DesiredBuilder(NodeConfig node) : node_(std::move(node)) {}
+DesiredBuilder::~DesiredBuilder() = default;
+DesiredBuilder::DesiredBuilder(DesiredBuilder&&) = default;
+DesiredBuilder& DesiredBuilder::operator=(DesiredBuilder&&) = default;
+
+uint64_t DesiredBuilder::Load(const CompactState& state, const CompactState::Entry& e) {
+  state.Decode(e.service.get(), &svc_);
+  if (slices_.size() < e.slices.size()) slices_.resize(e.slices.size());
+  slice_count_ = e.slices.size();
   Fingerprint f;
-  f.Num(static_cast<uint64_t>(svc.type));
-  f.Num(svc.cluster_ips.size());
-  for (const auto& ip : svc.cluster_ips) f.Str(ip);
-  f.Num(svc.external_ips.size());
-  for (const auto& ip : svc.external_ips) f.Str(ip);
-  f.Num(svc.ports.size());
-  for (const auto& p : svc.ports) {
-    f.Str(p.name);
-    f.Num((uint64_t(p.protocol) << 32) | (uint64_t(p.port) << 16) | p.node_port);
-  }
-  f.Num((uint64_t(svc.affinity_client_ip) << 40) | (uint64_t(svc.external_policy_local) << 36) |
-        (uint64_t(svc.internal_policy_local) << 35) | svc.affinity_timeout_s);
-  f.Num(slices.size());
-  for (const EndpointSlice* es : slices) {
-    f.Str(es->name);
-    f.Num(es->ports.size());
-    for (const auto& p : es->ports) {
-      f.Str(p.name);
-      f.Num((uint64_t(p.protocol) << 16) | p.port);
-    }
-    f.Num(es->endpoints.size());
-    for (const auto& e : es->endpoints) {
-      f.Num(e.addresses.size());
-      for (const auto& a : e.addresses) f.Str(a);
-      f.Num((e.ready ? 4 : 0) | (e.serving ? 2 : 0) | (e.terminating ? 1 : 0));
-      f.Str(e.node_name);
-    }
+  f.Bytes(svc_.routing_bytes);
+  f.Num(slice_count_);
+  for (size_t i = 0; i < slice_count_; ++i) {
+    state.Decode(e.slices[i], &slices_[i]);
+    f.Bytes(slices_[i].bytes);
   }
   return f.value();
 }
 
-}  // namespace
-
-void DesiredBuilder::LinkSlice(const std::string& service_key, const std::string& slice_key) {
-  auto& v = slices_of_[service_key];
-  auto it = std::lower_bound(v.begin(), v.end(), slice_key);
-  if (it == v.end() || *it != slice_key) v.insert(it, slice_key);
-}
-
-namespace {
-
-// Whether `key` is "<ns>/<service>" of the slice, without building the string.
-bool SliceBelongsTo(const EndpointSlice& es, const std::string& key) {
-  return key.size() == es.ns.size() + 1 + es.service_name.size() && key.compare(0, es.ns.size(), es.ns) == 0 &&
-         key[es.ns.size()] == '/' && key.compare(es.ns.size() + 1, std::string::npos, es.service_name) == 0;
-}
-
-}  // namespace
-
-void DesiredBuilder::SlicesOf(const std::string& service_key, const ClusterState& state,
-                              std::vector<const EndpointSlice*>* mine) {
-  auto it = slices_of_.find(service_key);
-  if (it == slices_of_.end()) return;
-  // Entries of slices that are gone or now name another service are dropped
-  // here: the store names a slice's previous service in the ChangeSet, so
-  // that service is visited in the same pass as the slice's change.
-  auto& v = it->second;
-  v.erase(std::remove_if(v.begin(), v.end(),
-                         [&](const std::string& sk) {
-                           auto es = state.endpoint_slices.find(sk);
-                           if (es == state.endpoint_slices.end() || !SliceBelongsTo(es->second, service_key))
-                             return true;
-                           mine->push_back(&es->second);
-                           return false;
-                         }),
-          v.end());
-  if (v.empty()) slices_of_.erase(it);
-}
-
 void DesiredBuilder::Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old,
-                          const OneOrMore<FrontendKey>* keep,
-                          std::map<FrontendKey, std::optional<Frontend>>* delta) {
+                          const OneOrMore<FrontendKey>* keep, FrontendDelta* delta) {
   for (const FrontendKey& fk : old) {
     if (keep && std::binary_search(keep->begin(), keep->end(), fk)) continue;
     auto it = owner_.find(fk);
@@ -295,24 +251,20 @@ void DesiredBuilder::Drop(const std::string& service_key, const OneOrMore<Fronte
   }
 }
 
-void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
-                           std::map<FrontendKey, std::optional<Frontend>>* delta) {
-  std::vector<const EndpointSlice*> mine;
-  SlicesOf(key, state, &mine);
-  auto sit = state.services.find(key);
+void DesiredBuilder::Visit(const std::string& key, const CompactState& state, FrontendDelta* delta) {
+  const CompactState::Entry* e = state.Find(key);
   auto cit = cache_.find(key);
-  if (sit == state.services.end()) {
+  if (!e || !e->service) {
     if (cit != cache_.end()) {
       Drop(key, cit->second.keys, nullptr, delta);
       cache_.erase(cit);
     }
     return;
   }
-  const Service& svc = sit->second;
-  uint64_t fp = FingerprintOf(svc, mine);
+  uint64_t fp = Load(state, *e);
   if (cit != cache_.end() && cit->second.fingerprint == fp) return;
   std::vector<std::pair<FrontendKey, Frontend>> fresh;
-  Cached c = Compute(svc, mine, fp, &fresh);
+  Cached c = Compute(state, fp, &fresh);
   if (cit != cache_.end()) Drop(key, cit->second.keys, &c.keys, delta);
   auto entry = cache_.try_emplace(key).first;
   for (auto& [fk, f] : fresh) {
@@ -322,10 +274,9 @@ void DesiredBuilder::Visit(const std::string& key, const ClusterState& state,
   entry->second = std::move(c);
 }
 
-DesiredBuilder::Cached DesiredBuilder::Compute(const Service& svc, const std::vector<const EndpointSlice*>& mine,
-                                               uint64_t fingerprint,
+DesiredBuilder::Cached DesiredBuilder::Compute(const CompactState& state, uint64_t fingerprint,
                                                std::vector<std::pair<FrontendKey, Frontend>>* fresh) const {
-  ComputeServiceFrontends(svc, mine, node_, fresh);
+  ComputeServiceFrontends(state.names(), svc_, slices_.data(), slice_count_, node_, fresh);
   Cached c;
   c.fingerprint = fingerprint;
   c.keys.reserve(fresh->size());
@@ -334,64 +285,87 @@ DesiredBuilder::Cached DesiredBuilder::Compute(const Service& svc, const std::ve
   return c;
 }
 
-void DesiredBuilder::FirstPass(const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta) {
+void DesiredBuilder::FirstPass(const CompactState& state, FrontendDelta* delta) {
   // Two loops, so that the builder's own entries are allocated after the
   // whole delta rather than between its nodes: the delta is freed after the
   // pass, and its pages then go back to the system whole instead of staying
   // resident around the long-lived entries (~2 MB at 10k services).
   struct Pending {
-    const std::string* key;
+    const CompactState::Entry* entry;
     Cached cached;
   };
   std::vector<Pending> pending;
-  pending.reserve(state.services.size());
-  std::vector<const EndpointSlice*> mine;
+  pending.reserve(state.service_count());
   std::vector<std::pair<FrontendKey, Frontend>> fresh;
-  for (const auto& [key, svc] : state.services) {
-    mine.clear();
+  state.ForEach([&](const CompactState::Entry& e) {
+    if (!e.service) return;
     fresh.clear();
-    SlicesOf(key, state, &mine);
-    pending.push_back({&key, Compute(svc, mine, FingerprintOf(svc, mine), &fresh)});
+    uint64_t fp = Load(state, e);
+    pending.push_back({&e, Compute(state, fp, &fresh)});
     for (auto& [fk, f] : fresh) (*delta)[fk] = std::move(f);
-  }
+  });
   // Same order as the loop above, so the last service to produce a
   // frontend key owns it, as with Visit().
   for (Pending& p : pending) {
-    auto entry = cache_.try_emplace(*p.key).first;
+    auto entry = cache_.try_emplace(state.KeyOf(*p.entry)).first;
     entry->second = std::move(p.cached);
     for (const FrontendKey& fk : entry->second.keys) owner_[fk] = &entry->first;
   }
 }
 
-std::map<FrontendKey, std::optional<Frontend>> DesiredBuilder::Update(const ClusterState& state,
-                                                                      const ChangeSet& changes) {
-  std::map<FrontendKey, std::optional<Frontend>> delta;
+FrontendDelta DesiredBuilder::Update(const CompactState& state, const ChangeSet& changes) {
+  FrontendDelta delta;
   if (changes.all) {
-    slices_of_.clear();
-    for (const auto& [k, es] : state.endpoint_slices) LinkSlice(es.ns + "/" + es.service_name, k);
     if (cache_.empty()) {
       FirstPass(state, &delta);
       return delta;
     }
-    for (const auto& [key, svc] : state.services) Visit(key, state, &delta);
-    std::vector<std::string> gone;
-    for (const auto& [key, c] : cache_)
-      if (!state.services.count(key)) gone.push_back(key);
-    for (const std::string& key : gone) Visit(key, state, &delta);
+    std::vector<std::string> keys;
+    keys.reserve(state.service_count());
+    state.ForEach([&](const CompactState::Entry& e) {
+      if (e.service) keys.push_back(state.KeyOf(e));
+    });
+    for (const auto& [key, c] : cache_) {
+      const CompactState::Entry* e = state.Find(key);
+      if (!e || !e->service) keys.push_back(key);
+    }
+    for (const std::string& key : keys) Visit(key, state, &delta);
     return delta;
   }
-  // A changed slice's previous service is in changes.services (the store
-  // puts it there), and is visited like the slice's current one.
-  std::set<std::string> visit = changes.services;
-  for (const std::string& sk : changes.slices) {
-    if (auto es = state.endpoint_slices.find(sk); es != state.endpoint_slices.end()) {
-      std::string svc = es->second.ns + "/" + es->second.service_name;
-      LinkSlice(svc, sk);
-      visit.insert(std::move(svc));
+  // A changed slice's services (the one it named before and the one it
+  // names now) are in changes.services: the store puts them there.
+  for (const std::string& key : changes.services) Visit(key, state, &delta);
+  return delta;
+}
+
+FrontendDelta DesiredBuilder::Update(const ClusterState& state, const ChangeSet& changes) {
+  if (!mirror_) mirror_ = std::make_unique<CompactState>();
+  if (changes.all) {
+    mirror_->Assign(state);
+    return Update(*mirror_, changes);
+  }
+  ChangeSet c = changes;
+  auto split = [](const std::string& key) {
+    size_t slash = key.find('/');
+    return std::make_pair(key.substr(0, slash), slash == std::string::npos ? "" : key.substr(slash + 1));
+  };
+  for (const std::string& key : changes.services) {
+    if (auto it = state.services.find(key); it != state.services.end()) {
+      mirror_->PutService(it->second);
+    } else {
+      auto [ns, name] = split(key);
+      mirror_->EraseService(ns, name);
     }
   }
-  for (const std::string& key : visit) Visit(key, state, &delta);
-  return delta;
+  for (const std::string& key : changes.slices) {
+    if (auto it = state.endpoint_slices.find(key); it != state.endpoint_slices.end()) {
+      mirror_->PutSlice(it->second, &c.services);
+    } else {
+      auto [ns, name] = split(key);
+      mirror_->EraseSlice(ns, name, &c.services);
+    }
+  }
+  return Update(*mirror_, c);
 }
 
 DesiredState ComputeDesired(const ClusterState& state, const NodeConfig& node) {

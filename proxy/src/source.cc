@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -13,27 +14,487 @@
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
 #include "raw_objects.h"
+#include "skiff/proxy/desired.h"
 #include "nlohmann/json.hpp"
 #include "yaml-cpp/yaml.h"
 
 namespace skiff::proxy {
 
-// ---- StateStore ----
+// ---- CompactState ----
 
+NameTable::NameTable() { Intern(""); }
+
+uint32_t NameTable::Intern(std::string_view s) {
+  if (auto it = ids_.find(s); it != ids_.end()) return it->second;
+  uint32_t id = static_cast<uint32_t>(names_.size());
+  names_.emplace_back(s);
+  ids_.emplace(names_.back(), id);
+  return id;
+}
+
+uint32_t NameTable::Find(std::string_view s) const {
+  auto it = ids_.find(s);
+  return it == ids_.end() ? kNone : it->second;
+}
+
+// Record layout (all little-endian as the host, unaligned):
+//   u32 size, u32 namespace id, varint name length, name
+//   Service:  u16 healthCheckNodePort, then the routing fields: u8 type,
+//             u8 flags, u32 affinity timeout, cluster IPs, external IPs
+//             (varint count, addresses), varint port count, per port
+//             u32 name id, u8 protocol, u16 port, u16 nodePort
+//   Slice:    varint service name length, service name, varint port count,
+//             per port u32 name id, u8 protocol, u16 port; varint endpoint
+//             count, per endpoint u8 conditions, u32 node id, addresses
+//   address:  u8 family (4, 6, or 0 for text), 4 or 16 bytes, or varint
+//             length and the text
 namespace {
 
-std::string ServiceKeyOf(const EndpointSlice& es) { return es.ns + "/" + es.service_name; }
+enum : uint8_t { kAffinity = 1, kExternalLocal = 2, kInternalLocal = 4 };
+enum : uint8_t { kReady = 4, kServing = 2, kTerminating = 1 };
+
+class Writer {
+ public:
+  explicit Writer(std::string* out) : out_(out) { out_->clear(); }
+  template <typename T>
+  void Fixed(T v) {
+    out_->append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  void Var(uint64_t v) {
+    while (v >= 0x80) {
+      out_->push_back(static_cast<char>(v | 0x80));
+      v >>= 7;
+    }
+    out_->push_back(static_cast<char>(v));
+  }
+  void Str(std::string_view s) {
+    Var(s.size());
+    out_->append(s);
+  }
+  void Ip(const std::string& text) {
+    in_addr a4;
+    in6_addr a6;
+    if (inet_pton(AF_INET, text.c_str(), &a4) == 1) {
+      Fixed<uint8_t>(4);
+      Fixed(a4.s_addr);
+    } else if (inet_pton(AF_INET6, text.c_str(), &a6) == 1) {
+      Fixed<uint8_t>(6);
+      out_->append(reinterpret_cast<const char*>(&a6), sizeof(a6));
+    } else {
+      Fixed<uint8_t>(0);
+      Str(text);
+    }
+  }
+  template <typename List>
+  void Ips(const List& ips) {
+    Var(ips.size());
+    for (const std::string& ip : ips) Ip(ip);
+  }
+
+ private:
+  std::string* out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(const uint8_t* p) : p_(p) {}
+  template <typename T>
+  T Fixed() {
+    T v;
+    memcpy(&v, p_, sizeof(v));
+    p_ += sizeof(v);
+    return v;
+  }
+  uint64_t Var() {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      uint8_t b = *p_++;
+      v |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return v;
+    }
+  }
+  std::string_view Str() {
+    size_t n = Var();
+    std::string_view s(reinterpret_cast<const char*>(p_), n);
+    p_ += n;
+    return s;
+  }
+  RecordIp Ip() {
+    RecordIp ip;
+    ip.family = Fixed<uint8_t>();
+    if (ip.family == 4) {
+      ip.v4 = Fixed<uint32_t>();
+    } else if (ip.family == 6) {
+      memcpy(ip.v6.data(), p_, 16);
+      p_ += 16;
+    } else {
+      ip.text = Str();
+    }
+    return ip;
+  }
+  void Ips(std::vector<RecordIp>* out) {
+    out->clear();
+    for (size_t n = Var(); n > 0; --n) out->push_back(Ip());
+  }
+  const uint8_t* pos() const { return p_; }
+
+ private:
+  const uint8_t* p_;
+};
+
+// A record's header (its size is filled in by Finish) and key.
+void Begin(Writer& w, NameTable& names, const std::string& ns, const std::string& name) {
+  w.Fixed<uint32_t>(0);
+  w.Fixed(names.Intern(ns));
+  w.Str(name);
+}
+
+void Finish(std::string* rec) {
+  uint32_t n = static_cast<uint32_t>(rec->size());
+  memcpy(rec->data(), &n, sizeof(n));
+}
+
+std::string IpText(const RecordIp& ip) {
+  if (ip.family == 4) return Ipv4ToString(ip.v4);
+  if (ip.family == 6) return Ipv6ToString(ip.v6);
+  return std::string(ip.text);
+}
+
+uint32_t RecordSize(const uint8_t* rec) {
+  uint32_t n;
+  memcpy(&n, rec, sizeof(n));
+  return n;
+}
+
+std::string_view Bytes(const uint8_t* rec) { return {reinterpret_cast<const char*>(rec), RecordSize(rec)}; }
 
 }  // namespace
 
-// A slice change names the slice and the services it belonged to before and
-// after (see ChangeSet).
-void StateStore::NoteSlice(const std::string& key, const EndpointSlice* after) {
-  changes_.slices.insert(key);
-  if (auto old = state_.endpoint_slices.find(key); old != state_.endpoint_slices.end())
-    changes_.services.insert(ServiceKeyOf(old->second));
-  if (after) changes_.services.insert(ServiceKeyOf(*after));
+size_t CompactState::KeyHash::operator()(const Key& k) const {
+  return std::hash<std::string_view>()(k.name) * 31 + k.ns;
 }
+
+CompactState::Key CompactState::KeyOfRecord(const uint8_t* rec) {
+  Reader r(rec + 4);
+  Key k;
+  k.ns = r.Fixed<uint32_t>();
+  k.name = r.Str();
+  return k;
+}
+
+CompactState::Key CompactState::ServiceKeyOfSlice(const uint8_t* slice) {
+  Reader r(slice + 4);
+  Key k;
+  k.ns = r.Fixed<uint32_t>();
+  r.Str();
+  k.name = r.Str();
+  return k;
+}
+
+CompactState::Key CompactState::KeyOfEntry(const Entry& e) {
+  return e.service ? KeyOfRecord(e.service.get()) : ServiceKeyOfSlice(e.slices.front());
+}
+
+bool CompactState::ParseKey(const std::string& key, Key* out) const {
+  size_t slash = key.find('/');
+  if (slash == std::string::npos) return false;
+  out->ns = names_.Find(std::string_view(key).substr(0, slash));
+  if (out->ns == NameTable::kNone) return false;
+  out->name = std::string_view(key).substr(slash + 1);
+  return true;
+}
+
+std::string CompactState::KeyString(const Key& k) const {
+  std::string s = names_.Name(k.ns);
+  s += '/';
+  s += k.name;
+  return s;
+}
+
+std::string CompactState::KeyOf(const Entry& e) const { return KeyString(KeyOfEntry(e)); }
+
+void CompactState::EncodeService(const Service& svc) {
+  Writer w(&scratch_);
+  Begin(w, names_, svc.ns, svc.name);
+  w.Fixed(svc.health_check_node_port);
+  w.Fixed(static_cast<uint8_t>(svc.type));
+  w.Fixed<uint8_t>((svc.affinity_client_ip ? kAffinity : 0) | (svc.external_policy_local ? kExternalLocal : 0) |
+                   (svc.internal_policy_local ? kInternalLocal : 0));
+  w.Fixed(svc.affinity_timeout_s);
+  w.Ips(svc.cluster_ips);
+  w.Ips(svc.external_ips);
+  w.Var(svc.ports.size());
+  for (const ServicePort& p : svc.ports) {
+    w.Fixed(names_.Intern(p.name));
+    w.Fixed(static_cast<uint8_t>(p.protocol));
+    w.Fixed(p.port);
+    w.Fixed(p.node_port);
+  }
+  Finish(&scratch_);
+}
+
+void CompactState::EncodeSlice(const EndpointSlice& es) {
+  Writer w(&scratch_);
+  Begin(w, names_, es.ns, es.name);
+  w.Str(es.service_name);
+  w.Var(es.ports.size());
+  for (const EndpointPort& p : es.ports) {
+    w.Fixed(names_.Intern(p.name));
+    w.Fixed(static_cast<uint8_t>(p.protocol));
+    w.Fixed(p.port);
+  }
+  w.Var(es.endpoints.size());
+  for (const Endpoint& e : es.endpoints) {
+    w.Fixed<uint8_t>((e.ready ? kReady : 0) | (e.serving ? kServing : 0) | (e.terminating ? kTerminating : 0));
+    w.Fixed(names_.Intern(e.node_name));
+    w.Ips(e.addresses);
+  }
+  Finish(&scratch_);
+}
+
+CompactState::Record CompactState::Copy() const {
+  Record r(new uint8_t[scratch_.size()]);
+  memcpy(r.get(), scratch_.data(), scratch_.size());
+  return r;
+}
+
+void CompactState::Decode(const uint8_t* rec, ServiceRecord* out) const {
+  Reader r(rec + 4);
+  out->ns = r.Fixed<uint32_t>();
+  out->name = r.Str();
+  out->health_check_node_port = r.Fixed<uint16_t>();
+  const uint8_t* routing = r.pos();
+  out->type = static_cast<ServiceType>(r.Fixed<uint8_t>());
+  uint8_t flags = r.Fixed<uint8_t>();
+  out->affinity_client_ip = flags & kAffinity;
+  out->external_policy_local = flags & kExternalLocal;
+  out->internal_policy_local = flags & kInternalLocal;
+  out->affinity_timeout_s = r.Fixed<uint32_t>();
+  r.Ips(&out->cluster_ips);
+  r.Ips(&out->external_ips);
+  out->ports.clear();
+  for (size_t n = r.Var(); n > 0; --n) {
+    ServiceRecord::Port p;
+    p.name = r.Fixed<uint32_t>();
+    p.protocol = static_cast<Protocol>(r.Fixed<uint8_t>());
+    p.port = r.Fixed<uint16_t>();
+    p.node_port = r.Fixed<uint16_t>();
+    out->ports.push_back(p);
+  }
+  out->routing_bytes = {reinterpret_cast<const char*>(routing), RecordSize(rec) - size_t(routing - rec)};
+}
+
+void CompactState::Decode(const uint8_t* rec, SliceRecord* out) const {
+  Reader r(rec + 4);
+  out->ns = r.Fixed<uint32_t>();
+  out->name = r.Str();
+  out->service_name = r.Str();
+  out->ports.clear();
+  for (size_t n = r.Var(); n > 0; --n) {
+    SliceRecord::Port p;
+    p.name = r.Fixed<uint32_t>();
+    p.protocol = static_cast<Protocol>(r.Fixed<uint8_t>());
+    p.port = r.Fixed<uint16_t>();
+    out->ports.push_back(p);
+  }
+  out->endpoints.clear();
+  out->addresses.clear();
+  for (size_t n = r.Var(); n > 0; --n) {
+    SliceRecord::Endpoint e;
+    uint8_t c = r.Fixed<uint8_t>();
+    e.ready = c & kReady;
+    e.serving = c & kServing;
+    e.terminating = c & kTerminating;
+    e.node = r.Fixed<uint32_t>();
+    e.first = static_cast<uint32_t>(out->addresses.size());
+    size_t count = r.Var();
+    for (size_t i = 0; i < count; ++i) out->addresses.push_back(r.Ip());
+    e.count = static_cast<uint32_t>(count);
+    out->endpoints.push_back(e);
+  }
+  out->bytes = Bytes(rec);
+}
+
+const CompactState::Entry* CompactState::Find(const std::string& service_key) const {
+  Key k;
+  if (!ParseKey(service_key, &k)) return nullptr;
+  auto it = entries_.find(k);
+  return it == entries_.end() ? nullptr : &*it;
+}
+
+bool CompactState::PutService(const Service& svc) {
+  EncodeService(svc);
+  Key k = KeyOfRecord(reinterpret_cast<const uint8_t*>(scratch_.data()));
+  auto it = entries_.find(k);
+  if (it != entries_.end() && it->service && Bytes(it->service.get()) == scratch_) return false;
+  if (it == entries_.end()) {
+    // Built in its slot (moving a fresh Entry in trips a false
+    // maybe-uninitialized warning of GCC 12 on the inline vector).
+    entries_.lazy_emplace(k, [&](const auto& ctor) { ctor(Copy()); });
+    ++services_;
+    return true;
+  }
+  if (!it->service) ++services_;
+  it->service = Copy();  // the same key, so the entry's hash stays
+  return true;
+}
+
+bool CompactState::EraseService(const std::string& ns, const std::string& name) {
+  uint32_t id = names_.Find(ns);
+  if (id == NameTable::kNone) return false;
+  auto it = entries_.find(Key{id, name});
+  if (it == entries_.end() || !it->service) return false;
+  --services_;
+  if (it->slices.empty()) {
+    entries_.erase(it);
+  } else {
+    it->service.reset();
+  }
+  return true;
+}
+
+void CompactState::Link(const uint8_t* slice) {
+  Key k = ServiceKeyOfSlice(slice);
+  auto it = entries_.find(k);
+  if (it == entries_.end()) {
+    entries_.lazy_emplace(k, [&](const auto& ctor) { ctor(slice); });
+    return;
+  }
+  auto& v = it->slices;
+  std::string_view name = KeyOfRecord(slice).name;
+  auto pos = std::lower_bound(v.begin(), v.end(), name,
+                              [](const uint8_t* a, std::string_view n) { return KeyOfRecord(a).name < n; });
+  v.insert(pos, slice);
+}
+
+// Before the slice's record is freed: the entry of its Service forgets it
+// (and goes when nothing else is stored under that key). The key of an entry
+// with no Service is read from its first slice, so it is erased before the
+// last slice goes.
+void CompactState::Unlink(const uint8_t* slice) {
+  auto it = entries_.find(ServiceKeyOfSlice(slice));
+  if (it == entries_.end()) return;
+  auto& v = it->slices;
+  if (!it->service && v.size() == 1 && v[0] == slice) {
+    entries_.erase(it);
+    return;
+  }
+  v.erase(std::remove(v.begin(), v.end(), slice), v.end());
+}
+
+bool CompactState::PutSlice(const EndpointSlice& es, std::set<std::string>* services) {
+  EncodeSlice(es);
+  const auto* enc = reinterpret_cast<const uint8_t*>(scratch_.data());
+  Key k = KeyOfRecord(enc);
+  auto it = slices_.find(k);
+  if (services) {
+    if (it != slices_.end()) services->insert(KeyString(ServiceKeyOfSlice(it->get())));
+    services->insert(KeyString(ServiceKeyOfSlice(enc)));
+  }
+  if (it != slices_.end()) {
+    if (Bytes(it->get()) == scratch_) return false;
+    Unlink(it->get());
+    slices_.erase(it);
+  }
+  Record rec = Copy();
+  const uint8_t* p = rec.get();
+  slices_.insert(std::move(rec));
+  Link(p);
+  return true;
+}
+
+bool CompactState::EraseSlice(const std::string& ns, const std::string& name, std::set<std::string>* services) {
+  uint32_t id = names_.Find(ns);
+  if (id == NameTable::kNone) return false;
+  auto it = slices_.find(Key{id, name});
+  if (it == slices_.end()) return false;
+  if (services) services->insert(KeyString(ServiceKeyOfSlice(it->get())));
+  Unlink(it->get());
+  slices_.erase(it);
+  return true;
+}
+
+void CompactState::Assign(ClusterState state, ChangeSet* changes) {
+  // What is gone first, then what is new or different.
+  std::vector<std::pair<std::string, std::string>> gone;
+  for (const Entry& e : entries_) {
+    if (!e.service) continue;
+    Key k = KeyOfRecord(e.service.get());
+    std::string key = KeyString(k);
+    if (!state.services.count(key)) gone.emplace_back(names_.Name(k.ns), std::string(k.name));
+  }
+  for (const auto& [ns, name] : gone) {
+    if (changes) changes->services.insert(ns + "/" + name);
+    EraseService(ns, name);
+  }
+  gone.clear();
+  for (const Record& r : slices_) {
+    Key k = KeyOfRecord(r.get());
+    if (!state.endpoint_slices.count(KeyString(k))) gone.emplace_back(names_.Name(k.ns), std::string(k.name));
+  }
+  for (const auto& [ns, name] : gone) {
+    if (changes) changes->slices.insert(ns + "/" + name);
+    EraseSlice(ns, name, changes ? &changes->services : nullptr);
+  }
+  // The records are allocated while `state` still lives, so they sit after
+  // it rather than in the holes of its freed objects: when it is freed, its
+  // pages are free as a whole and malloc_trim gives them back.
+  for (const auto& [key, svc] : state.services)
+    if (PutService(svc) && changes) changes->services.insert(key);
+  std::set<std::string> touched;
+  for (const auto& [key, es] : state.endpoint_slices) {
+    touched.clear();
+    if (PutSlice(es, &touched) && changes) {
+      changes->slices.insert(key);
+      changes->services.insert(touched.begin(), touched.end());
+    }
+  }
+}
+
+ClusterState CompactState::ToClusterState() const {
+  ClusterState out;
+  ServiceRecord sr;
+  SliceRecord er;
+  for (const Entry& e : entries_) {
+    if (e.service) {
+      Decode(e.service.get(), &sr);
+      Service s;
+      s.ns = names_.Name(sr.ns);
+      s.name = sr.name;
+      for (const RecordIp& ip : sr.cluster_ips) s.cluster_ips.push_back(IpText(ip));
+      for (const RecordIp& ip : sr.external_ips) s.external_ips.push_back(IpText(ip));
+      for (const auto& p : sr.ports) s.ports.push_back({names_.Name(p.name), p.protocol, p.port, p.node_port});
+      s.type = sr.type;
+      s.affinity_client_ip = sr.affinity_client_ip;
+      s.affinity_timeout_s = sr.affinity_timeout_s;
+      s.external_policy_local = sr.external_policy_local;
+      s.internal_policy_local = sr.internal_policy_local;
+      s.health_check_node_port = sr.health_check_node_port;
+      out.services[s.Key()] = std::move(s);
+    }
+    for (const uint8_t* rec : e.slices) {
+      Decode(rec, &er);
+      EndpointSlice es;
+      es.ns = names_.Name(er.ns);
+      es.name = er.name;
+      es.service_name = er.service_name;
+      for (const auto& p : er.ports) es.ports.push_back({names_.Name(p.name), p.protocol, p.port});
+      for (const auto& ep : er.endpoints) {
+        Endpoint x;
+        for (uint32_t i = 0; i < ep.count; ++i) x.addresses.push_back(IpText(er.addresses[ep.first + i]));
+        x.ready = ep.ready;
+        x.serving = ep.serving;
+        x.terminating = ep.terminating;
+        x.node_name = names_.Name(ep.node);
+        es.endpoints.push_back(std::move(x));
+      }
+      out.endpoint_slices[es.Key()] = std::move(es);
+    }
+  }
+  return out;
+}
+
+// ---- StateStore ----
 
 void StateStore::Bump() {
   ++generation_;
@@ -43,61 +504,46 @@ void StateStore::Bump() {
 
 void StateStore::Replace(ClusterState state) {
   std::lock_guard lock(mu_);
-  if (!synced_) {
-    changes_.all = true;
-  } else {
-    // A re-list or a file reload: record only what differs, so the agent
-    // looks at the changed services alone.
-    for (const auto& [k, v] : state.services) {
-      auto it = state_.services.find(k);
-      if (it == state_.services.end() || !(it->second == v)) changes_.services.insert(k);
-    }
-    for (const auto& [k, v] : state_.services)
-      if (!state.services.count(k)) changes_.services.insert(k);
-    for (const auto& [k, v] : state.endpoint_slices) {
-      auto it = state_.endpoint_slices.find(k);
-      if (it == state_.endpoint_slices.end() || !(it->second == v)) NoteSlice(k, &v);
-    }
-    for (const auto& [k, v] : state_.endpoint_slices)
-      if (!state.endpoint_slices.count(k)) NoteSlice(k, nullptr);
-  }
-  state_ = std::move(state);
+  // A re-list or a file reload records only what differs, so the agent
+  // looks at the changed services alone.
+  if (!synced_) changes_.all = true;
+  state_.Assign(std::move(state), synced_ ? &changes_ : nullptr);
   synced_ = true;
   Bump();
 }
 
 void StateStore::UpsertService(Service service) {
   std::lock_guard lock(mu_);
-  std::string key = service.Key();
-  changes_.services.insert(key);
-  state_.services[key] = std::move(service);
+  changes_.services.insert(service.Key());
+  state_.PutService(service);
   Bump();
 }
 
 void StateStore::DeleteService(const std::string& ns, const std::string& name) {
   std::lock_guard lock(mu_);
   changes_.services.insert(ns + "/" + name);
-  state_.services.erase(ns + "/" + name);
+  state_.EraseService(ns, name);
   Bump();
 }
 
+// A slice change names the slice and the services it belonged to before and
+// after (see ChangeSet).
 void StateStore::UpsertEndpointSlice(EndpointSlice slice) {
   std::lock_guard lock(mu_);
-  std::string key = slice.Key();
-  NoteSlice(key, &slice);
-  state_.endpoint_slices[key] = std::move(slice);
+  changes_.slices.insert(slice.Key());
+  state_.PutSlice(slice, &changes_.services);
   Bump();
 }
 
 void StateStore::DeleteEndpointSlice(const std::string& ns, const std::string& name) {
   std::lock_guard lock(mu_);
-  NoteSlice(ns + "/" + name, nullptr);
-  state_.endpoint_slices.erase(ns + "/" + name);
+  changes_.slices.insert(ns + "/" + name);
+  state_.EraseSlice(ns, name, &changes_.services);
   Bump();
 }
 
 uint64_t StateStore::Consume(uint64_t seen, int timeout_ms,
-                             const std::function<void(const ClusterState&, const ChangeSet&)>& fn) {
+                             const std::function<void(const CompactState&, const ChangeSet&)>& fn) {
   std::unique_lock lock(mu_);
   cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return generation_ != seen; });
   if (generation_ == seen) return seen;

@@ -343,7 +343,7 @@ TEST(ApiSource, MalformedServiceIsSkippedWithAWarningEventAndOthersStillFlow) {
   ClusterState seen;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while ((reason.empty() || seen.services.size() < 2) && std::chrono::steady_clock::now() < deadline) {
-    store.Consume(0, 50, [&](const ClusterState& st, const ChangeSet&) { seen = st; });
+    store.Consume(0, 50, [&](const CompactState& st, const ChangeSet&) { seen = st.ToClusterState(); });
     auto events = api->List("events", "default");
     if (events.ok())
       for (const auto& e : events->items())
@@ -623,13 +623,13 @@ TEST(Desired, SlicesMovingBetweenServicesAndDeletedThroughTheStoreLeaveTheirOldS
   uint64_t seen = 0;
   int moved = 0, deleted = 0;
   auto pass = [&] {
-    seen = store.Consume(seen, 0, [&](const ClusterState& st, const ChangeSet& c) {
+    seen = store.Consume(seen, 0, [&](const CompactState& st, const ChangeSet& c) {
       for (auto& [fk, f] : b.Update(st, c)) {
         if (f) applied[fk] = std::move(*f);
         else
           applied.erase(fk);
       }
-      ASSERT_EQ(applied, ComputeDesired(st, {"me", {}}).frontends);
+      ASSERT_EQ(applied, ComputeDesired(st.ToClusterState(), {"me", {}}).frontends);
     });
   };
   pass();

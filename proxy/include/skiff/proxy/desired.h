@@ -6,6 +6,7 @@
 #include <compare>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -19,8 +20,7 @@
 namespace skiff::proxy {
 
 // An IPv4 address is `address`; an IPv6 one is `address6` (v6 = true,
-// address = 0). Both in network byte order.
-using Ipv6Address = std::array<uint32_t, 4>;
+// address = 0). Both in network byte order. (Ipv6Address: model.h.)
 
 struct Backend {
   uint32_t address = 0;  // IPv4, network byte order
@@ -59,28 +59,33 @@ struct NodeConfig {
   std::vector<std::string> node_ips;  // NodePort frontends for traffic from the node itself
 };
 
-DesiredState ComputeDesired(const ClusterState& state, const NodeConfig& node);
+// A change to apply: frontend -> new contents, or nullopt to remove it.
+using FrontendDelta = std::map<FrontendKey, std::optional<Frontend>>;
 
-// The frontends of one service given its endpoint slices.
-void ComputeServiceFrontends(const Service& svc, const std::vector<const EndpointSlice*>& slices,
-                             const NodeConfig& node, std::vector<std::pair<FrontendKey, Frontend>>* out);
+DesiredState ComputeDesired(const ClusterState& state, const NodeConfig& node);
 
 // Incremental ComputeDesired: remembers each service's inputs and frontends
 // and recomputes only services whose Service or EndpointSlices changed.
 class DesiredBuilder {
  public:
-  explicit DesiredBuilder(NodeConfig node) : node_(std::move(node)) {}
+  explicit DesiredBuilder(NodeConfig node);
+  ~DesiredBuilder();
+  DesiredBuilder(DesiredBuilder&&);
+  DesiredBuilder& operator=(DesiredBuilder&&);
   // The frontends of every service whose inputs changed since the previous
   // call (all of that service's frontends, changed or not), and nullopt for
   // the frontends that went away. The first call returns the whole desired
-  // state. With a ChangeSet only the named services (and the services of
-  // the named slices) are looked at, so one endpoint change costs O(change).
-  // The builder keeps no copy of the frontends (ServiceMap holds what is
-  // programmed); applying the deltas in order gives ComputeDesired().
-  std::map<FrontendKey, std::optional<Frontend>> Update(const ClusterState& state, const ChangeSet& changes);
-  std::map<FrontendKey, std::optional<Frontend>> Update(const ClusterState& state) {
-    return Update(state, ChangeSet::All());
-  }
+  // state. With a ChangeSet only the named services are looked at (the
+  // StateStore names the services of a changed slice, before and after),
+  // so one endpoint change costs O(change). The builder keeps no copy of
+  // the frontends (ServiceMap holds what is programmed); applying the
+  // deltas in order gives ComputeDesired(). `state` must be the same store
+  // on every call (the builder's fingerprints use its name ids).
+  FrontendDelta Update(const CompactState& state, const ChangeSet& changes);
+  // Model objects (tests, ComputeDesired): mirrored into a CompactState of
+  // the builder's own, through `changes`, which may name slices alone.
+  FrontendDelta Update(const ClusterState& state, const ChangeSet& changes);
+  FrontendDelta Update(const ClusterState& state) { return Update(state, ChangeSet::All()); }
 
  private:
   // Per service only a fingerprint of its inputs and the keys of its
@@ -91,26 +96,25 @@ class DesiredBuilder {
     OneOrMore<FrontendKey> keys;  // sorted (most services have one frontend)
   };
   NodeConfig node_;
-  void Visit(const std::string& key, const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
+  // Decodes the Service of `e` and its slices into the scratch records;
+  // returns the fingerprint of those inputs.
+  uint64_t Load(const CompactState& state, const CompactState::Entry& e);
+  void Visit(const std::string& key, const CompactState& state, FrontendDelta* delta);
   // The builder's first pass (nothing cached yet): every service, with the
   // builder's entries allocated after the delta (see desired.cc).
-  void FirstPass(const ClusterState& state, std::map<FrontendKey, std::optional<Frontend>>* delta);
-  Cached Compute(const Service& svc, const std::vector<const EndpointSlice*>& mine, uint64_t fingerprint,
-                 std::vector<std::pair<FrontendKey, Frontend>>* fresh) const;
-  void Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old, const OneOrMore<FrontendKey>* keep, std::map<FrontendKey, std::optional<Frontend>>* delta);
+  void FirstPass(const CompactState& state, FrontendDelta* delta);
+  Cached Compute(const CompactState& state, uint64_t fingerprint, std::vector<std::pair<FrontendKey, Frontend>>* fresh) const;
+  void Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old, const OneOrMore<FrontendKey>* keep, FrontendDelta* delta);
   std::unordered_map<std::string, Cached> cache_;
-  // service key -> slice keys, sorted (inline: most services have one
-  // slice). No reverse index: a slice that left a service (deleted, or now
-  // naming another) is dropped from its old entry when that service is
-  // visited, which the ChangeSet guarantees (it names the old service).
-  absl::btree_map<std::string, OneOrMore<std::string>> slices_of_;
-  void LinkSlice(const std::string& service_key, const std::string& slice_key);
-  // The current slices of a service, pruning entries of slices that left it.
-  void SlicesOf(const std::string& service_key, const ClusterState& state, std::vector<const EndpointSlice*>* mine);
   // Which service a frontend key belongs to (the last one that produced it):
   // points at that service's key in cache_ (node keys never move).
   // A B-tree: entries sit in arrays, ~40 B each instead of an 80 B map node.
   absl::btree_map<FrontendKey, const std::string*> owner_;
+  // Reused between services, so a visit allocates nothing to read records.
+  ServiceRecord svc_;
+  std::vector<SliceRecord> slices_;
+  size_t slice_count_ = 0;
+  std::unique_ptr<CompactState> mirror_;  // for Update(ClusterState)
 };
 
 std::string Ipv4ToString(uint32_t address_be);

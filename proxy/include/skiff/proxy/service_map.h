@@ -41,9 +41,6 @@ struct ServiceCounters {
   uint64_t connections = 0, packets = 0, bytes = 0, refused = 0;
 };
 
-// A change to apply: frontend -> new contents, or nullopt to remove it.
-using FrontendDelta = std::map<FrontendKey, std::optional<Frontend>>;
-
 class ServiceMap {
  public:
   explicit ServiceMap(LbMapFds fds);

@@ -26,7 +26,8 @@ class Source {
   virtual absl::Status Run(StateSink& sink, const std::atomic<bool>& stop) = 0;
 };
 
-// Holds the latest ClusterState and wakes the programming loop on change.
+// Holds the latest state, in compact records, and wakes the programming
+// loop on change.
 class StateStore final : public StateSink {
  public:
   void Replace(ClusterState state) override;
@@ -39,7 +40,7 @@ class StateStore final : public StateSink {
   // `fn` under the store's lock with the state and what changed since the
   // previous call, and returns the new generation (== seen on timeout).
   uint64_t Consume(uint64_t seen, int timeout_ms,
-                   const std::function<void(const ClusterState&, const ChangeSet&)>& fn);
+                   const std::function<void(const CompactState&, const ChangeSet&)>& fn);
   bool synced() const;
   // Called (under the store's lock, so it must be quick) on every change
   // delivered by the source; the agent's health marks an update as queued.
@@ -50,11 +51,10 @@ class StateStore final : public StateSink {
 
  private:
   void Bump();
-  void NoteSlice(const std::string& key, const EndpointSlice* after);
   std::function<void()> on_change_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  ClusterState state_;
+  CompactState state_;
   ChangeSet changes_ = ChangeSet::All();
   uint64_t generation_ = 0;
   bool synced_ = false;
