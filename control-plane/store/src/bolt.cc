@@ -326,7 +326,7 @@ bool LooksLikeBolt(std::string_view f) {
          Get32(f.data() + kPageHeader + 4) == kVersion;
 }
 
-absl::StatusOr<Database> Read(std::string_view f) {
+absl::Status Walk(std::string_view f, const Visitor& fn, Info* info) {
   // Meta 0 tells the page size; when it is damaged, look for meta 1 at the
   // usual page sizes. The valid meta with the newer txid wins (bbolt's rule).
   Meta m0, m1, best;
@@ -346,34 +346,57 @@ absl::StatusOr<Database> Read(std::string_view f) {
   if (best.freelist != ~uint64_t{0} && (best.freelist < 2 || best.freelist >= best.hwm)) {
     return Corrupt("freelist page out of bounds");
   }
-  Database db;
-  db.page_size = best.page_size;
-  db.txid = best.txid;
+  if (info != nullptr) {
+    info->page_size = best.page_size;
+    info->txid = best.txid;
+  }
   TreeReader tr(f, best);
-  std::string last_bucket;
+  std::string bucket;
   bool first_bucket = true;
-  absl::Status st = tr.WalkPage(best.root, 0, [&](std::string_view name, std::string_view value, uint32_t flags) {
+  return tr.WalkPage(best.root, 0, [&](std::string_view name, std::string_view value, uint32_t flags) {
     if ((flags & kBucketLeaf) == 0) return Corrupt("a plain key in the root bucket");
     if (value.size() < kBucketHeader) return Corrupt("short bucket header");
-    if (!first_bucket && name <= std::string_view(last_bucket)) return Corrupt("buckets out of order");
+    if (!first_bucket && name <= std::string_view(bucket)) return Corrupt("buckets out of order");
     first_bucket = false;
-    last_bucket.assign(name.data(), name.size());
-    auto& pairs = db.buckets[std::string(name)];
+    bucket.assign(name.data(), name.size());
+    std::string_view last;
+    bool first = true;
     auto add = [&](std::string_view k, std::string_view v, uint32_t f) -> absl::Status {
-      if (f & kBucketLeaf) return Corrupt("nested bucket in " + last_bucket);
-      if (!pairs.empty() && k <= std::string_view(pairs.back().first)) return Corrupt("keys out of order in " + last_bucket);
-      pairs.emplace_back(std::string(k), std::string(v));
-      return absl::OkStatus();
+      if (f & kBucketLeaf) return Corrupt("nested bucket in " + bucket);
+      if (!first && k <= last) return Corrupt("keys out of order in " + bucket);
+      first = false;
+      last = k;
+      return fn(bucket, k, v);
     };
+    RETURN_IF_ERROR(fn(bucket, std::string_view(), std::string_view()));
     const uint64_t root = Get64(value.data());
     if (root == 0) {
       std::string_view inl = value.substr(kBucketHeader);
       if (inl.size() >= kPageHeader && Get16(inl.data() + 8) != kLeafPage) return Corrupt("inline bucket not a leaf");
-      return tr.WalkNode(inl, 1, add, "inline bucket " + last_bucket);
+      return tr.WalkNode(inl, 1, add, "inline bucket " + bucket);
     }
     return tr.WalkPage(root, 1, add);
   });
+}
+
+absl::StatusOr<Database> Read(std::string_view f) {
+  Database db;
+  Info info;
+  std::vector<std::pair<std::string, std::string>>* pairs = nullptr;
+  absl::Status st = Walk(
+      f,
+      [&](std::string_view bucket, std::string_view k, std::string_view v) {
+        if (k.empty()) {
+          pairs = &db.buckets[std::string(bucket)];
+        } else {
+          pairs->emplace_back(std::string(k), std::string(v));
+        }
+        return absl::OkStatus();
+      },
+      &info);
   if (!st.ok()) return st;
+  db.page_size = info.page_size;
+  db.txid = info.txid;
   return db;
 }
 

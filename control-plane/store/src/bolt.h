@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -96,9 +97,23 @@ struct Database {
 // True when `file` starts with a bbolt meta page (magic and version).
 bool LooksLikeBolt(std::string_view file);
 
-// Reads and checks a bbolt file (without a hash trailer): a valid meta, every
-// page inside the file and the high-water mark, no page reached twice, sane
-// element bounds, keys ascending. Nested buckets are refused (etcd has none).
+struct Info {
+  uint32_t page_size = 0;
+  uint64_t txid = 0;
+};
+
+// Called once per top-level bucket with an empty key (bbolt keys are never
+// empty), then once per pair in key order. The views point into the file.
+using Visitor = std::function<absl::Status(std::string_view bucket, std::string_view key, std::string_view value)>;
+
+// Walks and checks a bbolt file (without a hash trailer): a valid meta, every
+// page inside the file and below the high-water mark, no page reached twice,
+// element bounds inside their page, buckets and keys ascending. Nested
+// buckets are refused (etcd has none). Stops at the first error, its own or
+// the visitor's.
+absl::Status Walk(std::string_view file, const Visitor& fn, Info* info = nullptr);
+
+// The same, copied into memory (tests, small files).
 absl::StatusOr<Database> Read(std::string_view file);
 
 }  // namespace skiff::store::bolt

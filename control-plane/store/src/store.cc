@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1838,89 +1839,118 @@ bool DecodeEtcdLease(std::string_view in, int64_t* id, int64_t* ttl) {
   return true;
 }
 
-// Everything a restore writes into a fresh LMDB, decoded and checked first
-// so that a bad snapshot is refused before anything is created.
-struct RestoredState {
-  std::vector<std::pair<std::string, std::string>> kv;     // RevKey -> record, ascending
-  std::vector<std::pair<std::string, std::string>> lease;  // be64 id -> be64 ttl, ascending
-  int64_t rev = 0, compact = 0;
-};
+// An etcd backend file turned into our LMDB databases, in passes over the
+// mapped file (nothing is copied but the leases): Check decodes and checks
+// every record before anything is created; Write then fills a new LMDB.
+class EtcdBackendRestore {
+ public:
+  explicit EtcdBackendRestore(std::string_view file) : file_(file) {}
 
-absl::Status BadSnapshot(const std::string& what) {
-  return absl::DataLossError("snapshot is not a valid etcd backend: " + what);
-}
-
-absl::StatusOr<RestoredState> FromEtcdBackend(const bolt::Database& db) {
-  RestoredState s;
-  auto bucket = [&](const char* name) -> const std::vector<std::pair<std::string, std::string>>* {
-    auto it = db.buckets.find(name);
-    return it == db.buckets.end() ? nullptr : &it->second;
-  };
-  if (const auto* meta = bucket("meta")) {
-    for (const auto& [k, v] : *meta) {
-      if (k != "finishedCompactRev" && k != "scheduledCompactRev") continue;
-      if (v.size() != 17) return BadSnapshot("meta " + k + " is not a revision");
-      // A compaction scheduled but not finished is finished here (etcd
-      // resumes it at start the same way).
-      s.compact = std::max(s.compact, static_cast<int64_t>(GetBe64(v.data())));
-    }
+  absl::Status Check() {
+    bool have_key = false;
+    RETURN_IF_ERROR(bolt::Walk(file_, [&](std::string_view bucket, std::string_view k, std::string_view v) {
+      if (bucket == "key") {
+        have_key = true;
+        return k.empty() ? absl::OkStatus() : Decode(k, v, nullptr);
+      }
+      if (k.empty()) return absl::OkStatus();
+      if (bucket == "meta" && (k == "finishedCompactRev" || k == "scheduledCompactRev")) {
+        if (v.size() != 17) return Bad(absl::StrCat("meta ", ToAbsl(k), " is not a revision"));
+        // A compaction scheduled but not finished is finished here (etcd
+        // resumes it at start the same way).
+        compact_ = std::max(compact_, static_cast<int64_t>(GetBe64(v.data())));
+      } else if (bucket == "lease") {
+        int64_t id = 0, ttl = 0;
+        if (k.size() != 8 || !DecodeEtcdLease(v, &id, &ttl) || id != static_cast<int64_t>(GetBe64(k.data()))) {
+          return Bad("bad record in \"lease\"");
+        }
+        std::string ttl_be(8, '\0');
+        PutBe64(ttl_be.data(), static_cast<uint64_t>(ttl));
+        leases_.emplace_back(std::string(k), std::move(ttl_be));
+      }
+      return absl::OkStatus();
+    }));
+    if (!have_key) return Bad("no \"key\" bucket");
+    rev_ = std::max(rev_, compact_);
+    if (compact_ == 0) return absl::OkStatus();
+    // The newest record at or below the compaction point of each key: the
+    // only one there that compaction keeps (unless it is a tombstone).
+    return bolt::Walk(file_, [&](std::string_view bucket, std::string_view k, std::string_view v) {
+      if (bucket != "key" || k.empty()) return absl::OkStatus();
+      Record r;
+      RETURN_IF_ERROR(Decode(k, v, &r));
+      if (r.main <= compact_) kept_[r.kv.key()] = {r.main, r.sub};
+      return absl::OkStatus();
+    });
   }
-  const auto* keys = bucket("key");
-  if (keys == nullptr) return BadSnapshot("no \"key\" bucket");
-  struct Parsed {
-    int64_t main, sub;
-    bool tomb;
+
+  // Fills the kv, meta and lease databases of txn (the file is checked).
+  absl::Status Write(MDB_txn* txn, MDB_dbi kv, MDB_dbi meta, MDB_dbi lease) {
+    auto put = [&](MDB_dbi dbi, const std::string& k, const std::string& v, unsigned flags) -> absl::Status {
+      MDB_val key = Val(k), val = Val(v);
+      int rc = mdb_put(txn, dbi, &key, &val, flags);
+      return rc == 0 ? absl::OkStatus() : MdbError(rc, "write restored database");
+    };
+    RETURN_IF_ERROR(bolt::Walk(file_, [&](std::string_view bucket, std::string_view k, std::string_view v) {
+      if (bucket != "key" || k.empty()) return absl::OkStatus();
+      Record r;
+      RETURN_IF_ERROR(Decode(k, v, &r));
+      if (r.main <= compact_) {
+        auto it = kept_.find(r.kv.key());
+        if (r.tomb || it == kept_.end() || it->second != std::make_pair(r.main, r.sub)) return absl::OkStatus();
+      }
+      std::string rec(1, r.tomb ? kTombRecord : kPutRecord);
+      if (r.tomb) r.kv.set_mod_revision(r.main);
+      r.kv.AppendToString(&rec);
+      return put(kv, RevKey(r.main, r.sub), rec, MDB_APPEND);
+    }));
+    for (const auto& [id, ttl] : leases_) RETURN_IF_ERROR(put(lease, id, ttl, 0));
+    std::string be(8, '\0');
+    if (rev_ > 0) {
+      PutBe64(be.data(), static_cast<uint64_t>(rev_));
+      RETURN_IF_ERROR(put(meta, "rev", be, 0));
+    }
+    if (compact_ > 0) {
+      PutBe64(be.data(), static_cast<uint64_t>(compact_));
+      RETURN_IF_ERROR(put(meta, "compact", be, 0));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Record {
+    int64_t main = 0, sub = 0;
+    bool tomb = false;
     mvccpb::KeyValue kv;
   };
-  std::vector<Parsed> recs;
-  recs.reserve(keys->size());
-  // The newest revision at or below the compaction point of each key: the
-  // only record of it there that compaction keeps (unless a tombstone).
-  std::map<std::string, std::pair<int64_t, int64_t>> kept;
-  for (const auto& [k, v] : *keys) {
-    const bool tomb = k.size() == 18 && k[17] == 't';
-    if ((k.size() != 17 && !tomb) || k[8] != '_') return BadSnapshot("bad revision key in \"key\"");
-    Parsed p{static_cast<int64_t>(GetBe64(k.data())), static_cast<int64_t>(GetBe64(k.data() + 9)), tomb, {}};
-    if (p.main <= 0 || p.sub < 0 || !p.kv.ParseFromString(v) || p.kv.key().empty()) {
-      return BadSnapshot(absl::StrCat("bad record at revision ", p.main));
-    }
-    if (p.main <= s.compact) kept[p.kv.key()] = {p.main, p.sub};
-    s.rev = std::max(s.rev, p.main);
-    recs.push_back(std::move(p));
+  static absl::Status Bad(const std::string& what) {
+    return absl::DataLossError("snapshot is not a valid etcd backend: " + what);
   }
-  for (auto& p : recs) {
-    if (p.main <= s.compact) {
-      auto it = kept.find(p.kv.key());
-      if (p.tomb || it == kept.end() || it->second != std::make_pair(p.main, p.sub)) continue;
+  // A "key" record: revision key and mvccpb.KeyValue.
+  absl::Status Decode(std::string_view k, std::string_view v, Record* out) {
+    Record local;
+    Record& r = out != nullptr ? *out : local;
+    r.tomb = k.size() == 18 && k[17] == 't';
+    if ((k.size() != 17 && !r.tomb) || k[8] != '_') return Bad("bad revision key in \"key\"");
+    r.main = static_cast<int64_t>(GetBe64(k.data()));
+    r.sub = static_cast<int64_t>(GetBe64(k.data() + 9));
+    if (r.main <= 0 || r.sub < 0 || !r.kv.ParseFromArray(v.data(), static_cast<int>(v.size())) ||
+        r.kv.key().empty()) {
+      return Bad(absl::StrCat("bad record at revision ", r.main));
     }
-    std::string rec(1, p.tomb ? kTombRecord : kPutRecord);
-    if (p.tomb) {
-      mvccpb::KeyValue t;
-      t.set_key(p.kv.key());
-      t.set_mod_revision(p.main);
-      t.AppendToString(&rec);
-    } else {
-      p.kv.AppendToString(&rec);
-    }
-    s.kv.emplace_back(RevKey(p.main, p.sub), std::move(rec));
+    rev_ = std::max(rev_, r.main);
+    return absl::OkStatus();
   }
-  s.rev = std::max(s.rev, s.compact);
-  if (const auto* leases = bucket("lease")) {
-    for (const auto& [k, v] : *leases) {
-      int64_t id = 0, ttl = 0;
-      if (k.size() != 8 || !DecodeEtcdLease(v, &id, &ttl) || id != static_cast<int64_t>(GetBe64(k.data()))) {
-        return BadSnapshot("bad record in \"lease\"");
-      }
-      std::string ttl_be(8, '\0');
-      PutBe64(ttl_be.data(), static_cast<uint64_t>(ttl));
-      s.lease.emplace_back(k, std::move(ttl_be));
-    }
-  }
-  return s;
-}
 
-// Writes the restored state as the LMDB environment in dir.
-absl::Status WriteLmdb(const std::string& dir, const RestoredState& s, size_t map_hint) {
+  std::string_view file_;
+  int64_t rev_ = 0, compact_ = 0;
+  std::vector<std::pair<std::string, std::string>> leases_;  // be64 id -> be64 ttl, ascending
+  std::map<std::string, std::pair<int64_t, int64_t>> kept_;
+};
+
+// A new LMDB environment in dir, filled by `fill` in one transaction.
+absl::Status WriteLmdb(const std::string& dir, size_t map_hint,
+                       const std::function<absl::Status(MDB_txn*, MDB_dbi, MDB_dbi, MDB_dbi)>& fill) {
   MDB_env* env = nullptr;
   int rc = mdb_env_create(&env);
   if (rc != 0) return MdbError(rc, "mdb_env_create");
@@ -1933,25 +1963,13 @@ absl::Status WriteLmdb(const std::string& dir, const RestoredState& s, size_t ma
   rc = mdb_txn_begin(env, nullptr, 0, &txn);
   if (rc != 0) return MdbError(rc, "begin restore txn");
   MDB_dbi kv = 0, meta = 0, lease = 0;
-  auto put = [&](MDB_dbi dbi, const std::string& k, const std::string& v, unsigned flags) {
-    MDB_val key = Val(k), val = Val(v);
-    return mdb_put(txn, dbi, &key, &val, flags);
-  };
-  auto be = [](int64_t v) {
-    std::string b(8, '\0');
-    PutBe64(b.data(), static_cast<uint64_t>(v));
-    return b;
-  };
   rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &kv);
   if (rc == 0) rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta);
   if (rc == 0) rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &lease);
-  for (size_t i = 0; rc == 0 && i < s.kv.size(); ++i) rc = put(kv, s.kv[i].first, s.kv[i].second, MDB_APPEND);
-  for (size_t i = 0; rc == 0 && i < s.lease.size(); ++i) rc = put(lease, s.lease[i].first, s.lease[i].second, 0);
-  if (rc == 0 && s.rev > 0) rc = put(meta, "rev", be(s.rev), 0);
-  if (rc == 0 && s.compact > 0) rc = put(meta, "compact", be(s.compact), 0);
-  if (rc != 0) {
+  absl::Status st = rc == 0 ? fill(txn, kv, meta, lease) : MdbError(rc, "open lmdb databases");
+  if (!st.ok()) {
     mdb_txn_abort(txn);
-    return MdbError(rc, "write restored database");
+    return st;
   }
   rc = mdb_txn_commit(txn);
   if (rc == 0) rc = mdb_env_sync(env, 1);
@@ -2106,14 +2124,14 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
   UniqueFd in(fd);
   struct stat sb;
   if (::fstat(fd, &sb) != 0) return LastErrnoError("stat " + snapshot_path);
-  std::string data(static_cast<size_t>(sb.st_size), '\0');
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::read(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return LastErrnoError("read " + snapshot_path);
-    off += static_cast<size_t>(n);
-  }
+  // Mapped, not read: a snapshot can be as big as the quota.
+  const size_t size = static_cast<size_t>(sb.st_size);
+  void* map = size > 0 ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : nullptr;
+  if (size > 0 && map == MAP_FAILED) return LastErrnoError("mmap " + snapshot_path);
+  std::unique_ptr<void, std::function<void(void*)>> unmap(map, [size](void* p) {
+    if (p != nullptr) ::munmap(p, size);
+  });
+  const std::string_view data(static_cast<const char*>(map), size);
   // etcdctl's rule: the file carries a SHA-256 trailer when its size is a
   // multiple of 512 plus 32 (database files are whole pages).
   if (data.size() <= SHA256_DIGEST_LENGTH || data.size() % 512 != SHA256_DIGEST_LENGTH) {
@@ -2131,10 +2149,10 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
   const std::string_view file(data.data(), body);
   // Snapshots are bbolt files (ours and etcd's); older skiff-store versions
   // wrote their LMDB file, which is installed as it is.
-  std::optional<RestoredState> state;
+  std::optional<EtcdBackendRestore> etcd;
   if (bolt::LooksLikeBolt(file)) {
-    ASSIGN_OR_RETURN(bolt::Database db, bolt::Read(file));
-    ASSIGN_OR_RETURN(state, FromEtcdBackend(db));
+    etcd.emplace(file);
+    RETURN_IF_ERROR(etcd->Check());
   } else if (body < 20 || bolt::LoadLe<uint32_t>(data.data() + 16) != 0xBEEFC0DEu) {
     return absl::DataLossError("snapshot is neither a bbolt nor an LMDB database");
   }
@@ -2149,8 +2167,10 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError("create " + dir + ": " + ec.message());
   auto install = [&]() -> absl::Status {
-    if (state) {
-      RETURN_IF_ERROR(WriteLmdb(dir, *state, body));
+    if (etcd) {
+      RETURN_IF_ERROR(WriteLmdb(dir, body, [&](MDB_txn* txn, MDB_dbi kv, MDB_dbi meta, MDB_dbi lease) {
+        return etcd->Write(txn, kv, meta, lease);
+      }));
       ::unlink((dir + "/lock.mdb").c_str());
     } else {
       const std::string path = dir + "/data.mdb";
