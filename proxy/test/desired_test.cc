@@ -2,15 +2,20 @@
 // (headless, terminating fallback, traffic policies, NodePort, affinity),
 // the incremental builder and the Maglev table.
 #include <arpa/inet.h>
+#include <malloc.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <thread>
 #include <random>
 
 #include "gtest/gtest.h"
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/allocator_interface.h>
+#endif
 #include "skiff/fakeclient/fake_client.h"
 #include "raw_objects.h"
 #include "skiff/proxy/api_source.h"
@@ -681,6 +686,132 @@ TEST(Desired, SlicesMovingBetweenServicesAndDeletedThroughTheStoreLeaveTheirOldS
   }
   store.Replace(last);
   pass();
+}
+
+// The store's records give back exactly the model objects they were given
+// (IPv4, IPv6, text that is no address, every name and flag), and a
+// replacement records only the keys that differ, with a slice's Services
+// before and after.
+TEST(CompactState, GivesBackWhatItWasGivenAndRecordsOnlyWhatDiffers) {
+  ClusterState s;
+  Service web;
+  web.ns = "shop";
+  web.name = "web";
+  web.cluster_ips = {"10.96.0.10", "fd00:96::10"};
+  web.external_ips = {"203.0.113.10", "not an ip"};
+  web.ports = {{"http", Protocol::kTcp, 80, 30080}, {"dns", Protocol::kUdp, 53, 0}};
+  web.type = ServiceType::kNodePort;
+  web.affinity_client_ip = true;
+  web.affinity_timeout_s = 77;
+  web.external_policy_local = true;
+  web.internal_policy_local = true;
+  web.health_check_node_port = 31000;
+  Service db;
+  db.ns = "shop";
+  db.name = "db";
+  db.cluster_ips = {"None"};
+  db.ports = {{"", Protocol::kTcp, 5432, 0}};
+  EndpointSlice w1;
+  w1.ns = "shop";
+  w1.name = "web-1";
+  w1.service_name = "web";
+  w1.ports = {{"http", Protocol::kTcp, 8080}, {"dns", Protocol::kUdp, 5353}};
+  w1.endpoints = {{{"10.244.1.5"}, true, true, false, "me"},
+                  {{"fd00::5", "10.244.1.6"}, false, true, true, "other"},
+                  {{}, false, false, false, ""}};
+  EndpointSlice orphan;  // names a Service that does not exist
+  orphan.ns = "shop";
+  orphan.name = "x-1";
+  orphan.service_name = "x";
+  orphan.ports = {{"http", Protocol::kTcp, 1}};
+  s.services = {{web.Key(), web}, {db.Key(), db}};
+  s.endpoint_slices = {{w1.Key(), w1}, {orphan.Key(), orphan}};
+
+  CompactState cs;
+  cs.Assign(s);
+  ClusterState back = cs.ToClusterState();
+  EXPECT_EQ(back.services, s.services);
+  EXPECT_EQ(back.endpoint_slices, s.endpoint_slices);
+  EXPECT_EQ(cs.service_count(), 2u);
+  EXPECT_EQ(cs.slice_count(), 2u);
+  ASSERT_NE(cs.Find("shop/web"), nullptr);
+  EXPECT_EQ(cs.Find("shop/web")->slices.size(), 1u);
+  ASSERT_NE(cs.Find("shop/x"), nullptr);
+  EXPECT_EQ(cs.Find("shop/x")->service, nullptr);
+  EXPECT_EQ(cs.Find("nowhere/web"), nullptr);
+
+  // One endpoint of web-1 changes, the orphan moves to db, db's port
+  // changes; web itself does not.
+  ClusterState s2 = s;
+  s2.endpoint_slices["shop/web-1"].endpoints[0].ready = false;
+  s2.endpoint_slices["shop/x-1"].service_name = "db";
+  s2.services["shop/db"].ports[0].port = 5433;
+  ChangeSet c;
+  cs.Assign(s2, &c);
+  EXPECT_EQ(c.slices, (std::set<std::string>{"shop/web-1", "shop/x-1"}));
+  EXPECT_EQ(c.services, (std::set<std::string>{"shop/web", "shop/db", "shop/x"}));
+  EXPECT_EQ(cs.Find("shop/x"), nullptr);  // nothing is stored under it any more
+  EXPECT_EQ(cs.Find("shop/db")->slices.size(), 1u);
+  back = cs.ToClusterState();
+  EXPECT_EQ(back.services, s2.services);
+  EXPECT_EQ(back.endpoint_slices, s2.endpoint_slices);
+
+  // The same state again changes nothing; a removal names what went.
+  ChangeSet none;
+  cs.Assign(s2, &none);
+  EXPECT_TRUE(none.empty());
+  s2.services.erase("shop/web");
+  s2.endpoint_slices.erase("shop/x-1");
+  ChangeSet gone;
+  cs.Assign(s2, &gone);
+  EXPECT_EQ(gone.services, (std::set<std::string>{"shop/web", "shop/db"}));
+  EXPECT_EQ(gone.slices, (std::set<std::string>{"shop/x-1"}));
+  EXPECT_EQ(cs.service_count(), 1u);
+  ASSERT_NE(cs.Find("shop/web"), nullptr);  // its slice still names it
+  EXPECT_EQ(cs.Find("shop/web")->service, nullptr);
+}
+
+// 10k Services with one 2-endpoint slice each, shaped like
+// bench/service-programming's input: what the store holds (malloc's bytes in
+// use, heap and mmapped) stays within 3 MB, against ~7 MB as model objects.
+TEST(CompactState, HoldsTenThousandServicesAndSlicesInThreeMegabytes) {
+  auto in_use = []() -> size_t {
+#if defined(__SANITIZE_ADDRESS__)
+    return __sanitizer_get_current_allocated_bytes();  // ASan's allocator replaces malloc's arenas
+#else
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+#endif
+  };
+  size_t before = in_use(), model = 0;
+  CompactState cs;
+  {
+    ClusterState s;
+    for (int i = 0; i < 10000; ++i) {
+      Service v;
+      v.ns = "bench";
+      v.name = "svc-" + std::to_string(i);
+      v.cluster_ips = {"10.96." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1)};
+      v.ports = {{"http", Protocol::kTcp, 80, 0}};
+      EndpointSlice es;
+      es.ns = "bench";
+      es.name = v.name + "-1";
+      es.service_name = v.name;
+      es.ports = {{"http", Protocol::kTcp, 8080}};
+      for (int k = 0; k < 2; ++k)
+        es.endpoints.push_back(
+            {{"10.128." + std::to_string(i / 125) + "." + std::to_string(2 * (i % 125) + k + 1)}, true, true, false, "bench"});
+      s.services[v.Key()] = std::move(v);
+      s.endpoint_slices[es.Key()] = std::move(es);
+    }
+    model = in_use() - before;
+    cs.Assign(std::move(s));
+  }
+  size_t store = in_use() - before;
+  std::printf("10k Services + slices: %zu bytes as model objects, %zu bytes in the store\n", model, store);
+  EXPECT_EQ(cs.service_count(), 10000u);
+  EXPECT_LE(store, size_t{3} << 20);
+  EXPECT_LT(store * 2, model);
 }
 
 TEST(Maglev, FillsEveryEntryEvenlyAndMovesLittleWhenABackendLeaves) {
