@@ -53,7 +53,7 @@ int Usage(const char* msg) {
                "         [--advertise-client-urls URLS] [--listen-metrics-urls URLS]\n"
                "         [--quota-backend-bytes N] [--auto-compaction-retention D]\n"
                "         [--cert-file F --key-file F [--trusted-ca-file F] [--client-cert-auth]]\n"
-               "       skiff-store snapshot restore FILE --data-dir DIR\n",
+               "       skiff-store snapshot restore FILE --data-dir DIR [--skip-hash-check]\n",
                msg);
   return 2;
 }
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> positional;
   std::map<std::string, std::string> flags;
   const std::vector<std::string> bool_flags = {"client-cert-auth", "version", "help", "strict-reconfig-check",
-                                               "enable-pprof"};
+                                               "enable-pprof", "skip-hash-check"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--", 0) != 0 && !(a.size() > 1 && a[0] == '-' && a[1] != '-')) {
@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
 
   if (!positional.empty()) {
     if (positional.size() == 3 && positional[0] == "snapshot" && positional[1] == "restore") {
-      auto st = skiff::store::RestoreSnapshot(positional[2], opts.data_dir);
+      auto st = skiff::store::RestoreSnapshot(positional[2], opts.data_dir, flags.count("skip-hash-check") > 0);
       if (!st.ok()) {
         std::fprintf(stderr, "Error: %s\n", std::string(st.message()).c_str());
         return 1;

@@ -2118,7 +2118,7 @@ Metrics StoreImpl::GetMetrics() const {
   return m;
 }
 
-absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir) {
+absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir, bool skip_hash_check) {
   int fd = ::open(snapshot_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return LastErrnoError("open " + snapshot_path);
   UniqueFd in(fd);
@@ -2134,17 +2134,21 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
   const std::string_view data(static_cast<const char*>(map), size);
   // etcdctl's rule: the file carries a SHA-256 trailer when its size is a
   // multiple of 512 plus 32 (database files are whole pages).
-  if (data.size() <= SHA256_DIGEST_LENGTH || data.size() % 512 != SHA256_DIGEST_LENGTH) {
+  const bool has_hash = data.size() > SHA256_DIGEST_LENGTH && data.size() % 512 == SHA256_DIGEST_LENGTH;
+  if (!has_hash && !skip_hash_check) {
     return absl::DataLossError(absl::StrCat("snapshot ", snapshot_path, " has no sha256 trailer (", data.size(),
-                                            " bytes): truncated or not a snapshot"));
+                                            " bytes): truncated or not a snapshot (a bare database file needs "
+                                            "--skip-hash-check)"));
   }
-  const size_t body = data.size() - SHA256_DIGEST_LENGTH;
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  if (EVP_Digest(data.data(), body, digest, nullptr, EVP_sha256(), nullptr) != 1) {
-    return absl::InternalError("sha256");
-  }
-  if (std::memcmp(digest, data.data() + body, SHA256_DIGEST_LENGTH) != 0) {
-    return absl::DataLossError("snapshot file integrity check failed (sha256 mismatch)");
+  const size_t body = has_hash ? data.size() - SHA256_DIGEST_LENGTH : data.size();
+  if (has_hash && !skip_hash_check) {
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    if (EVP_Digest(data.data(), body, digest, nullptr, EVP_sha256(), nullptr) != 1) {
+      return absl::InternalError("sha256");
+    }
+    if (std::memcmp(digest, data.data() + body, SHA256_DIGEST_LENGTH) != 0) {
+      return absl::DataLossError("snapshot file integrity check failed (sha256 mismatch)");
+    }
   }
   const std::string_view file(data.data(), body);
   // Snapshots are bbolt files (ours and etcd's); older skiff-store versions

@@ -367,5 +367,25 @@ TEST_F(StoreSnapshot, OlderLmdbSnapshotsStillRestore) {
   EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 50);
 }
 
+TEST_F(StoreSnapshot, BareDatabaseFileRestoresWithSkipHashCheckOnly) {
+  auto s = OpenStore((dir_ / "src").string());
+  ASSERT_NE(s, nullptr);
+  PutMany(s.get(), 200, "v");
+  const std::string snap = Save(s.get(), "snap.db");
+  std::ifstream in(snap, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  // What a stopped etcd's member/snap/db looks like: the database alone.
+  const std::string bare = (dir_ / "bare.db").string();
+  std::ofstream(bare, std::ios::binary) << ss.str().substr(0, ss.str().size() - 32);
+  fs::path out = dir_ / "out";
+  fs::create_directories(out);
+  ExpectRefused(bare, out, "--skip-hash-check");
+  ASSERT_TRUE(RestoreSnapshot(bare, (out / "restored").string(), /*skip_hash_check=*/true).ok());
+  auto r = OpenStore((out / "restored").string());
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 200);
+}
+
 }  // namespace
 }  // namespace skiff::store::testing

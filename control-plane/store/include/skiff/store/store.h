@@ -149,6 +149,9 @@ class Store {
 // holds, its compaction point, leases and their keys. A file without a valid
 // SHA-256 trailer or with a damaged database is refused; on failure nothing
 // is left behind.
-absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir);
+// skip_hash_check (etcdctl's --skip-hash-check): also take a database file
+// without a trailer, e.g. member/snap/db copied from a stopped etcd.
+absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir,
+                             bool skip_hash_check = false);
 
 }  // namespace skiff::store
