@@ -1859,6 +1859,8 @@ class EtcdBackendRestore {
         // A compaction scheduled but not finished is finished here (etcd
         // resumes it at start the same way).
         compact_ = std::max(compact_, static_cast<int64_t>(GetBe64(v.data())));
+      } else if (bucket == "authUsers" || bucket == "authRoles" || bucket == "alarm") {
+        ++dropped_[std::string(bucket)];
       } else if (bucket == "lease") {
         int64_t id = 0, ttl = 0;
         if (k.size() != 8 || !DecodeEtcdLease(v, &id, &ttl) || id != static_cast<int64_t>(GetBe64(k.data()))) {
@@ -1871,6 +1873,10 @@ class EtcdBackendRestore {
       return absl::OkStatus();
     }));
     if (!have_key) return Bad("no \"key\" bucket");
+    for (const auto& [bucket, n] : dropped_) {
+      log::Warn("store: restore leaves out what skiff-store does not have ", log::Field("bucket", bucket), " ",
+                log::Field("entries", static_cast<long long>(n)));
+    }
     rev_ = std::max(rev_, compact_);
     if (compact_ == 0) return absl::OkStatus();
     // The newest record at or below the compaction point of each key: the
@@ -1946,6 +1952,7 @@ class EtcdBackendRestore {
   int64_t rev_ = 0, compact_ = 0;
   std::vector<std::pair<std::string, std::string>> leases_;  // be64 id -> be64 ttl, ascending
   std::map<std::string, std::pair<int64_t, int64_t>> kept_;
+  std::map<std::string, int64_t> dropped_;  // auth users/roles and alarms: skiff-store has none
 };
 
 // A new LMDB environment in dir, filled by `fill` in one transaction.
