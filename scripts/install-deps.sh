@@ -16,7 +16,7 @@ BUILD_PKGS=(
   libsystemd-dev libcap-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libyaml-cpp-dev libabsl-dev liblmdb-dev nlohmann-json3-dev
-  libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev
+  libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev libnghttp2-dev libmbedtls-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format
 )

@@ -1,202 +1,282 @@
 #include "skiff/proxy/api_source.h"
 
+#include <malloc.h>
+#include <time.h>
+
 #include <chrono>
-#include <mutex>
+#include <set>
 #include <thread>
 
-#include "skiff/client/informer.h"
-#include "skiff/controllers/events.h"
-#include "skiff/common/log.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "api_conn.h"
+#include "api_wire.h"
 #include "raw_objects.h"
+#include "skiff/client/config.h"
+#include "skiff/common/log.h"
 
 namespace skiff::proxy {
 namespace {
 
-RawNumber Number(int64_t v, bool present) {
-  RawNumber n;
-  n.present = present;
-  if (present) {
-    n.value = v;
-    n.text = std::to_string(v);
-  }
-  return n;
+constexpr char kWatchPath[] = "/skiff.api.v1.Api/Watch";
+constexpr char kCreatePath[] = "/skiff.api.v1.Api/Create";
+constexpr int kConnectTimeoutMs = 10000;
+
+std::string NowRfc3339() {
+  time_t t = time(nullptr);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[32];
+  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
-void ServiceToModel(const api::v1::Service& o, ClusterState* out, std::vector<std::string>* problems = nullptr) {
-  RawService r;
-  r.ns = o.metadata().namespace_();
-  r.name = o.metadata().name();
-  const auto& spec = o.spec();
-  r.type = spec.type();
-  r.cluster_ip = spec.cluster_ip();
-  if (spec.cluster_ips_size() > 0) r.cluster_ips.assign(spec.cluster_ips().begin(), spec.cluster_ips().end());
-  else if (!spec.cluster_ip().empty())
-    r.cluster_ips.push_back(spec.cluster_ip());
-  r.ip_families.assign(spec.ip_families().begin(), spec.ip_families().end());
-  r.ip_family_policy = spec.ip_family_policy();
-  r.external_ips.assign(spec.external_ips().begin(), spec.external_ips().end());
-  r.session_affinity = spec.session_affinity();
-  const auto& cip = spec.session_affinity_config().client_ip();
-  r.affinity_timeout = Number(cip.timeout_seconds(), cip.has_timeout_seconds());
-  r.external_traffic_policy = spec.external_traffic_policy();
-  r.internal_traffic_policy = spec.internal_traffic_policy();
-  r.health_check_node_port = Number(spec.health_check_node_port(), spec.health_check_node_port() != 0);
-  for (const auto& p : spec.ports()) {
-    RawServicePort rp;
-    rp.name = p.name();
-    rp.protocol = p.protocol();
-    rp.port = Number(p.port(), true);
-    rp.node_port = Number(p.node_port(), p.node_port() != 0);
-    r.ports.push_back(std::move(rp));
-  }
-  AddService(std::move(r), out, problems);
+// Sleeps up to `ms`, returning early once `stop` is set.
+void Pause(int ms, const std::atomic<bool>& stop) {
+  for (int slept = 0; slept < ms && !stop.load(); slept += 50)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
 }
 
-void SliceToModel(const api::v1::EndpointSlice& o, ClusterState* out) {
-  RawEndpointSlice r;
-  r.ns = o.metadata().namespace_();
-  r.name = o.metadata().name();
-  if (auto it = o.metadata().labels().find("kubernetes.io/service-name"); it != o.metadata().labels().end())
-    r.service_name = it->second;
-  r.address_type = o.address_type();
-  for (const auto& p : o.ports()) {
-    RawEndpointPort rp;
-    rp.name = p.name();
-    rp.protocol = p.protocol();
-    rp.port = Number(p.port(), p.has_port());
-    r.ports.push_back(std::move(rp));
-  }
-  for (const auto& e : o.endpoints()) {
-    RawEndpoint re;
-    re.addresses.assign(e.addresses().begin(), e.addresses().end());
-    if (e.conditions().has_ready()) re.ready = e.conditions().ready();
-    if (e.conditions().has_serving()) re.serving = e.conditions().serving();
-    if (e.conditions().has_terminating()) re.terminating = e.conditions().terminating();
-    re.node_name = e.node_name();
-    r.endpoints.push_back(std::move(re));
-  }
-  AddEndpointSlice(std::move(r), out);
-}
-
-// The watch sees objects of one kind; this mirrors the whole cluster state and
-// forwards changes once the first complete state went out.
 class ApiSource final : public Source {
  public:
-  explicit ApiSource(std::shared_ptr<client::Client> api)
-      : api_(std::move(api)), events_(std::make_unique<controllers::EventRecorder>(api_, "skiff-proxy")) {}
+  explicit ApiSource(ApiSourceConfig cfg) : cfg_(std::move(cfg)) {}
 
   absl::Status Run(StateSink& sink, const std::atomic<bool>& stop) override {
     sink_ = &sink;
-    client::Informer services(api_.get(), "services", "", {}, Handlers(/*services=*/true));
-    client::Informer slices(api_.get(), "endpointslices", "", {}, Handlers(/*services=*/false));
-    services.Start();
-    slices.Start();
-    bool live = false;
+    int backoff_ms = 200;
     while (!stop.load()) {
-      if (!live && services.HasSynced() && slices.HasSynced()) {
-        std::lock_guard lock(mu_);
-        sink.Replace(mirror_);
-        live_ = live = true;
-        log::Info("api source synced ", log::Field("services", static_cast<long long>(mirror_.services.size())),
-                  " ", log::Field("endpointslices", static_cast<long long>(mirror_.endpoint_slices.size())));
+      auto conn = GrpcConnection::Connect(cfg_.credentials, kConnectTimeoutMs, stop);
+      if (!conn.ok()) {
+        if (stop.load()) break;
+        log::Warn("api source: ", conn.status(), "; retrying in ", backoff_ms, " ms");
+        Pause(backoff_ms, stop);
+        backoff_ms = std::min(backoff_ms * 2, 5000);
+        continue;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      conn_ = conn->get();
+      bool progressed = Serve(stop);
+      conn_ = nullptr;
+      conn->reset();
+      if (stop.load()) break;
+      if (progressed) backoff_ms = 200;
+      Pause(progressed ? 100 : backoff_ms, stop);
+      if (!progressed) backoff_ms = std::min(backoff_ms * 2, 5000);
     }
-    services.Stop();
-    slices.Stop();
     return absl::OkStatus();
   }
 
  private:
-  client::InformerHandlers Handlers(bool services) {
-    client::InformerHandlers h;
-    auto upsert = [this, services](const client::Object& o) { Upsert(o, services); };
-    h.on_add = upsert;
-    h.on_update = [upsert](const client::Object&, const client::Object& cur) { upsert(cur); };
-    h.on_delete = [this, services](const client::Object& o) { Remove(o, services); };
-    return h;
+  struct Watch {
+    Watch(const char* r, bool s) : resource(r), services(s) {}
+    const char* resource;
+    bool services;
+    std::string resource_version;  // the last one seen: where to resume
+    int32_t stream = 0;
+    bool initial = false;  // still in the ADDED burst of existing objects
+    size_t received = 0;
+  };
+
+  // Runs both watches on the current connection until it breaks or a watch
+  // ends. Returns whether any event arrived (for the backoff).
+  bool Serve(const std::atomic<bool>& stop) {
+    restart_ = false;
+    progressed_ = false;
+    if (full_) pending_ = ClusterState{};
+    for (Watch* w : {&services_, &slices_}) {
+      w->initial = full_;
+      w->received = 0;
+      wire::WatchRequestFields req;
+      req.resource = w->resource;
+      req.resource_version = full_ ? "" : w->resource_version;
+      req.allow_watch_bookmarks = true;
+      req.send_initial_events = full_;
+      auto id = conn_->StartCall(
+          kWatchPath, wire::EncodeWatchRequest(req), [this, w](std::string_view m) { OnMessage(*w, m); },
+          [this, w](const absl::Status& st) { OnClose(*w, st); });
+      if (!id.ok()) {
+        log::Warn("api source: watch ", w->resource, ": ", id.status());
+        return false;
+      }
+      w->stream = *id;
+    }
+    while (!stop.load() && !restart_) {
+      absl::Status st = conn_->Poll(200);
+      if (!st.ok()) {
+        if (!stop.load() && !restart_) log::Warn("api source: connection to ", cfg_.credentials.server, " lost: ", st);
+        break;
+      }
+    }
+    return progressed_;
   }
 
-  void Upsert(const client::Object& o, bool services) {
-    absl::StatusOr<ClusterState> model;
-    if (services) {
+  void OnClose(Watch& w, const absl::Status& st) {
+    w.stream = 0;
+    if (absl::IsCancelled(st) || restart_) return;
+    if (absl::IsOutOfRange(st)) {
+      log::Info("api source: watch ", w.resource, " from ", w.resource_version, ": ", st, "; watching again from the start");
+      full_ = true;
+    } else {
+      log::Warn("api source: watch ", w.resource, " ended: ", st.ok() ? absl::UnavailableError("closed by the server") : st);
+    }
+    Restart();
+  }
+
+  // Ends both watches; Run() dials again and resumes (or starts over when
+  // full_ was set).
+  void Restart() {
+    restart_ = true;
+    for (Watch* w : {&services_, &slices_})
+      if (w->stream) conn_->CancelCall(w->stream);
+  }
+
+  void OnMessage(Watch& w, std::string_view msg) {
+    auto ev = wire::DecodeWatchEvent(msg);
+    if (!ev.ok()) {
+      log::Warn("api source: skipping an undecodable ", w.resource, " watch event: ", ev.status());
+      return;
+    }
+    progressed_ = true;
+    if (ev->type == "ERROR") {
+      log::Warn("api source: watch ", w.resource, ": error ", ev->error_code, ": ", ev->error_message,
+                "; watching again from the start");
+      full_ = true;
+      Restart();
+      return;
+    }
+    if (!ev->resource_version.empty()) w.resource_version = ev->resource_version;
+    if (ev->type == "BOOKMARK") {
+      if (ev->initial_events_end && w.initial) {
+        w.initial = false;
+        MaybeGoLive();
+      }
+      return;
+    }
+    auto want = w.services ? wire::WatchEventView::Kind::kService : wire::WatchEventView::Kind::kEndpointSlice;
+    if (ev->kind != want) return;
+    ++w.received;
+    if (ev->type == "DELETED") Delete(w, *ev);
+    else
+      Upsert(w, *ev);
+  }
+
+  // Both initial bursts are in: the first complete state goes to the sink
+  // by move; from now on the sink's copy is the only one.
+  void MaybeGoLive() {
+    if (!full_ || services_.initial || slices_.initial) return;
+    full_ = false;
+    log::Info("api source synced ", log::Field("services", static_cast<long long>(services_.received)), " ",
+              log::Field("endpointslices", static_cast<long long>(slices_.received)));
+    sink_->Replace(std::move(pending_));
+    pending_ = ClusterState{};
+    malloc_trim(0);
+  }
+
+  void Delete(Watch& w, const wire::WatchEventView& ev) {
+    std::string key = absl::StrCat(ev.ns(), "/", ev.name());
+    if (full_) {
+      if (w.services) pending_.services.erase(key);
+      else
+        pending_.endpoint_slices.erase(key);
+    } else if (w.services) {
+      sink_->DeleteService(ev.ns(), ev.name());
+    } else {
+      sink_->DeleteEndpointSlice(ev.ns(), ev.name());
+    }
+  }
+
+  void Upsert(Watch& w, wire::WatchEventView& ev) {
+    std::string ns = ev.ns(), name = ev.name(), key = absl::StrCat(ns, "/", name);
+    ClusterState one;
+    ClusterState* into = full_ ? &pending_ : &one;
+    if (w.services) {
       // Malformed parts are skipped with a log line (AddService) and, for
       // whoever looks at the Service, a Warning event.
       std::vector<std::string> problems;
-      model = ClusterState{};
-      ServiceToModel(o.service(), &*model, &problems);
+      std::string rv = ev.resource_version;
+      bool kept = AddService(std::move(ev.service), into, &problems);
       if (!problems.empty()) {
         std::string msg;
         for (const std::string& p : problems) msg += (msg.empty() ? "" : "; ") + p;
-        events_->Event(controllers::RefTo(o), "Warning", "InvalidServiceSpec", msg);
+        RecordWarning(ns, name, ev.uid, rv, "InvalidServiceSpec", msg);
+      }
+      if (full_) {
+        if (!kept) pending_.services.erase(key);
+      } else if (auto it = one.services.find(key); kept && it != one.services.end()) {
+        sink_->UpsertService(std::move(it->second));
+      } else {
+        // Malformed as a whole (the parser logged why): nothing stale stays.
+        sink_->DeleteService(ns, name);
       }
     } else {
-      model = ModelFromObjects({o});
-    }
-    const auto& meta = services ? o.service().metadata() : o.endpoint_slice().metadata();
-    std::string key = meta.namespace_() + "/" + meta.name();
-    std::lock_guard lock(mu_);
-    if (!model.ok()) {
-      log::Warn("skipping ", services ? "service " : "endpointslice ", key, ": ", model.status());
-      return;
-    }
-    if (services) {
-      auto it = model->services.find(key);
-      if (it == model->services.end()) {
-        // Malformed (the parser logged why): make sure nothing stale stays.
-        if (mirror_.services.erase(key) && live_) sink_->DeleteService(meta.namespace_(), meta.name());
-        return;
+      bool kept = AddEndpointSlice(std::move(ev.slice), into);
+      if (full_) {
+        if (!kept) pending_.endpoint_slices.erase(key);
+      } else if (auto it = one.endpoint_slices.find(key); kept && it != one.endpoint_slices.end()) {
+        sink_->UpsertEndpointSlice(std::move(it->second));
+      } else {
+        sink_->DeleteEndpointSlice(ns, name);
       }
-      mirror_.services[key] = it->second;
-      if (live_) sink_->UpsertService(it->second);
-    } else {
-      auto it = model->endpoint_slices.find(key);
-      if (it == model->endpoint_slices.end()) {
-        if (mirror_.endpoint_slices.erase(key) && live_) sink_->DeleteEndpointSlice(meta.namespace_(), meta.name());
-        return;
-      }
-      mirror_.endpoint_slices[key] = it->second;
-      if (live_) sink_->UpsertEndpointSlice(it->second);
     }
   }
 
-  void Remove(const client::Object& o, bool services) {
-    const auto& meta = services ? o.service().metadata() : o.endpoint_slice().metadata();
-    std::string key = meta.namespace_() + "/" + meta.name();
-    std::lock_guard lock(mu_);
-    if (services) {
-      mirror_.services.erase(key);
-      if (live_) sink_->DeleteService(meta.namespace_(), meta.name());
-    } else {
-      mirror_.endpoint_slices.erase(key);
-      if (live_) sink_->DeleteEndpointSlice(meta.namespace_(), meta.name());
-    }
+  // A Warning Event on the Service, as controllers::EventRecorder writes one
+  // (once per object version, reason and message in this process).
+  void RecordWarning(const std::string& ns, const std::string& name, const std::string& uid, const std::string& rv,
+                     const std::string& reason, const std::string& message) {
+    std::string dedup = absl::StrCat(uid, "/", rv, "/", reason, "/", message);
+    if (!recorded_.insert(dedup).second) return;
+    if (recorded_.size() > 4096) recorded_.clear();
+    wire::EventFields ev;
+    ev.ns = ns.empty() ? "default" : ns;
+    auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+    ev.name = absl::StrFormat("%s.%x", name, static_cast<unsigned long long>(nanos));
+    ev.involved_ns = ns;
+    ev.involved_name = name;
+    ev.involved_uid = uid;
+    ev.involved_resource_version = rv;
+    ev.type = "Warning";
+    ev.reason = reason;
+    ev.message = message;
+    ev.component = cfg_.component;
+    ev.timestamp = NowRfc3339();
+    auto id = conn_->StartCall(kCreatePath, wire::EncodeCreateEventRequest(ev), nullptr,
+                               [what = absl::StrCat("event ", reason, " on service ", ns, "/", name)](const absl::Status& st) {
+                                 if (!st.ok() && !absl::IsCancelled(st)) log::Warn("api source: ", what, ": ", st);
+                               });
+    if (!id.ok()) log::Warn("api source: event ", reason, " on service ", ns, "/", name, ": ", id.status());
   }
 
-  std::shared_ptr<client::Client> api_;
-  std::unique_ptr<controllers::EventRecorder> events_;
+  ApiSourceConfig cfg_;
   StateSink* sink_ = nullptr;
-  std::mutex mu_;
-  ClusterState mirror_;
-  bool live_ = false;
+  GrpcConnection* conn_ = nullptr;
+  Watch services_{"services", true};
+  Watch slices_{"endpointslices", false};
+  bool full_ = true;  // the next watches start from "" and end in a Replace()
+  bool restart_ = false;
+  bool progressed_ = false;
+  ClusterState pending_;  // the state being collected before a Replace()
+  std::set<std::string> recorded_;
 };
 
 }  // namespace
 
-absl::StatusOr<ClusterState> ModelFromObjects(const std::vector<client::Object>& objects) {
-  ClusterState state;
-  for (const auto& o : objects) {
-    if (o.has_service()) ServiceToModel(o.service(), &state);
-    else if (o.has_endpoint_slice())
-      SliceToModel(o.endpoint_slice(), &state);
-    else
-      return absl::InvalidArgumentError("neither a Service nor an EndpointSlice");
-  }
-  return state;
+absl::StatusOr<ApiSourceConfig> LoadApiSourceConfig(const std::string& kubeconfig, const std::string& server) {
+  auto cfg = client::LoadClientConfig(kubeconfig.empty() ? client::DefaultConfigPath() : kubeconfig);
+  if (!cfg.ok()) return cfg.status();
+  ApiSourceConfig out;
+  out.credentials = std::move(cfg->credentials);
+  if (!server.empty()) out.credentials.server = server;
+  const client::Credentials& c = out.credentials;
+  if (c.server.empty()) return absl::InvalidArgumentError("client config: no server address");
+  if (!c.insecure && !c.client_cert_pem.empty() && c.client_key_pem.empty())
+    return absl::InvalidArgumentError("client config: a client certificate needs its key");
+  return out;
 }
 
-std::unique_ptr<Source> MakeApiSource(std::shared_ptr<client::Client> api) {
-  return std::make_unique<ApiSource>(std::move(api));
+std::unique_ptr<Source> MakeApiSource(ApiSourceConfig config) {
+  return std::make_unique<ApiSource>(std::move(config));
 }
 
 }  // namespace skiff::proxy

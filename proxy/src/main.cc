@@ -12,12 +12,8 @@
 #include "skiff/common/log.h"
 #include "skiff/common/config_args.h"
 #include "skiff/proxy/agent.h"
-#include "skiff/proxy/datapath.h"
-#ifdef SKIFF_PROXY_WITH_API
-#include "skiff/client/config.h"
-#include "skiff/client/dial.h"
 #include "skiff/proxy/api_source.h"
-#endif
+#include "skiff/proxy/datapath.h"
 
 namespace {
 
@@ -39,29 +35,6 @@ std::vector<std::string> SplitList(const std::string& v) {
   for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) out.emplace_back(part);
   return out;
 }
-
-#ifndef SKIFF_PROXY_WITH_API
-// --server: replaces this process (same pid, same arguments) with
-// skiff-proxy-api, the build that carries the API source and with it gRPC,
-// protobuf and OpenSSL, so that --from-file never maps them. It sits next to
-// this binary (build tree) or in <prefix>/lib/skiff/ (installed). Returns
-// only on failure.
-void ExecApiBuild(char** raw_argv) {
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n < 0) {
-    skiff::log::Error("--server: readlink /proc/self/exe: ", strerror(errno));
-    return;
-  }
-  std::string dir(exe, static_cast<size_t>(n));
-  dir.erase(dir.rfind('/') + 1);
-  for (const std::string& path : {dir + "../lib/skiff/skiff-proxy-api", dir + "skiff-proxy-api"}) {
-    execv(path.c_str(), raw_argv);
-    if (errno != ENOENT) skiff::log::Error("--server: exec ", path, ": ", strerror(errno));
-  }
-  skiff::log::Error("--server: skiff-proxy-api not found in ", dir, "../lib/skiff/ or ", dir);
-}
-#endif
 
 }  // namespace
 
@@ -145,25 +118,14 @@ int main(int raw_argc, char** raw_argv) {
   if (!from_file.empty()) {
     source = skiff::proxy::MakeFileSource(from_file);
   } else if (!server.empty()) {
-#ifdef SKIFF_PROXY_WITH_API
     // Services and EndpointSlices from the API: credentials from --kubeconfig
     // (or the default client config), --server overrides its address.
-    auto cfg = skiff::client::LoadClientConfig(kubeconfig.empty() ? skiff::client::DefaultConfigPath() : kubeconfig);
+    auto cfg = skiff::proxy::LoadApiSourceConfig(kubeconfig, server);
     if (!cfg.ok()) {
       skiff::log::Error("--kubeconfig: ", cfg.status());
       return 2;
     }
-    cfg->credentials.server = server;
-    auto api = skiff::client::Dial(cfg->credentials);
-    if (!api.ok()) {
-      skiff::log::Error("--server ", server, ": ", api.status());
-      return 1;
-    }
-    source = skiff::proxy::MakeApiSource(std::shared_ptr<skiff::client::Client>(std::move(*api)));
-#else
-    ExecApiBuild(raw_argv);
-    return 1;
-#endif
+    source = skiff::proxy::MakeApiSource(std::move(*cfg));
   } else {
     Usage();
     return 2;

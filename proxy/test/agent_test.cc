@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -179,6 +181,8 @@ class AgentTest : public ::testing::Test {
                                        "--bpffs-dir",   lab_->bpffs(),  "--cgroup-root",
                                        lab_->cgroup(),  "--node-name",  "node-a",
                                        "--metrics-bind-address", "127.0.0.1:10249"};
+      // --server replaces the file source.
+      if (std::find(extra.begin(), extra.end(), "--server") != extra.end()) args.erase(args.begin() + 1, args.begin() + 3);
       args.insert(args.end(), extra.begin(), extra.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
@@ -238,18 +242,17 @@ TEST_F(AgentTest, ProgramsServicesFromFileSkipsBadInputAndAddsTheServiceRoute) {
   EXPECT_NE(metrics.find("skiff_service_connections_total{service_port=\"default/web:http/TCP\"} 1"),
             std::string::npos)
       << metrics;
-  // --from-file runs without the API source's libraries mapped (they are
-  // in skiff-proxy-api, which only --server runs).
+  // No gRPC, protobuf or OpenSSL in skiff-proxy (the API source has a lean
+  // client of its own).
   std::string maps = ReadAll("/proc/" + std::to_string(agent_) + "/maps");
   ASSERT_NE(maps.find("skiff-proxy"), std::string::npos) << maps;
   for (const char* lib : {"libgrpc", "libprotobuf", "libssl", "libcrypto"})
     EXPECT_EQ(maps.find(lib), std::string::npos) << lib << " is mapped:\n" << maps;
 }
 
-// --server: skiff-proxy replaces itself (same pid, same arguments) with
-// skiff-proxy-api, the build with the API source; its --kubeconfig error is
-// what comes back.
-TEST_F(AgentTest, ServerModeRunsTheApiBuildInTheSameProcess) {
+// --server with a kubeconfig that is not there fails at once, with the
+// reason.
+TEST_F(AgentTest, ServerModeWithAMissingKubeconfigFailsAtOnce) {
   std::string missing = "/tmp/skiff-ag-" + std::to_string(getpid()) + "-no-kubeconfig";
   unlink(missing.c_str());
   pid_t pid = fork();
@@ -270,7 +273,112 @@ TEST_F(AgentTest, ServerModeRunsTheApiBuildInTheSameProcess) {
   std::string log = ReadAll(log_);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status << "\n" << log;
   EXPECT_NE(log.find("--kubeconfig: "), std::string::npos) << log;
-  EXPECT_EQ(log.find("skiff-proxy-api not found"), std::string::npos) << log;
+}
+
+// Runs a program in the node netns (a fork of this thread, which is in it)
+// and returns its exit status; output goes to `log`.
+int RunInLab(const std::vector<std::string>& args, const std::string& log) {
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+const char* kApiServices = R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-abc, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [%s]
+  conditions: {ready: true}
+)";
+
+// --server, the mode nodes run: skiff-proxy itself (no other program) takes
+// Services and EndpointSlices from a real API server over TLS with the
+// kubeconfig's client certificate, programs them, follows a change, and
+// never maps gRPC, protobuf or OpenSSL.
+TEST_F(AgentTest, ServerModeProgramsServicesFromARealApiServerWithoutGrpcProtobufOrOpenSsl) {
+  std::string bin_dir = binary_.substr(0, binary_.rfind('/'));
+  std::string cp_bin = bin_dir + "/skiff-control-plane", ctl = bin_dir + "/skiffctl";
+  ASSERT_EQ(access(cp_bin.c_str(), X_OK), 0) << cp_bin;
+  ASSERT_EQ(access(ctl.c_str(), X_OK), 0) << ctl;
+  std::string dir = "/tmp/skiff-ag-" + std::to_string(getpid()) + "-cp";
+  std::string cp_log = dir + ".log", kubeconfig = dir + "/admin.conf", objects = dir + ".yaml";
+  std::filesystem::remove_all(dir);
+  // The control plane runs in the node netns (forked from this thread), on
+  // its loopback.
+  pid_t cp = fork();
+  ASSERT_GE(cp, 0);
+  if (cp == 0) {
+    int fd = open(cp_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(cp_bin.c_str(), cp_bin.c_str(), "--data-dir", dir.c_str(), "--listen", "127.0.0.1:16443", "--health-listen",
+          "127.0.0.1:16444", "--components", "apiserver", "--advertise-address", "127.0.0.1", nullptr);
+    _exit(127);
+  }
+  struct Cleanup {
+    pid_t cp;
+    std::vector<std::string> paths;
+    ~Cleanup() {
+      kill(cp, SIGKILL);
+      waitpid(cp, nullptr, 0);
+      for (const auto& p : paths) std::filesystem::remove_all(p);
+    }
+  } cleanup{cp, {dir, cp_log, objects}};
+  auto apply = [&](const char* address) {
+    char buf[2048];
+    snprintf(buf, sizeof(buf), kApiServices, address);
+    std::ofstream(objects) << buf;
+    return RunInLab({ctl, "--kubeconfig", kubeconfig, "apply", "-f", objects}, cp_log);
+  };
+  bool up = false;
+  for (int i = 0; i < 600 && !up; ++i) {
+    up = access(kubeconfig.c_str(), R_OK) == 0 && apply("10.0.0.11") == 0;
+    if (!up) usleep(100000);
+  }
+  ASSERT_TRUE(up) << ReadAll(cp_log);
+
+  StartAgent({"--server", "127.0.0.1:16443", "--kubeconfig", kubeconfig});
+  ASSERT_TRUE(WaitHealthy()) << ReadAll(log_);
+  EXPECT_EQ(TcpRequest("10.96.0.10", 80), "10.0.0.11:8080");
+  // The backend moves: the watch brings the change.
+  ASSERT_EQ(apply("10.0.0.12"), 0) << ReadAll(cp_log);
+  std::string got;
+  for (int i = 0; i < 200 && got != "10.0.0.12:8080"; ++i) {
+    got = TcpRequest("10.96.0.10", 80);
+    if (got != "10.0.0.12:8080") usleep(25000);
+  }
+  EXPECT_EQ(got, "10.0.0.12:8080");
+  std::string pid = std::to_string(agent_);
+  std::error_code ec;
+  EXPECT_EQ(std::filesystem::read_symlink("/proc/" + pid + "/exe", ec).filename(), "skiff-proxy");
+  std::string maps = ReadAll("/proc/" + pid + "/maps");
+  ASSERT_NE(maps.find("skiff-proxy"), std::string::npos) << maps;
+  for (const char* lib : {"libgrpc", "libprotobuf", "libssl", "libcrypto"})
+    EXPECT_EQ(maps.find(lib), std::string::npos) << lib << " is mapped:\n" << maps;
+  EXPECT_NE(maps.find("libmbedtls"), std::string::npos) << maps;
+  EXPECT_NE(ReadAll(log_).find("api source synced"), std::string::npos) << ReadAll(log_);
 }
 
 TEST_F(AgentTest, ABadListenAddressFailsTheStartBeforeAnythingIsAttached) {

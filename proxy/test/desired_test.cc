@@ -17,9 +17,8 @@
 // libasan's (GCC ships no header for it): bytes its allocator hands out.
 extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
-#include "skiff/fakeclient/fake_client.h"
 #include "raw_objects.h"
-#include "skiff/proxy/api_source.h"
+#include "proto_model.h"
 #include "skiff/proxy/desired.h"
 #include "skiff/proxy/service_map.h"
 #include "skiff/proxy/source.h"
@@ -122,7 +121,7 @@ TEST(Parse, JsonListGivesTheSameModelAsYaml) {
 }
 
 TEST(Parse, ApiObjectsGiveTheSameModelAsYaml) {
-  std::vector<client::Object> objs(3);
+  std::vector<api::v1::Object> objs(3);
   auto* web = objs[0].mutable_service();
   web->mutable_metadata()->set_name("web");
   web->mutable_metadata()->set_namespace_("shop");
@@ -227,7 +226,7 @@ TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
   EXPECT_EQ(y->services.at("ds/web").cluster_ips, (OneOrMore<std::string>{"10.96.0.10", "fd00:96::10"}));
 
   // The same objects as API protos give the same model.
-  std::vector<client::Object> objs(3);
+  std::vector<api::v1::Object> objs(3);
   auto* svc = objs[0].mutable_service();
   svc->mutable_metadata()->set_name("web");
   svc->mutable_metadata()->set_namespace_("ds");
@@ -237,7 +236,7 @@ TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
   auto* sp = svc->mutable_spec()->add_ports();
   sp->set_name("http");
   sp->set_port(80);
-  auto slice = [&](client::Object& o, const char* name, const char* type) {
+  auto slice = [&](api::v1::Object& o, const char* name, const char* type) {
     auto* es = o.mutable_endpoint_slice();
     es->mutable_metadata()->set_name(name);
     es->mutable_metadata()->set_namespace_("ds");
@@ -315,58 +314,6 @@ TEST(Parse, Ipv6EndpointSlicesFromFileAndApiBecomeIpv6Frontends) {
   EXPECT_EQ(v6keys, (std::set<std::pair<std::string, uint16_t>>{
                         {"fd00:96::10", 80}, {"2001:db8::10", 80}, {"fd00:1::10", 30080}}));
   EXPECT_EQ(v6ext, (std::set<std::pair<std::string, uint16_t>>{{"2001:db8::10", 80}, {"::", 30080}}));
-}
-
-TEST(ApiSource, MalformedServiceIsSkippedWithAWarningEventAndOthersStillFlow) {
-  auto api = std::make_shared<fakeclient::FakeClient>();
-  client::Object ns;
-  ns.mutable_namespace_()->mutable_metadata()->set_name("default");
-  ASSERT_TRUE(api->Create("namespaces", "", ns).ok());
-  client::Object bad;
-  auto* svc = bad.mutable_service();
-  svc->mutable_metadata()->set_name("bad");
-  svc->mutable_metadata()->set_namespace_("default");
-  svc->mutable_spec()->set_cluster_ip("10.96.0.7");
-  svc->mutable_spec()->add_ports()->set_name("zero");  // port 0
-  auto* sctp = svc->mutable_spec()->add_ports();
-  sctp->set_name("sctp");
-  sctp->set_port(9);
-  sctp->set_protocol("SCTP");
-  auto created = api->Create("services", "default", bad);
-  ASSERT_TRUE(created.ok()) << created.status();
-  client::Object good;
-  good.mutable_service()->mutable_metadata()->set_name("good");
-  good.mutable_service()->mutable_metadata()->set_namespace_("default");
-  good.mutable_service()->mutable_spec()->set_cluster_ip("10.96.0.8");
-  good.mutable_service()->mutable_spec()->add_ports()->set_port(80);
-  ASSERT_TRUE(api->Create("services", "default", good).ok());
-
-  StateStore store;
-  std::atomic<bool> stop{false};
-  auto source = MakeApiSource(api);
-  std::thread run([&] { EXPECT_TRUE(source->Run(store, stop).ok()); });
-  std::string reason, message;
-  ClusterState seen;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while ((reason.empty() || seen.services.size() < 2) && std::chrono::steady_clock::now() < deadline) {
-    store.Consume(0, 50, [&](const CompactState& st, const ChangeSet&) { seen = st.ToClusterState(); });
-    auto events = api->List("events", "default");
-    if (events.ok())
-      for (const auto& e : events->items())
-        if (e.event().involved_object().name() == "bad") {
-          reason = e.event().reason();
-          message = e.event().message();
-        }
-  }
-  stop = true;
-  run.join();
-  EXPECT_EQ(reason, "InvalidServiceSpec");
-  EXPECT_NE(message.find("invalid port"), std::string::npos) << message;
-  EXPECT_NE(message.find("unsupported protocol SCTP"), std::string::npos) << message;
-  ASSERT_EQ(seen.services.count("default/bad"), 1u);
-  EXPECT_TRUE(seen.services.at("default/bad").ports.empty());
-  ASSERT_EQ(seen.services.count("default/good"), 1u);
-  EXPECT_EQ(seen.services.at("default/good").ports.size(), 1u);
 }
 
 // spec.ipFamilies / ipFamilyPolicy / clusterIPs, from YAML and from API
@@ -456,7 +403,7 @@ TEST(Parse, IpFamiliesAndPolicyDecideWhichClusterIpsAreProgrammed) {
   // The same services as API protos give the same model, and the skipped
   // parts are the problems a Warning event reports.
   auto proto = [](const char* name, std::vector<const char*> ips, std::vector<const char*> fams, const char* policy) {
-    client::Object o;
+    api::v1::Object o;
     auto* svc = o.mutable_service();
     svc->mutable_metadata()->set_name(name);
     svc->mutable_metadata()->set_namespace_("f");
@@ -469,7 +416,7 @@ TEST(Parse, IpFamiliesAndPolicyDecideWhichClusterIpsAreProgrammed) {
     p->set_port(80);
     return o;
   };
-  std::vector<client::Object> objs = {
+  std::vector<api::v1::Object> objs = {
       proto("v6-first", {"fd00:96::30", "10.96.0.30"}, {"IPv6", "IPv4"}, "RequireDualStack"),
       proto("v4-only", {"10.96.0.31", "fd00:96::31"}, {"IPv4"}, "SingleStack"),
       proto("single-two", {"10.96.0.32", "fd00:96::32"}, {"IPv4", "IPv6"}, "SingleStack"),

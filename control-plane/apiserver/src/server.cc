@@ -263,6 +263,24 @@ class ApiService final : public v1::Api::Service {
     auto last_bookmark = absl::Now();
     int64_t last_rev = 0;
     grpc::Status result = grpc::Status::OK;
+    // sendInitialEvents: a BOOKMARK annotated k8s.io/initial-events-end once
+    // the ADDED events of the existing objects are out.
+    bool mark_end = req->send_initial_events() && req->allow_watch_bookmarks() &&
+                    (req->resource_version().empty() || req->resource_version() == "0");
+    size_t initial_left = (*w)->initial_events();
+    auto send_end = [&]() {
+      v1::WatchEvent bm;
+      bm.set_type("BOOKMARK");
+      Object* o = bm.mutable_object();
+      (void)MutableInner(o, *info);
+      ObjectMeta* m = MutableMeta(o);
+      m->set_resource_version(std::to_string((*w)->start_revision()));
+      (*m->mutable_annotations())["k8s.io/initial-events-end"] = "true";
+      last_rev = std::max(last_rev, (*w)->start_revision());
+      mark_end = false;
+      return writer->Write(bm);
+    };
+    if (mark_end && initial_left == 0 && !send_end()) ctx->TryCancel();
     while (!ctx->IsCancelled() && absl::Now() < deadline) {
       auto ev = (*w)->Next(std::chrono::milliseconds(250));
       if (!ev.ok()) {
@@ -284,6 +302,7 @@ class ApiService final : public v1::Api::Service {
         int64_t rv = 0;
         (void)absl::SimpleAtoi(Meta(out.object()).resource_version(), &rv);
         last_rev = std::max(last_rev, rv);
+        if (mark_end && --initial_left == 0 && !send_end()) break;
         continue;
       }
       if (req->allow_watch_bookmarks() && absl::Now() - last_bookmark >= absl::Milliseconds(opts_->bookmark_interval_ms)) {

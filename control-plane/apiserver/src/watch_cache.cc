@@ -245,6 +245,7 @@ absl::StatusOr<std::shared_ptr<CacheWatcher>> WatchCache::Watch(WatchFilter filt
   if (from_rev < 0) {
     for (const auto& [k, obj] : objects_)
       if (w->filter_.Matches(*obj)) w->queue_.push_back({"ADDED", obj});
+    w->initial_events_ = w->queue_.size();
     w->from_rev_ = rev_;
   } else {
     if (from_rev < window_start_)

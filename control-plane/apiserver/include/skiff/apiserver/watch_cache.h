@@ -44,11 +44,16 @@ class CacheWatcher {
   // The revision up to which this watcher has seen everything (for bookmarks);
   // 0 while an event is queued.
   int64_t progress_revision();
+  // A watch from "": how many ADDED events for existing objects lead the
+  // queue, and the revision they were read at.
+  size_t initial_events() const { return initial_events_; }
+  int64_t start_revision() const { return from_rev_; }
 
  private:
   friend class WatchCache;
   WatchFilter filter_;
   int64_t from_rev_ = 0;
+  size_t initial_events_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<CachedEvent> queue_;

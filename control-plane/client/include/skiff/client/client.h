@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "skiff/api/v1/api.pb.h"
 #include "skiff/api/v1/objects.pb.h"
+#include "skiff/client/credentials.h"
 
 namespace skiff::client {
 
@@ -75,16 +76,6 @@ class Client {
                                        const std::string& merge_patch_json, const std::string& subresource = "") = 0;
   virtual absl::StatusOr<Object> Delete(const std::string& resource, const std::string& ns, const std::string& name,
                                         const DeleteOptions& opts = {}) = 0;
-};
-
-// Where and how to reach the API server: what a client config file holds.
-struct Credentials {
-  std::string server;         // host:port
-  std::string ca_cert_pem;    // empty = system roots
-  std::string client_cert_pem;
-  std::string client_key_pem;
-  std::string token;          // bearer token (alternative to a client certificate)
-  bool insecure = false;      // plaintext, only for loopback tests that ask for it
 };
 
 }  // namespace skiff::client

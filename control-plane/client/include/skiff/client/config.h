@@ -22,7 +22,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "skiff/client/client.h"
+#include "skiff/client/credentials.h"
 
 namespace skiff::client {
 
