@@ -2125,7 +2125,10 @@ Metrics StoreImpl::GetMetrics() const {
   return m;
 }
 
-absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir, bool skip_hash_check) {
+absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string& data_dir_arg, bool skip_hash_check) {
+  // "dir/" would put the staging dir inside the target.
+  std::string data_dir = data_dir_arg;
+  while (data_dir.size() > 1 && data_dir.back() == '/') data_dir.pop_back();
   int fd = ::open(snapshot_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return LastErrnoError("open " + snapshot_path);
   UniqueFd in(fd);

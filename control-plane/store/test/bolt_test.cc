@@ -261,8 +261,10 @@ TEST_F(StoreSnapshot, RestoresHistoryCompactionPointAndLeasesWithTheirKeys) {
     EXPECT_EQ(db->buckets["meta"].size(), 3u);  // consistent_index, finishedCompactRev, scheduledCompactRev
   }
 
+  // Into an existing empty dir, named with a trailing slash.
   const std::string restored = (dir_ / "restored").string();
-  ASSERT_TRUE(RestoreSnapshot(snap, restored).ok());
+  fs::create_directories(restored);
+  ASSERT_TRUE(RestoreSnapshot(snap, restored + "/").ok());
   // A second restore into the same, now full, dir is refused.
   EXPECT_EQ(RestoreSnapshot(snap, restored).code(), absl::StatusCode::kAlreadyExists);
   auto r = OpenStore(restored);
