@@ -38,7 +38,7 @@ PACKAGES=(
   # Runtime libraries of the Skiff packages.
   libgrpc++1.51 libgrpc29 libprotobuf32 libyaml-cpp0.7 libabsl20220623 liblmdb0 libbpf1 libelf1
   libnl-3-200 libnl-route-3-200 libseccomp2 libcap2 libsystemd0 libcurl4 libarchive13 libssl3 libzstd1
-  libcgroup2 libstdc++6 libnftables1
+  libcgroup2 libstdc++6 libnftables1 libmbedtls14 libmbedx509-1 libmbedcrypto7 libnghttp2-14
 )
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/skiff-vm-image.XXXXXX")
