@@ -165,8 +165,10 @@ absl::StatusOr<uint64_t> Writer::BuildBranches(std::vector<Child> level) {
 }
 
 absl::Status Writer::BeginBucket(const std::string& name) {
-  if (in_bucket_) return absl::FailedPreconditionError("bbolt writer: bucket " + bucket_name_ + " still open");
-  if (name.empty() || roots_.count(name)) return absl::InvalidArgumentError("bbolt writer: bad bucket name " + name);
+  if (in_bucket_)
+    return absl::FailedPreconditionError("bbolt writer: bucket " + bucket_name_ + " still open");
+  if (name.empty() || roots_.count(name))
+    return absl::InvalidArgumentError("bbolt writer: bad bucket name " + name);
   in_bucket_ = true;
   bucket_name_ = name;
   last_key_.clear();
@@ -205,7 +207,8 @@ absl::Status Writer::EndBucket() {
 }
 
 absl::StatusOr<uint64_t> Writer::Finish() {
-  if (in_bucket_) return absl::FailedPreconditionError("bbolt writer: bucket " + bucket_name_ + " still open");
+  if (in_bucket_)
+    return absl::FailedPreconditionError("bbolt writer: bucket " + bucket_name_ + " still open");
   Pending root;
   std::vector<Child> level;
   for (auto& [name, value] : roots_) RETURN_IF_ERROR(Add(root, level, name, std::move(value), kBucketLeaf));
@@ -274,7 +277,8 @@ class TreeReader {
     if (depth > kMaxDepth) return Corrupt("tree too deep");
     if (id < 2 || id >= m_.hwm) return Corrupt(absl::StrCat("page ", id, " out of bounds"));
     const uint64_t off = id * m_.page_size;
-    if (off + kPageHeader > f_.size()) return Corrupt(absl::StrCat("page ", id, " beyond the end of the file"));
+    if (off + kPageHeader > f_.size())
+      return Corrupt(absl::StrCat("page ", id, " beyond the end of the file"));
     const char* p = f_.data() + off;
     if (Get64(p) != id) return Corrupt(absl::StrCat("page ", id, " carries id ", Get64(p)));
     const uint64_t overflow = Get32(p + 12);
@@ -340,7 +344,8 @@ absl::Status Walk(std::string_view f, const Visitor& fn, Info* info) {
   if (!ok0 && !ok1) return Corrupt("no valid meta page (magic, version or checksum)");
   best = !ok1 || (ok0 && m0.txid > m1.txid) ? m0 : m1;
   if (best.hwm < 4 || best.hwm > f.size() / best.page_size) {
-    return Corrupt(absl::StrCat("file of ", f.size(), " bytes is shorter than its ", best.hwm, " pages (truncated?)"));
+    return Corrupt(
+        absl::StrCat("file of ", f.size(), " bytes is shorter than its ", best.hwm, " pages (truncated?)"));
   }
   // etcd runs bbolt with NoFreelistSync: no freelist page (id all ones).
   if (best.freelist != ~uint64_t{0} && (best.freelist < 2 || best.freelist >= best.hwm)) {
@@ -372,7 +377,8 @@ absl::Status Walk(std::string_view f, const Visitor& fn, Info* info) {
     const uint64_t root = Get64(value.data());
     if (root == 0) {
       std::string_view inl = value.substr(kBucketHeader);
-      if (inl.size() >= kPageHeader && Get16(inl.data() + 8) != kLeafPage) return Corrupt("inline bucket not a leaf");
+      if (inl.size() >= kPageHeader && Get16(inl.data() + 8) != kLeafPage)
+        return Corrupt("inline bucket not a leaf");
       return tr.WalkNode(inl, 1, add, "inline bucket " + bucket);
     }
     return tr.WalkPage(root, 1, add);

@@ -104,7 +104,8 @@ struct Info {
 
 // Called once per top-level bucket with an empty key (bbolt keys are never
 // empty), then once per pair in key order. The views point into the file.
-using Visitor = std::function<absl::Status(std::string_view bucket, std::string_view key, std::string_view value)>;
+using Visitor =
+    std::function<absl::Status(std::string_view bucket, std::string_view key, std::string_view value)>;
 
 // Walks and checks a bbolt file (without a hash trailer): a valid meta, every
 // page inside the file and below the high-water mark, no page reached twice,

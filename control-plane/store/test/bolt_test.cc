@@ -205,8 +205,8 @@ class StoreSnapshot : public BoltFile {
     EXPECT_TRUE(st.ok()) << st;
     return path;
   }
-  static etcdserverpb::RangeResponse Get(Store* s, const std::string& key, const std::string& end, int64_t rev,
-                                         absl::Status* status = nullptr) {
+  static etcdserverpb::RangeResponse Get(Store* s, const std::string& key, const std::string& end,
+                                         int64_t rev, absl::Status* status = nullptr) {
     etcdserverpb::RangeRequest r;
     r.set_key(key);
     r.set_range_end(end);
@@ -276,7 +276,8 @@ TEST_F(StoreSnapshot, RestoresHistoryCompactionPointAndLeasesWithTheirKeys) {
     for (int i = 0; i < a.kvs_size(); ++i) {
       EXPECT_EQ(a.kvs(i).SerializeAsString(), b.kvs(i).SerializeAsString()) << rev;
     }
-    EXPECT_EQ(Get(s.get(), "", std::string(1, '\0'), rev).count(), Get(r.get(), "", std::string(1, '\0'), rev).count());
+    EXPECT_EQ(Get(s.get(), "", std::string(1, '\0'), rev).count(),
+              Get(r.get(), "", std::string(1, '\0'), rev).count());
   }
   EXPECT_EQ(Get(r.get(), "k1", "", 0).kvs(0).value(), std::string(10000, 'b'));
   absl::Status st;
@@ -328,7 +329,8 @@ TEST_F(StoreSnapshot, RefusesTruncatedCorruptOrWronglyHashedFilesLeavingNothing)
   ExpectRefused(write(flipped), bad_dir, "sha256 mismatch");
   // A damaged database under a matching hash: the structure check refuses it.
   std::string broken = good.substr(0, good.size() - 32);
-  for (size_t off = 3 * 4096; off < broken.size(); off += 4096) bolt::StoreLe<uint16_t>(broken.data() + off + 8, 0x77);
+  for (size_t off = 3 * 4096; off < broken.size(); off += 4096)
+    bolt::StoreLe<uint16_t>(broken.data() + off + 8, 0x77);
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(broken.data()), broken.size(), digest);
   broken.append(reinterpret_cast<const char*>(digest), sizeof digest);

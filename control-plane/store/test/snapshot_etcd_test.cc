@@ -15,7 +15,8 @@ namespace {
 
 // Masks what differs between two members serving the same data.
 std::string Normalize(std::string s) {
-  s = std::regex_replace(s, std::regex(R"("cluster_id":\d+,"member_id":\d+)"), R"("cluster_id":C,"member_id":M)");
+  s = std::regex_replace(s, std::regex(R"("cluster_id":\d+,"member_id":\d+)"),
+                         R"("cluster_id":C,"member_id":M)");
   s = std::regex_replace(s, std::regex(R"("raft_term":\d+)"), R"("raft_term":T)");
   s = std::regex_replace(s, std::regex(R"(remaining\(\d+s\))"), "remaining(Ns)");
   return s;
@@ -30,9 +31,9 @@ std::string WriteHistory(const Server& s) {
     return r.out;
   };
   for (const char* k : {"a", "b", "c", "d", "e"}) run({"put", k, std::string("v-") + k});  // 2..6
-  run({"put", "a", "a2"});                                                                // 7
-  run({"put", "b", std::string(9000, 'B')});                                              // 8: overflow pages
-  run({"del", "c"});                                                                      // 9
+  run({"put", "a", "a2"});                                                                 // 7
+  run({"put", "b", std::string(9000, 'B')});  // 8: overflow pages
+  run({"del", "c"});                          // 9
   std::smatch m;
   std::string grant = run({"lease", "grant", "600"});
   EXPECT_TRUE(std::regex_search(grant, m, std::regex("lease ([0-9a-f]+) granted"))) << grant;
@@ -49,7 +50,7 @@ std::vector<std::vector<std::string>> Probes(const std::string& lease) {
           {"get", "", "--prefix", "--rev", "9", "-w", "json"},
           {"get", "a", "--rev", "8", "-w", "json"},
           {"get", "c", "--rev", "8", "-w", "json"},
-          {"get", "a", "--rev", "5"},  // compacted
+          {"get", "a", "--rev", "5"},              // compacted
           {"get", "", "--prefix", "--rev", "12"},  // future
           {"lease", "timetolive", lease, "--keys"},
           {"lease", "list"}};
@@ -91,9 +92,10 @@ TEST(SnapshotMigration, SkiffSnapshotHasRightStatusAndRestoresIntoARealEtcd) {
 
   const int peer = FreePort();
   const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer);
-  CmdResult restore = Etcdctl(ours.endpoint(), {"snapshot", "restore", snap, "--data-dir", dir.sub("etcd"), "--name",
-                                                "default", "--initial-cluster", "default=" + peer_url,
-                                                "--initial-advertise-peer-urls", peer_url});
+  CmdResult restore =
+      Etcdctl(ours.endpoint(),
+              {"snapshot", "restore", snap, "--data-dir", dir.sub("etcd"), "--name", "default",
+               "--initial-cluster", "default=" + peer_url, "--initial-advertise-peer-urls", peer_url});
   ASSERT_EQ(restore.code, 0) << restore.err;
   Server etcd = StartEtcd(dir.sub("etcd"), dir.sub("etcd.log"), peer);
   ASSERT_GT(etcd.child.pid(), 0) << "etcd did not start on the restored data dir";
@@ -136,7 +138,8 @@ TEST(SnapshotMigration, RealEtcdSnapshotRestoresIntoSkiffStore) {
     std::ifstream in(dir.sub("restore.log"));
     std::stringstream ss;
     ss << in.rdbuf();
-    EXPECT_NE(ss.str().find("leaves out what skiff-store does not have bucket=authUsers entries=1"), std::string::npos)
+    EXPECT_NE(ss.str().find("leaves out what skiff-store does not have bucket=authUsers entries=1"),
+              std::string::npos)
         << ss.str();
   }
   Server ours = StartSkiffStore(dir.sub("skiff"), dir.sub("skiff.log"));
@@ -160,7 +163,8 @@ TEST(SnapshotMigration, ManyPagesRoundTripThroughRealEtcdAndBack) {
     for (int i = 0; i < kPerTxn; ++i) {
       char key[32];
       std::snprintf(key, sizeof key, "bulk/%05d", t * kPerTxn + i);
-      ops += std::string("put ") + key + " " + std::string(i % 10 == 0 ? 6000 : 150, static_cast<char>('a' + t % 26)) + "\n";
+      ops += std::string("put ") + key + " " +
+             std::string(i % 10 == 0 ? 6000 : 150, static_cast<char>('a' + t % 26)) + "\n";
     }
     ops += "\n\n";
     ASSERT_EQ(Etcdctl(ours.endpoint(), {"txn"}, ops).code, 0);
@@ -169,15 +173,16 @@ TEST(SnapshotMigration, ManyPagesRoundTripThroughRealEtcdAndBack) {
   ASSERT_EQ(Etcdctl(ours.endpoint(), {"snapshot", "save", snap}).code, 0);
   CmdResult status = Etcdctl(ours.endpoint(), {"snapshot", "status", snap, "-w", "json"});
   ASSERT_EQ(status.code, 0) << status.err;
-  EXPECT_NE(status.out.find("\"revision\":" + std::to_string(kTxns + 1) + ","), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("\"revision\":" + std::to_string(kTxns + 1) + ","), std::string::npos)
+      << status.out;
   EXPECT_NE(status.out.find("\"totalKey\":" + std::to_string(kTxns * kPerTxn + 1) + ","), std::string::npos)
       << status.out;
 
   const int peer = FreePort();
   const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer);
-  ASSERT_EQ(Etcdctl(ours.endpoint(), {"snapshot", "restore", snap, "--data-dir", dir.sub("etcd"), "--name", "default",
-                                      "--initial-cluster", "default=" + peer_url, "--initial-advertise-peer-urls",
-                                      peer_url})
+  ASSERT_EQ(Etcdctl(ours.endpoint(),
+                    {"snapshot", "restore", snap, "--data-dir", dir.sub("etcd"), "--name", "default",
+                     "--initial-cluster", "default=" + peer_url, "--initial-advertise-peer-urls", peer_url})
                 .code,
             0);
   Server etcd = StartEtcd(dir.sub("etcd"), dir.sub("etcd.log"), peer);
