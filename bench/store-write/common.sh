@@ -29,14 +29,19 @@ wait_ready() {  # endpoint
   return 1
 }
 
-# start_server ours|etcd  -> sets SERVER_PID, SERVER_EP
+# start_server ours|ours-grpc|ours-h2|etcd  -> sets SERVER_PID, SERVER_EP
+# (ours = skiff-store's default transport; ours-grpc / ours-h2 pick one).
 start_server() {
-  local kind=$1 port peer
+  local kind=$1 port peer extra=()
   port=$(free_port)
   SERVER_EP="127.0.0.1:$port"
-  if [ "$kind" = ours ]; then
-    "$BIN/skiff-store" --data-dir "$WORK/ours" --listen-client-urls "http://$SERVER_EP" \
-      --advertise-client-urls "http://$SERVER_EP" >"$WORK/ours.log" 2>&1 &
+  case "$kind" in
+    ours-grpc) extra=(--experimental-transport grpc) ;;
+    ours-h2) extra=(--experimental-transport h2) ;;
+  esac
+  if [ "${kind%%-*}" = ours ]; then
+    "$BIN/skiff-store" --data-dir "$WORK/$kind" --listen-client-urls "http://$SERVER_EP" \
+      --advertise-client-urls "http://$SERVER_EP" "${extra[@]}" >"$WORK/$kind.log" 2>&1 &
   else
     peer=$(free_port)
     "$ETCD" --data-dir "$WORK/etcd" --listen-client-urls "http://$SERVER_EP" \

@@ -1,3 +1,834 @@
-// A lean HTTP/2 transport for the etcd v3 API (CPU per request under many
-// connections). Filled in by the transport work.
-namespace skiff::store {}
+// gRPC over HTTP/2 on nghttp2: see h2_transport.h for the threading model.
+#include "h2_transport.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "skiff/common/log.h"
+#include "skiff/common/status.h"
+#include "skiff/common/unique_fd.h"
+
+namespace skiff::store::h2 {
+
+std::string PercentEncode(std::string_view s) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string o;
+  o.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c < 0x20 || c > 0x7e || c == '%') {
+      o += '%';
+      o += kHex[c >> 4];
+      o += kHex[c & 15];
+    } else {
+      o += static_cast<char>(c);
+    }
+  }
+  return o;
+}
+
+namespace {
+
+constexpr size_t kReadChunk = 256 * 1024;
+// Stop pulling frames out of nghttp2 while this much is waiting for the socket.
+constexpr size_t kMaxPendingWrite = 4 << 20;
+constexpr int32_t kStreamWindow = 4 << 20;
+constexpr int32_t kConnWindow = 32 << 20;
+
+nghttp2_nv Nv(const char* name, const std::string& value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), std::strlen(name), value.size(),
+                    NGHTTP2_NV_FLAG_NO_COPY_NAME};
+}
+
+struct Pollable {
+  enum Kind { kListener, kConn, kWake } kind;
+};
+
+struct Listener : Pollable {
+  UniqueFd fd;
+  SSL_CTX* tls = nullptr;
+};
+
+class LoopImpl;
+struct Conn;
+
+struct StreamImpl final : Call {
+  Conn* conn = nullptr;
+  int32_t id = 0;
+  std::string path;
+  std::unique_ptr<Handler> handler;
+  std::string in;      // bytes of a partial request message
+  std::string out;     // framed response messages not yet taken by nghttp2
+  size_t out_off = 0;
+  bool headers_sent = false, finished = false, deferred = false, discard = false;
+  absl::Status status;
+  std::string grpc_status, grpc_message;  // kept alive until nghttp2 copied them
+
+  CallRef Ref() const override;
+  void Send(const google::protobuf::MessageLite& msg) override;
+  void Finish(const absl::Status& st) override;
+  size_t QueuedBytes() const override { return out.size() - out_off; }
+  bool Finished() const override { return finished; }
+  void OnDrained(std::function<void()> fn) override {
+    if (QueuedBytes() == 0) return fn();
+    drained.push_back(std::move(fn));
+  }
+  void Resume();
+  std::vector<std::function<void()>> drained;
+};
+
+struct Conn : Pollable {
+  LoopImpl* loop = nullptr;
+  uint64_t id = 0;
+  UniqueFd fd;
+  SSL* ssl = nullptr;
+  bool handshake_done = true;
+  nghttp2_session* session = nullptr;
+  std::unordered_map<int32_t, std::unique_ptr<StreamImpl>> streams;
+  std::string wbuf;
+  size_t woff = 0;
+  bool dirty = false, dead = false, want_out = false;
+  int32_t last_stream = 0;
+
+  ~Conn() {
+    if (session) nghttp2_session_del(session);
+    streams.clear();
+    if (ssl) SSL_free(ssl);
+  }
+};
+
+struct Posted {
+  uint64_t conn_id;
+  int32_t stream_id;
+  std::function<void(Call*)> fn;
+};
+
+}  // namespace
+
+class Loop {
+ public:
+  virtual ~Loop() = default;
+};
+
+namespace {
+
+class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl> {
+ public:
+  LoopImpl(const TransportOptions* o, std::vector<Listener*> listeners) : o_(o), listeners_(std::move(listeners)) {}
+  ~LoopImpl() override { Join(); }
+
+  void Join() {
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  }
+
+  absl::Status Init() {
+    epfd_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (epfd_.get() < 0) return LastErrnoError("epoll_create1");
+    wake_ = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (wake_.get() < 0) return LastErrnoError("eventfd");
+    wake_p_.kind = Pollable::kWake;
+    RETURN_IF_ERROR(Add(wake_.get(), &wake_p_, EPOLLIN));
+    for (Listener* l : listeners_) RETURN_IF_ERROR(Add(l->fd.get(), l, EPOLLIN | EPOLLEXCLUSIVE));
+    thread_ = std::thread([this] { Run(); });
+    return absl::OkStatus();
+  }
+
+  // False (and p untouched) once the loop has stopped.
+  bool Enqueue(Posted& p) {
+    bool wake;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (closed_) return false;
+      wake = posted_.empty();
+      posted_.push_back(std::move(p));
+    }
+    if (wake) {
+      uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
+    }
+    return true;
+  }
+
+  void Stop() {
+    stopping_ = true;
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
+  }
+
+  void MarkDirty(Conn* c) {
+    if (!c->dirty) {
+      c->dirty = true;
+      dirty_.push_back(c);
+    }
+  }
+
+  const TransportOptions& options() const { return *o_; }
+
+ private:
+  absl::Status Add(int fd, Pollable* p, uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = p;
+    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return LastErrnoError("epoll_ctl add");
+    return absl::OkStatus();
+  }
+
+  void Run() {
+    epoll_event evs[128];
+    while (true) {
+      int n = ::epoll_wait(epfd_.get(), evs, 128, -1);
+      if (n < 0 && errno != EINTR) {
+        log::Error("skiff-store h2: epoll_wait: ", LastErrnoError("epoll_wait"));
+        return;
+      }
+      for (int i = 0; i < n; ++i) {
+        auto* p = static_cast<Pollable*>(evs[i].data.ptr);
+        if (p->kind == Pollable::kListener) {
+          Accept(static_cast<Listener*>(p));
+        } else if (p->kind == Pollable::kWake) {
+          uint64_t v;
+          [[maybe_unused]] ssize_t r = ::read(wake_.get(), &v, sizeof(v));
+          RunPosted();
+        } else {
+          auto* c = static_cast<Conn*>(p);
+          if (c->dead) continue;
+          if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
+          if (!c->dead && (evs[i].events & EPOLLOUT)) MarkDirty(c);
+        }
+      }
+      FlushDirty();
+      if (stopping_) {
+        GoAwayAll();
+        return;
+      }
+    }
+  }
+
+  void Accept(Listener* l) {
+    int fd = ::accept4(l->fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;  // EAGAIN: another loop took it
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // fails harmlessly on unix sockets
+    auto c = std::make_unique<Conn>();
+    c->kind = Pollable::kConn;
+    c->loop = this;
+    c->id = next_conn_id_.fetch_add(1);
+    c->fd = UniqueFd(fd);
+    if (l->tls) {
+      c->ssl = SSL_new(l->tls);
+      if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) return;
+      SSL_set_accept_state(c->ssl);
+      c->handshake_done = false;
+    }
+    if (!NewSession(c.get()).ok()) return;
+    if (!Add(fd, c.get(), EPOLLIN | EPOLLRDHUP).ok()) return;
+    Conn* raw = c.get();
+    conns_.emplace(raw->id, std::move(c));
+    MarkDirty(raw);
+  }
+
+  absl::Status NewSession(Conn* c);
+
+  void OnReadable(Conn* c) {
+    static thread_local std::unique_ptr<uint8_t[]> buf(new uint8_t[kReadChunk]);
+    if (c->ssl && !c->handshake_done) {
+      int r = SSL_do_handshake(c->ssl);
+      if (r != 1) {
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ) return;
+        if (e == SSL_ERROR_WANT_WRITE) {
+          WantOut(c, true);
+          return;
+        }
+        log::Debug("skiff-store h2: TLS handshake failed: ", ERR_reason_error_string(ERR_peek_last_error()));
+        Kill(c);
+        return;
+      }
+      c->handshake_done = true;
+      const unsigned char* alpn = nullptr;
+      unsigned alpn_len = 0;
+      SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+      MarkDirty(c);
+    }
+    while (!c->dead) {
+      ssize_t n;
+      if (c->ssl) {
+        int r = SSL_read(c->ssl, buf.get(), static_cast<int>(kReadChunk));
+        if (r <= 0) {
+          int e = SSL_get_error(c->ssl, r);
+          if (e == SSL_ERROR_WANT_READ) break;
+          if (e == SSL_ERROR_WANT_WRITE) {
+            WantOut(c, true);
+            break;
+          }
+          Kill(c);
+          return;
+        }
+        n = r;
+      } else {
+        n = ::recv(c->fd.get(), buf.get(), kReadChunk, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+        if (n <= 0) {
+          Kill(c);
+          return;
+        }
+      }
+      ssize_t used = nghttp2_session_mem_recv(c->session, buf.get(), static_cast<size_t>(n));
+      if (used < 0) {
+        log::Debug("skiff-store h2: bad HTTP/2 input: ", nghttp2_strerror(static_cast<int>(used)));
+        MarkDirty(c);  // nghttp2 queued a GOAWAY; flush it, then the session stops wanting I/O
+        break;
+      }
+      MarkDirty(c);
+      if (static_cast<size_t>(n) < kReadChunk && !c->ssl) break;
+    }
+  }
+
+  void WantOut(Conn* c, bool on) {
+    if (c->want_out == on) return;
+    c->want_out = on;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | (on ? uint32_t{EPOLLOUT} : 0u);
+    ev.data.ptr = c;
+    ::epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, c->fd.get(), &ev);
+  }
+
+  void Kill(Conn* c) {
+    if (c->dead) return;
+    c->dead = true;
+    ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+    dead_.push_back(c->id);
+  }
+
+  // Writes what the session has queued: nghttp2 serialises into memory,
+  // everything of this loop turn goes out in one send.
+  void Flush(Conn* c) {
+    if (c->ssl && !c->handshake_done) {
+      OnReadable(c);  // drives the handshake in both directions
+      return;
+    }
+    while (!c->dead) {
+      if (c->woff == c->wbuf.size()) {
+        c->wbuf.clear();
+        c->woff = 0;
+        const uint8_t* data;
+        ssize_t n;
+        while (c->wbuf.size() < kMaxPendingWrite && (n = nghttp2_session_mem_send(c->session, &data)) > 0) {
+          c->wbuf.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+        }
+        if (c->wbuf.empty()) break;
+      }
+      ssize_t w;
+      if (c->ssl) {
+        int r = SSL_write(c->ssl, c->wbuf.data() + c->woff, static_cast<int>(c->wbuf.size() - c->woff));
+        if (r <= 0) {
+          int e = SSL_get_error(c->ssl, r);
+          if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            WantOut(c, true);
+            return;
+          }
+          Kill(c);
+          return;
+        }
+        w = r;
+      } else {
+        w = ::send(c->fd.get(), c->wbuf.data() + c->woff, c->wbuf.size() - c->woff, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+          WantOut(c, true);
+          return;
+        }
+        if (w < 0) {
+          Kill(c);
+          return;
+        }
+      }
+      c->woff += static_cast<size_t>(w);
+    }
+    if (!c->dead) WantOut(c, false);
+    if (!c->dead && !nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
+        c->woff == c->wbuf.size()) {
+      Kill(c);
+    }
+  }
+
+  void FlushDirty() {
+    // A flush can make more connections dirty (never others' streams), so
+    // loop until the list stays empty.
+    while (!dirty_.empty()) {
+      std::vector<Conn*> d;
+      d.swap(dirty_);
+      for (Conn* c : d) {
+        c->dirty = false;
+        if (!c->dead) Flush(c);
+      }
+    }
+    for (uint64_t id : dead_) conns_.erase(id);
+    dead_.clear();
+  }
+
+  void RunPosted() {
+    std::deque<Posted> q;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      q.swap(posted_);
+    }
+    for (Posted& p : q) {
+      Call* call = nullptr;
+      auto it = conns_.find(p.conn_id);
+      if (it != conns_.end() && !it->second->dead) {
+        auto s = it->second->streams.find(p.stream_id);
+        if (s != it->second->streams.end()) call = s->second.get();
+      }
+      p.fn(call);
+      if (call) MarkDirty(it->second.get());
+    }
+  }
+
+  void GoAwayAll() {
+    for (auto& [id, c] : conns_) {
+      if (c->dead) continue;
+      nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, c->last_stream, NGHTTP2_NO_ERROR, nullptr, 0);
+      Flush(c.get());
+      if (c->ssl && !c->dead) SSL_shutdown(c->ssl);
+    }
+    conns_.clear();
+    // Calls still in flight post to a loop that no longer runs: drop them
+    // (their functions see no call).
+    std::deque<Posted> q;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      q.swap(posted_);
+      closed_ = true;
+    }
+    for (Posted& p : q) p.fn(nullptr);
+  }
+
+ private:
+  const TransportOptions* o_;
+  std::vector<Listener*> listeners_;
+  UniqueFd epfd_, wake_;
+  Pollable wake_p_{};
+  std::thread thread_;
+  std::mutex mu_;
+  std::deque<Posted> posted_;
+  bool closed_ = false;
+  std::atomic<bool> stopping_{false};
+  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+  std::vector<Conn*> dirty_;
+  std::vector<uint64_t> dead_;
+  static std::atomic<uint64_t> next_conn_id_;
+};
+
+std::atomic<uint64_t> LoopImpl::next_conn_id_{1};
+
+// --- nghttp2 callbacks ---------------------------------------------------------
+
+StreamImpl* GetStream(nghttp2_session* s, int32_t id) {
+  return static_cast<StreamImpl*>(nghttp2_session_get_stream_user_data(s, id));
+}
+
+int OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* user) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  auto* c = static_cast<Conn*>(user);
+  auto st = std::make_unique<StreamImpl>();
+  st->conn = c;
+  st->id = f->hd.stream_id;
+  nghttp2_session_set_stream_user_data(s, st->id, st.get());
+  c->last_stream = std::max(c->last_stream, st->id);
+  c->streams[st->id] = std::move(st);
+  return 0;
+}
+
+int OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, size_t namelen, const uint8_t* value,
+             size_t valuelen, uint8_t, void*) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  StreamImpl* st = GetStream(s, f->hd.stream_id);
+  if (st && namelen == 5 && std::memcmp(name, ":path", 5) == 0) {
+    st->path.assign(reinterpret_cast<const char*>(value), valuelen);
+  }
+  return 0;
+}
+
+void Deliver(StreamImpl* st, const uint8_t* data, size_t len) {
+  const size_t max = st->conn->loop->options().max_recv_message_bytes;
+  auto header_len = [](const uint8_t* p) {
+    return (size_t{p[1]} << 24) | (size_t{p[2]} << 16) | (size_t{p[3]} << 8) | size_t{p[4]};
+  };
+  auto too_large = [&](size_t n) {
+    st->discard = true;
+    st->in.clear();
+    st->Finish(absl::ResourceExhaustedError(absl::StrCat("grpc: received message larger than max (", n, " vs. ", max, ")")));
+  };
+  // Fast path: whole messages straight from the frame, no copy.
+  while (st->in.empty() && len >= 5 && !st->discard) {
+    size_t n = header_len(data);
+    if (n > max) return too_large(n);
+    if (data[0] != 0) {
+      st->discard = true;
+      st->Finish(absl::UnimplementedError("grpc: compressed messages are not supported"));
+      return;
+    }
+    if (len < 5 + n) break;
+    st->handler->OnMessage(st, std::string_view(reinterpret_cast<const char*>(data) + 5, n));
+    data += 5 + n;
+    len -= 5 + n;
+  }
+  if (st->discard || len == 0) return;
+  st->in.append(reinterpret_cast<const char*>(data), len);
+  size_t pos = 0;
+  while (!st->discard && st->in.size() - pos >= 5) {
+    const auto* p = reinterpret_cast<const uint8_t*>(st->in.data() + pos);
+    size_t n = header_len(p);
+    if (n > max) return too_large(n);
+    if (st->in.size() - pos < 5 + n) break;
+    st->handler->OnMessage(st, std::string_view(st->in.data() + pos + 5, n));
+    pos += 5 + n;
+  }
+  if (!st->discard) st->in.erase(0, pos);
+}
+
+int OnDataChunk(nghttp2_session* s, uint8_t, int32_t stream_id, const uint8_t* data, size_t len, void*) {
+  StreamImpl* st = GetStream(s, stream_id);
+  if (!st || !st->handler || st->discard) return 0;
+  Deliver(st, data, len);
+  return 0;
+}
+
+int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
+  auto* c = static_cast<Conn*>(user);
+  if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
+  auto it = c->streams.find(f->hd.stream_id);
+  if (it == c->streams.end()) return 0;
+  StreamImpl* st = it->second.get();
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    HandlerFactory factory = c->loop->options().route(st->path);
+    if (factory) st->handler = factory();
+    if (!st->handler) {
+      st->discard = true;
+      auto slash = st->path.rfind('/');
+      std::string service = st->path.substr(1, slash == std::string::npos || slash == 0 ? std::string::npos : slash - 1);
+      st->Finish(absl::UnimplementedError(absl::StrCat("unknown service ", service)));
+      return 0;
+    }
+  }
+  if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->handler && !st->discard) {
+    if (!st->in.empty()) {
+      st->discard = true;
+      st->Finish(absl::InternalError("grpc: request ended inside a message"));
+      return 0;
+    }
+    st->handler->OnHalfClose(st);
+  }
+  return 0;
+}
+
+int OnStreamClose(nghttp2_session* s, int32_t stream_id, uint32_t, void* user) {
+  auto* c = static_cast<Conn*>(user);
+  nghttp2_session_set_stream_user_data(s, stream_id, nullptr);
+  c->streams.erase(stream_id);
+  return 0;
+}
+
+ssize_t ReadBody(nghttp2_session* s, int32_t stream_id, uint8_t* buf, size_t length, uint32_t* flags,
+                 nghttp2_data_source*, void*) {
+  StreamImpl* st = GetStream(s, stream_id);
+  if (!st) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  size_t n = std::min(length, st->out.size() - st->out_off);
+  std::memcpy(buf, st->out.data() + st->out_off, n);
+  st->out_off += n;
+  if (st->out_off == st->out.size()) {
+    st->out.clear();
+    st->out_off = 0;
+    if (!st->drained.empty()) {
+      auto fns = std::move(st->drained);
+      st->drained.clear();
+      for (auto& fn : fns) fn();
+    }
+    if (st->finished) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      nghttp2_nv tr[] = {Nv("grpc-status", st->grpc_status), Nv("grpc-message", st->grpc_message)};
+      nghttp2_submit_trailer(s, stream_id, tr, st->grpc_message.empty() ? 1 : 2);
+      return static_cast<ssize_t>(n);
+    }
+    if (n == 0) {
+      st->deferred = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return static_cast<ssize_t>(n);
+}
+
+absl::Status LoopImpl::NewSession(Conn* c) {
+  static nghttp2_session_callbacks* cbs = [] {
+    nghttp2_session_callbacks* cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, OnBeginHeaders);
+    nghttp2_session_callbacks_set_on_header_callback(cb, OnHeader);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, OnDataChunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, OnFrameRecv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, OnStreamClose);
+    return cb;
+  }();
+  static nghttp2_option* opt = [] {
+    nghttp2_option* o;
+    nghttp2_option_new(&o);
+    // grpc-go's keepalive pings are answered by nghttp2 itself.
+    nghttp2_option_set_no_closed_streams(o, 1);
+    // grpc-go sends the dial target as :authority, and etcdctl --cluster
+    // dials "passthrough:///http://host:port": not a valid HTTP authority,
+    // which nghttp2's HTTP checks would reset (gRPC servers accept it).
+    nghttp2_option_set_no_http_messaging(o, 1);
+    return o;
+  }();
+  if (nghttp2_session_server_new2(&c->session, cbs, c, opt) != 0) return absl::InternalError("nghttp2 session");
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1u << 20},
+                                 {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
+                                 {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 1u << 16}};
+  nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3);
+  nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, kConnWindow);
+  return absl::OkStatus();
+}
+
+// --- Call ------------------------------------------------------------------------
+
+CallRef StreamImpl::Ref() const { return CallRef{conn->loop->shared_from_this(), conn->id, id}; }
+
+void StreamImpl::Resume() {
+  if (deferred) {
+    deferred = false;
+    nghttp2_session_resume_data(conn->session, id);
+  }
+  conn->loop->MarkDirty(conn);
+}
+
+void StreamImpl::Send(const google::protobuf::MessageLite& msg) {
+  if (finished) return;
+  size_t n = msg.ByteSizeLong();
+  size_t at = out.size();
+  out.resize(at + 5 + n);
+  auto* p = reinterpret_cast<uint8_t*>(out.data() + at);
+  p[0] = 0;
+  p[1] = static_cast<uint8_t>(n >> 24);
+  p[2] = static_cast<uint8_t>(n >> 16);
+  p[3] = static_cast<uint8_t>(n >> 8);
+  p[4] = static_cast<uint8_t>(n);
+  msg.SerializeWithCachedSizesToArray(p + 5);
+  if (!headers_sent) {
+    headers_sent = true;
+    static const std::string k200 = "200", kGrpc = "application/grpc";
+    nghttp2_nv h[] = {Nv(":status", k200), Nv("content-type", kGrpc)};
+    nghttp2_data_provider prd{};
+    prd.read_callback = ReadBody;
+    nghttp2_submit_response(conn->session, id, h, 2, &prd);
+    conn->loop->MarkDirty(conn);
+    return;
+  }
+  Resume();
+}
+
+void StreamImpl::Finish(const absl::Status& st) {
+  if (finished) return;
+  finished = true;
+  status = st;
+  grpc_status = std::to_string(static_cast<int>(st.code()));
+  grpc_message = PercentEncode(std::string(st.message()));
+  if (!headers_sent) {
+    // Trailers-only response.
+    headers_sent = true;
+    static const std::string k200 = "200", kGrpc = "application/grpc";
+    nghttp2_nv h[] = {Nv(":status", k200), Nv("content-type", kGrpc), Nv("grpc-status", grpc_status),
+                      Nv("grpc-message", grpc_message)};
+    nghttp2_submit_headers(conn->session, NGHTTP2_FLAG_END_STREAM, id, nullptr, h, grpc_message.empty() ? 3 : 4,
+                           nullptr);
+    conn->loop->MarkDirty(conn);
+    return;
+  }
+  Resume();
+}
+
+// --- Transport ---------------------------------------------------------------------
+
+absl::StatusOr<UniqueFd> ListenOn(const std::string& addr, int* port) {
+  sockaddr_storage ss{};
+  socklen_t len;
+  int family;
+  if (addr.rfind("unix:", 0) == 0) {
+    std::string path = addr.substr(5);
+    auto* a = reinterpret_cast<sockaddr_un*>(&ss);
+    if (path.size() >= sizeof(a->sun_path)) return absl::InvalidArgumentError("unix socket path too long: " + path);
+    a->sun_family = AF_UNIX;
+    std::memcpy(a->sun_path, path.c_str(), path.size() + 1);
+    len = sizeof(*a);
+    family = AF_UNIX;
+    ::unlink(path.c_str());
+  } else {
+    auto colon = addr.rfind(':');
+    std::string host = addr.substr(0, colon);
+    int p = std::atoi(addr.substr(colon + 1).c_str());
+    if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    if (host == "localhost") host = "127.0.0.1";
+    if (host.find(':') != std::string::npos) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons(static_cast<uint16_t>(p));
+      if (inet_pton(AF_INET6, host.c_str(), &a->sin6_addr) != 1) return absl::InvalidArgumentError("bad host " + host);
+      len = sizeof(*a);
+      family = AF_INET6;
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_port = htons(static_cast<uint16_t>(p));
+      if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) return absl::InvalidArgumentError("bad host " + host);
+      len = sizeof(*a);
+      family = AF_INET;
+    }
+  }
+  UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return LastErrnoError("socket");
+  int one = 1;
+  if (family != AF_UNIX) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return LastErrnoError("bind " + addr);
+  if (::listen(fd.get(), 4096) != 0) return LastErrnoError("listen " + addr);
+  *port = 0;
+  if (family != AF_UNIX) {
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return LastErrnoError("getsockname");
+    *port = family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                               : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  }
+  return fd;
+}
+
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned inlen, void*) {
+  for (unsigned i = 0; i < inlen;) {
+    unsigned l = in[i];
+    if (i + 1 + l > inlen) break;
+    if (l == 2 && in[i + 1] == 'h' && in[i + 2] == '2') {
+      *out = in + i + 1;
+      *outlen = 2;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + l;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+absl::StatusOr<SSL_CTX*> NewTlsContext(const TransportOptions& o) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) return absl::InternalError("SSL_CTX_new");
+  auto fail = [&](const std::string& what) {
+    std::string e = ERR_reason_error_string(ERR_peek_last_error()) ? ERR_reason_error_string(ERR_peek_last_error()) : "";
+    SSL_CTX_free(ctx);
+    return absl::InvalidArgumentError(what + ": " + e);
+  };
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  if (SSL_CTX_use_certificate_chain_file(ctx, o.cert_file.c_str()) != 1) return fail("load " + o.cert_file);
+  if (SSL_CTX_use_PrivateKey_file(ctx, o.key_file.c_str(), SSL_FILETYPE_PEM) != 1) return fail("load " + o.key_file);
+  if (!o.trusted_ca_file.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx, o.trusted_ca_file.c_str(), nullptr) != 1) {
+      return fail("load " + o.trusted_ca_file);
+    }
+  }
+  if (o.client_cert_auth) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
+  return ctx;
+}
+
+class TransportImpl final : public Transport {
+ public:
+  explicit TransportImpl(TransportOptions o) : o_(std::move(o)) {}
+  ~TransportImpl() override {
+    Shutdown();
+    loops_.clear();
+    if (tls_) SSL_CTX_free(tls_);
+  }
+
+  absl::Status Init() {
+    if (!o_.route) return absl::InvalidArgumentError("h2 transport without routes");
+    for (size_t i = 0; i < o_.listen.size(); ++i) {
+      auto l = std::make_unique<Listener>();
+      l->kind = Pollable::kListener;
+      int port = 0;
+      ASSIGN_OR_RETURN(l->fd, ListenOn(o_.listen[i], &port));
+      if (i < o_.tls.size() && o_.tls[i]) {
+        if (!tls_) {
+          ASSIGN_OR_RETURN(tls_, NewTlsContext(o_));
+        }
+        l->tls = tls_;
+      }
+      ports_.push_back(port);
+      listeners_.push_back(std::move(l));
+    }
+    std::vector<Listener*> ls;
+    for (auto& l : listeners_) ls.push_back(l.get());
+    for (int i = 0; i < std::max(1, o_.threads); ++i) {
+      loops_.push_back(std::make_shared<LoopImpl>(&o_, ls));
+      RETURN_IF_ERROR(loops_.back()->Init());
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<int> Ports() const override { return ports_; }
+
+  void Shutdown() override {
+    if (shut_.exchange(true)) return;
+    for (auto& l : loops_) l->Stop();
+    for (auto& l : loops_) l->Join();
+    listeners_.clear();
+    std::lock_guard<std::mutex> l(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  void Wait() override {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return done_; });
+  }
+
+ private:
+  TransportOptions o_;
+  SSL_CTX* tls_ = nullptr;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::shared_ptr<LoopImpl>> loops_;
+  std::vector<int> ports_;
+  std::atomic<bool> shut_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+void Post(const CallRef& ref, std::function<void(Call*)> fn) {
+  auto* loop = static_cast<LoopImpl*>(ref.loop.get());
+  Posted p{ref.conn_id, ref.stream_id, std::move(fn)};
+  if (!loop->Enqueue(p)) p.fn(nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> Transport::Start(TransportOptions options) {
+  auto t = std::make_unique<TransportImpl>(std::move(options));
+  RETURN_IF_ERROR(t->Init());
+  return std::unique_ptr<Transport>(std::move(t));
+}
+
+}  // namespace skiff::store::h2

@@ -118,7 +118,8 @@ int main(int argc, char** argv) {
       "trusted-ca-file", "client-cert-auth", "log-level", "experimental-watch-progress-notify-interval",
       "listen-peer-urls", "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state",
       "initial-cluster-token", "logger", "log-outputs", "max-request-bytes", "max-txn-ops", "snapshot-count",
-      "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof"};
+      "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof",
+      "experimental-transport", "experimental-transport-threads"};
   for (const auto& [k, v] : flags) {
     if (std::find(known.begin(), known.end(), k) == known.end()) return Usage(("unknown flag --" + k).c_str());
   }
@@ -147,6 +148,11 @@ int main(int argc, char** argv) {
   so.key_file = flags["key-file"];
   so.trusted_ca_file = flags["trusted-ca-file"];
   so.client_cert_auth = flags["client-cert-auth"] == "true";
+  // grpc (gRPC C++) or h2 (the lean nghttp2 transport).
+  if (flags.count("experimental-transport")) so.transport = flags["experimental-transport"];
+  if (flags.count("experimental-transport-threads")) {
+    so.transport_threads = std::atoi(flags["experimental-transport-threads"].c_str());
+  }
 
   // Block the stop signals before any thread starts so sigwait sees them.
   sigset_t set;

@@ -8,15 +8,20 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/server_credentials.h"
+#include "h2_transport.h"
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
@@ -239,6 +244,395 @@ class HealthService final : public grpc::health::v1::Health::Service {
   }
 };
 
+// ---------------------------------------------------------------- the same API on the h2 transport
+//
+// Method -> handler. Reads and in-memory calls run on the connection's loop
+// thread; writes go to the engine's async API and finish on the loop when the
+// committer hands them back; calls that may wait on a commit or scan the
+// whole database run on a small worker pool.
+
+class WorkerPool {
+ public:
+  explicit WorkerPool(int n) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { Run(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void Submit(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      q_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Run() {
+    while (true) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] { return stop_ || !q_.empty(); });
+        if (q_.empty()) return;
+        fn = std::move(q_.front());
+        q_.pop_front();
+      }
+      fn();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> q_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+struct H2Context {
+  Store* store;
+  WorkerPool* pool;
+};
+
+template <typename Req>
+absl::Status ParseRequest(std::string_view msg, Req* req, bool check_size) {
+  if (!req->ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
+    return absl::InternalError(absl::StrCat("grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"));
+  }
+  if (check_size && msg.size() > kMaxRequestBytes) return ErrRequestTooLarge();
+  return absl::OkStatus();
+}
+
+void FinishWith(h2::Call* call, const absl::Status& st, const google::protobuf::MessageLite& resp) {
+  if (st.ok()) call->Send(resp);
+  call->Finish(st);
+}
+
+// A unary call: the one request message, handled at END_STREAM.
+class UnaryHandler final : public h2::Handler {
+ public:
+  using Fn = std::function<void(h2::Call*, std::string_view)>;
+  explicit UnaryHandler(const Fn* fn) : fn_(fn) {}
+  void OnMessage(h2::Call* call, std::string_view msg) override {
+    if (got_) {
+      call->Finish(absl::InternalError("grpc: two request messages on a unary call"));
+      return;
+    }
+    got_ = true;
+    msg_.assign(msg.data(), msg.size());
+  }
+  void OnHalfClose(h2::Call* call) override {
+    if (call->Finished()) return;
+    if (!got_) {
+      call->Finish(absl::InternalError("grpc: no request message on a unary call"));
+      return;
+    }
+    (*fn_)(call, msg_);
+  }
+
+ private:
+  const Fn* fn_;
+  bool got_ = false;
+  std::string msg_;
+};
+
+// Runs on the loop thread.
+template <typename Req, typename Resp>
+UnaryHandler::Fn Inline(std::function<absl::StatusOr<Resp>(const Req&)> fn, bool check_size = true) {
+  return [fn = std::move(fn), check_size](h2::Call* call, std::string_view msg) {
+    Req req;
+    absl::Status st = ParseRequest(msg, &req, check_size);
+    if (!st.ok()) return call->Finish(st);
+    absl::StatusOr<Resp> r = fn(req);
+    if (!r.ok()) return call->Finish(r.status());
+    FinishWith(call, absl::OkStatus(), *r);
+  };
+}
+
+// A write through the engine's async API; the committer posts the result.
+template <typename Req, typename Resp>
+UnaryHandler::Fn Async(std::function<void(const Req&, Resp*, Store::Done)> fn, bool check_size = true) {
+  return [fn = std::move(fn), check_size](h2::Call* call, std::string_view msg) {
+    struct Op {
+      Req req;
+      Resp resp;
+    };
+    auto op = std::make_shared<Op>();
+    absl::Status st = ParseRequest(msg, &op->req, check_size);
+    if (!st.ok()) return call->Finish(st);
+    h2::CallRef ref = call->Ref();
+    fn(op->req, &op->resp, [op, ref = std::move(ref)](absl::Status st) {
+      h2::Post(ref, [op, st = std::move(st)](h2::Call* c) {
+        if (c) FinishWith(c, st, op->resp);
+      });
+    });
+  };
+}
+
+// May wait (a commit, a scan of the database): runs on the worker pool.
+template <typename Req, typename Resp>
+UnaryHandler::Fn Blocking(WorkerPool* pool, std::function<absl::StatusOr<Resp>(const Req&)> fn) {
+  return [pool, fn = std::move(fn)](h2::Call* call, std::string_view msg) {
+    auto req = std::make_shared<Req>();
+    absl::Status st = ParseRequest(msg, req.get(), true);
+    if (!st.ok()) return call->Finish(st);
+    pool->Submit([fn, req, ref = call->Ref()] {
+      auto r = std::make_shared<absl::StatusOr<Resp>>(fn(*req));
+      h2::Post(ref, [r](h2::Call* c) {
+        if (c) FinishWith(c, r->status(), r->ok() ? **r : Resp());
+      });
+    });
+  };
+}
+
+// Bytes handed to a call's loop but not yet written: a producer thread waits
+// while too many are outstanding, so a slow reader stalls only its own stream.
+class Backlog {
+ public:
+  static constexpr size_t kLimit = 1 << 20;
+  void Add(size_t n) {
+    std::lock_guard<std::mutex> l(mu_);
+    pending_ += n;
+  }
+  void Taken(size_t n) {
+    std::lock_guard<std::mutex> l(mu_);
+    pending_ -= std::min(n, pending_);
+    cv_.notify_all();
+  }
+  // False once closed.
+  bool WaitRoom() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return closed_ || pending_ < kLimit; });
+    return !closed_;
+  }
+  void Close() {
+    std::lock_guard<std::mutex> l(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t pending_ = 0;
+  bool closed_ = false;
+};
+
+// Posts one response message of a server-streaming call from a producer
+// thread and accounts for it in the backlog until the loop has sent it.
+void PostMessage(const h2::CallRef& ref, const std::shared_ptr<Backlog>& backlog,
+                 std::shared_ptr<google::protobuf::MessageLite> msg) {
+  size_t n = msg->ByteSizeLong() + 5;
+  backlog->Add(n);
+  h2::Post(ref, [backlog, msg = std::move(msg), n](h2::Call* c) {
+    if (!c) {
+      backlog->Close();
+      return;
+    }
+    c->Send(*msg);
+    // Counted as sent once the message is queued on the call; the call's own
+    // queue is bounded by HTTP/2 flow control and checked below.
+    if (c->QueuedBytes() < Backlog::kLimit) {
+      backlog->Taken(n);
+    } else {
+      c->OnDrained([backlog, n] { backlog->Taken(n); });
+    }
+  });
+}
+
+class WatchHandler final : public h2::Handler {
+ public:
+  explicit WatchHandler(Store* s) : ws_(s->NewWatchStream()), backlog_(std::make_shared<Backlog>()) {}
+  ~WatchHandler() override {
+    backlog_->Close();
+    ws_->Close();
+    if (sender_.joinable()) sender_.join();
+  }
+  void OnMessage(h2::Call* call, std::string_view msg) override {
+    if (!sender_.joinable()) {
+      sender_ = std::thread([this, ref = call->Ref()] {
+        while (backlog_->WaitRoom()) {
+          auto r = std::make_shared<etcdserverpb::WatchResponse>();
+          if (!ws_->Next(r.get())) break;
+          PostMessage(ref, backlog_, std::move(r));
+        }
+      });
+    }
+    etcdserverpb::WatchRequest req;
+    if (!req.ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
+      return call->Finish(absl::InternalError("grpc: error unmarshalling request"));
+    }
+    if (req.has_create_request()) {
+      ws_->Create(req.create_request());
+    } else if (req.has_cancel_request()) {
+      ws_->Cancel(req.cancel_request().watch_id());
+    } else if (req.has_progress_request()) {
+      ws_->RequestProgress();
+    }
+  }
+  void OnHalfClose(h2::Call* call) override { call->Finish(absl::OkStatus()); }
+
+ private:
+  std::unique_ptr<WatchStream> ws_;
+  std::shared_ptr<Backlog> backlog_;
+  std::thread sender_;
+};
+
+class KeepAliveHandler final : public h2::Handler {
+ public:
+  explicit KeepAliveHandler(Store* s) : s_(s) {}
+  void OnMessage(h2::Call* call, std::string_view msg) override {
+    etcdserverpb::LeaseKeepAliveRequest req;
+    if (!req.ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
+      return call->Finish(absl::InternalError("grpc: error unmarshalling request"));
+    }
+    auto r = s_->LeaseKeepAlive(req);
+    if (!r.ok()) return call->Finish(r.status());
+    call->Send(*r);
+  }
+  void OnHalfClose(h2::Call* call) override { call->Finish(absl::OkStatus()); }
+
+ private:
+  Store* s_;
+};
+
+// Server-streaming calls produced by a thread of their own (Snapshot,
+// Health.Watch): started at END_STREAM with the one request.
+class ProducerHandler final : public h2::Handler {
+ public:
+  using Produce = std::function<absl::Status(const std::function<bool(std::shared_ptr<google::protobuf::MessageLite>)>&
+                                                  send)>;
+  explicit ProducerHandler(Produce p) : produce_(std::move(p)), backlog_(std::make_shared<Backlog>()) {}
+  ~ProducerHandler() override {
+    backlog_->Close();
+    if (thread_.joinable()) thread_.join();
+  }
+  void OnMessage(h2::Call*, std::string_view) override {}
+  void OnHalfClose(h2::Call* call) override {
+    thread_ = std::thread([this, ref = call->Ref()] {
+      auto backlog = backlog_;
+      absl::Status st = produce_([&](std::shared_ptr<google::protobuf::MessageLite> m) {
+        if (!backlog->WaitRoom()) return false;
+        PostMessage(ref, backlog, std::move(m));
+        return true;
+      });
+      h2::Post(ref, [st](h2::Call* c) {
+        if (c) c->Finish(st);
+      });
+    });
+  }
+
+ private:
+  Produce produce_;
+  std::shared_ptr<Backlog> backlog_;
+  std::thread thread_;
+};
+
+// SERVING once; the stream then stays open until the client goes.
+class HealthWatchHandler final : public h2::Handler {
+ public:
+  void OnMessage(h2::Call*, std::string_view) override {}
+  void OnHalfClose(h2::Call* call) override {
+    grpc::health::v1::HealthCheckResponse r;
+    r.set_status(grpc::health::v1::HealthCheckResponse::SERVING);
+    call->Send(r);
+  }
+};
+
+// The etcd v3 API's method table for the h2 transport.
+class H2Routes {
+ public:
+  H2Routes(Store* s, WorkerPool* pool) {
+    using namespace etcdserverpb;  // NOLINT
+    auto unary = [&](const std::string& path, UnaryHandler::Fn fn) {
+      unary_[path] = std::make_unique<UnaryHandler::Fn>(std::move(fn));
+    };
+    unary("/etcdserverpb.KV/Range", Inline<RangeRequest, RangeResponse>([s](const RangeRequest& r) { return s->Range(r); }));
+    unary("/etcdserverpb.KV/Put", Async<PutRequest, PutResponse>(
+                                      [s](const PutRequest& r, PutResponse* o, Store::Done d) { s->PutAsync(r, o, std::move(d)); }));
+    unary("/etcdserverpb.KV/DeleteRange",
+          Async<DeleteRangeRequest, DeleteRangeResponse>([s](const DeleteRangeRequest& r, DeleteRangeResponse* o,
+                                                            Store::Done d) { s->DeleteRangeAsync(r, o, std::move(d)); }));
+    unary("/etcdserverpb.KV/Txn", Async<TxnRequest, TxnResponse>(
+                                      [s](const TxnRequest& r, TxnResponse* o, Store::Done d) { s->TxnAsync(r, o, std::move(d)); }));
+    unary("/etcdserverpb.KV/Compact",
+          Async<CompactionRequest, CompactionResponse>(
+              [s](const CompactionRequest& r, CompactionResponse* o, Store::Done d) { s->CompactAsync(r, o, std::move(d)); },
+              false));
+    unary("/etcdserverpb.Lease/LeaseGrant",
+          Blocking<LeaseGrantRequest, LeaseGrantResponse>(pool, [s](const LeaseGrantRequest& r) { return s->LeaseGrant(r); }));
+    unary("/etcdserverpb.Lease/LeaseRevoke", Blocking<LeaseRevokeRequest, LeaseRevokeResponse>(
+                                                 pool, [s](const LeaseRevokeRequest& r) { return s->LeaseRevoke(r); }));
+    unary("/etcdserverpb.Lease/LeaseTimeToLive", Inline<LeaseTimeToLiveRequest, LeaseTimeToLiveResponse>(
+                                                     [s](const LeaseTimeToLiveRequest& r) { return s->LeaseTimeToLive(r); }));
+    unary("/etcdserverpb.Lease/LeaseLeases",
+          Inline<LeaseLeasesRequest, LeaseLeasesResponse>([s](const LeaseLeasesRequest& r) { return s->LeaseLeases(r); }));
+    unary("/etcdserverpb.Maintenance/Alarm",
+          Blocking<AlarmRequest, AlarmResponse>(pool, [s](const AlarmRequest& r) { return s->Alarm(r); }));
+    unary("/etcdserverpb.Maintenance/Status",
+          Inline<StatusRequest, StatusResponse>([s](const StatusRequest&) { return s->Status(); }));
+    unary("/etcdserverpb.Maintenance/Defragment",
+          Blocking<DefragmentRequest, DefragmentResponse>(pool, [s](const DefragmentRequest&) { return s->Defragment(); }));
+    unary("/etcdserverpb.Maintenance/Hash",
+          Blocking<HashRequest, HashResponse>(pool, [s](const HashRequest&) { return s->Hash(); }));
+    unary("/etcdserverpb.Maintenance/HashKV",
+          Blocking<HashKVRequest, HashKVResponse>(pool, [s](const HashKVRequest& r) { return s->HashKV(r); }));
+    unary("/etcdserverpb.Maintenance/MoveLeader",
+          Inline<MoveLeaderRequest, MoveLeaderResponse>([](const MoveLeaderRequest&) -> absl::StatusOr<MoveLeaderResponse> {
+            return absl::FailedPreconditionError("etcdserver: not leader");
+          }));
+    unary("/etcdserverpb.Cluster/MemberList",
+          Inline<MemberListRequest, MemberListResponse>([s](const MemberListRequest&) { return s->MemberList(); }));
+    unary("/grpc.health.v1.Health/Check",
+          Inline<grpc::health::v1::HealthCheckRequest, grpc::health::v1::HealthCheckResponse>(
+              [](const grpc::health::v1::HealthCheckRequest&) {
+                grpc::health::v1::HealthCheckResponse r;
+                r.set_status(grpc::health::v1::HealthCheckResponse::SERVING);
+                return absl::StatusOr<grpc::health::v1::HealthCheckResponse>(r);
+              }));
+    s_ = s;
+  }
+
+  h2::HandlerFactory Route(std::string_view path) const {
+    auto it = unary_.find(std::string(path));
+    if (it != unary_.end()) {
+      const UnaryHandler::Fn* fn = it->second.get();
+      return [fn] { return std::make_unique<UnaryHandler>(fn); };
+    }
+    Store* s = s_;
+    if (path == "/etcdserverpb.Watch/Watch") return [s] { return std::make_unique<WatchHandler>(s); };
+    if (path == "/etcdserverpb.Lease/LeaseKeepAlive") return [s] { return std::make_unique<KeepAliveHandler>(s); };
+    if (path == "/etcdserverpb.Maintenance/Snapshot") {
+      return [s] {
+        return std::make_unique<ProducerHandler>([s](const auto& send) {
+          bool first = true;
+          return s->Snapshot([&](const std::string& chunk, uint64_t remaining) {
+            auto r = std::make_shared<etcdserverpb::SnapshotResponse>();
+            if (first) {
+              *r->mutable_header() = s->Header();
+              r->set_version(kEtcdVersion);
+              first = false;
+            }
+            r->set_remaining_bytes(remaining);
+            r->set_blob(chunk);
+            return send(std::move(r));
+          });
+        });
+      };
+    }
+    if (path == "/grpc.health.v1.Health/Watch") return [] { return std::make_unique<HealthWatchHandler>(); };
+    return nullptr;
+  }
+
+ private:
+  Store* s_;
+  absl::flat_hash_map<std::string, std::unique_ptr<UnaryHandler::Fn>> unary_;
+};
+
 struct Url {
   std::string scheme, host;
   int port = 0;
@@ -381,6 +775,54 @@ class ServerImpl final : public Server {
   ~ServerImpl() override { Shutdown(); }
 
   absl::Status Init(Store* s, const ServerOptions& o) {
+    if (o.transport == "h2") {
+      RETURN_IF_ERROR(InitH2(s, o));
+    } else if (o.transport == "grpc") {
+      RETURN_IF_ERROR(InitGrpc(o));
+    } else {
+      return absl::InvalidArgumentError("unknown transport " + o.transport + " (grpc or h2)");
+    }
+    for (const auto& m : o.listen_metrics_urls) {
+      ASSIGN_OR_RETURN(Url u, ParseUrl(m));
+      ASSIGN_OR_RETURN(auto l, ListenHttp(s, u));
+      metrics_.push_back(std::move(l));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status InitH2(Store* s, const ServerOptions& o) {
+    pool_ = std::make_unique<WorkerPool>(4);
+    routes_ = std::make_unique<H2Routes>(s, pool_.get());
+    h2::TransportOptions t;
+    for (const auto& url : o.listen_client_urls) {
+      ASSIGN_OR_RETURN(Url u, ParseUrl(url));
+      bool secure = u.scheme == "https" || u.scheme == "unixs";
+      if (secure && o.cert_file.empty()) {
+        return absl::InvalidArgumentError("https listen URL needs --cert-file and --key-file");
+      }
+      if (!u.path.empty()) {
+        t.listen.push_back("unix:" + u.path);
+      } else if (u.host.find(':') != std::string::npos) {
+        t.listen.push_back(absl::StrCat("[", u.host, "]:", u.port));
+      } else {
+        t.listen.push_back(absl::StrCat(u.host, ":", u.port));
+      }
+      t.tls.push_back(secure);
+    }
+    t.cert_file = o.cert_file;
+    t.key_file = o.key_file;
+    t.trusted_ca_file = o.trusted_ca_file;
+    t.client_cert_auth = o.client_cert_auth;
+    t.threads = o.transport_threads;
+    t.max_recv_message_bytes = kMaxRequestBytes + 512 * 1024;
+    const H2Routes* routes = routes_.get();
+    t.route = [routes](std::string_view path) { return routes->Route(path); };
+    ASSIGN_OR_RETURN(h2_, h2::Transport::Start(std::move(t)));
+    ports_ = h2_->Ports();
+    return absl::OkStatus();
+  }
+
+  absl::Status InitGrpc(const ServerOptions& o) {
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> tls;
     if (!o.cert_file.empty()) {
@@ -428,11 +870,6 @@ class ServerImpl final : public Server {
         return absl::UnavailableError("cannot listen on " + o.listen_client_urls[i]);
       }
     }
-    for (const auto& m : o.listen_metrics_urls) {
-      ASSIGN_OR_RETURN(Url u, ParseUrl(m));
-      ASSIGN_OR_RETURN(auto l, ListenHttp(s, u));
-      metrics_.push_back(std::move(l));
-    }
     return absl::OkStatus();
   }
 
@@ -443,13 +880,14 @@ class ServerImpl final : public Server {
     return v;
   }
   void Shutdown() override {
-    if (server_ && !shut_.exchange(true)) {
-      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-      metrics_.clear();
-    }
+    if (shut_.exchange(true)) return;
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    if (h2_) h2_->Shutdown();
+    metrics_.clear();
   }
   void Wait() override {
     if (server_) server_->Wait();
+    if (h2_) h2_->Wait();
   }
 
  private:
@@ -460,6 +898,9 @@ class ServerImpl final : public Server {
   ClusterService cluster_;
   HealthService health_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<H2Routes> routes_;
+  std::unique_ptr<h2::Transport> h2_;
   std::vector<int> ports_;
   std::vector<std::unique_ptr<MetricsListener>> metrics_;
   std::atomic<bool> shut_{false};

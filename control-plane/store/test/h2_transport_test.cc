@@ -1,0 +1,411 @@
+// The lean HTTP/2 transport (h2_transport.cc) under what etcdctl does not
+// exercise: many streams on one connection, flow control of a large
+// response, oversized requests, a client that vanishes mid-stream, GOAWAY on
+// shutdown, a watcher that stops reading while writers go on, unknown
+// methods. Clients: gRPC C++ (an independent HTTP/2 implementation) and a raw
+// nghttp2 client session where the test needs to misbehave on purpose.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "etcdserverpb/rpc.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "skiff/common/unique_fd.h"
+#include "skiff/store/errors.h"
+#include "skiff/store/server.h"
+#include "store_helpers.h"
+
+namespace skiff::store {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A raw HTTP/2 client over a blocking socket: sends what the test builds,
+// records what comes back.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    nghttp2_session_callbacks* cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, [](nghttp2_session*, const nghttp2_frame* f, void* u) {
+      auto* self = static_cast<RawClient*>(u);
+      if (f->hd.type == NGHTTP2_GOAWAY) self->goaway_ = true;
+      if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        self->ended_.insert(f->hd.stream_id);
+      }
+      return 0;
+    });
+    nghttp2_session_callbacks_set_on_header_callback(
+        cb, [](nghttp2_session*, const nghttp2_frame* f, const uint8_t* n, size_t nl, const uint8_t* v, size_t vl,
+               uint8_t, void* u) {
+          static_cast<RawClient*>(u)->headers_[f->hd.stream_id][std::string(reinterpret_cast<const char*>(n), nl)] =
+              std::string(reinterpret_cast<const char*>(v), vl);
+          return 0;
+        });
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+        cb, [](nghttp2_session*, uint8_t, int32_t id, const uint8_t* d, size_t l, void* u) {
+          static_cast<RawClient*>(u)->data_[id].append(reinterpret_cast<const char*>(d), l);
+          return 0;
+        });
+    nghttp2_session_client_new(&session_, cb, this);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
+  }
+  ~RawClient() { nghttp2_session_del(session_); }
+  bool connected() const { return connected_; }
+
+  // Opens a gRPC call on path; body (already framed) goes out with END_STREAM
+  // when end is set.
+  int32_t Start(const std::string& path, std::string body, bool end) {
+    std::vector<std::pair<std::string, std::string>> h = {{":method", "POST"},
+                                                          {":scheme", "http"},
+                                                          {":path", path},
+                                                          {":authority", "localhost"},
+                                                          {"content-type", "application/grpc"},
+                                                          {"te", "trailers"}};
+    std::vector<nghttp2_nv> nv;
+    for (auto& [k, v] : h) {
+      nv.push_back({reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(v.data()), k.size(), v.size(),
+                    NGHTTP2_NV_FLAG_NONE});
+    }
+    bodies_.push_back(std::make_unique<Body>(Body{std::move(body), 0, end}));
+    nghttp2_data_provider prd{};
+    prd.source.ptr = bodies_.back().get();
+    prd.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t len, uint32_t* flags,
+                           nghttp2_data_source* src, void*) -> ssize_t {
+      auto* b = static_cast<Body*>(src->ptr);
+      size_t n = std::min(len, b->bytes.size() - b->off);
+      std::memcpy(buf, b->bytes.data() + b->off, n);
+      b->off += n;
+      if (b->off == b->bytes.size()) {
+        if (b->end) {
+          *flags |= NGHTTP2_DATA_FLAG_EOF;
+        } else if (n == 0) {
+          return NGHTTP2_ERR_DEFERRED;
+        }
+      }
+      return static_cast<ssize_t>(n);
+    };
+    int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), &prd, nullptr);
+    Flush();
+    return id;
+  }
+
+  void Flush() {
+    const uint8_t* d;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(session_, &d)) > 0) WriteAll(d, static_cast<size_t>(n));
+  }
+  void WriteAll(const void* d, size_t n) {
+    const char* p = static_cast<const char*>(d);
+    while (n > 0) {
+      ssize_t w = ::send(fd_.get(), p, n, MSG_NOSIGNAL);
+      if (w <= 0) return;
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  // Reads and processes input until pred() or EOF or the deadline.
+  bool ReadUntil(const std::function<bool()>& pred, std::chrono::milliseconds limit = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    char buf[65536];
+    while (!pred()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      ssize_t n = ::recv(fd_.get(), buf, sizeof(buf), 0);
+      if (n <= 0) {
+        eof_ = true;
+        return pred();
+      }
+      nghttp2_session_mem_recv(session_, reinterpret_cast<uint8_t*>(buf), static_cast<size_t>(n));
+      Flush();
+    }
+    return true;
+  }
+  void CloseSocket() { fd_.reset(); }
+
+  bool goaway_ = false, eof_ = false;
+  std::set<int32_t> ended_;
+  std::map<int32_t, std::map<std::string, std::string>> headers_;
+  std::map<int32_t, std::string> data_;
+
+ private:
+  struct Body {
+    std::string bytes;
+    size_t off;
+    bool end;
+  };
+  UniqueFd fd_;
+  bool connected_ = false;
+  nghttp2_session* session_ = nullptr;
+  std::vector<std::unique_ptr<Body>> bodies_;
+};
+
+std::string Framed(const google::protobuf::MessageLite& m) {
+  std::string body = m.SerializeAsString();
+  std::string f(5, '\0');
+  uint32_t n = htonl(static_cast<uint32_t>(body.size()));
+  std::memcpy(&f[1], &n, 4);
+  return f + body;
+}
+
+class H2Transport : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::RemoveStale("/tmp", "skiff-h2-test-");
+    dir_ = "/tmp/skiff-h2-test-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir_);
+    store_ = testing::OpenStore(dir_ + "/data");
+    ASSERT_TRUE(store_);
+    ServerOptions so;
+    so.listen_client_urls = {"http://127.0.0.1:0"};
+    so.transport = "h2";
+    auto s = Server::Start(store_.get(), so);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    port_ = server_->ClientPorts()[0];
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    channel_ = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials(), args);
+    kv_ = etcdserverpb::KV::NewStub(channel_);
+  }
+  void TearDown() override {
+    kv_.reset();
+    channel_.reset();
+    if (server_) server_->Shutdown();
+    server_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  grpc::Status Put(const std::string& k, const std::string& v, etcdserverpb::PutResponse* out = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    etcdserverpb::PutRequest r;
+    r.set_key(k);
+    r.set_value(v);
+    etcdserverpb::PutResponse resp;
+    return kv_->Put(&ctx, r, out ? out : &resp);
+  }
+
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Server> server_;
+  int port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<etcdserverpb::KV::Stub> kv_;
+};
+
+TEST_F(H2Transport, ManyConcurrentStreamsOnOneConnectionEachGetTheirOwnAnswer) {
+  constexpr int kCalls = 300;
+  struct Pending {
+    grpc::ClientContext ctx;
+    etcdserverpb::PutRequest req;
+    etcdserverpb::PutResponse resp;
+    grpc::Status st;
+  };
+  std::vector<std::unique_ptr<Pending>> calls;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    auto p = std::make_unique<Pending>();
+    p->req.set_key("many/" + std::to_string(i));
+    p->req.set_value(std::string(100 + i, 'v'));
+    p->req.set_prev_kv(true);
+    Pending* raw = p.get();
+    calls.push_back(std::move(p));
+    kv_->async()->Put(&raw->ctx, &raw->req, &raw->resp, [&, raw](grpc::Status st) {
+      std::lock_guard<std::mutex> l(mu);
+      raw->st = std::move(st);
+      ++done;
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, 30s, [&] { return done == kCalls; })) << done << " of " << kCalls;
+  }
+  std::set<int64_t> revs;
+  for (auto& c : calls) {
+    ASSERT_TRUE(c->st.ok()) << c->st.error_message();
+    revs.insert(c->resp.header().revision());
+  }
+  EXPECT_EQ(revs.size(), static_cast<size_t>(kCalls));  // one revision per put, none lost or answered twice
+  etcdserverpb::RangeRequest rr;
+  rr.set_key("many/");
+  rr.set_range_end("many0");
+  grpc::ClientContext ctx;
+  etcdserverpb::RangeResponse resp;
+  ASSERT_TRUE(kv_->Range(&ctx, rr, &resp).ok());
+  ASSERT_EQ(resp.count(), kCalls);
+  for (const auto& kv : resp.kvs()) {
+    int i = std::atoi(kv.key().substr(5).c_str());
+    EXPECT_EQ(kv.value().size(), static_cast<size_t>(100 + i)) << kv.key();
+  }
+}
+
+TEST_F(H2Transport, LargeRangeResponseFlowsThroughTheFlowControlWindow) {
+  // 6 MiB in one response: far above HTTP/2's 64 KiB default window and our
+  // 4 MiB stream window, so it only arrives if WINDOW_UPDATEs are honoured.
+  const std::string value(64 * 1024, 'z');
+  for (int i = 0; i < 96; ++i) ASSERT_TRUE(Put("big/" + std::to_string(1000 + i), value).ok());
+  for (int round = 0; round < 3; ++round) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    etcdserverpb::RangeRequest rr;
+    rr.set_key("big/");
+    rr.set_range_end("big0");
+    etcdserverpb::RangeResponse resp;
+    grpc::Status st = kv_->Range(&ctx, rr, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_EQ(resp.kvs_size(), 96);
+    for (const auto& kv : resp.kvs()) ASSERT_EQ(kv.value(), value);
+  }
+}
+
+TEST_F(H2Transport, OversizedRequestsGetEtcdsErrorsAndTheStoreKeepsServing) {
+  grpc::Status st = Put("huge", std::string(1600 * 1024, 'x'));  // over --max-request-bytes
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message(), "etcdserver: request is too large");
+  st = Put("huger", std::string(3 << 20, 'x'));  // over the transport's message limit
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("received message larger than max"), std::string::npos) << st.error_message();
+  etcdserverpb::PutResponse resp;
+  st = Put("after", "ok", &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.header().revision(), 2);  // neither oversized put was applied
+}
+
+TEST_F(H2Transport, ErrorMessagesArePercentEncodedAndDecodedBack) {
+  etcdserverpb::RangeRequest rr;
+  rr.set_key("a");
+  rr.set_revision(100);  // future revision
+  grpc::ClientContext ctx;
+  etcdserverpb::RangeResponse resp;
+  grpc::Status st = kv_->Range(&ctx, rr, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(st.error_message(), "etcdserver: mvcc: required revision is a future revision");
+}
+
+TEST_F(H2Transport, UnknownMethodIsUnimplemented) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  int32_t id = c.Start("/etcdserverpb.KV/NoSuchMethod", std::string(5, '\0'), true);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(id) > 0; }));
+  EXPECT_EQ(c.headers_[id]["grpc-status"], "12");
+  // The connection still serves a real call afterwards.
+  etcdserverpb::RangeRequest rr;
+  rr.set_key("x");
+  int32_t id2 = c.Start("/etcdserverpb.KV/Range", Framed(rr), true);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(id2) > 0; }));
+  EXPECT_EQ(c.headers_[id2]["grpc-status"], "0");
+  EXPECT_EQ(c.headers_[id2]["content-type"], "application/grpc");
+}
+
+TEST_F(H2Transport, ClientVanishingMidStreamFreesItsWatchAndOthersGoOn) {
+  for (int round = 0; round < 20; ++round) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.connected());
+    etcdserverpb::WatchRequest wr;
+    wr.mutable_create_request()->set_key("w");
+    int32_t id = c.Start("/etcdserverpb.Watch/Watch", Framed(wr), false);
+    ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].size() > 5; }));  // "created"
+    // Half a request message, then the socket goes away.
+    std::string half = Framed(wr).substr(0, 4);
+    c.WriteAll(half.data(), half.size());
+    c.CloseSocket();
+  }
+  // Every stream's watcher is released (the store counts live streams).
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (store_->GetMetrics().watch_streams != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(store_->GetMetrics().watch_streams, 0);
+  ASSERT_TRUE(Put("w", "still serving").ok());
+}
+
+TEST_F(H2Transport, ShutdownSendsGoAwayToOpenConnections) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  etcdserverpb::WatchRequest wr;
+  wr.mutable_create_request()->set_key("g");
+  int32_t id = c.Start("/etcdserverpb.Watch/Watch", Framed(wr), false);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].size() > 5; }));
+  std::thread stopper([&] { server_->Shutdown(); });
+  EXPECT_TRUE(c.ReadUntil([&] { return c.goaway_ && c.eof_; }));
+  stopper.join();
+}
+
+TEST_F(H2Transport, AWatcherThatStopsReadingDoesNotStallWriters) {
+  // The raw client opens a watch on everything and then never reads again:
+  // its socket buffers and HTTP/2 window fill up.
+  RawClient slow(port_);
+  ASSERT_TRUE(slow.connected());
+  etcdserverpb::WatchRequest wr;
+  wr.mutable_create_request()->set_key("s/");
+  wr.mutable_create_request()->set_range_end("s0");
+  int32_t id = slow.Start("/etcdserverpb.Watch/Watch", Framed(wr), false);
+  ASSERT_TRUE(slow.ReadUntil([&] { return slow.data_[id].size() > 5; }));
+  // 32 MiB of writes: far more than the socket buffers, the flow control
+  // windows and the transport's per-stream backlog together.
+  const std::string value(16 * 1024, 'w');
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> writers;
+  std::atomic<int> failed{0};
+  for (int w = 0; w < 8; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < 256; ++i) {
+        if (!Put("s/" + std::to_string(w) + "/" + std::to_string(i), value).ok()) ++failed;
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 60s);
+  // A second watcher on another connection sees the newest write at once.
+  etcdserverpb::PutResponse last;
+  ASSERT_TRUE(Put("s/last", "x", &last).ok());
+  auto watch = etcdserverpb::Watch::NewStub(channel_);
+  grpc::ClientContext ctx;
+  auto stream = watch->Watch(&ctx);
+  etcdserverpb::WatchRequest req;
+  req.mutable_create_request()->set_key("s/last");
+  req.mutable_create_request()->set_start_revision(last.header().revision());
+  ASSERT_TRUE(stream->Write(req));
+  etcdserverpb::WatchResponse resp;
+  bool seen = false;
+  while (!seen && stream->Read(&resp)) {
+    for (const auto& e : resp.events()) seen |= e.kv().key() == "s/last";
+  }
+  EXPECT_TRUE(seen);
+  ctx.TryCancel();
+  stream->Finish();
+}
+
+}  // namespace
+}  // namespace skiff::store
