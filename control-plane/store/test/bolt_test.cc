@@ -7,10 +7,12 @@
 #include <openssl/sha.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "bolt.h"
 #include "gtest/gtest.h"
@@ -389,6 +391,66 @@ TEST_F(StoreSnapshot, BareDatabaseFileRestoresWithSkipHashCheckOnly) {
   auto r = OpenStore((out / "restored").string());
   ASSERT_NE(r, nullptr);
   EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 200);
+}
+
+// A snapshot taken while writers run is one revision's state: the restored
+// store hashes (HashKV) like the source at that revision.
+TEST_F(StoreSnapshot, SnapshotUnderConcurrentWritesIsOneRevisionsState) {
+  auto s = OpenStore((dir_ / "src").string());
+  ASSERT_NE(s, nullptr);
+  PutMany(s.get(), 300, "first");
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  struct JoinOnExit {  // also when an assertion returns early
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~JoinOnExit() {
+      stop = true;
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } join_on_exit{stop, writers};
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        etcdserverpb::PutRequest r;
+        r.set_key(Key((t * 7919 + i) % 300));
+        r.set_value("w" + std::to_string(i));
+        if (!s->Put(r).ok()) return;
+        if (i % 5 == 0) {
+          etcdserverpb::DeleteRangeRequest d;
+          d.set_key(Key((t * 31 + i) % 300));
+          if (!s->DeleteRange(d).ok()) return;
+        }
+      }
+    });
+  }
+  auto wait_for_rev = [&](int64_t want) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (s->Revision() < want && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    return s->Revision() >= want;
+  };
+  ASSERT_TRUE(wait_for_rev(200)) << "writers stalled";
+  const std::string snap = Save(s.get(), "snap.db");
+  EXPECT_TRUE(wait_for_rev(s->Revision() + 10)) << "writers stalled";  // so they went on past the snapshot
+  stop = true;
+  for (auto& w : writers) w.join();
+  const std::string restored = (dir_ / "restored").string();
+  ASSERT_TRUE(RestoreSnapshot(snap, restored).ok());
+  auto r = OpenStore(restored);
+  ASSERT_NE(r, nullptr);
+  const int64_t rev = r->Revision();
+  EXPECT_GT(rev, 200);
+  EXPECT_LT(rev, s->Revision());
+  etcdserverpb::HashKVRequest h;
+  h.set_revision(rev);
+  auto a = s->HashKV(h), b = r->HashKV(h);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->hash(), b->hash());
+  auto all_a = Get(s.get(), "", std::string(1, '\0'), rev), all_b = Get(r.get(), "", std::string(1, '\0'), 0);
+  ASSERT_EQ(all_a.kvs_size(), all_b.kvs_size());
+  for (int i = 0; i < all_a.kvs_size(); ++i)
+    EXPECT_EQ(all_a.kvs(i).SerializeAsString(), all_b.kvs(i).SerializeAsString());
 }
 
 }  // namespace
