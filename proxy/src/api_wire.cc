@@ -25,7 +25,7 @@ class Reader {
   bool done() const { return p_ == end_; }
 
   absl::Status Next(Field* f) {
-    uint64_t tag;
+    uint64_t tag = 0;
     RETURN_IF_ERROR(Varint(&tag));
     f->number = static_cast<uint32_t>(tag >> 3);
     f->type = static_cast<int>(tag & 7);
@@ -38,7 +38,7 @@ class Reader {
       case kFixed32:
         return Take(4, &f->bytes);
       case kLen: {
-        uint64_t n;
+        uint64_t n = 0;
         RETURN_IF_ERROR(Varint(&n));
         return Take(n, &f->bytes);
       }
@@ -76,7 +76,7 @@ class Reader {
   absl::Status SkipGroup(uint32_t number, int depth) {
     if (depth > 64) return Error("groups nested too deep");
     while (true) {
-      uint64_t tag;
+      uint64_t tag = 0;
       RETURN_IF_ERROR(Varint(&tag));
       int type = static_cast<int>(tag & 7);
       uint32_t n = static_cast<uint32_t>(tag >> 3);
@@ -85,7 +85,7 @@ class Reader {
         return absl::OkStatus();
       }
       std::string_view skipped;
-      uint64_t v;
+      uint64_t v = 0;
       switch (type) {
         case kVarint: RETURN_IF_ERROR(Varint(&v)); break;
         case kFixed64: RETURN_IF_ERROR(Take(8, &skipped)); break;
