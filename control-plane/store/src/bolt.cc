@@ -153,7 +153,9 @@ absl::StatusOr<uint64_t> Writer::BuildBranches(std::vector<Child> level) {
     };
     for (auto& c : level) {
       const size_t elem = kElem + c.first_key.size();
-      if (!elems.empty() && (size + elem > page_size_ || elems.size() == 0xffff)) RETURN_IF_ERROR(flush());
+      // At least two children per branch, even when their keys overflow the
+      // page: otherwise a level of big keys would never shrink to a root.
+      if (elems.size() >= 2 && (size + elem > page_size_ || elems.size() == 0xffff)) RETURN_IF_ERROR(flush());
       size += elem;
       elems.emplace_back(std::move(c.first_key), std::string());
       kids.push_back(c.pgid);

@@ -116,6 +116,17 @@ TEST_F(BoltFile, ManyBucketsSpillTheRootOverSeveralPages) {
   EXPECT_EQ(db->buckets, b);
 }
 
+// Keys bigger than a page: branch nodes overflow too, and the tree still
+// narrows to one root (each branch takes at least two children).
+TEST_F(BoltFile, KeysBiggerThanAPageBuildABranchTree) {
+  Buckets b;
+  auto& big = b["bigkeys"];
+  for (int i = 0; i < 50; ++i) big.emplace_back(Key(i) + std::string(700, 'k'), "v");
+  auto db = bolt::Read(Write(b, 512));
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_EQ(db->buckets, b);
+}
+
 TEST_F(BoltFile, WriterRefusesKeysOutOfOrder) {
   UniqueFd fd(::open((dir_ / "o.db").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   bolt::Writer w(fd.get(), 4096);
