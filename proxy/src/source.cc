@@ -149,6 +149,13 @@ void Begin(Writer& w, NameTable& names, const std::string& ns, const std::string
   w.Str(name);
 }
 
+// A port as Service and EndpointSlice ports begin: name id, protocol, number.
+void PortHead(Writer& w, NameTable& names, const std::string& name, Protocol protocol, uint16_t port) {
+  w.Fixed(names.Intern(name));
+  w.Fixed(static_cast<uint8_t>(protocol));
+  w.Fixed(port);
+}
+
 void Finish(std::string* rec) {
   uint32_t n = static_cast<uint32_t>(rec->size());
   memcpy(rec->data(), &n, sizeof(n));
@@ -225,9 +232,7 @@ void CompactState::EncodeService(const Service& svc) {
   w.Ips(svc.external_ips);
   w.Var(svc.ports.size());
   for (const ServicePort& p : svc.ports) {
-    w.Fixed(names_.Intern(p.name));
-    w.Fixed(static_cast<uint8_t>(p.protocol));
-    w.Fixed(p.port);
+    PortHead(w, names_, p.name, p.protocol, p.port);
     w.Fixed(p.node_port);
   }
   Finish(&scratch_);
@@ -238,11 +243,7 @@ void CompactState::EncodeSlice(const EndpointSlice& es) {
   Begin(w, names_, es.ns, es.name);
   w.Str(es.service_name);
   w.Var(es.ports.size());
-  for (const EndpointPort& p : es.ports) {
-    w.Fixed(names_.Intern(p.name));
-    w.Fixed(static_cast<uint8_t>(p.protocol));
-    w.Fixed(p.port);
-  }
+  for (const EndpointPort& p : es.ports) PortHead(w, names_, p.name, p.protocol, p.port);
   w.Var(es.endpoints.size());
   for (const Endpoint& e : es.endpoints) {
     w.Fixed<uint8_t>((e.ready ? kReady : 0) | (e.serving ? kServing : 0) | (e.terminating ? kTerminating : 0));
