@@ -464,5 +464,17 @@ TEST_F(StoreSnapshot, SnapshotUnderConcurrentWritesIsOneRevisionsState) {
     EXPECT_EQ(all_a.kvs(i).SerializeAsString(), all_b.kvs(i).SerializeAsString());
 }
 
+TEST_F(StoreSnapshot, EmptyStoreSnapshotRestoresToAnEmptyStore) {
+  auto s = OpenStore((dir_ / "src").string());
+  ASSERT_NE(s, nullptr);
+  const std::string snap = Save(s.get(), "snap.db");
+  ASSERT_TRUE(RestoreSnapshot(snap, (dir_ / "restored").string()).ok());
+  auto r = OpenStore((dir_ / "restored").string());
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->Revision(), 1);
+  EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 0);
+  EXPECT_EQ(Put(r.get(), "a", "1"), 2);
+}
+
 }  // namespace
 }  // namespace skiff::store::testing
