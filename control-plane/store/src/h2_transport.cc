@@ -55,8 +55,8 @@ constexpr int32_t kConnWindow = 32 << 20;
 
 nghttp2_nv Nv(const char* name, const std::string& value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), std::strlen(name), value.size(),
-                    NGHTTP2_NV_FLAG_NO_COPY_NAME};
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), std::strlen(name),
+                    value.size(), NGHTTP2_NV_FLAG_NO_COPY_NAME};
 }
 
 struct Pollable {
@@ -76,8 +76,8 @@ struct StreamImpl final : Call {
   int32_t id = 0;
   std::string path;
   std::unique_ptr<Handler> handler;
-  std::string in;      // bytes of a partial request message
-  std::string out;     // framed response messages not yet taken by nghttp2
+  std::string in;   // bytes of a partial request message
+  std::string out;  // framed response messages not yet taken by nghttp2
   size_t out_off = 0;
   bool headers_sent = false, finished = false, deferred = false, discard = false;
   absl::Status status;
@@ -133,7 +133,8 @@ namespace {
 
 class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl> {
  public:
-  LoopImpl(const TransportOptions* o, std::vector<Listener*> listeners) : o_(o), listeners_(std::move(listeners)) {}
+  LoopImpl(const TransportOptions* o, std::vector<Listener*> listeners)
+      : o_(o), listeners_(std::move(listeners)) {}
   ~LoopImpl() override { Join(); }
 
   void Join() {
@@ -193,6 +194,7 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
   }
 
   void Run() {
+    if (o_->on_loop_start) o_->on_loop_start();
     epoll_event evs[128];
     while (true) {
       int n = ::epoll_wait(epfd_.get(), evs, 128, -1);
@@ -458,8 +460,8 @@ int OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   return 0;
 }
 
-int OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, size_t namelen, const uint8_t* value,
-             size_t valuelen, uint8_t, void*) {
+int OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, size_t namelen,
+             const uint8_t* value, size_t valuelen, uint8_t, void*) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   StreamImpl* st = GetStream(s, f->hd.stream_id);
   if (st && namelen == 5 && std::memcmp(name, ":path", 5) == 0) {
@@ -476,7 +478,8 @@ void Deliver(StreamImpl* st, const uint8_t* data, size_t len) {
   auto too_large = [&](size_t n) {
     st->discard = true;
     st->in.clear();
-    st->Finish(absl::ResourceExhaustedError(absl::StrCat("grpc: received message larger than max (", n, " vs. ", max, ")")));
+    st->Finish(absl::ResourceExhaustedError(
+        absl::StrCat("grpc: received message larger than max (", n, " vs. ", max, ")")));
   };
   // Fast path: whole messages straight from the frame, no copy.
   while (st->in.empty() && len >= 5 && !st->discard) {
@@ -525,7 +528,8 @@ int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
     if (!st->handler) {
       st->discard = true;
       auto slash = st->path.rfind('/');
-      std::string service = st->path.substr(1, slash == std::string::npos || slash == 0 ? std::string::npos : slash - 1);
+      std::string service =
+          st->path.substr(1, slash == std::string::npos || slash == 0 ? std::string::npos : slash - 1);
       st->Finish(absl::UnimplementedError(absl::StrCat("unknown service ", service)));
       return 0;
     }
@@ -599,7 +603,8 @@ absl::Status LoopImpl::NewSession(Conn* c) {
     nghttp2_option_set_no_http_messaging(o, 1);
     return o;
   }();
-  if (nghttp2_session_server_new2(&c->session, cbs, c, opt) != 0) return absl::InternalError("nghttp2 session");
+  if (nghttp2_session_server_new2(&c->session, cbs, c, opt) != 0)
+    return absl::InternalError("nghttp2 session");
   nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1u << 20},
                                  {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
                                  {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 1u << 16}};
@@ -657,8 +662,8 @@ void StreamImpl::Finish(const absl::Status& st) {
     static const std::string k200 = "200", kGrpc = "application/grpc";
     nghttp2_nv h[] = {Nv(":status", k200), Nv("content-type", kGrpc), Nv("grpc-status", grpc_status),
                       Nv("grpc-message", grpc_message)};
-    nghttp2_submit_headers(conn->session, NGHTTP2_FLAG_END_STREAM, id, nullptr, h, grpc_message.empty() ? 3 : 4,
-                           nullptr);
+    nghttp2_submit_headers(conn->session, NGHTTP2_FLAG_END_STREAM, id, nullptr, h,
+                           grpc_message.empty() ? 3 : 4, nullptr);
     conn->loop->MarkDirty(conn);
     return;
   }
@@ -674,7 +679,8 @@ absl::StatusOr<UniqueFd> ListenOn(const std::string& addr, int* port) {
   if (addr.rfind("unix:", 0) == 0) {
     std::string path = addr.substr(5);
     auto* a = reinterpret_cast<sockaddr_un*>(&ss);
-    if (path.size() >= sizeof(a->sun_path)) return absl::InvalidArgumentError("unix socket path too long: " + path);
+    if (path.size() >= sizeof(a->sun_path))
+      return absl::InvalidArgumentError("unix socket path too long: " + path);
     a->sun_family = AF_UNIX;
     std::memcpy(a->sun_path, path.c_str(), path.size() + 1);
     len = sizeof(*a);
@@ -690,14 +696,16 @@ absl::StatusOr<UniqueFd> ListenOn(const std::string& addr, int* port) {
       auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
       a->sin6_family = AF_INET6;
       a->sin6_port = htons(static_cast<uint16_t>(p));
-      if (inet_pton(AF_INET6, host.c_str(), &a->sin6_addr) != 1) return absl::InvalidArgumentError("bad host " + host);
+      if (inet_pton(AF_INET6, host.c_str(), &a->sin6_addr) != 1)
+        return absl::InvalidArgumentError("bad host " + host);
       len = sizeof(*a);
       family = AF_INET6;
     } else {
       auto* a = reinterpret_cast<sockaddr_in*>(&ss);
       a->sin_family = AF_INET;
       a->sin_port = htons(static_cast<uint16_t>(p));
-      if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) return absl::InvalidArgumentError("bad host " + host);
+      if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1)
+        return absl::InvalidArgumentError("bad host " + host);
       len = sizeof(*a);
       family = AF_INET;
     }
@@ -710,14 +718,16 @@ absl::StatusOr<UniqueFd> ListenOn(const std::string& addr, int* port) {
   if (::listen(fd.get(), 4096) != 0) return LastErrnoError("listen " + addr);
   *port = 0;
   if (family != AF_UNIX) {
-    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return LastErrnoError("getsockname");
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+      return LastErrnoError("getsockname");
     *port = family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
                                : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   }
   return fd;
 }
 
-int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned inlen, void*) {
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+               unsigned inlen, void*) {
   for (unsigned i = 0; i < inlen;) {
     unsigned l = in[i];
     if (i + 1 + l > inlen) break;
@@ -735,7 +745,8 @@ absl::StatusOr<SSL_CTX*> NewTlsContext(const TransportOptions& o) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) return absl::InternalError("SSL_CTX_new");
   auto fail = [&](const std::string& what) {
-    std::string e = ERR_reason_error_string(ERR_peek_last_error()) ? ERR_reason_error_string(ERR_peek_last_error()) : "";
+    std::string e =
+        ERR_reason_error_string(ERR_peek_last_error()) ? ERR_reason_error_string(ERR_peek_last_error()) : "";
     SSL_CTX_free(ctx);
     return absl::InvalidArgumentError(what + ": " + e);
   };
@@ -743,7 +754,8 @@ absl::StatusOr<SSL_CTX*> NewTlsContext(const TransportOptions& o) {
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (SSL_CTX_use_certificate_chain_file(ctx, o.cert_file.c_str()) != 1) return fail("load " + o.cert_file);
-  if (SSL_CTX_use_PrivateKey_file(ctx, o.key_file.c_str(), SSL_FILETYPE_PEM) != 1) return fail("load " + o.key_file);
+  if (SSL_CTX_use_PrivateKey_file(ctx, o.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+    return fail("load " + o.key_file);
   if (!o.trusted_ca_file.empty()) {
     if (SSL_CTX_load_verify_locations(ctx, o.trusted_ca_file.c_str(), nullptr) != 1) {
       return fail("load " + o.trusted_ca_file);

@@ -75,6 +75,8 @@ struct TransportOptions {
   size_t max_recv_message_bytes = 4 << 20;
   // Called with the request path (":path"); null = UNIMPLEMENTED.
   std::function<HandlerFactory(std::string_view path)> route;
+  // Runs first on each loop thread.
+  std::function<void()> on_loop_start;
 };
 
 class Transport {

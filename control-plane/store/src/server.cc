@@ -26,6 +26,7 @@
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
 #include "skiff/store/errors.h"
+#include "store_impl.h"
 
 namespace skiff::store {
 
@@ -71,7 +72,8 @@ class KVService final : public etcdserverpb::KV::CallbackService {
     }
     return r;
   }
-  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* ctx, const etcdserverpb::DeleteRangeRequest* req,
+  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* ctx,
+                                        const etcdserverpb::DeleteRangeRequest* req,
                                         etcdserverpb::DeleteRangeResponse* resp) override {
     auto* r = ctx->DefaultReactor();
     if (TooLarge(*req)) {
@@ -91,7 +93,8 @@ class KVService final : public etcdserverpb::KV::CallbackService {
     }
     return r;
   }
-  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const etcdserverpb::CompactionRequest* req,
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
+                                    const etcdserverpb::CompactionRequest* req,
                                     etcdserverpb::CompactionResponse* resp) override {
     auto* r = ctx->DefaultReactor();
     s_->CompactAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
@@ -105,8 +108,9 @@ class KVService final : public etcdserverpb::KV::CallbackService {
 class WatchService final : public etcdserverpb::Watch::Service {
  public:
   explicit WatchService(Store* s) : s_(s) {}
-  grpc::Status Watch(ServerContext* ctx,
-                     grpc::ServerReaderWriter<etcdserverpb::WatchResponse, etcdserverpb::WatchRequest>* stream) override {
+  grpc::Status Watch(
+      ServerContext* ctx,
+      grpc::ServerReaderWriter<etcdserverpb::WatchResponse, etcdserverpb::WatchRequest>* stream) override {
     auto ws = s_->NewWatchStream();
     std::atomic<bool> write_failed{false};
     std::thread sender([&] {
@@ -151,8 +155,8 @@ class LeaseService final : public etcdserverpb::Lease::Service {
   }
   grpc::Status LeaseKeepAlive(
       ServerContext*,
-      grpc::ServerReaderWriter<etcdserverpb::LeaseKeepAliveResponse, etcdserverpb::LeaseKeepAliveRequest>* stream)
-      override {
+      grpc::ServerReaderWriter<etcdserverpb::LeaseKeepAliveResponse, etcdserverpb::LeaseKeepAliveRequest>*
+          stream) override {
     etcdserverpb::LeaseKeepAliveRequest req;
     while (stream->Read(&req)) {
       auto r = s_->LeaseKeepAlive(req);
@@ -177,17 +181,20 @@ class LeaseService final : public etcdserverpb::Lease::Service {
 class MaintenanceService final : public etcdserverpb::Maintenance::Service {
  public:
   explicit MaintenanceService(Store* s) : s_(s) {}
-  grpc::Status Alarm(ServerContext*, const etcdserverpb::AlarmRequest* req, etcdserverpb::AlarmResponse* resp) override {
+  grpc::Status Alarm(ServerContext*, const etcdserverpb::AlarmRequest* req,
+                     etcdserverpb::AlarmResponse* resp) override {
     return Reply(s_->Alarm(*req), resp);
   }
-  grpc::Status Status(ServerContext*, const etcdserverpb::StatusRequest*, etcdserverpb::StatusResponse* resp) override {
+  grpc::Status Status(ServerContext*, const etcdserverpb::StatusRequest*,
+                      etcdserverpb::StatusResponse* resp) override {
     return Reply(s_->Status(), resp);
   }
   grpc::Status Defragment(ServerContext*, const etcdserverpb::DefragmentRequest*,
                           etcdserverpb::DefragmentResponse* resp) override {
     return Reply(s_->Defragment(), resp);
   }
-  grpc::Status Hash(ServerContext*, const etcdserverpb::HashRequest*, etcdserverpb::HashResponse* resp) override {
+  grpc::Status Hash(ServerContext*, const etcdserverpb::HashRequest*,
+                    etcdserverpb::HashResponse* resp) override {
     return Reply(s_->Hash(), resp);
   }
   grpc::Status HashKV(ServerContext*, const etcdserverpb::HashKVRequest* req,
@@ -301,7 +308,8 @@ struct H2Context {
 template <typename Req>
 absl::Status ParseRequest(std::string_view msg, Req* req, bool check_size) {
   if (!req->ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
-    return absl::InternalError(absl::StrCat("grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"));
+    return absl::InternalError(
+        absl::StrCat("grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"));
   }
   if (check_size && msg.size() > kMaxRequestBytes) return ErrRequestTooLarge();
   return absl::OkStatus();
@@ -354,6 +362,8 @@ UnaryHandler::Fn Inline(std::function<absl::StatusOr<Resp>(const Req&)> fn, bool
 }
 
 // A write through the engine's async API; the committer posts the result.
+// (Loop threads hand their writes to the engine's committer thread rather
+// than leading a commit inline: see HandAsyncWritesToCommitter.)
 template <typename Req, typename Resp>
 UnaryHandler::Fn Async(std::function<void(const Req&, Resp*, Store::Done)> fn, bool check_size = true) {
   return [fn = std::move(fn), check_size](h2::Call* call, std::string_view msg) {
@@ -364,8 +374,7 @@ UnaryHandler::Fn Async(std::function<void(const Req&, Resp*, Store::Done)> fn, b
     auto op = std::make_shared<Op>();
     absl::Status st = ParseRequest(msg, &op->req, check_size);
     if (!st.ok()) return call->Finish(st);
-    h2::CallRef ref = call->Ref();
-    fn(op->req, &op->resp, [op, ref = std::move(ref)](absl::Status st) {
+    fn(op->req, &op->resp, [op, ref = call->Ref()](absl::Status st) {
       h2::Post(ref, [op, st = std::move(st)](h2::Call* c) {
         if (c) FinishWith(c, st, op->resp);
       });
@@ -504,8 +513,8 @@ class KeepAliveHandler final : public h2::Handler {
 // Health.Watch): started at END_STREAM with the one request.
 class ProducerHandler final : public h2::Handler {
  public:
-  using Produce = std::function<absl::Status(const std::function<bool(std::shared_ptr<google::protobuf::MessageLite>)>&
-                                                  send)>;
+  using Produce = std::function<absl::Status(
+      const std::function<bool(std::shared_ptr<google::protobuf::MessageLite>)>& send)>;
   explicit ProducerHandler(Produce p) : produce_(std::move(p)), backlog_(std::make_shared<Backlog>()) {}
   ~ProducerHandler() override {
     backlog_->Close();
@@ -551,42 +560,54 @@ class H2Routes {
     auto unary = [&](const std::string& path, UnaryHandler::Fn fn) {
       unary_[path] = std::make_unique<UnaryHandler::Fn>(std::move(fn));
     };
-    unary("/etcdserverpb.KV/Range", Inline<RangeRequest, RangeResponse>([s](const RangeRequest& r) { return s->Range(r); }));
-    unary("/etcdserverpb.KV/Put", Async<PutRequest, PutResponse>(
-                                      [s](const PutRequest& r, PutResponse* o, Store::Done d) { s->PutAsync(r, o, std::move(d)); }));
+    unary("/etcdserverpb.KV/Range",
+          Inline<RangeRequest, RangeResponse>([s](const RangeRequest& r) { return s->Range(r); }));
+    unary("/etcdserverpb.KV/Put",
+          Async<PutRequest, PutResponse>(
+              [s](const PutRequest& r, PutResponse* o, Store::Done d) { s->PutAsync(r, o, std::move(d)); }));
     unary("/etcdserverpb.KV/DeleteRange",
-          Async<DeleteRangeRequest, DeleteRangeResponse>([s](const DeleteRangeRequest& r, DeleteRangeResponse* o,
-                                                            Store::Done d) { s->DeleteRangeAsync(r, o, std::move(d)); }));
-    unary("/etcdserverpb.KV/Txn", Async<TxnRequest, TxnResponse>(
-                                      [s](const TxnRequest& r, TxnResponse* o, Store::Done d) { s->TxnAsync(r, o, std::move(d)); }));
-    unary("/etcdserverpb.KV/Compact",
-          Async<CompactionRequest, CompactionResponse>(
-              [s](const CompactionRequest& r, CompactionResponse* o, Store::Done d) { s->CompactAsync(r, o, std::move(d)); },
-              false));
+          Async<DeleteRangeRequest, DeleteRangeResponse>(
+              [s](const DeleteRangeRequest& r, DeleteRangeResponse* o, Store::Done d) {
+                s->DeleteRangeAsync(r, o, std::move(d));
+              }));
+    unary("/etcdserverpb.KV/Txn",
+          Async<TxnRequest, TxnResponse>(
+              [s](const TxnRequest& r, TxnResponse* o, Store::Done d) { s->TxnAsync(r, o, std::move(d)); }));
+    unary("/etcdserverpb.KV/Compact", Async<CompactionRequest, CompactionResponse>(
+                                          [s](const CompactionRequest& r, CompactionResponse* o,
+                                              Store::Done d) { s->CompactAsync(r, o, std::move(d)); },
+                                          false));
     unary("/etcdserverpb.Lease/LeaseGrant",
-          Blocking<LeaseGrantRequest, LeaseGrantResponse>(pool, [s](const LeaseGrantRequest& r) { return s->LeaseGrant(r); }));
-    unary("/etcdserverpb.Lease/LeaseRevoke", Blocking<LeaseRevokeRequest, LeaseRevokeResponse>(
-                                                 pool, [s](const LeaseRevokeRequest& r) { return s->LeaseRevoke(r); }));
-    unary("/etcdserverpb.Lease/LeaseTimeToLive", Inline<LeaseTimeToLiveRequest, LeaseTimeToLiveResponse>(
-                                                     [s](const LeaseTimeToLiveRequest& r) { return s->LeaseTimeToLive(r); }));
+          Blocking<LeaseGrantRequest, LeaseGrantResponse>(
+              pool, [s](const LeaseGrantRequest& r) { return s->LeaseGrant(r); }));
+    unary("/etcdserverpb.Lease/LeaseRevoke",
+          Blocking<LeaseRevokeRequest, LeaseRevokeResponse>(
+              pool, [s](const LeaseRevokeRequest& r) { return s->LeaseRevoke(r); }));
+    unary("/etcdserverpb.Lease/LeaseTimeToLive",
+          Inline<LeaseTimeToLiveRequest, LeaseTimeToLiveResponse>(
+              [s](const LeaseTimeToLiveRequest& r) { return s->LeaseTimeToLive(r); }));
     unary("/etcdserverpb.Lease/LeaseLeases",
-          Inline<LeaseLeasesRequest, LeaseLeasesResponse>([s](const LeaseLeasesRequest& r) { return s->LeaseLeases(r); }));
+          Inline<LeaseLeasesRequest, LeaseLeasesResponse>(
+              [s](const LeaseLeasesRequest& r) { return s->LeaseLeases(r); }));
     unary("/etcdserverpb.Maintenance/Alarm",
           Blocking<AlarmRequest, AlarmResponse>(pool, [s](const AlarmRequest& r) { return s->Alarm(r); }));
     unary("/etcdserverpb.Maintenance/Status",
           Inline<StatusRequest, StatusResponse>([s](const StatusRequest&) { return s->Status(); }));
     unary("/etcdserverpb.Maintenance/Defragment",
-          Blocking<DefragmentRequest, DefragmentResponse>(pool, [s](const DefragmentRequest&) { return s->Defragment(); }));
+          Blocking<DefragmentRequest, DefragmentResponse>(
+              pool, [s](const DefragmentRequest&) { return s->Defragment(); }));
     unary("/etcdserverpb.Maintenance/Hash",
           Blocking<HashRequest, HashResponse>(pool, [s](const HashRequest&) { return s->Hash(); }));
-    unary("/etcdserverpb.Maintenance/HashKV",
-          Blocking<HashKVRequest, HashKVResponse>(pool, [s](const HashKVRequest& r) { return s->HashKV(r); }));
+    unary(
+        "/etcdserverpb.Maintenance/HashKV",
+        Blocking<HashKVRequest, HashKVResponse>(pool, [s](const HashKVRequest& r) { return s->HashKV(r); }));
     unary("/etcdserverpb.Maintenance/MoveLeader",
-          Inline<MoveLeaderRequest, MoveLeaderResponse>([](const MoveLeaderRequest&) -> absl::StatusOr<MoveLeaderResponse> {
-            return absl::FailedPreconditionError("etcdserver: not leader");
-          }));
-    unary("/etcdserverpb.Cluster/MemberList",
-          Inline<MemberListRequest, MemberListResponse>([s](const MemberListRequest&) { return s->MemberList(); }));
+          Inline<MoveLeaderRequest, MoveLeaderResponse>(
+              [](const MoveLeaderRequest&) -> absl::StatusOr<MoveLeaderResponse> {
+                return absl::FailedPreconditionError("etcdserver: not leader");
+              }));
+    unary("/etcdserverpb.Cluster/MemberList", Inline<MemberListRequest, MemberListResponse>(
+                                                  [s](const MemberListRequest&) { return s->MemberList(); }));
     unary("/grpc.health.v1.Health/Check",
           Inline<grpc::health::v1::HealthCheckRequest, grpc::health::v1::HealthCheckResponse>(
               [](const grpc::health::v1::HealthCheckRequest&) {
@@ -605,7 +626,8 @@ class H2Routes {
     }
     Store* s = s_;
     if (path == "/etcdserverpb.Watch/Watch") return [s] { return std::make_unique<WatchHandler>(s); };
-    if (path == "/etcdserverpb.Lease/LeaseKeepAlive") return [s] { return std::make_unique<KeepAliveHandler>(s); };
+    if (path == "/etcdserverpb.Lease/LeaseKeepAlive")
+      return [s] { return std::make_unique<KeepAliveHandler>(s); };
     if (path == "/etcdserverpb.Maintenance/Snapshot") {
       return [s] {
         return std::make_unique<ProducerHandler>([s](const auto& send) {
@@ -709,7 +731,8 @@ class MetricsListener {
         type = "text/plain; version=0.0.4";
       } else if (path == "/health" || path == "/healthz" || path == "/livez" || path == "/readyz") {
         Metrics m = s_->GetMetrics();
-        body = m.nospace_alarm ? R"({"health":"false","reason":"ALARM NOSPACE"})" : R"({"health":"true","reason":""})";
+        body = m.nospace_alarm ? R"({"health":"false","reason":"ALARM NOSPACE"})"
+                               : R"({"health":"true","reason":""})";
         if (m.nospace_alarm) code = "503 Service Unavailable";
       } else if (path == "/version") {
         body = absl::StrCat(R"({"etcdserver":")", kEtcdVersion, R"(","etcdcluster":"3.5.0"})");
@@ -718,8 +741,9 @@ class MetricsListener {
         body = "404 page not found\n";
         type = "text/plain";
       }
-      std::string resp = absl::StrCat("HTTP/1.1 ", code, "\r\nContent-Type: ", type,
-                                      "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+      std::string resp =
+          absl::StrCat("HTTP/1.1 ", code, "\r\nContent-Type: ", type, "\r\nContent-Length: ", body.size(),
+                       "\r\nConnection: close\r\n\r\n", body);
       size_t off = 0;
       while (off < resp.size()) {
         ssize_t w = ::send(c, resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
@@ -745,14 +769,16 @@ absl::StatusOr<std::unique_ptr<MetricsListener>> ListenHttp(Store* s, const Url&
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
     a->sin6_family = AF_INET6;
     a->sin6_port = htons(static_cast<uint16_t>(u.port));
-    if (inet_pton(AF_INET6, u.host.c_str(), &a->sin6_addr) != 1) return absl::InvalidArgumentError("bad host " + u.host);
+    if (inet_pton(AF_INET6, u.host.c_str(), &a->sin6_addr) != 1)
+      return absl::InvalidArgumentError("bad host " + u.host);
     len = sizeof(*a);
   } else {
     auto* a = reinterpret_cast<sockaddr_in*>(&ss);
     a->sin_family = AF_INET;
     a->sin_port = htons(static_cast<uint16_t>(u.port));
     std::string host = u.host == "localhost" ? "127.0.0.1" : u.host;
-    if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) return absl::InvalidArgumentError("bad host " + u.host);
+    if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1)
+      return absl::InvalidArgumentError("bad host " + u.host);
     len = sizeof(*a);
   }
   int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -770,8 +796,7 @@ absl::StatusOr<std::unique_ptr<MetricsListener>> ListenHttp(Store* s, const Url&
 
 class ServerImpl final : public Server {
  public:
-  explicit ServerImpl(Store* s)
-      : kv_(s), watch_(s), lease_(s), maint_(s), cluster_(s) {}
+  explicit ServerImpl(Store* s) : kv_(s), watch_(s), lease_(s), maint_(s), cluster_(s) {}
   ~ServerImpl() override { Shutdown(); }
 
   absl::Status Init(Store* s, const ServerOptions& o) {
@@ -817,6 +842,7 @@ class ServerImpl final : public Server {
     t.max_recv_message_bytes = kMaxRequestBytes + 512 * 1024;
     const H2Routes* routes = routes_.get();
     t.route = [routes](std::string_view path) { return routes->Route(path); };
+    t.on_loop_start = HandAsyncWritesToCommitter;
     ASSIGN_OR_RETURN(h2_, h2::Transport::Start(std::move(t)));
     ports_ = h2_->Ports();
     return absl::OkStatus();
@@ -838,7 +864,8 @@ class ServerImpl final : public Server {
       ASSIGN_OR_RETURN(Url u, ParseUrl(o.listen_client_urls[i]));
       std::string addr;
       bool secure = u.scheme == "https" || u.scheme == "unixs";
-      if (secure && !tls) return absl::InvalidArgumentError("https listen URL needs --cert-file and --key-file");
+      if (secure && !tls)
+        return absl::InvalidArgumentError("https listen URL needs --cert-file and --key-file");
       if (!u.path.empty()) {
         addr = "unix:" + u.path;
       } else if (u.host.find(':') != std::string::npos) {
@@ -921,20 +948,25 @@ std::string FormatMetrics(const Metrics& m) {
   };
   g("etcd_server_has_leader", "gauge", "Whether or not a leader exists. 1 is existence, 0 is not.", 1);
   g("etcd_server_is_leader", "gauge", "Whether or not this member is a leader.", 1);
-  g("etcd_mvcc_db_total_size_in_bytes", "gauge", "Total size of the underlying database physically allocated in bytes.",
-    static_cast<double>(m.db_size));
-  g("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", "Total size of the underlying database logically in use.",
-    static_cast<double>(m.db_size_in_use));
+  g("etcd_mvcc_db_total_size_in_bytes", "gauge",
+    "Total size of the underlying database physically allocated in bytes.", static_cast<double>(m.db_size));
+  g("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge",
+    "Total size of the underlying database logically in use.", static_cast<double>(m.db_size_in_use));
   g("etcd_server_quota_backend_bytes", "gauge", "Current backend storage quota size in bytes.",
     static_cast<double>(m.quota));
-  g("etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.", static_cast<double>(m.revision));
+  g("etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.",
+    static_cast<double>(m.revision));
   g("etcd_debugging_mvcc_compact_revision", "gauge", "The revision of the last compaction in store.",
     static_cast<double>(m.compact_revision));
   g("etcd_debugging_mvcc_keys_total", "gauge", "Total number of keys.", static_cast<double>(m.keys));
-  g("etcd_mvcc_put_total", "counter", "Total number of puts seen by this member.", static_cast<double>(m.puts));
-  g("etcd_mvcc_range_total", "counter", "Total number of ranges seen by this member.", static_cast<double>(m.ranges));
-  g("etcd_mvcc_delete_total", "counter", "Total number of deletes seen by this member.", static_cast<double>(m.deletes));
-  g("etcd_mvcc_txn_total", "counter", "Total number of txns seen by this member.", static_cast<double>(m.txns));
+  g("etcd_mvcc_put_total", "counter", "Total number of puts seen by this member.",
+    static_cast<double>(m.puts));
+  g("etcd_mvcc_range_total", "counter", "Total number of ranges seen by this member.",
+    static_cast<double>(m.ranges));
+  g("etcd_mvcc_delete_total", "counter", "Total number of deletes seen by this member.",
+    static_cast<double>(m.deletes));
+  g("etcd_mvcc_txn_total", "counter", "Total number of txns seen by this member.",
+    static_cast<double>(m.txns));
   g("etcd_debugging_mvcc_db_compaction_total", "counter", "Total number of compactions.",
     static_cast<double>(m.compactions));
   g("skiff_store_commits_total", "counter", "LMDB write transactions committed (each one fsync).",
@@ -945,7 +977,8 @@ std::string FormatMetrics(const Metrics& m) {
     static_cast<double>(m.commit_ns_total) / 1e9);
   g("etcd_debugging_mvcc_watch_stream_total", "gauge", "Total number of watch streams.",
     static_cast<double>(m.watch_streams));
-  g("etcd_debugging_mvcc_watcher_total", "gauge", "Total number of synced watchers.", static_cast<double>(m.watchers));
+  g("etcd_debugging_mvcc_watcher_total", "gauge", "Total number of synced watchers.",
+    static_cast<double>(m.watchers));
   g("etcd_debugging_mvcc_slow_watcher_total", "counter", "Watchers that fell behind and replayed history.",
     static_cast<double>(m.slow_watchers));
   g("etcd_debugging_lease_total", "gauge", "The number of current leases.", static_cast<double>(m.leases));

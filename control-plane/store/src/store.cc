@@ -553,6 +553,12 @@ void StoreImpl::Complete(PendingOp* op) {
   }
 }
 
+namespace {
+thread_local bool tl_hand_async_to_committer = false;
+}  // namespace
+
+void HandAsyncWritesToCommitter() { tl_hand_async_to_committer = true; }
+
 void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
   {
     std::unique_lock<std::mutex> lk(q_mu_);
@@ -569,6 +575,10 @@ void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
       // threads keep reading requests into the queue meanwhile. Measured
       // here, this beats handing every batch to a dedicated thread.
       if (leader_busy_) return;
+      if (tl_hand_async_to_committer) {
+        q_cv_.notify_one();
+        return;
+      }
       leader_busy_ = true;
     } else if (leader_busy_) {
       lk.unlock();

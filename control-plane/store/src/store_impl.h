@@ -326,4 +326,10 @@ class ReadTxn {
   int rc_ = 0;
 };
 
+// From now on, async writes (PutAsync, TxnAsync, ...) submitted by the
+// calling thread never lead a commit inline: the committer thread takes
+// them. For event-loop threads, where an inline fdatasync would stall every
+// connection of the loop and each request would be committed alone.
+void HandAsyncWritesToCommitter();
+
 }  // namespace skiff::store

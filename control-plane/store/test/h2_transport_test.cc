@@ -49,18 +49,21 @@ class RawClient {
     connected_ = ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
     nghttp2_session_callbacks* cb;
     nghttp2_session_callbacks_new(&cb);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, [](nghttp2_session*, const nghttp2_frame* f, void* u) {
-      auto* self = static_cast<RawClient*>(u);
-      if (f->hd.type == NGHTTP2_GOAWAY) self->goaway_ = true;
-      if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        self->ended_.insert(f->hd.stream_id);
-      }
-      return 0;
-    });
+    nghttp2_session_callbacks_set_on_frame_recv_callback(
+        cb, [](nghttp2_session*, const nghttp2_frame* f, void* u) {
+          auto* self = static_cast<RawClient*>(u);
+          if (f->hd.type == NGHTTP2_GOAWAY) self->goaway_ = true;
+          if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+              (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+            self->ended_.insert(f->hd.stream_id);
+          }
+          return 0;
+        });
     nghttp2_session_callbacks_set_on_header_callback(
-        cb, [](nghttp2_session*, const nghttp2_frame* f, const uint8_t* n, size_t nl, const uint8_t* v, size_t vl,
-               uint8_t, void* u) {
-          static_cast<RawClient*>(u)->headers_[f->hd.stream_id][std::string(reinterpret_cast<const char*>(n), nl)] =
+        cb, [](nghttp2_session*, const nghttp2_frame* f, const uint8_t* n, size_t nl, const uint8_t* v,
+               size_t vl, uint8_t, void* u) {
+          static_cast<RawClient*>(u)
+              ->headers_[f->hd.stream_id][std::string(reinterpret_cast<const char*>(n), nl)] =
               std::string(reinterpret_cast<const char*>(v), vl);
           return 0;
         });
@@ -87,8 +90,8 @@ class RawClient {
                                                           {"te", "trailers"}};
     std::vector<nghttp2_nv> nv;
     for (auto& [k, v] : h) {
-      nv.push_back({reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(v.data()), k.size(), v.size(),
-                    NGHTTP2_NV_FLAG_NONE});
+      nv.push_back({reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(v.data()), k.size(),
+                    v.size(), NGHTTP2_NV_FLAG_NONE});
     }
     bodies_.push_back(std::make_unique<Body>(Body{std::move(body), 0, end}));
     nghttp2_data_provider prd{};
@@ -132,7 +135,8 @@ class RawClient {
     auto deadline = std::chrono::steady_clock::now() + limit;
     char buf[65536];
     while (!pred()) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return false;
       pollfd p{fd_.get(), POLLIN, 0};
       if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
@@ -191,7 +195,8 @@ class H2Transport : public ::testing::Test {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
     args.SetMaxSendMessageSize(-1);
-    channel_ = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials(), args);
+    channel_ = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_),
+                                         grpc::InsecureChannelCredentials(), args);
     kv_ = etcdserverpb::KV::NewStub(channel_);
   }
   void TearDown() override {
@@ -294,7 +299,8 @@ TEST_F(H2Transport, OversizedRequestsGetEtcdsErrorsAndTheStoreKeepsServing) {
   EXPECT_EQ(st.error_message(), "etcdserver: request is too large");
   st = Put("huger", std::string(3 << 20, 'x'));  // over the transport's message limit
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_NE(st.error_message().find("received message larger than max"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("received message larger than max"), std::string::npos)
+      << st.error_message();
   etcdserverpb::PutResponse resp;
   st = Put("after", "ok", &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();
