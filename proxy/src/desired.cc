@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <unordered_map>
 
 #include "skiff/common/log.h"
 #include "skiff_bpf/lb.h"

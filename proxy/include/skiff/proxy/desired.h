@@ -9,12 +9,12 @@
 #include <memory>
 #include <optional>
 #include <set>
-#include <unordered_map>
 #include <utility>
 #include <string>
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/node_hash_map.h"
 #include "skiff/proxy/model.h"
 
 namespace skiff::proxy {
@@ -105,7 +105,9 @@ class DesiredBuilder {
   void FirstPass(const CompactState& state, FrontendDelta* delta);
   Cached Compute(const CompactState& state, uint64_t fingerprint, std::vector<std::pair<FrontendKey, Frontend>>* fresh) const;
   void Drop(const std::string& service_key, const OneOrMore<FrontendKey>& old, const OneOrMore<FrontendKey>* keep, FrontendDelta* delta);
-  std::unordered_map<std::string, Cached> cache_;
+  // Nodes stay put (owner_ points at their keys); an absl node map needs ~16 B
+  // less per service than std::unordered_map (no bucket list, no cached hash).
+  absl::node_hash_map<std::string, Cached> cache_;
   // Which service a frontend key belongs to (the last one that produced it):
   // points at that service's key in cache_ (node keys never move).
   // A B-tree: entries sit in arrays, ~40 B each instead of an 80 B map node.

@@ -21,6 +21,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "skiff/proxy/datapath.h"
@@ -157,7 +158,9 @@ class ServiceMap {
   };
   // A B-tree of 4-byte ids rather than a 48-byte set node per backend.
   absl::btree_set<uint32_t, ByIdentity> backend_ids_{ByIdentity{&backends_}};
-  std::map<std::string, ServicePortEntry> service_ports_;
+  // Nodes stay put (sid_owner_ points at their keys); ~30 B less per service
+  // port than a std::map node.
+  absl::node_hash_map<std::string, ServicePortEntry> service_ports_;
   absl::btree_map<uint32_t, const std::string*> sid_owner_;  // into service_ports_' keys
   absl::btree_set<uint32_t> live_service_ids_;  // counters entry exists
   std::map<uint32_t, std::set<FrontendKey>> ext_frontends_;  // service id -> EXT-scope frontends
