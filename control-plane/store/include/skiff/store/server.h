@@ -30,8 +30,9 @@ struct ServerOptions {
   std::vector<std::string> listen_metrics_urls;
   std::string cert_file, key_file, trusted_ca_file;
   bool client_cert_auth = false;
-  // "grpc" (gRPC C++) or "h2" (the lean nghttp2 transport, h2_transport.h).
-  std::string transport = "grpc";
+  // "h2" (the lean nghttp2 transport, h2_transport.h) or "grpc" (gRPC C++,
+  // the transport before; --experimental-transport=grpc).
+  std::string transport = "h2";
   // Event-loop threads of the h2 transport.
   int transport_threads = 2;
 };
