@@ -448,6 +448,39 @@ TEST_F(ApiSourceTest, ADroppedConnectionResumesAndSeesWhatChangedMeanwhile) {
   EXPECT_LT(run->Stop().count(), 1000);
 }
 
+// Away for longer than the API server's watch window (4096 events per
+// resource): resuming is refused as too old (410 Gone), so the source
+// watches from "" again and Replace()s: what was deleted meanwhile is gone.
+TEST_F(ApiSourceTest, AwayLongerThanTheWatchWindowStartsOverAndDropsWhatWasDeleted) {
+  for (int i = 0; i < 4; ++i) CreateService("busy-" + std::to_string(i), 80 + i);
+  CreateService("deleted", 90);
+  Relay relay(port_);
+  auto run = Start(Config(relay.port()));
+  ASSERT_TRUE(WaitUntil([&] { return run->store.synced() && run->Snapshot().services.count(Key("deleted")); },
+                        std::chrono::seconds(20)));
+  relay.Cut(/*paused=*/true);
+  ASSERT_TRUE(api_->Delete("services", ns_, "deleted").ok());
+  // 4 x 1030 label changes push the services window past the revision the
+  // source would resume from.
+  std::vector<std::thread> writers;
+  std::atomic<int> failed{0};
+  for (int i = 0; i < 4; ++i)
+    writers.emplace_back([&, i] {
+      for (int k = 0; k < 1030; ++k) {
+        std::string patch = "{\"metadata\":{\"labels\":{\"k\":\"v" + std::to_string(k) + "\"}}}";
+        if (!api_->Patch("services", ns_, "busy-" + std::to_string(i), patch).ok()) ++failed;
+      }
+    });
+  for (auto& t : writers) t.join();
+  ASSERT_EQ(failed.load(), 0);
+  relay.Resume();
+  EXPECT_TRUE(WaitUntil([&] { return run->store.replaces() == 2; }, std::chrono::seconds(20)));
+  ClusterState s = run->Snapshot();
+  EXPECT_EQ(s.services.count(Key("deleted")), 0u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(s.services.count(Key("busy-" + std::to_string(i))), 1u);
+  EXPECT_LT(run->Stop().count(), 1000);
+}
+
 TEST_F(ApiSourceTest, ABearerTokenAuthenticatesAndAWrongOneOrAnUntrustedServerGetsNothing) {
   CreateService("tok", 80);
   ApiSourceConfig cfg = Config();
