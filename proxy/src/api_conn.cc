@@ -32,6 +32,7 @@ namespace skiff::proxy {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr char kSystemRoots[] = "/etc/ssl/certs/ca-certificates.crt";
 
 std::string TlsError(int ret) {
   char buf[160];
@@ -260,11 +261,18 @@ class Connection final : public GrpcConnection {
     if (ret != 0) return absl::InternalError(absl::StrCat("TLS: config: ", TlsError(ret)));
     mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);  // TLS 1.2
     mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, &drbg_);
-    if (ep.ca_cert_pem.empty())
-      return absl::InvalidArgumentError("TLS: the kubeconfig has no certificate-authority for the API server");
-    ret = mbedtls_x509_crt_parse(&ca_, reinterpret_cast<const unsigned char*>(ep.ca_cert_pem.c_str()),
-                                 ep.ca_cert_pem.size() + 1);
-    if (ret != 0) return absl::InvalidArgumentError(absl::StrCat("TLS: certificate-authority: ", TlsError(ret)));
+    if (ep.ca_cert_pem.empty()) {
+      // No certificate-authority in the kubeconfig: the system's roots, as
+      // the gRPC client does.
+      ret = mbedtls_x509_crt_parse_file(&ca_, kSystemRoots);
+      if (ret < 0 || ca_.version == 0)
+        return absl::InvalidArgumentError(absl::StrCat("TLS: no certificate-authority in the kubeconfig and none usable in ",
+                                                       kSystemRoots, ": ", TlsError(ret)));
+    } else {
+      ret = mbedtls_x509_crt_parse(&ca_, reinterpret_cast<const unsigned char*>(ep.ca_cert_pem.c_str()),
+                                   ep.ca_cert_pem.size() + 1);
+      if (ret != 0) return absl::InvalidArgumentError(absl::StrCat("TLS: certificate-authority: ", TlsError(ret)));
+    }
     mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
     mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
     if (!ep.client_cert_pem.empty()) {
