@@ -601,11 +601,6 @@ class H2Routes {
     unary(
         "/etcdserverpb.Maintenance/HashKV",
         Blocking<HashKVRequest, HashKVResponse>(pool, [s](const HashKVRequest& r) { return s->HashKV(r); }));
-    unary("/etcdserverpb.Maintenance/MoveLeader",
-          Inline<MoveLeaderRequest, MoveLeaderResponse>(
-              [](const MoveLeaderRequest&) -> absl::StatusOr<MoveLeaderResponse> {
-                return absl::FailedPreconditionError("etcdserver: not leader");
-              }));
     unary("/etcdserverpb.Cluster/MemberList", Inline<MemberListRequest, MemberListResponse>(
                                                   [s](const MemberListRequest&) { return s->MemberList(); }));
     unary("/grpc.health.v1.Health/Check",
