@@ -10,9 +10,9 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 #include <netdb.h>
-#include <nghttp2/nghttp2.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -44,7 +44,8 @@ std::string TlsError(int ret) {
 absl::Status SplitHostPort(const std::string& server, std::string* host, std::string* port) {
   if (!server.empty() && server[0] == '[') {
     auto close = server.find(']');
-    if (close == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("bad server address ", server));
+    if (close == std::string::npos)
+      return absl::InvalidArgumentError(absl::StrCat("bad server address ", server));
     *host = server.substr(1, close - 1);
     *port = close + 1 < server.size() && server[close + 1] == ':' ? server.substr(close + 2) : "443";
     return absl::OkStatus();
@@ -87,7 +88,8 @@ absl::Status WaitFd(int fd, short events, Clock::time_point deadline, const std:
 absl::Status CheckIpSan(const mbedtls_x509_crt* crt, const std::string& host) {
   unsigned char want[16];
   size_t want_len = 0;
-  if (inet_pton(AF_INET, host.c_str(), want) == 1) want_len = 4;
+  if (inet_pton(AF_INET, host.c_str(), want) == 1)
+    want_len = 4;
   else if (inet_pton(AF_INET6, host.c_str(), want) == 1)
     want_len = 16;
   if (want_len == 0) return absl::OkStatus();  // a DNS name: mbedTLS checked it
@@ -135,20 +137,21 @@ class Connection final : public GrpcConnection {
     // The gRPC message prefix: not compressed, big-endian length.
     uint32_t n = static_cast<uint32_t>(request.size());
     call->request = std::string(1, '\0');
-    for (int shift = 24; shift >= 0; shift -= 8) call->request.push_back(static_cast<char>((n >> shift) & 0xff));
+    for (int shift = 24; shift >= 0; shift -= 8)
+      call->request.push_back(static_cast<char>((n >> shift) & 0xff));
     call->request += request;
     std::string bearer = token_.empty() ? "" : "Bearer " + token_;
     auto nv = [](const char* name, const std::string& value) {
       return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
-                        reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), strlen(name), value.size(),
-                        NGHTTP2_NV_FLAG_NONE};
+                        reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), strlen(name),
+                        value.size(), NGHTTP2_NV_FLAG_NONE};
     };
     static const std::string kPost = "POST", kHttps = "https", kHttp = "http", kGrpc = "application/grpc",
                              kTrailers = "trailers", kAgent = "skiff-proxy", kIdentity = "identity";
-    std::vector<nghttp2_nv> headers = {nv(":method", kPost),         nv(":scheme", tls_ ? kHttps : kHttp),
-                                       nv(":path", path),            nv(":authority", authority_),
-                                       nv("content-type", kGrpc),    nv("te", kTrailers),
-                                       nv("user-agent", kAgent),     nv("grpc-accept-encoding", kIdentity)};
+    std::vector<nghttp2_nv> headers = {nv(":method", kPost),      nv(":scheme", tls_ ? kHttps : kHttp),
+                                       nv(":path", path),         nv(":authority", authority_),
+                                       nv("content-type", kGrpc), nv("te", kTrailers),
+                                       nv("user-agent", kAgent),  nv("grpc-accept-encoding", kIdentity)};
     if (!bearer.empty()) headers.push_back(nv("authorization", bearer));
     nghttp2_data_provider body;
     body.source.ptr = call.get();
@@ -259,39 +262,46 @@ class Connection final : public GrpcConnection {
     ret = mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
                                       MBEDTLS_SSL_PRESET_DEFAULT);
     if (ret != 0) return absl::InternalError(absl::StrCat("TLS: config: ", TlsError(ret)));
-    mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);  // TLS 1.2
+    mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);  // TLS 1.2
     mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, &drbg_);
     if (ep.ca_cert_pem.empty()) {
       // No certificate-authority in the kubeconfig: the system's roots, as
       // the gRPC client does.
       ret = mbedtls_x509_crt_parse_file(&ca_, kSystemRoots);
       if (ret < 0 || ca_.version == 0)
-        return absl::InvalidArgumentError(absl::StrCat("TLS: no certificate-authority in the kubeconfig and none usable in ",
-                                                       kSystemRoots, ": ", TlsError(ret)));
+        return absl::InvalidArgumentError(
+            absl::StrCat("TLS: no certificate-authority in the kubeconfig and none usable in ", kSystemRoots,
+                         ": ", TlsError(ret)));
     } else {
       ret = mbedtls_x509_crt_parse(&ca_, reinterpret_cast<const unsigned char*>(ep.ca_cert_pem.c_str()),
                                    ep.ca_cert_pem.size() + 1);
-      if (ret != 0) return absl::InvalidArgumentError(absl::StrCat("TLS: certificate-authority: ", TlsError(ret)));
+      if (ret != 0)
+        return absl::InvalidArgumentError(absl::StrCat("TLS: certificate-authority: ", TlsError(ret)));
     }
     mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
     mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
     if (!ep.client_cert_pem.empty()) {
-      if (ep.client_key_pem.empty()) return absl::InvalidArgumentError("client config: a client certificate needs its key");
+      if (ep.client_key_pem.empty())
+        return absl::InvalidArgumentError("client config: a client certificate needs its key");
       ret = mbedtls_x509_crt_parse(&cert_, reinterpret_cast<const unsigned char*>(ep.client_cert_pem.c_str()),
                                    ep.client_cert_pem.size() + 1);
-      if (ret != 0) return absl::InvalidArgumentError(absl::StrCat("TLS: client-certificate: ", TlsError(ret)));
+      if (ret != 0)
+        return absl::InvalidArgumentError(absl::StrCat("TLS: client-certificate: ", TlsError(ret)));
       ret = mbedtls_pk_parse_key(&key_, reinterpret_cast<const unsigned char*>(ep.client_key_pem.c_str()),
                                  ep.client_key_pem.size() + 1, nullptr, 0);
       if (ret != 0) return absl::InvalidArgumentError(absl::StrCat("TLS: client-key: ", TlsError(ret)));
       ret = mbedtls_ssl_conf_own_cert(&conf_, &cert_, &key_);
-      if (ret != 0) return absl::InvalidArgumentError(absl::StrCat("TLS: client certificate and key: ", TlsError(ret)));
+      if (ret != 0)
+        return absl::InvalidArgumentError(absl::StrCat("TLS: client certificate and key: ", TlsError(ret)));
     }
     static const char* kAlpn[] = {"h2", nullptr};
     mbedtls_ssl_conf_alpn_protocols(&conf_, kAlpn);
     ret = mbedtls_ssl_setup(&ssl_, &conf_);
     if (ret != 0) return absl::InternalError(absl::StrCat("TLS: setup: ", TlsError(ret)));
     in6_addr probe;
-    bool is_ip = inet_pton(AF_INET, host.c_str(), &probe) == 1 || inet_pton(AF_INET6, host.c_str(), &probe) == 1;
+    bool is_ip =
+        inet_pton(AF_INET, host.c_str(), &probe) == 1 || inet_pton(AF_INET6, host.c_str(), &probe) == 1;
     // A DNS name goes out as SNI and mbedTLS matches it against the
     // certificate; an address is matched below.
     if (!is_ip && (ret = mbedtls_ssl_set_hostname(&ssl_, host.c_str())) != 0)
@@ -299,22 +309,24 @@ class Connection final : public GrpcConnection {
     mbedtls_ssl_set_bio(&ssl_, this, &Connection::TlsSend, &Connection::TlsRecv, nullptr);
     while ((ret = mbedtls_ssl_handshake(&ssl_)) != 0) {
       if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
-        RETURN_IF_ERROR(
-            WaitFd(fd_.get(), ret == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, deadline, stop, "the TLS handshake"));
+        RETURN_IF_ERROR(WaitFd(fd_.get(), ret == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, deadline, stop,
+                               "the TLS handshake"));
         continue;
       }
       std::string why = TlsError(ret);
       if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
         char info[512];
         mbedtls_x509_crt_verify_info(info, sizeof(info), "", mbedtls_ssl_get_verify_result(&ssl_));
-        why = absl::StrCat("the server certificate is not trusted: ", absl::StripTrailingAsciiWhitespace(info));
+        why =
+            absl::StrCat("the server certificate is not trusted: ", absl::StripTrailingAsciiWhitespace(info));
       }
       return absl::UnavailableError(absl::StrCat("TLS handshake with ", authority_, ": ", why));
     }
     if (is_ip) RETURN_IF_ERROR(CheckIpSan(mbedtls_ssl_get_peer_cert(&ssl_), host));
     const char* alpn = mbedtls_ssl_get_alpn_protocol(&ssl_);
     if (!alpn || strcmp(alpn, "h2") != 0)
-      return absl::UnavailableError(absl::StrCat("TLS: the server at ", authority_, " did not agree to HTTP/2 (ALPN)"));
+      return absl::UnavailableError(
+          absl::StrCat("TLS: the server at ", authority_, " did not agree to HTTP/2 (ALPN)"));
     return absl::OkStatus();
   }
 
@@ -361,7 +373,8 @@ class Connection final : public GrpcConnection {
         out_off_ = 0;
         const uint8_t* data;
         ssize_t n = nghttp2_session_mem_send(session_, &data);
-        if (n < 0) return absl::UnavailableError(absl::StrCat("HTTP/2: ", nghttp2_strerror(static_cast<int>(n))));
+        if (n < 0)
+          return absl::UnavailableError(absl::StrCat("HTTP/2: ", nghttp2_strerror(static_cast<int>(n))));
         if (n == 0) return absl::OkStatus();
         out_.assign(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
       }
@@ -380,8 +393,10 @@ class Connection final : public GrpcConnection {
       if (n < 0) return absl::UnavailableError(io_error_);
       if (n == 0) return absl::OkStatus();
       last_activity_ = Clock::now();
-      ssize_t used = nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(buf), static_cast<size_t>(n));
-      if (used < 0) return absl::UnavailableError(absl::StrCat("HTTP/2: ", nghttp2_strerror(static_cast<int>(used))));
+      ssize_t used =
+          nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(buf), static_cast<size_t>(n));
+      if (used < 0)
+        return absl::UnavailableError(absl::StrCat("HTTP/2: ", nghttp2_strerror(static_cast<int>(used))));
     }
   }
 
@@ -390,7 +405,8 @@ class Connection final : public GrpcConnection {
     RETURN_IF_ERROR(Keepalive());
     RETURN_IF_ERROR(Flush());
     if (tls_ && mbedtls_ssl_get_bytes_avail(&ssl_) > 0) timeout_ms = 0;
-    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_) && out_off_ == out_.size())
+    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_) &&
+        out_off_ == out_.size())
       return absl::UnavailableError("the server ended the HTTP/2 session");
     pollfd p{fd_.get(), static_cast<short>(POLLIN | (out_off_ < out_.size() ? POLLOUT : 0)), 0};
     int rc = poll(&p, 1, timeout_ms);
@@ -487,7 +503,8 @@ class Connection final : public GrpcConnection {
     return 0;
   }
 
-  static int OnData(nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t len, void* user) {
+  static int OnData(nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t len,
+                    void* user) {
     auto* self = static_cast<Connection*>(user);
     Call* call = self->Find(stream_id);
     if (!call || call->cancelled) return 0;
@@ -530,7 +547,8 @@ class Connection final : public GrpcConnection {
     std::unique_ptr<Call> call = std::move(it->second);
     self->calls_.erase(it);
     absl::Status st;
-    if (call->cancelled) st = absl::CancelledError("call cancelled");
+    if (call->cancelled)
+      st = absl::CancelledError("call cancelled");
     else if (call->has_grpc_status)
       st = absl::Status(static_cast<absl::StatusCode>(call->grpc_status), call->grpc_message);
     else if (error_code != NGHTTP2_NO_ERROR)
@@ -582,7 +600,8 @@ class Connection final : public GrpcConnection {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GrpcConnection>> GrpcConnection::Connect(const client::Credentials& ep, int timeout_ms,
+absl::StatusOr<std::unique_ptr<GrpcConnection>> GrpcConnection::Connect(const client::Credentials& ep,
+                                                                        int timeout_ms,
                                                                         const std::atomic<bool>& stop) {
   auto c = std::make_unique<Connection>();
   RETURN_IF_ERROR(c->Open(ep, timeout_ms, stop));

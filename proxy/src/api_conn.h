@@ -36,14 +36,15 @@ class GrpcConnection {
   // Connects to ep.server ("host:port", "[v6]:port"; plaintext HTTP/2 when
   // ep.insecure, for tests that ask for it), completes the TLS handshake and the HTTP/2 preface. Gives up
   // after `timeout_ms`, or soon after `stop` turns true.
-  static absl::StatusOr<std::unique_ptr<GrpcConnection>> Connect(const client::Credentials& ep, int timeout_ms,
+  static absl::StatusOr<std::unique_ptr<GrpcConnection>> Connect(const client::Credentials& ep,
+                                                                 int timeout_ms,
                                                                  const std::atomic<bool>& stop);
   virtual ~GrpcConnection() = default;
 
   // Starts a call of `path` ("/skiff.api.v1.Api/Watch") with one request
   // message (then half-closes). Returns the stream id.
-  virtual absl::StatusOr<int32_t> StartCall(const std::string& path, std::string request, OnMessage on_message,
-                                            OnClose on_close) = 0;
+  virtual absl::StatusOr<int32_t> StartCall(const std::string& path, std::string request,
+                                            OnMessage on_message, OnClose on_close) = 0;
   virtual void CancelCall(int32_t stream_id) = 0;
   // Sends and receives for up to `timeout_ms`, delivering callbacks on this
   // thread. An error means the connection is gone (every open call has then

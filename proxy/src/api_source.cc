@@ -102,7 +102,8 @@ class ApiSource final : public Source {
     while (!stop.load() && !restart_) {
       absl::Status st = conn_->Poll(200);
       if (!st.ok()) {
-        if (!stop.load() && !restart_) log::Warn("api source: connection to ", cfg_.credentials.server, " lost: ", st);
+        if (!stop.load() && !restart_)
+          log::Warn("api source: connection to ", cfg_.credentials.server, " lost: ", st);
         break;
       }
     }
@@ -113,10 +114,12 @@ class ApiSource final : public Source {
     w.stream = 0;
     if (absl::IsCancelled(st) || restart_) return;
     if (absl::IsOutOfRange(st)) {
-      log::Info("api source: watch ", w.resource, " from ", w.resource_version, ": ", st, "; watching again from the start");
+      log::Info("api source: watch ", w.resource, " from ", w.resource_version, ": ", st,
+                "; watching again from the start");
       full_ = true;
     } else {
-      log::Warn("api source: watch ", w.resource, " ended: ", st.ok() ? absl::UnavailableError("closed by the server") : st);
+      log::Warn("api source: watch ", w.resource,
+                " ended: ", st.ok() ? absl::UnavailableError("closed by the server") : st);
     }
     Restart();
   }
@@ -151,10 +154,12 @@ class ApiSource final : public Source {
       }
       return;
     }
-    auto want = w.services ? wire::WatchEventView::Kind::kService : wire::WatchEventView::Kind::kEndpointSlice;
+    auto want =
+        w.services ? wire::WatchEventView::Kind::kService : wire::WatchEventView::Kind::kEndpointSlice;
     if (ev->kind != want) return;
     ++w.received;
-    if (ev->type == "DELETED") Delete(w, *ev);
+    if (ev->type == "DELETED")
+      Delete(w, *ev);
     else
       Upsert(w, *ev);
   }
@@ -174,7 +179,8 @@ class ApiSource final : public Source {
   void Delete(Watch& w, const wire::WatchEventView& ev) {
     std::string key = absl::StrCat(ev.ns(), "/", ev.name());
     if (full_) {
-      if (w.services) pending_.services.erase(key);
+      if (w.services)
+        pending_.services.erase(key);
       else
         pending_.endpoint_slices.erase(key);
     } else if (w.services) {
@@ -221,8 +227,8 @@ class ApiSource final : public Source {
 
   // A Warning Event on the Service, as controllers::EventRecorder writes one
   // (once per object version, reason and message in this process).
-  void RecordWarning(const std::string& ns, const std::string& name, const std::string& uid, const std::string& rv,
-                     const std::string& reason, const std::string& message) {
+  void RecordWarning(const std::string& ns, const std::string& name, const std::string& uid,
+                     const std::string& rv, const std::string& reason, const std::string& message) {
     std::string dedup = absl::StrCat(uid, "/", rv, "/", reason, "/", message);
     if (!recorded_.insert(dedup).second) return;
     if (recorded_.size() > 4096) recorded_.clear();
@@ -241,10 +247,11 @@ class ApiSource final : public Source {
     ev.message = message;
     ev.component = cfg_.component;
     ev.timestamp = NowRfc3339();
-    auto id = conn_->StartCall(kCreatePath, wire::EncodeCreateEventRequest(ev), nullptr,
-                               [what = absl::StrCat("event ", reason, " on service ", ns, "/", name)](const absl::Status& st) {
-                                 if (!st.ok() && !absl::IsCancelled(st)) log::Warn("api source: ", what, ": ", st);
-                               });
+    auto id = conn_->StartCall(
+        kCreatePath, wire::EncodeCreateEventRequest(ev), nullptr,
+        [what = absl::StrCat("event ", reason, " on service ", ns, "/", name)](const absl::Status& st) {
+          if (!st.ok() && !absl::IsCancelled(st)) log::Warn("api source: ", what, ": ", st);
+        });
     if (!id.ok()) log::Warn("api source: event ", reason, " on service ", ns, "/", name, ": ", id.status());
   }
 
@@ -262,7 +269,8 @@ class ApiSource final : public Source {
 
 }  // namespace
 
-absl::StatusOr<ApiSourceConfig> LoadApiSourceConfig(const std::string& kubeconfig, const std::string& server) {
+absl::StatusOr<ApiSourceConfig> LoadApiSourceConfig(const std::string& kubeconfig,
+                                                    const std::string& server) {
   auto cfg = client::LoadClientConfig(kubeconfig.empty() ? client::DefaultConfigPath() : kubeconfig);
   if (!cfg.ok()) return cfg.status();
   ApiSourceConfig out;

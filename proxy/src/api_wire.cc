@@ -21,7 +21,8 @@ struct Field {
 
 class Reader {
  public:
-  Reader(std::string_view buf, const char* what) : p_(buf.data()), end_(buf.data() + buf.size()), what_(what) {}
+  Reader(std::string_view buf, const char* what)
+      : p_(buf.data()), end_(buf.data() + buf.size()), what_(what) {}
   bool done() const { return p_ == end_; }
 
   absl::Status Next(Field* f) {
@@ -87,15 +88,24 @@ class Reader {
       std::string_view skipped;
       uint64_t v = 0;
       switch (type) {
-        case kVarint: RETURN_IF_ERROR(Varint(&v)); break;
-        case kFixed64: RETURN_IF_ERROR(Take(8, &skipped)); break;
-        case kFixed32: RETURN_IF_ERROR(Take(4, &skipped)); break;
+        case kVarint:
+          RETURN_IF_ERROR(Varint(&v));
+          break;
+        case kFixed64:
+          RETURN_IF_ERROR(Take(8, &skipped));
+          break;
+        case kFixed32:
+          RETURN_IF_ERROR(Take(4, &skipped));
+          break;
         case kLen:
           RETURN_IF_ERROR(Varint(&v));
           RETURN_IF_ERROR(Take(v, &skipped));
           break;
-        case kStartGroup: RETURN_IF_ERROR(SkipGroup(n, depth + 1)); break;
-        default: return Error(absl::StrCat("invalid wire type ", type, " in a group"));
+        case kStartGroup:
+          RETURN_IF_ERROR(SkipGroup(n, depth + 1));
+          break;
+        default:
+          return Error(absl::StrCat("invalid wire type ", type, " in a group"));
       }
     }
   }
@@ -151,8 +161,10 @@ struct MetaOut {
 // A map<string,string> entry: key 1, value 2.
 absl::Status MapEntry(std::string_view entry, std::string* key, std::string* value) {
   return Walk(entry, "map entry", [&](const Field& f) {
-    if (f.number == 1) SetString(f, key);
-    else if (f.number == 2) SetString(f, value);
+    if (f.number == 1)
+      SetString(f, key);
+    else if (f.number == 2)
+      SetString(f, value);
     return absl::OkStatus();
   });
 }
@@ -160,20 +172,30 @@ absl::Status MapEntry(std::string_view entry, std::string* key, std::string* val
 absl::Status DecodeMeta(std::string_view msg, const MetaOut& out) {
   return Walk(msg, "ObjectMeta", [&](const Field& f) -> absl::Status {
     switch (f.number) {
-      case 1: SetString(f, out.name); break;
-      case 3: SetString(f, out.ns); break;
-      case 4: SetString(f, out.uid); break;
-      case 5: SetString(f, out.resource_version); break;
+      case 1:
+        SetString(f, out.name);
+        break;
+      case 3:
+        SetString(f, out.ns);
+        break;
+      case 4:
+        SetString(f, out.uid);
+        break;
+      case 5:
+        SetString(f, out.resource_version);
+        break;
       case 10:
       case 11:
         if (IsLen(f)) {
           std::string key, value;
           RETURN_IF_ERROR(MapEntry(f.bytes, &key, &value));
-          if (f.number == 10 && out.service_name && key == "kubernetes.io/service-name") *out.service_name = value;
+          if (f.number == 10 && out.service_name && key == "kubernetes.io/service-name")
+            *out.service_name = value;
           if (f.number == 11 && key == "k8s.io/initial-events-end") *out.initial_events_end = value == "true";
         }
         break;
-      default: break;
+      default:
+        break;
     }
     return absl::OkStatus();
   });
@@ -182,10 +204,14 @@ absl::Status DecodeMeta(std::string_view msg, const MetaOut& out) {
 absl::Status DecodeServicePort(std::string_view msg, RawServicePort* p) {
   int32_t port = 0, node_port = 0;
   RETURN_IF_ERROR(Walk(msg, "ServicePort", [&](const Field& f) {
-    if (f.number == 1) SetString(f, &p->name);
-    else if (f.number == 2) SetString(f, &p->protocol);
-    else if (f.number == 4 && IsVarint(f)) port = Int32(f);
-    else if (f.number == 6 && IsVarint(f)) node_port = Int32(f);
+    if (f.number == 1)
+      SetString(f, &p->name);
+    else if (f.number == 2)
+      SetString(f, &p->protocol);
+    else if (f.number == 4 && IsVarint(f))
+      port = Int32(f);
+    else if (f.number == 6 && IsVarint(f))
+      node_port = Int32(f);
     return absl::OkStatus();
   }));
   p->port = Number(port);  // proto3: an absent port is 0, which the parser rejects
@@ -215,22 +241,41 @@ absl::Status DecodeServiceSpec(std::string_view msg, RawService* r, std::vector<
           r->ports.push_back(std::move(p));
         }
         break;
-      case 3: SetString(f, &r->cluster_ip); break;
-      case 4: AddString(f, cluster_ips); break;
-      case 5: SetString(f, &r->type); break;
-      case 6: AddString(f, &r->external_ips); break;
-      case 7: SetString(f, &r->session_affinity); break;
-      case 10: SetString(f, &r->external_traffic_policy); break;
+      case 3:
+        SetString(f, &r->cluster_ip);
+        break;
+      case 4:
+        AddString(f, cluster_ips);
+        break;
+      case 5:
+        SetString(f, &r->type);
+        break;
+      case 6:
+        AddString(f, &r->external_ips);
+        break;
+      case 7:
+        SetString(f, &r->session_affinity);
+        break;
+      case 10:
+        SetString(f, &r->external_traffic_policy);
+        break;
       case 11:
         if (IsVarint(f)) *health_check_node_port = Int32(f);
         break;
       case 13:
         if (IsLen(f)) RETURN_IF_ERROR(DecodeAffinityConfig(f.bytes, &r->affinity_timeout));
         break;
-      case 14: AddString(f, &r->ip_families); break;
-      case 15: SetString(f, &r->ip_family_policy); break;
-      case 16: SetString(f, &r->internal_traffic_policy); break;
-      default: break;
+      case 14:
+        AddString(f, &r->ip_families);
+        break;
+      case 15:
+        SetString(f, &r->ip_family_policy);
+        break;
+      case 16:
+        SetString(f, &r->internal_traffic_policy);
+        break;
+      default:
+        break;
     }
     return absl::OkStatus();
   });
@@ -244,7 +289,8 @@ absl::Status DecodeService(std::string_view msg, WatchEventView* out, int32_t* h
   MetaOut meta{&r.ns, &r.name, &out->uid, &out->resource_version, nullptr, &out->initial_events_end};
   return Walk(msg, "Service", [&](const Field& f) -> absl::Status {
     if (f.number == 3 && IsLen(f)) return DecodeMeta(f.bytes, meta);
-    if (f.number == 4 && IsLen(f)) return DecodeServiceSpec(f.bytes, &r, &r.cluster_ips, health_check_node_port);
+    if (f.number == 4 && IsLen(f))
+      return DecodeServiceSpec(f.bytes, &r, &r.cluster_ips, health_check_node_port);
     return absl::OkStatus();
   });
 }
@@ -257,14 +303,19 @@ void FinishService(RawService* r, int32_t health_check_node_port) {
 
 absl::Status DecodeEndpoint(std::string_view msg, RawEndpoint* e) {
   return Walk(msg, "Endpoint", [&](const Field& f) -> absl::Status {
-    if (f.number == 1) AddString(f, &e->addresses);
-    else if (f.number == 5) SetString(f, &e->node_name);
+    if (f.number == 1)
+      AddString(f, &e->addresses);
+    else if (f.number == 5)
+      SetString(f, &e->node_name);
     else if (f.number == 2 && IsLen(f))
       return Walk(f.bytes, "EndpointConditions", [&](const Field& c) {
         if (IsVarint(c)) {
-          if (c.number == 1) e->ready = c.varint != 0;
-          else if (c.number == 2) e->serving = c.varint != 0;
-          else if (c.number == 3) e->terminating = c.varint != 0;
+          if (c.number == 1)
+            e->ready = c.varint != 0;
+          else if (c.number == 2)
+            e->serving = c.varint != 0;
+          else if (c.number == 3)
+            e->terminating = c.varint != 0;
         }
         return absl::OkStatus();
       });
@@ -274,9 +325,12 @@ absl::Status DecodeEndpoint(std::string_view msg, RawEndpoint* e) {
 
 absl::Status DecodeEndpointPort(std::string_view msg, RawEndpointPort* p) {
   return Walk(msg, "EndpointPort", [&](const Field& f) {
-    if (f.number == 1) SetString(f, &p->name);
-    else if (f.number == 2) SetString(f, &p->protocol);
-    else if (f.number == 3 && IsVarint(f)) p->port = Number(Int32(f));
+    if (f.number == 1)
+      SetString(f, &p->name);
+    else if (f.number == 2)
+      SetString(f, &p->protocol);
+    else if (f.number == 3 && IsVarint(f))
+      p->port = Number(Int32(f));
     return absl::OkStatus();
   });
 }
@@ -287,8 +341,11 @@ absl::Status DecodeEndpointSlice(std::string_view msg, WatchEventView* out) {
   return Walk(msg, "EndpointSlice", [&](const Field& f) -> absl::Status {
     if (!IsLen(f)) return absl::OkStatus();
     switch (f.number) {
-      case 3: return DecodeMeta(f.bytes, meta);
-      case 4: SetString(f, &r.address_type); break;
+      case 3:
+        return DecodeMeta(f.bytes, meta);
+      case 4:
+        SetString(f, &r.address_type);
+        break;
       case 5: {
         RawEndpoint e;
         RETURN_IF_ERROR(DecodeEndpoint(f.bytes, &e));
@@ -301,7 +358,8 @@ absl::Status DecodeEndpointSlice(std::string_view msg, WatchEventView* out) {
         r.ports.push_back(std::move(p));
         break;
       }
-      default: break;
+      default:
+        break;
     }
     return absl::OkStatus();
   });
@@ -318,7 +376,9 @@ class Writer {
     }
     out_.push_back(static_cast<char>(v));
   }
-  void Tag(uint32_t field, int type) { Varint((static_cast<uint64_t>(field) << 3) | static_cast<uint64_t>(type)); }
+  void Tag(uint32_t field, int type) {
+    Varint((static_cast<uint64_t>(field) << 3) | static_cast<uint64_t>(type));
+  }
   // proto3: empty strings and zero scalars are not written.
   void String(uint32_t field, std::string_view s) {
     if (s.empty()) return;
@@ -387,10 +447,14 @@ absl::StatusOr<WatchEventView> DecodeWatchEvent(std::string_view msg) {
   WatchEventView ev;
   int32_t health_check_node_port = 0;
   RETURN_IF_ERROR(Walk(msg, "WatchEvent", [&](const Field& f) -> absl::Status {
-    if (f.number == 1) SetString(f, &ev.type);
-    else if (f.number == 2 && IsLen(f)) return DecodeObjectFields(f.bytes, &ev, health_check_node_port);
-    else if (f.number == 3 && IsVarint(f)) ev.error_code = Int32(f);
-    else if (f.number == 4) SetString(f, &ev.error_message);
+    if (f.number == 1)
+      SetString(f, &ev.type);
+    else if (f.number == 2 && IsLen(f))
+      return DecodeObjectFields(f.bytes, &ev, health_check_node_port);
+    else if (f.number == 3 && IsVarint(f))
+      ev.error_code = Int32(f);
+    else if (f.number == 4)
+      SetString(f, &ev.error_message);
     return absl::OkStatus();
   }));
   FinishObject(&ev, health_check_node_port);

@@ -22,9 +22,9 @@ struct WatchEventView {
   enum class Kind : uint8_t { kNone, kService, kEndpointSlice };
   std::string type;  // ADDED, MODIFIED, DELETED, BOOKMARK, ERROR
   Kind kind = Kind::kNone;
-  RawService service;        // kind == kService
-  RawEndpointSlice slice;    // kind == kEndpointSlice
-  std::string uid;           // the object's metadata.uid
+  RawService service;      // kind == kService
+  RawEndpointSlice slice;  // kind == kEndpointSlice
+  std::string uid;         // the object's metadata.uid
   std::string resource_version;
   bool initial_events_end = false;  // annotation k8s.io/initial-events-end: "true"
   int32_t error_code = 0;

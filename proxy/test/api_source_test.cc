@@ -154,8 +154,10 @@ class Relay {
         bool broken = n <= 0;
         for (ssize_t off = 0; !broken && off < n;) {
           ssize_t w = write(to, buf + off, n - off);
-          if (w <= 0) broken = true;
-          else off += w;
+          if (w <= 0)
+            broken = true;
+          else
+            off += w;
         }
         if (broken) {
           std::lock_guard l(mu_);
@@ -186,7 +188,8 @@ class ApiSourceTest : public ::testing::Test {
     dir_ = "/tmp/skiff-proxy-api-test-" + std::to_string(getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_ + "/data");
-    std::ofstream(dir_ + "/tokens.csv") << "proxy-token-" << getpid() << ",proxy-user,uid-proxy,system:masters\n";
+    std::ofstream(dir_ + "/tokens.csv")
+        << "proxy-token-" << getpid() << ",proxy-user,uid-proxy,system:masters\n";
     port_ = FreePort();
     int health = FreePort();
     std::string bin = BuildDir() + "/bin/skiff-control-plane";
@@ -196,11 +199,21 @@ class ApiSourceTest : public ::testing::Test {
       int log = open((dir_ + "/cp.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
       dup2(log, 1);
       dup2(log, 2);
-      std::vector<std::string> args = {bin,          "--data-dir",     dir_ + "/data",
-                                       "--listen",   "127.0.0.1:" + std::to_string(port_),
-                                       "--health-listen", "127.0.0.1:" + std::to_string(health),
-                                       "--components", "apiserver",  "--advertise-address", "127.0.0.1",
-                                       "--token-auth-file", dir_ + "/tokens.csv", "--bookmark-interval-ms", "200"};
+      std::vector<std::string> args = {bin,
+                                       "--data-dir",
+                                       dir_ + "/data",
+                                       "--listen",
+                                       "127.0.0.1:" + std::to_string(port_),
+                                       "--health-listen",
+                                       "127.0.0.1:" + std::to_string(health),
+                                       "--components",
+                                       "apiserver",
+                                       "--advertise-address",
+                                       "127.0.0.1",
+                                       "--token-auth-file",
+                                       dir_ + "/tokens.csv",
+                                       "--bookmark-interval-ms",
+                                       "200"};
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -246,7 +259,8 @@ class ApiSourceTest : public ::testing::Test {
   }
 
   ApiSourceConfig Config(int port = 0) {
-    auto cfg = LoadApiSourceConfig(dir_ + "/data/admin.conf", port ? "127.0.0.1:" + std::to_string(port) : "");
+    auto cfg =
+        LoadApiSourceConfig(dir_ + "/data/admin.conf", port ? "127.0.0.1:" + std::to_string(port) : "");
     EXPECT_TRUE(cfg.ok()) << cfg.status();
     return cfg.ok() ? *cfg : ApiSourceConfig{};
   }
@@ -419,7 +433,8 @@ TEST_F(ApiSourceTest, FirstStateAfterBothInitialBurstsThenEveryChangeAndAWarning
       [&] {
         ClusterState s = run->Snapshot();
         return s.services.count(Key("later")) && !s.services.count(Key("also")) &&
-               s.endpoint_slices.count(Key("good-1")) && s.endpoint_slices.at(Key("good-1")).endpoints.size() == 3;
+               s.endpoint_slices.count(Key("good-1")) &&
+               s.endpoint_slices.at(Key("good-1")).endpoints.size() == 3;
       },
       std::chrono::seconds(10)));
   EXPECT_LT(run->Stop().count(), 1000);
@@ -440,7 +455,8 @@ TEST_F(ApiSourceTest, ADroppedConnectionResumesAndSeesWhatChangedMeanwhile) {
   EXPECT_TRUE(WaitUntil(
       [&] {
         ClusterState s = run->Snapshot();
-        return s.services.count(Key("stays")) && s.services.count(Key("new")) && !s.services.count(Key("goes"));
+        return s.services.count(Key("stays")) && s.services.count(Key("new")) &&
+               !s.services.count(Key("goes"));
       },
       std::chrono::seconds(20)));
   EXPECT_GE(relay.accepted(), 2);

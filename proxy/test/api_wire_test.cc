@@ -179,10 +179,15 @@ TEST(ApiWire, UnknownAndMistypedFieldsAreSkippedAsLibprotobufDoes) {
   add_unknown(svc.mutable_service()->mutable_spec()->mutable_ports(0));
   // Known numbers with the wrong wire type: libprotobuf keeps them as
   // unknown fields, so they change nothing.
-  svc.mutable_service()->mutable_spec()->mutable_ports(0)->GetReflection()
+  svc.mutable_service()
+      ->mutable_spec()
+      ->mutable_ports(0)
+      ->GetReflection()
       ->MutableUnknownFields(svc.mutable_service()->mutable_spec()->mutable_ports(0))
       ->AddLengthDelimited(4, "not a varint");
-  svc.mutable_service()->mutable_spec()->GetReflection()
+  svc.mutable_service()
+      ->mutable_spec()
+      ->GetReflection()
       ->MutableUnknownFields(svc.mutable_service()->mutable_spec())
       ->AddVarint(3, 12345);  // cluster_ip as a varint
   v1::WatchEvent ev;
@@ -245,7 +250,10 @@ TEST(ApiWire, TruncatedOrCorruptedInputFailsCleanlyWhereLibprotobufFails) {
       if (ours.ok()) (void)ours->service.ports.size();
     }
   }
-  auto st = wire::DecodeWatchEvent(std::string("\x0a\x05" "AD", 4));
+  auto st =
+      wire::DecodeWatchEvent(std::string("\x0a\x05"
+                                         "AD",
+                                         4));
   ASSERT_FALSE(st.ok());
   EXPECT_NE(std::string(st.status().message()).find("runs past the end"), std::string::npos) << st.status();
   st = wire::DecodeWatchEvent(std::string(11, '\xff'));

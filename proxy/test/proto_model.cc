@@ -15,14 +15,16 @@ RawNumber Number(int64_t v, bool present) {
   return n;
 }
 
-void ServiceToModel(const api::v1::Service& o, ClusterState* out, std::vector<std::string>* problems = nullptr) {
+void ServiceToModel(const api::v1::Service& o, ClusterState* out,
+                    std::vector<std::string>* problems = nullptr) {
   RawService r;
   r.ns = o.metadata().namespace_();
   r.name = o.metadata().name();
   const auto& spec = o.spec();
   r.type = spec.type();
   r.cluster_ip = spec.cluster_ip();
-  if (spec.cluster_ips_size() > 0) r.cluster_ips.assign(spec.cluster_ips().begin(), spec.cluster_ips().end());
+  if (spec.cluster_ips_size() > 0)
+    r.cluster_ips.assign(spec.cluster_ips().begin(), spec.cluster_ips().end());
   else if (!spec.cluster_ip().empty())
     r.cluster_ips.push_back(spec.cluster_ip());
   r.ip_families.assign(spec.ip_families().begin(), spec.ip_families().end());
@@ -76,7 +78,8 @@ void SliceToModel(const api::v1::EndpointSlice& o, ClusterState* out) {
 absl::StatusOr<ClusterState> ModelFromObjects(const std::vector<api::v1::Object>& objects) {
   ClusterState state;
   for (const auto& o : objects) {
-    if (o.has_service()) ServiceToModel(o.service(), &state);
+    if (o.has_service())
+      ServiceToModel(o.service(), &state);
     else if (o.has_endpoint_slice())
       SliceToModel(o.endpoint_slice(), &state);
     else

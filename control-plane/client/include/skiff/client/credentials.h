@@ -8,12 +8,12 @@
 namespace skiff::client {
 
 struct Credentials {
-  std::string server;         // host:port
-  std::string ca_cert_pem;    // empty = system roots
+  std::string server;       // host:port
+  std::string ca_cert_pem;  // empty = system roots
   std::string client_cert_pem;
   std::string client_key_pem;
-  std::string token;          // bearer token (alternative to a client certificate)
-  bool insecure = false;      // plaintext, only for loopback tests that ask for it
+  std::string token;      // bearer token (alternative to a client certificate)
+  bool insecure = false;  // plaintext, only for loopback tests that ask for it
 };
 
 }  // namespace skiff::client
