@@ -315,8 +315,9 @@ endpoints:
 
 // --server, the mode nodes run: skiff-proxy itself (no other program) takes
 // Services and EndpointSlices from a real API server over TLS with the
-// kubeconfig's client certificate, programs them, follows a change, and
-// never maps gRPC, protobuf or OpenSSL.
+// kubeconfig's client certificate, programs them, follows a change, never
+// maps gRPC, protobuf or OpenSSL, and after kill -9 a new agent reconciles
+// the pinned maps with what changed in the API meanwhile.
 TEST_F(AgentTest, ServerModeProgramsServicesFromARealApiServerWithoutGrpcProtobufOrOpenSsl) {
   std::string bin_dir = binary_.substr(0, binary_.rfind('/'));
   std::string cp_bin = bin_dir + "/skiff-control-plane", ctl = bin_dir + "/skiffctl";
@@ -379,6 +380,14 @@ TEST_F(AgentTest, ServerModeProgramsServicesFromARealApiServerWithoutGrpcProtobu
     EXPECT_EQ(maps.find(lib), std::string::npos) << lib << " is mapped:\n" << maps;
   EXPECT_NE(maps.find("libmbedtls"), std::string::npos) << maps;
   EXPECT_NE(ReadAll(log_).find("api source synced"), std::string::npos) << ReadAll(log_);
+  // kill -9, a change while no agent runs, a new agent: it reconciles the
+  // pinned maps against the API before it reports healthy.
+  StopAgent(SIGKILL);
+  EXPECT_EQ(TcpRequest("10.96.0.10", 80), "10.0.0.12:8080");  // the pinned datapath keeps serving
+  ASSERT_EQ(apply("10.0.0.11"), 0) << ReadAll(cp_log);
+  StartAgent({"--server", "127.0.0.1:16443", "--kubeconfig", kubeconfig});
+  ASSERT_TRUE(WaitHealthy()) << ReadAll(log_);
+  EXPECT_EQ(TcpRequest("10.96.0.10", 80), "10.0.0.11:8080");
 }
 
 TEST_F(AgentTest, ABadListenAddressFailsTheStartBeforeAnythingIsAttached) {
