@@ -170,6 +170,10 @@ class Connection final : public GrpcConnection {
   }
 
   size_t open_calls() const override { return calls_.size(); }
+  std::string security() const override {
+    if (!tls_) return "plaintext";
+    return absl::StrCat(mbedtls_ssl_get_version(&ssl_), " ", mbedtls_ssl_get_ciphersuite(&ssl_));
+  }
 
   absl::Status Poll(int timeout_ms) override {
     absl::Status st = PollOnce(timeout_ms);

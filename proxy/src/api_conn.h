@@ -51,6 +51,8 @@ class GrpcConnection {
   // had its OnClose).
   virtual absl::Status Poll(int timeout_ms) = 0;
   virtual size_t open_calls() const = 0;
+  // "TLSv1.2 <cipher suite>" or "plaintext", for the log.
+  virtual std::string security() const = 0;
 };
 
 }  // namespace skiff::proxy

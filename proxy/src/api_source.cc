@@ -54,6 +54,7 @@ class ApiSource final : public Source {
         continue;
       }
       conn_ = conn->get();
+      log::Info("api source: connected to ", cfg_.credentials.server, " (", conn_->security(), ")");
       bool progressed = Serve(stop);
       conn_ = nullptr;
       conn->reset();
