@@ -40,8 +40,9 @@ start_server() {
     ours-h2) extra=(--experimental-transport h2) ;;
   esac
   if [ "${kind%%-*}" = ours ]; then
+    # shellcheck disable=SC2086  # SKIFF_STORE_FLAGS: extra flags, word-split on purpose
     "$BIN/skiff-store" --data-dir "$WORK/$kind" --listen-client-urls "http://$SERVER_EP" \
-      --advertise-client-urls "http://$SERVER_EP" "${extra[@]}" >"$WORK/$kind.log" 2>&1 &
+      --advertise-client-urls "http://$SERVER_EP" "${extra[@]}" ${SKIFF_STORE_FLAGS:-} >"$WORK/$kind.log" 2>&1 &
   else
     peer=$(free_port)
     "$ETCD" --data-dir "$WORK/etcd" --listen-client-urls "http://$SERVER_EP" \

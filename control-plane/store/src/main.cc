@@ -40,6 +40,27 @@ bool ParseDurationMs(const std::string& s, int64_t* ms, bool bare_is_hours) {
   return true;
 }
 
+// "500us", "1ms", "0": a Go-style duration down to microseconds.
+bool ParseDurationUs(const std::string& s, int64_t* us) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  std::string unit(end);
+  if (v < 0) return false;
+  if (unit == "us" || unit == "\u00b5s") {
+    *us = static_cast<int64_t>(v);
+  } else if (unit == "ms") {
+    *us = static_cast<int64_t>(v * 1000);
+  } else if (unit == "s") {
+    *us = static_cast<int64_t>(v * 1000000);
+  } else if (unit.empty() && v == 0) {
+    *us = 0;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
   for (auto p : absl::StrSplit(s, ',', absl::SkipEmpty())) out.emplace_back(p);
@@ -119,7 +140,7 @@ int main(int argc, char** argv) {
       "listen-peer-urls", "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state",
       "initial-cluster-token", "logger", "log-outputs", "max-request-bytes", "max-txn-ops", "snapshot-count",
       "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof",
-      "experimental-transport", "experimental-transport-threads"};
+      "experimental-transport", "experimental-transport-threads", "experimental-commit-window"};
   for (const auto& [k, v] : flags) {
     if (std::find(known.begin(), known.end(), k) == known.end()) return Usage(("unknown flag --" + k).c_str());
   }
@@ -143,6 +164,10 @@ int main(int argc, char** argv) {
       !ParseDurationMs(flags["experimental-watch-progress-notify-interval"], &opts.progress_notify_interval_ms,
                        false)) {
     return Usage("bad --experimental-watch-progress-notify-interval");
+  }
+  if (flags.count("experimental-commit-window") &&
+      !ParseDurationUs(flags["experimental-commit-window"], &opts.commit_window_us)) {
+    return Usage("bad --experimental-commit-window: want a duration such as 500us, 1ms or 0");
   }
   so.cert_file = flags["cert-file"];
   so.key_file = flags["key-file"];

@@ -568,13 +568,17 @@ void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
       Complete(op);
       return;
     }
+    if (queue_.empty()) first_queued_ = Clock::now();
     queue_.push_back(op);
     if (self == nullptr) {
       // An async request (from a gRPC callback thread) that finds no commit
       // in progress leads inline: no thread hand-off, and gRPC's other
       // threads keep reading requests into the queue meanwhile. Measured
       // here, this beats handing every batch to a dedicated thread.
-      if (leader_busy_) return;
+      if (leader_busy_) {
+        if (gathering_ && queue_.size() == kGatherEnough) q_cv_.notify_one();
+        return;
+      }
       if (tl_hand_async_to_committer) {
         q_cv_.notify_one();
         return;
@@ -624,6 +628,17 @@ void StoreImpl::LeadLoop(PendingOp* self, bool committer) {
         q_cv_.notify_one();
       }
       return;
+    }
+    // The committer carries on: these requests arrived while the last batch
+    // was being made durable. When that many did, many clients are writing
+    // at once: let the batch fill up for a moment (bounded by the oldest
+    // request's wait) so one flush serves more of them. A few requests in a
+    // row (a light or paced load) go at once: their latency matters more.
+    if (opts_.commit_window_us > 0 && queue_.size() >= kCommitSiblings && queue_.size() < kGatherEnough) {
+      gathering_ = true;
+      q_cv_.wait_until(lk, first_queued_ + std::chrono::microseconds(opts_.commit_window_us),
+                       [&] { return stopping_ || queue_.size() >= kGatherEnough; });
+      gathering_ = false;
     }
   }
 }

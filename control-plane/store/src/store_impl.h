@@ -280,6 +280,10 @@ class StoreImpl final : public Store {
   std::vector<PendingOp*> queue_;
   bool stopping_ = false;
   bool leader_busy_ = false;
+  // The committer waits for more requests (Options::commit_window_us).
+  static constexpr size_t kCommitSiblings = 8, kGatherEnough = 64;
+  bool gathering_ = false;
+  std::chrono::steady_clock::time_point first_queued_;  // when queue_ last became non-empty
   std::thread ticker_;
   std::mutex ticker_mu_;
   std::condition_variable ticker_cv_;

@@ -1,4 +1,4 @@
-// The write-ahead log: preallocated segments, one fdatasync per append.
+// The write-ahead log: preallocated segments, one durable write per append.
 #include "wal.h"
 
 #include <dirent.h>
@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -205,6 +206,7 @@ absl::StatusOr<std::unique_ptr<Wal>> Wal::Create(const std::string& dir, uint64_
 
 absl::Status Wal::Rotate(uint64_t first_seq, size_t need) {
   int64_t bytes = std::max<int64_t>(segment_bytes_, static_cast<int64_t>(need));
+  bytes = (bytes + static_cast<int64_t>(kAlign) - 1) / static_cast<int64_t>(kAlign) * static_cast<int64_t>(kAlign);
   std::string path = dir_ + "/" + SegmentName(first_seq);
   std::string spare;
   {
@@ -221,10 +223,13 @@ absl::Status Wal::Rotate(uint64_t first_seq, size_t need) {
     RETURN_IF_ERROR(Preallocate(path, bytes));
   }
   RETURN_IF_ERROR(SyncDir());
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_DIRECT | O_DSYNC));
+  direct_ = static_cast<bool>(fd);
+  if (!fd && errno == EINVAL) fd = UniqueFd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) return LastErrnoError("open " + path);
   fd_ = std::move(fd);
   off_ = 0;
+  tail_ = 0;
   size_ = bytes;
   written_.store(0, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lk(mu_);
@@ -232,27 +237,50 @@ absl::Status Wal::Rotate(uint64_t first_seq, size_t need) {
   return absl::OkStatus();
 }
 
+void Wal::FreeDeleter::operator()(char* p) const { std::free(p); }
+
 absl::Status Wal::Append(uint64_t seq, std::string_view payload) {
   if (seq != last_seq_ + 1) return absl::InternalError(absl::StrCat("wal: seq ", seq, " after ", last_seq_));
   const size_t n = kWalHeaderBytes + payload.size();
   // Leave room for the zero header that ends the segment's records.
   if (off_ + static_cast<int64_t>(n + kWalHeaderBytes) > size_) RETURN_IF_ERROR(Rotate(seq, n + kWalHeaderBytes));
-  buf_.resize(n);
-  PutLe32(buf_.data(), static_cast<uint32_t>(payload.size()));
-  PutLe64(buf_.data() + 8, seq);
-  std::memcpy(buf_.data() + kWalHeaderBytes, payload.data(), payload.size());
-  PutLe32(buf_.data() + 4, Crc32c(0, buf_.data() + 8, 8 + payload.size()));
-  for (size_t done = 0; done < n;) {
-    ssize_t w = ::pwrite(fd_.get(), buf_.data() + done, n - done, static_cast<off_t>(off_ + done));
+  // [tail_ bytes of the last block][record][zeros up to a block boundary]
+  const size_t len = tail_ + n;
+  const size_t padded = (len + kAlign - 1) / kAlign * kAlign;
+  if (buf_cap_ < padded || buf_cap_ > std::max(padded, size_t{4} << 20)) {
+    void* mem = nullptr;
+    const size_t cap = std::max(padded, size_t{64} << 10);
+    if (::posix_memalign(&mem, kAlign, cap) != 0) return absl::ResourceExhaustedError("wal buffer");
+    if (buf_ && tail_ > 0) std::memcpy(mem, buf_.get(), tail_);
+    buf_.reset(static_cast<char*>(mem));
+    buf_cap_ = cap;
+  }
+  char* rec = buf_.get() + tail_;
+  PutLe32(rec, static_cast<uint32_t>(payload.size()));
+  PutLe64(rec + 8, seq);
+  std::memcpy(rec + kWalHeaderBytes, payload.data(), payload.size());
+  PutLe32(rec + 4, Crc32c(0, rec + 8, 8 + payload.size()));
+  // Direct I/O writes whole blocks from the start of the partial one.
+  const size_t wlen = direct_ ? padded : n;
+  const char* src = direct_ ? buf_.get() : rec;
+  const int64_t at = direct_ ? off_ - static_cast<int64_t>(tail_) : off_;
+  if (direct_) std::memset(buf_.get() + len, 0, padded - len);
+  for (size_t done = 0; done < wlen;) {
+    ssize_t w = ::pwrite(fd_.get(), src + done, wlen - done, static_cast<off_t>(at + static_cast<int64_t>(done)));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return LastErrnoError("wal write");
     done += static_cast<size_t>(w);
   }
-  if (::fdatasync(fd_.get()) != 0) return LastErrnoError("wal fdatasync");
+  if (!direct_ && ::fdatasync(fd_.get()) != 0) return LastErrnoError("wal fdatasync");
   off_ += static_cast<int64_t>(n);
+  if (direct_) {
+    // Keep the bytes of the new last block for the next append.
+    const size_t keep = static_cast<size_t>(off_) % kAlign;
+    std::memmove(buf_.get(), buf_.get() + len - keep, keep);
+    tail_ = keep;
+  }
   written_.store(off_, std::memory_order_relaxed);
   last_seq_ = seq;
-  if (buf_.capacity() > (size_t{4} << 20)) std::string().swap(buf_);
   return absl::OkStatus();
 }
 

@@ -46,7 +46,8 @@ class Wal {
   static absl::StatusOr<std::unique_ptr<Wal>> Create(const std::string& dir, uint64_t next_seq,
                                                      int64_t segment_bytes);
 
-  // Appends one record (seq must be the previous seq + 1) and fdatasyncs it.
+  // Appends one record (seq must be the previous seq + 1); returns once it
+  // is durable.
   // Called by one thread at a time (the commit leader).
   absl::Status Append(uint64_t seq, std::string_view payload);
 
@@ -83,7 +84,19 @@ class Wal {
   std::vector<Segment> segments_;  // oldest first; back() is current
   std::string spare_;              // path of a ready spare, empty if none
   int64_t spare_bytes_ = 0;
-  std::string buf_;
+  // Appends go straight to the device (O_DIRECT | O_DSYNC) in whole aligned
+  // blocks: no page-cache copy, no writeback scan, one write that returns
+  // once durable. The block holding the end of the log is rewritten by the
+  // next append, so the buffer keeps its bytes (tail_) at its start. Where
+  // the file system refuses O_DIRECT (tmpfs), pwrite + fdatasync as before.
+  static constexpr size_t kAlign = 4096;
+  bool direct_ = false;
+  size_t tail_ = 0;  // bytes of the last, partial block, at buf_ start
+  struct FreeDeleter {
+    void operator()(char* p) const;
+  };
+  std::unique_ptr<char, FreeDeleter> buf_;
+  size_t buf_cap_ = 0;
 };
 
 }  // namespace skiff::store

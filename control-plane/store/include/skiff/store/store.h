@@ -48,6 +48,14 @@ struct Options {
   // flushed (checkpointed) so older segments can be dropped.
   int64_t wal_segment_bytes = int64_t{16} << 20;
   int64_t checkpoint_interval_ms = 1000;
+  // Group commit window for requests from the network (the committer
+  // thread): when at least 8 requests arrived while the previous batch was
+  // being made durable (many clients writing at once), the next batch waits
+  // until its oldest request has waited this long, or 64 are queued, before
+  // it is flushed, so one flush serves more requests. Fewer requests, and a
+  // lone client's, never wait. 0 = no window. Like PostgreSQL's commit_delay
+  // with commit_siblings.
+  int64_t commit_window_us = 500;
   // Tests only: called at each step of a checkpoint ("pinned", "synced",
   // "recorded", "released") on the thread running it.
   std::function<void(const char* step)> checkpoint_hook;
