@@ -74,6 +74,9 @@ class Connection {
   }
   int fd() const { return fd_.get(); }
   bool dead() const { return dead_; }
+  // False once the server sent GOAWAY or the connection is gone: calls in
+  // flight may still finish, new ones would only be refused.
+  bool accepting() const { return !dead_ && !goaway_; }
   void AddClient(Client* c) {
     c->conn = this;
     clients_.push_back(c);
@@ -88,6 +91,7 @@ class Connection {
  private:
   static int OnHeader(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name, size_t namelen,
                       const uint8_t* value, size_t valuelen, uint8_t, void* self);
+  static int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* self);
   static int OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code, void* self);
   static ssize_t ReadBody(nghttp2_session*, int32_t, uint8_t* buf, size_t len, uint32_t* flags,
                           nghttp2_data_source* src, void*);
@@ -102,6 +106,7 @@ class Connection {
   size_t out_off_ = 0;
   bool want_write_ = false;
   bool dead_ = false;
+  bool goaway_ = false;
   std::string path_, authority_;
 };
 
@@ -121,7 +126,7 @@ class Worker {
 
   // Starts the next call of c or retires c when the budget is spent.
   void Next(Client* c, Clock::time_point now) {
-    if (!c->conn->dead() && budget_.Take(now)) {
+    if (c->conn->accepting() && budget_.Take(now)) {
       c->conn->StartCall(c);
     } else {
       --active_;
@@ -179,6 +184,7 @@ Connection::Connection(Worker* w, const LoadOptions& o, UniqueFd fd) : worker_(w
   nghttp2_session_callbacks_new(&cb);
   nghttp2_session_callbacks_set_on_header_callback(cb, &Connection::OnHeader);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, &Connection::OnStreamClose);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &Connection::OnFrameRecv);
   nghttp2_session_client_new(&session_, cb, this);
   nghttp2_session_callbacks_del(cb);
   nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
@@ -259,6 +265,11 @@ int Connection::OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8
   } else if (n == "grpc-message") {
     c->grpc_message = PercentDecode(std::string(v));
   }
+  return 0;
+}
+
+int Connection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* self) {
+  if (f->hd.type == NGHTTP2_GOAWAY) static_cast<Connection*>(self)->goaway_ = true;
   return 0;
 }
 
