@@ -72,7 +72,6 @@ class Connection {
   ~Connection() {
     if (session_ != nullptr) nghttp2_session_del(session_);
   }
-  int fd() const { return fd_.get(); }
   bool dead() const { return dead_; }
   // False once the server sent GOAWAY or the connection is gone: calls in
   // flight may still finish, new ones would only be refused.
@@ -112,8 +111,7 @@ class Connection {
 
 class Worker {
  public:
-  Worker(const LoadOptions& o, RequestBudget& budget, ErrorLog& errors) : o_(o), budget_(budget), errors_(errors) {}
-  const LoadOptions& options() const { return o_; }
+  Worker(RequestBudget& budget, ErrorLog& errors) : budget_(budget), errors_(errors) {}
   ErrorLog& errors() { return errors_; }
   int epoll_fd() const { return ep_.get(); }
   std::vector<double>& latencies() { return lat_; }
@@ -167,7 +165,6 @@ class Worker {
   }
 
  private:
-  const LoadOptions& o_;
   RequestBudget& budget_;
   ErrorLog& errors_;
   UniqueFd ep_;
@@ -405,7 +402,7 @@ LoadResult RunH2Load(const LoadOptions& o, ErrorLog& errors) {
   const int threads = std::clamp(o.threads, 1, conns);
   std::vector<std::unique_ptr<Worker>> workers;
   for (int t = 0; t < threads; ++t) {
-    workers.push_back(std::make_unique<Worker>(o, budget, errors));
+    workers.push_back(std::make_unique<Worker>(budget, errors));
     if (!workers.back()->Init()) {
       errors.Add(std::string("epoll_create1: ") + std::strerror(errno));
       return {};
