@@ -2,134 +2,96 @@
 //   skiff-store-bench put   --endpoint H:P --clients N --conns C --total T --val-size B [--key-space K]
 //   skiff-store-bench range --endpoint H:P --clients N --conns C --total T [--key-space K] [--linearizable]
 //   skiff-store-bench fill  --endpoint H:P --total T --val-size B      (T keys bench/k/<i>)
-// Prints one line: "op=put clients=.. requests=.. seconds=.. rps=.. p50_ms=.. p99_ms=.. max_ms=.. errors=..".
+// put/range also take --duration S (run S seconds instead of T requests),
+// --client h2|grpc (h2, the default: nghttp2 on one epoll thread; grpc: gRPC
+// C++ with a thread per client) and --threads T (h2 event-loop threads).
+// Prints one line: "op=put clients=.. requests=.. seconds=.. rps=.. p50_ms=.. p99_ms=.. max_ms=.. errors=..
+// client_cpu_us_per_req=.."; the last field is this process's CPU time (user +
+// system, during the load) per request. Exit status 1 when any request failed;
+// the first failure's text goes to stderr.
+#include <sys/resource.h>
+
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
-#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <string>
-#include <thread>
-#include <vector>
 
-#include "etcdserverpb/rpc.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
+#include "load.h"
 
 namespace {
-using Clock = std::chrono::steady_clock;
 
-std::string Key(int64_t i) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "bench/k/%08lld", static_cast<long long>(i));
-  return buf;
+double CpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  using namespace skiff::store::bench;
   if (argc < 2) {
     std::fprintf(stderr, "usage: skiff-store-bench put|range|fill [flags]\n");
     return 2;
   }
-  std::string op = argv[1];
   std::map<std::string, std::string> f = {{"endpoint", "127.0.0.1:2379"}, {"clients", "1"}, {"conns", "1"},
-                                          {"total", "10000"}, {"val-size", "256"}, {"key-space", "100000"}};
-  bool linearizable = false;
+                                          {"threads", "1"}, {"total", "10000"}, {"val-size", "256"},
+                                          {"key-space", "100000"}, {"client", "h2"}};
+  LoadOptions o;
+  o.op = argv[1];
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--linearizable") {
-      linearizable = true;
-      continue;
+      o.linearizable = true;
+    } else if (a.rfind("--", 0) == 0 && i + 1 < argc && f.count(a.substr(2)) + (a == "--duration") > 0) {
+      f[a.substr(2)] = argv[++i];
+    } else {
+      std::fprintf(stderr, "skiff-store-bench: unknown or incomplete flag %s\n", a.c_str());
+      return 2;
     }
-    if (a.rfind("--", 0) == 0 && i + 1 < argc) f[a.substr(2)] = argv[++i];
   }
-  const int clients = std::atoi(f["clients"].c_str());
-  const int conns = std::max(1, std::atoi(f["conns"].c_str()));
-  // --duration S runs for S seconds instead of a fixed request count.
-  const double duration = std::atof(f["duration"].c_str());
-  const int64_t total = duration > 0 ? INT64_MAX / 2 : std::atoll(f["total"].c_str());
-  const size_t val_size = static_cast<size_t>(std::atoll(f["val-size"].c_str()));
-  const int64_t key_space = std::max<int64_t>(1, std::atoll(f["key-space"].c_str()));
-  std::vector<std::unique_ptr<etcdserverpb::KV::Stub>> stubs;
-  for (int i = 0; i < conns; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("skiff.bench.conn", i);  // distinct args => distinct subchannels
-    args.SetMaxReceiveMessageSize(64 << 20);
-    stubs.push_back(etcdserverpb::KV::NewStub(
-        grpc::CreateCustomChannel(f["endpoint"], grpc::InsecureChannelCredentials(), args)));
+  o.endpoint = f["endpoint"];
+  o.clients = std::max(1, std::atoi(f["clients"].c_str()));
+  o.conns = std::max(1, std::atoi(f["conns"].c_str()));
+  o.threads = std::max(1, std::atoi(f["threads"].c_str()));
+  o.total = std::atoll(f["total"].c_str());
+  o.duration = std::atof(f["duration"].c_str());
+  o.val_size = static_cast<size_t>(std::atoll(f["val-size"].c_str()));
+  o.key_space = std::max<int64_t>(1, std::atoll(f["key-space"].c_str()));
+  const std::string client = f["client"];
+  if (client != "h2" && client != "grpc") {
+    std::fprintf(stderr, "skiff-store-bench: --client is h2 or grpc, not %s\n", client.c_str());
+    return 2;
   }
-  std::string value(val_size, 'v');
-  std::atomic<int64_t> errors{0};
-  if (op == "fill") {
-    std::atomic<int64_t> next{0};
-    std::vector<std::thread> ts;
-    for (int c = 0; c < std::max(clients, 4); ++c) {
-      ts.emplace_back([&, c] {
-        auto* stub = stubs[static_cast<size_t>(c) % stubs.size()].get();
-        // 100 puts per txn: loading is not what is measured.
-        for (int64_t i; (i = next.fetch_add(100)) < total;) {
-          etcdserverpb::TxnRequest t;
-          for (int64_t k = i; k < std::min(total, i + 100); ++k) {
-            auto* p = t.add_success()->mutable_request_put();
-            p->set_key(Key(k));
-            p->set_value(value);
-          }
-          etcdserverpb::TxnResponse resp;
-          grpc::ClientContext ctx;
-          if (!stub->Txn(&ctx, t, &resp).ok()) errors++;
-        }
-      });
-    }
-    for (auto& t : ts) t.join();
-    std::printf("op=fill keys=%lld errors=%lld\n", static_cast<long long>(total), static_cast<long long>(errors.load()));
-    return errors.load() == 0 ? 0 : 1;
+
+  ErrorLog errors;
+  if (o.op == "fill") {
+    RunGrpcFill(o, errors);
+    if (errors.count() > 0) std::fprintf(stderr, "first error: %s\n", errors.first().c_str());
+    std::printf("op=fill keys=%lld errors=%lld\n", static_cast<long long>(o.total),
+                static_cast<long long>(errors.count()));
+    return errors.count() == 0 ? 0 : 1;
   }
-  std::atomic<int64_t> next{0};
-  std::vector<std::vector<double>> lat(static_cast<size_t>(clients));
-  auto t0 = Clock::now();
-  const auto deadline = t0 + std::chrono::milliseconds(static_cast<int64_t>(duration * 1000));
-  std::vector<std::thread> ts;
-  for (int c = 0; c < clients; ++c) {
-    ts.emplace_back([&, c] {
-      auto* stub = stubs[static_cast<size_t>(c) % stubs.size()].get();
-      auto& l = lat[static_cast<size_t>(c)];
-      uint64_t x = 88172645463325252ULL ^ static_cast<uint64_t>(c + 1);
-      for (int64_t i; (i = next.fetch_add(1)) < total;) {
-        if (duration > 0 && Clock::now() >= deadline) break;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        std::string key = Key(static_cast<int64_t>(x % static_cast<uint64_t>(key_space)));
-        grpc::ClientContext ctx;
-        auto s = Clock::now();
-        grpc::Status st;
-        if (op == "put") {
-          etcdserverpb::PutRequest r;
-          r.set_key(key);
-          r.set_value(value);
-          etcdserverpb::PutResponse resp;
-          st = stub->Put(&ctx, r, &resp);
-        } else {
-          etcdserverpb::RangeRequest r;
-          r.set_key(key);
-          r.set_serializable(!linearizable);
-          etcdserverpb::RangeResponse resp;
-          st = stub->Range(&ctx, r, &resp);
-        }
-        if (!st.ok()) errors++;
-        l.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
-      }
-    });
+  if (o.op != "put" && o.op != "range") {
+    std::fprintf(stderr, "skiff-store-bench: unknown operation %s\n", o.op.c_str());
+    return 2;
   }
-  for (auto& t : ts) t.join();
-  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::vector<double> all;
-  for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
+  const double cpu0 = CpuSeconds();
+  LoadResult r = client == "h2" ? RunH2Load(o, errors) : RunGrpcLoad(o, errors);
+  const double cpu = CpuSeconds() - cpu0;
+  auto& all = r.latencies_ms;
   std::sort(all.begin(), all.end());
-  auto pct = [&](double p) { return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<size_t>(p * all.size()))]; };
-  std::printf("op=%s clients=%d requests=%zu seconds=%.3f rps=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f errors=%lld\n",
-              op.c_str(), clients, all.size(), secs, all.size() / secs, pct(0.5), pct(0.99), all.empty() ? 0 : all.back(),
-              static_cast<long long>(errors.load()));
-  return errors.load() == 0 ? 0 : 1;
+  auto pct = [&](double p) {
+    return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<size_t>(p * static_cast<double>(all.size())))];
+  };
+  const double n = static_cast<double>(all.size());
+  if (errors.count() > 0) std::fprintf(stderr, "first error: %s\n", errors.first().c_str());
+  std::printf(
+      "op=%s clients=%d requests=%zu seconds=%.3f rps=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f errors=%lld "
+      "client_cpu_us_per_req=%.1f\n",
+      o.op.c_str(), o.clients, all.size(), r.seconds, r.seconds > 0 ? n / r.seconds : 0.0, pct(0.5), pct(0.99),
+      all.empty() ? 0 : all.back(), static_cast<long long>(errors.count()), n > 0 ? cpu * 1e6 / n : 0.0);
+  return errors.count() == 0 ? 0 : 1;
 }
