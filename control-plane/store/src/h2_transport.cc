@@ -169,6 +169,13 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
     return true;
   }
 
+  // Post from this loop's own thread at the end of its turn: run it now.
+  bool RunHere(Posted& p) {
+    if (tl_loop_ != this || !in_turn_end_) return false;
+    RunOne(p);
+    return true;
+  }
+
   void Stop() {
     stopping_ = true;
     uint64_t one = 1;
@@ -194,6 +201,7 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
   }
 
   void Run() {
+    tl_loop_ = this;
     if (o_->on_loop_start) o_->on_loop_start();
     epoll_event evs[128];
     while (true) {
@@ -216,6 +224,11 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
           if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
           if (!c->dead && (evs[i].events & EPOLLOUT)) MarkDirty(c);
         }
+      }
+      if (o_->on_turn_end) {
+        in_turn_end_ = true;
+        o_->on_turn_end();
+        in_turn_end_ = false;
       }
       FlushDirty();
       if (stopping_) {
@@ -393,16 +406,18 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
       std::lock_guard<std::mutex> l(mu_);
       q.swap(posted_);
     }
-    for (Posted& p : q) {
-      Call* call = nullptr;
-      auto it = conns_.find(p.conn_id);
-      if (it != conns_.end() && !it->second->dead) {
-        auto s = it->second->streams.find(p.stream_id);
-        if (s != it->second->streams.end()) call = s->second.get();
-      }
-      p.fn(call);
-      if (call) MarkDirty(it->second.get());
+    for (Posted& p : q) RunOne(p);
+  }
+
+  void RunOne(Posted& p) {
+    Call* call = nullptr;
+    auto it = conns_.find(p.conn_id);
+    if (it != conns_.end() && !it->second->dead) {
+      auto s = it->second->streams.find(p.stream_id);
+      if (s != it->second->streams.end()) call = s->second.get();
     }
+    p.fn(call);
+    if (call) MarkDirty(it->second.get());
   }
 
   void GoAwayAll() {
@@ -437,10 +452,13 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::vector<Conn*> dirty_;
   std::vector<uint64_t> dead_;
+  bool in_turn_end_ = false;
+  static thread_local LoopImpl* tl_loop_;
   static std::atomic<uint64_t> next_conn_id_;
 };
 
 std::atomic<uint64_t> LoopImpl::next_conn_id_{1};
+thread_local LoopImpl* LoopImpl::tl_loop_ = nullptr;
 
 // --- nghttp2 callbacks ---------------------------------------------------------
 
@@ -834,6 +852,7 @@ class TransportImpl final : public Transport {
 void Post(const CallRef& ref, std::function<void(Call*)> fn) {
   auto* loop = static_cast<LoopImpl*>(ref.loop.get());
   Posted p{ref.conn_id, ref.stream_id, std::move(fn)};
+  if (loop->RunHere(p)) return;
   if (!loop->Enqueue(p)) p.fn(nullptr);
 }
 

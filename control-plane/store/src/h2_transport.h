@@ -77,6 +77,9 @@ struct TransportOptions {
   std::function<HandlerFactory(std::string_view path)> route;
   // Runs first on each loop thread.
   std::function<void()> on_loop_start;
+  // Runs on the loop thread after each turn's reads, before its writes.
+  // Post()s it makes for this loop's calls run at once, in the same turn.
+  std::function<void()> on_turn_end;
 };
 
 class Transport {

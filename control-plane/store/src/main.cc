@@ -140,7 +140,8 @@ int main(int argc, char** argv) {
       "listen-peer-urls", "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state",
       "initial-cluster-token", "logger", "log-outputs", "max-request-bytes", "max-txn-ops", "snapshot-count",
       "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof",
-      "experimental-transport", "experimental-transport-threads", "experimental-commit-window"};
+      "experimental-transport", "experimental-transport-threads", "experimental-commit-window",
+      "experimental-commit-on-loop"};
   for (const auto& [k, v] : flags) {
     if (std::find(known.begin(), known.end(), k) == known.end()) return Usage(("unknown flag --" + k).c_str());
   }
@@ -168,6 +169,11 @@ int main(int argc, char** argv) {
   if (flags.count("experimental-commit-window") &&
       !ParseDurationUs(flags["experimental-commit-window"], &opts.commit_window_us)) {
     return Usage("bad --experimental-commit-window: want a duration such as 500us, 1ms or 0");
+  }
+  if (flags.count("experimental-commit-on-loop")) {
+    const std::string& v = flags["experimental-commit-on-loop"];
+    if (v != "true" && v != "false") return Usage("bad --experimental-commit-on-loop: want true or false");
+    so.commit_on_loop = v == "true";
   }
   so.cert_file = flags["cert-file"];
   so.key_file = flags["key-file"];

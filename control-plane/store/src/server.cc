@@ -837,7 +837,12 @@ class ServerImpl final : public Server {
     t.max_recv_message_bytes = kMaxRequestBytes + 512 * 1024;
     const H2Routes* routes = routes_.get();
     t.route = [routes](std::string_view path) { return routes->Route(path); };
-    t.on_loop_start = HandAsyncWritesToCommitter;
+    if (o.commit_on_loop) {
+      t.on_loop_start = LeadAsyncWritesAtTurnEnd;
+      t.on_turn_end = LeadDeferredWrites;
+    } else {
+      t.on_loop_start = HandAsyncWritesToCommitter;
+    }
     ASSIGN_OR_RETURN(h2_, h2::Transport::Start(std::move(t)));
     ports_ = h2_->Ports();
     return absl::OkStatus();

@@ -555,9 +555,27 @@ void StoreImpl::Complete(PendingOp* op) {
 
 namespace {
 thread_local bool tl_hand_async_to_committer = false;
+thread_local bool tl_lead_at_turn_end = false;
+thread_local StoreImpl* tl_deferred = nullptr;  // has requests this thread deferred
 }  // namespace
 
 void HandAsyncWritesToCommitter() { tl_hand_async_to_committer = true; }
+void LeadAsyncWritesAtTurnEnd() { tl_lead_at_turn_end = true; }
+
+void LeadDeferredWrites() {
+  StoreImpl* s = tl_deferred;
+  tl_deferred = nullptr;
+  if (s != nullptr) s->LeadQueued();
+}
+
+void StoreImpl::LeadQueued() {
+  {
+    std::lock_guard<std::mutex> lk(q_mu_);
+    if (leader_busy_ || queue_.empty()) return;
+    leader_busy_ = true;
+  }
+  LeadLoop(nullptr, false);
+}
 
 void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
   {
@@ -577,6 +595,10 @@ void StoreImpl::Enqueue(PendingOp* op, PendingOp* self) {
       // here, this beats handing every batch to a dedicated thread.
       if (leader_busy_) {
         if (gathering_ && queue_.size() == kGatherEnough) q_cv_.notify_one();
+        return;
+      }
+      if (tl_lead_at_turn_end) {
+        tl_deferred = this;  // LeadDeferredWrites, once the loop read all it could
         return;
       }
       if (tl_hand_async_to_committer) {

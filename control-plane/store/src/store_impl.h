@@ -180,6 +180,12 @@ class StoreImpl final : public Store {
 
   absl::Status Submit(PendingOp& op);
   void Enqueue(PendingOp* op, PendingOp* self);
+
+ public:
+  // Leads a commit of the queued requests here unless one is running.
+  void LeadQueued();
+
+ private:
   void Complete(PendingOp* op);
   void CommitterLoop();
   void LeadLoop(PendingOp* self, bool committer);
@@ -335,5 +341,15 @@ class ReadTxn {
 // them. For event-loop threads, where an inline fdatasync would stall every
 // connection of the loop and each request would be committed alone.
 void HandAsyncWritesToCommitter();
+
+// From now on, async writes submitted by the calling thread (an event loop)
+// are only queued; the loop calls LeadDeferredWrites once it has read every
+// request of its turn, and that commits them all as one batch on the loop
+// thread itself (unless a commit is running: its leader takes them). No
+// thread hand-off on the way in, and completions for this loop's own calls
+// can be written in the same turn. Further batches that queue up meanwhile
+// go to the committer thread.
+void LeadAsyncWritesAtTurnEnd();
+void LeadDeferredWrites();
 
 }  // namespace skiff::store

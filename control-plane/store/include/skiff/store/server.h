@@ -35,6 +35,10 @@ struct ServerOptions {
   std::string transport = "h2";
   // Event-loop threads of the h2 transport.
   int transport_threads = 2;
+  // h2: a loop commits the writes it read in a turn itself, at the end of
+  // the turn (no hand-off to the committer thread and back); false = every
+  // write goes through the committer thread.
+  bool commit_on_loop = true;
 };
 
 class Server {
