@@ -2,6 +2,7 @@
 // the same commands against a real etcd started here, outputs compared where
 // they must match. Loopback only; ports picked by the kernel.
 #include <regex>
+#include <tuple>
 
 #include "gtest/gtest.h"
 #include "test_process.h"
@@ -326,6 +327,33 @@ TEST(EtcdctlFlags, NameAdvertiseQuotaAndAutoCompactionRetention) {
   CmdResult alarm = Etcdctl(s.endpoint(), {"alarm", "list"});
   EXPECT_NE(alarm.out.find("alarm:NOSPACE"), std::string::npos) << alarm.out;
   EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "c", "--print-value-only"}).out, "4\n");
+}
+
+// The commit-path flags: a store on the committer thread with a 2 ms window
+// serves etcdctl; bad values are refused before anything is created.
+TEST(EtcdctlFlags, CommitWindowAndCommitOnLoopFlags) {
+  ScratchDir dir("commitflags");
+  {
+    Server s = StartSkiffStore(dir.sub("data"), dir.sub("store.log"), 0,
+                               {"--experimental-commit-window", "2ms", "--experimental-commit-on-loop", "false"});
+    ASSERT_GT(s.child.pid(), 0);
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(Etcdctl(s.endpoint(), {"put", "w", std::to_string(i)}).code, 0);
+    EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "w", "--print-value-only"}).out, "2\n");
+  }
+  for (const auto& [flag, value, want] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--experimental-commit-window", "soon", "bad --experimental-commit-window: want a duration such as 500us, 1ms or 0"},
+           {"--experimental-commit-window", "-1ms", "bad --experimental-commit-window"},
+           {"--experimental-commit-on-loop", "maybe", "bad --experimental-commit-on-loop: want true or false"}}) {
+    const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
+    std::filesystem::remove(log);
+    Child c({BinDir() + "/skiff-store", "--data-dir", data, flag, value}, log);
+    EXPECT_NE(c.Wait(), 0) << flag << " " << value;
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find(want), std::string::npos) << text;
+    EXPECT_FALSE(std::filesystem::exists(data)) << "nothing may be created on a bad flag";
+  }
 }
 
 TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
