@@ -52,18 +52,6 @@ std::string Max(int64_t v) { return v < 0 ? "max" : std::to_string(v); }
 // mkdir -p for the part of `path` below `root`, enabling every controller the
 // parent offers in each directory's cgroup.subtree_control on the way (never
 // at the mount root: that is the machine's, not ours).
-absl::Status MakeCgroupDirsOnce(const std::string& root, const std::string& rel);
-
-absl::Status MakeCgroupDirs(const std::string& root, const std::string& rel) {
-  // A shared parent (e.g. <root>/skiff) may be removed by another runtime's
-  // cleanup, which rmdirs it once empty, between our mkdir of it and of the
-  // child: then the child's mkdir fails with ENOENT and we start over.
-  for (int attempt = 0;; ++attempt) {
-    absl::Status st = MakeCgroupDirsOnce(root, rel);
-    if (st.ok() || attempt == 9 || !absl::IsNotFound(st)) return st;
-  }
-}
-
 absl::Status MakeCgroupDirsOnce(const std::string& root, const std::string& rel) {
   std::string cur = root;
   std::vector<std::string> parts = absl::StrSplit(rel, '/', absl::SkipEmpty());
@@ -85,6 +73,16 @@ absl::Status MakeCgroupDirsOnce(const std::string& root, const std::string& rel)
     if (mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) return LastErrnoError("mkdir cgroup " + cur);
   }
   return absl::OkStatus();
+}
+
+absl::Status MakeCgroupDirs(const std::string& root, const std::string& rel) {
+  // A shared parent (e.g. <root>/skiff) may be removed by another runtime's
+  // cleanup, which rmdirs it once empty, between our mkdir of it and of the
+  // child: then the child's mkdir fails with ENOENT and we start over.
+  for (int attempt = 0;; ++attempt) {
+    absl::Status st = MakeCgroupDirsOnce(root, rel);
+    if (st.ok() || attempt == 9 || !absl::IsNotFound(st)) return st;
+  }
 }
 
 class CgroupfsManager : public CgroupManager {

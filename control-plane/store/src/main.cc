@@ -18,46 +18,42 @@
 
 namespace {
 
-// Parses "1" (hours, etcd's periodic default unit), "90m", "30s", "500ms", "2h".
-bool ParseDurationMs(const std::string& s, int64_t* ms, bool bare_is_hours) {
+// A Go-style duration ("500us", "1ms", "30s", "90m", "2h") in microseconds.
+// A bare number counts in bare_unit_us; with bare_unit_us = 0 only "0" may
+// be bare. Negative durations are refused.
+bool ParseDurationUs(const std::string& s, int64_t* us, double bare_unit_us = 0) {
   if (s.empty()) return false;
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
   std::string unit(end);
+  if (end == s.c_str() || v < 0) return false;
+  double scale;
   if (unit.empty()) {
-    *ms = static_cast<int64_t>(v * (bare_is_hours ? 3600000.0 : 1000.0));
+    if (bare_unit_us == 0 && v != 0) return false;
+    scale = bare_unit_us;
+  } else if (unit == "us" || unit == "\u00b5s") {
+    scale = 1;
   } else if (unit == "ms") {
-    *ms = static_cast<int64_t>(v);
+    scale = 1e3;
   } else if (unit == "s") {
-    *ms = static_cast<int64_t>(v * 1000);
+    scale = 1e6;
   } else if (unit == "m") {
-    *ms = static_cast<int64_t>(v * 60000);
+    scale = 60e6;
   } else if (unit == "h") {
-    *ms = static_cast<int64_t>(v * 3600000);
+    scale = 3600e6;
   } else {
     return false;
   }
+  *us = static_cast<int64_t>(v * scale);
   return true;
 }
 
-// "500us", "1ms", "0": a Go-style duration down to microseconds.
-bool ParseDurationUs(const std::string& s, int64_t* us) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  std::string unit(end);
-  if (v < 0) return false;
-  if (unit == "us" || unit == "\u00b5s") {
-    *us = static_cast<int64_t>(v);
-  } else if (unit == "ms") {
-    *us = static_cast<int64_t>(v * 1000);
-  } else if (unit == "s") {
-    *us = static_cast<int64_t>(v * 1000000);
-  } else if (unit.empty() && v == 0) {
-    *us = 0;
-  } else {
-    return false;
-  }
+// The same in milliseconds; a bare number is hours (etcd's periodic
+// auto-compaction unit) or seconds.
+bool ParseDurationMs(const std::string& s, int64_t* ms, bool bare_is_hours) {
+  int64_t us = 0;
+  if (!ParseDurationUs(s, &us, bare_is_hours ? 3600e6 : 1e6)) return false;
+  *ms = us / 1000;
   return true;
 }
 
