@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
       "initial-cluster-token", "logger", "log-outputs", "max-request-bytes", "max-txn-ops", "snapshot-count",
       "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof",
       "experimental-transport", "experimental-transport-threads", "experimental-commit-window",
-      "experimental-commit-on-loop"};
+      "experimental-commit-on-loop", "experimental-lmdb-apply-interval"};
   for (const auto& [k, v] : flags) {
     if (std::find(known.begin(), known.end(), k) == known.end()) return Usage(("unknown flag --" + k).c_str());
   }
@@ -165,6 +165,10 @@ int main(int argc, char** argv) {
   if (flags.count("experimental-commit-window") &&
       !ParseDurationUs(flags["experimental-commit-window"], &opts.commit_window_us)) {
     return Usage("bad --experimental-commit-window: want a duration such as 500us, 1ms or 0");
+  }
+  if (flags.count("experimental-lmdb-apply-interval") &&
+      !ParseDurationMs(flags["experimental-lmdb-apply-interval"], &opts.lmdb_apply_interval_ms, false)) {
+    return Usage("bad --experimental-lmdb-apply-interval: want a duration such as 100ms, 1s or 0");
   }
   if (flags.count("experimental-commit-on-loop")) {
     const std::string& v = flags["experimental-commit-on-loop"];

@@ -242,6 +242,7 @@ absl::Status StoreImpl::Init() {
   committed_rev_ = rev_;
   compact_rev_ = compact;
   hub_.rev = rev_;
+  pend_floor_ = rev_;
   RETURN_IF_ERROR(RebuildLeases());
   ReserveLmdbSpace();
   committer_ = std::thread([this] { CommitterLoop(); });
@@ -288,6 +289,7 @@ absl::Status StoreImpl::OpenDbs() {
 }
 
 absl::Status StoreImpl::RebuildLeases() {
+  RETURN_IF_ERROR(ApplyPending());
   ReadTxn rt(this);
   RETURN_IF_ERROR(rt.status());
   std::lock_guard<std::mutex> lk(lease_mu_);
@@ -349,8 +351,18 @@ uint32_t GetBe32(const char* p) {
 }  // namespace
 
 int StoreImpl::TxPut(WriteCtx& c, MDB_dbi dbi, const std::string& key, const std::string& val, unsigned flags) {
-  MDB_val k = Val(key), v = Val(val);
-  int rc = mdb_put(c.txn, dbi, &k, &v, flags);
+  int rc = 0;
+  if (c.deferred) {
+    // Logged now, applied to LMDB by ApplyPending; reads meanwhile (this
+    // batch's own included) find kv values here.
+    if (dbi == kv_dbi_) {
+      std::unique_lock<std::shared_mutex> lk(pend_mu_);
+      pend_kv_[key] = val;
+    }
+  } else {
+    MDB_val k = Val(key), v = Val(val);
+    rc = mdb_put(c.txn, dbi, &k, &v, flags);
+  }
   if (rc == 0 && c.wal != nullptr) {
     c.wal->push_back(static_cast<char>(dbi == kv_dbi_ ? 0 : dbi == meta_dbi_ ? 1 : 2));
     c.wal->push_back('p');
@@ -363,8 +375,11 @@ int StoreImpl::TxPut(WriteCtx& c, MDB_dbi dbi, const std::string& key, const std
 }
 
 int StoreImpl::TxDel(WriteCtx& c, MDB_dbi dbi, const std::string& key) {
-  MDB_val k = Val(key);
-  int rc = mdb_del(c.txn, dbi, &k, nullptr);
+  int rc = 0;
+  if (!c.deferred) {
+    MDB_val k = Val(key);
+    rc = mdb_del(c.txn, dbi, &k, nullptr);
+  }
   if (rc == 0 && c.wal != nullptr) {
     c.wal->push_back(static_cast<char>(dbi == kv_dbi_ ? 0 : dbi == meta_dbi_ ? 1 : 2));
     c.wal->push_back('d');
@@ -395,7 +410,9 @@ absl::Status StoreImpl::ApplyWalRecord(MDB_txn* txn, std::string_view p) {
       if (p.size() - off < vlen) return bad();
       MDB_val v{vlen, const_cast<char*>(p.data() + off)};
       off += vlen;
-      rc = mdb_put(txn, dbi, &k, &v, 0);
+      // kv keys are revisions: a batch's are past everything stored.
+      rc = mdb_put(txn, dbi, &k, &v, db == 0 ? MDB_APPEND : 0);
+      if (rc == MDB_KEYEXIST && db == 0) rc = mdb_put(txn, dbi, &k, &v, 0);
     } else {
       rc = mdb_del(txn, dbi, &k, nullptr);
       if (rc == MDB_NOTFOUND) rc = 0;
@@ -419,15 +436,27 @@ etcdserverpb::ResponseHeader StoreImpl::Header() const { return HeaderAt(Revisio
 
 absl::Status StoreImpl::LoadValue(MDB_txn* txn, int64_t main, int64_t sub, mvccpb::KeyValue* kv, bool* tomb) {
   std::string k = RevKey(main, sub);
+  auto parse = [&](const char* p, size_t n) {
+    if (n < 1 || !kv->ParseFromArray(p + 1, static_cast<int>(n - 1))) {
+      return absl::DataLossError("store: corrupt kv record");
+    }
+    if (tomb != nullptr) *tomb = p[0] == kTombRecord;
+    return absl::OkStatus();
+  };
+  if (main > pend_floor_.load(std::memory_order_acquire)) {
+    std::shared_lock<std::shared_mutex> lk(pend_mu_);
+    auto it = pend_kv_.find(k);
+    if (it != pend_kv_.end()) return parse(it->second.data(), it->second.size());
+  }
   MDB_val key = Val(k), val;
   int rc = mdb_get(txn, kv_dbi_, &key, &val);
-  if (rc != 0) return MdbError(rc, absl::StrCat("read revision ", main));
-  const char* p = static_cast<const char*>(val.mv_data);
-  if (val.mv_size < 1 || !kv->ParseFromArray(p + 1, static_cast<int>(val.mv_size - 1))) {
-    return absl::DataLossError("store: corrupt kv record");
+  if (rc == MDB_NOTFOUND && Deferred() && (mdb_txn_reset(txn), mdb_txn_renew(txn)) == 0) {
+    // ApplyPending moved it from pend_kv_ into a newer LMDB snapshot than
+    // this read txn's (values of a revision never change: read on there).
+    rc = mdb_get(txn, kv_dbi_, &key, &val);
   }
-  if (tomb != nullptr) *tomb = p[0] == kTombRecord;
-  return absl::OkStatus();
+  if (rc != 0) return MdbError(rc, absl::StrCat("read revision ", main));
+  return parse(static_cast<const char*>(val.mv_data), val.mv_size);
 }
 
 void StoreImpl::FillKv(MDB_txn* txn, const std::string& key, const IndexEntry& e, bool keys_only,
@@ -705,6 +734,7 @@ void StoreImpl::Ack(Durable d) {
 // snapshot is still pinned until "released") plus the log.
 absl::Status StoreImpl::Checkpoint() {
   std::lock_guard<std::mutex> run(ckpt_run_mu_);
+  RETURN_IF_ERROR(ApplyPendingLocked());
   auto hook = [&](const char* step) {
     if (opts_.checkpoint_hook) opts_.checkpoint_hook(step);
   };
@@ -772,6 +802,53 @@ absl::Status StoreImpl::Checkpoint() {
   return absl::OkStatus();
 }
 
+absl::Status StoreImpl::ApplyPending() {
+  if (!HasPending()) return absl::OkStatus();
+  std::lock_guard<std::mutex> run(ckpt_run_mu_);
+  return ApplyPendingLocked();
+}
+
+// One LMDB transaction for every batch logged since the last one: the same
+// mutations a replay of their log records would make, and the last
+// record's sequence number. Not synced: the records stay in the log until a
+// checkpoint has flushed LMDB.
+absl::Status StoreImpl::ApplyPendingLocked() {
+  std::string log;
+  uint64_t seq = 0;
+  int64_t rev = 0;
+  {
+    std::unique_lock<std::shared_mutex> lk(pend_mu_);
+    if (pend_log_.empty()) return absl::OkStatus();
+    log.swap(pend_log_);
+    seq = pend_seq_;
+    rev = pend_rev_;
+  }
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  absl::Status st = rc == 0 ? ApplyWalRecord(txn, log) : MdbError(rc, "begin apply txn");
+  if (st.ok()) {
+    PutMeta(txn, "wal_seq", static_cast<int64_t>(seq), nullptr);
+    std::lock_guard<std::mutex> lk(lmdb_commit_mu_);
+    rc = mdb_txn_commit(txn);
+    txn = nullptr;
+    if (rc != 0) st = MdbError(rc, "commit apply txn");
+  }
+  if (txn != nullptr) mdb_txn_abort(txn);
+  if (!st.ok()) {
+    // Still logged and still readable from pend_kv_: try again next time.
+    std::unique_lock<std::shared_mutex> lk(pend_mu_);
+    pend_log_.insert(0, log);
+    if (absl::IsResourceExhausted(st)) nospace_ = true;
+    return st;
+  }
+  pend_floor_.store(rev, std::memory_order_release);
+  applied_seq_.store(seq, std::memory_order_release);
+  std::unique_lock<std::shared_mutex> lk(pend_mu_);
+  pend_kv_.erase(pend_kv_.begin(), pend_kv_.lower_bound(RevKey(rev + 1, 0)));
+  pend_bytes_.store(static_cast<int64_t>(pend_log_.size()), std::memory_order_release);
+  return absl::OkStatus();
+}
+
 // Reserves blocks ahead of LMDB's high-water mark (FALLOC_FL_KEEP_SIZE: no
 // data written, so it can run beside LMDB's own writes), so checkpoints do
 // not have to allocate — and flush as ordered data — the file's growth.
@@ -788,14 +865,20 @@ void StoreImpl::ReserveLmdbSpace() {
 
 void StoreImpl::CheckpointerLoop() {
   const auto interval = std::chrono::milliseconds(std::max<int64_t>(opts_.checkpoint_interval_ms, 10));
+  const auto apply_every =
+      std::chrono::milliseconds(Deferred() ? std::clamp<int64_t>(opts_.lmdb_apply_interval_ms, 1, 1000) : 1000);
   auto next = Clock::now() + interval;
   std::unique_lock<std::mutex> lk(ckpt_mu_);
   for (;;) {
-    ckpt_cv_.wait_until(lk, next, [&] { return ckpt_stop_ || spare_wanted_; });
+    ckpt_cv_.wait_until(lk, std::min(next, Clock::now() + apply_every), [&] { return ckpt_stop_ || spare_wanted_; });
     if (ckpt_stop_) return;
     spare_wanted_ = false;
     const bool due = Clock::now() >= next;
     lk.unlock();
+    if (!due && HasPending()) {
+      absl::Status st = ApplyPending();
+      if (!st.ok()) log::Error("store: applying logged writes to lmdb: ", st);
+    }
     if (due) {
       ReserveLmdbSpace();
       absl::Status st = Checkpoint();
@@ -934,8 +1017,17 @@ void StoreImpl::ProcessBatch(const std::vector<PendingOp*>& batch) {
 // leaves a log record of requests that were answered with an error.
 void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
   auto t0 = Clock::now();
+  const bool deferred = Deferred();
   MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  std::optional<ReadTxn> rt;  // deferred: reads only, through pend_kv_
+  int rc = 0;
+  if (deferred) {
+    rt.emplace(this);
+    if (!rt->status().ok()) rc = EINVAL;
+    txn = rt->get();
+  } else {
+    rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  }
   if (rc != 0) {
     for (PendingOp* op : group) {
       op->status = MdbError(rc, "begin write txn");
@@ -951,6 +1043,7 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
   for (PendingOp* op : group) {
     WriteCtx c;
     c.txn = txn;
+    c.deferred = deferred;
     c.rev = rev_ + 1;
     c.touched = &touched;
     c.wal = &record;
@@ -970,18 +1063,21 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
   if (fatal.ok() && rev_ != start_rev) {
     WriteCtx c;
     c.txn = txn;
+    c.deferred = deferred;
     c.wal = &record;
     PutMeta(txn, "rev", rev_, &c);
     fatal = c.fatal;
   }
   const bool logged = !record.empty();
-  if (fatal.ok() && logged) {
+  if (fatal.ok() && logged && !deferred) {
     WriteCtx c;  // not logged itself: replay sets it
     c.txn = txn;
     PutMeta(txn, "wal_seq", static_cast<int64_t>(wal_seq_ + 1), &c);
     fatal = c.fatal;
   }
-  if (fatal.ok()) {
+  if (deferred) {
+    rt.reset();
+  } else if (fatal.ok()) {
     {
       std::lock_guard<std::mutex> lk(lmdb_commit_mu_);
       rc = mdb_txn_commit(txn);
@@ -992,6 +1088,10 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
   }
   if (!fatal.ok()) {
     log::Error("store: write batch failed: ", fatal);
+    if (deferred) {
+      std::unique_lock<std::shared_mutex> lk(pend_mu_);
+      pend_kv_.erase(pend_kv_.lower_bound(RevKey(start_rev + 1, 0)), pend_kv_.end());
+    }
     {
       std::unique_lock<std::shared_mutex> lk(index_mu_);
       index_.RollbackAbove(start_rev, touched);
@@ -1014,7 +1114,15 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
       std::abort();
     }
     ++wal_seq_;
-    applied_seq_.store(wal_seq_, std::memory_order_release);
+    if (deferred) {
+      std::unique_lock<std::shared_mutex> lk(pend_mu_);
+      pend_log_.append(record);
+      pend_seq_ = wal_seq_;
+      pend_rev_ = rev_;
+      pend_bytes_.store(static_cast<int64_t>(pend_log_.size()), std::memory_order_release);
+    } else {
+      applied_seq_.store(wal_seq_, std::memory_order_release);
+    }
     if (wal_->BytesSinceRotation() < before) {
       // Rotated onto the spare: have the next one ready before it fills.
       {
@@ -1453,7 +1561,9 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
 // not add data (deletes, compaction, reads, revokes) are served.
 bool StoreImpl::QuotaAllows(WriteCtx& c, size_t cost) {
   if (nospace_) return false;
-  if (DbSize() + static_cast<int64_t>(cost) <= opts_.quota_bytes) return true;
+  if (DbSize() + pend_bytes_.load(std::memory_order_acquire) + static_cast<int64_t>(cost) <= opts_.quota_bytes) {
+    return true;
+  }
   nospace_ = true;
   PutMeta(c.txn, "alarm_nospace", 1, &c);
   log::Warn("store: database space exceeded, NOSPACE alarm raised ", log::Field("quota", opts_.quota_bytes));
@@ -1469,6 +1579,11 @@ void StoreImpl::RunCompaction(PendingOp* op) {
   }
   if (r.revision() > rev_) {
     op->status = ErrFutureRev();
+    return;
+  }
+  // Every revision it removes must be in LMDB first.
+  if (absl::Status st = ApplyPending(); !st.ok()) {
+    op->status = st;
     return;
   }
   std::vector<::skiff::store::Revision> removed;
@@ -1646,9 +1761,10 @@ absl::StatusOr<etcdserverpb::StatusResponse> StoreImpl::Status() {
 
 absl::StatusOr<etcdserverpb::HashKVResponse> StoreImpl::HashKV(const etcdserverpb::HashKVRequest& req) {
   etcdserverpb::HashKVResponse resp;
+  int64_t cur = Revision();
+  RETURN_IF_ERROR(ApplyPending());  // LMDB then holds every revision up to cur
   ReadTxn rt(this);
   RETURN_IF_ERROR(rt.status());
-  int64_t cur = Revision();
   int64_t rev = req.revision() > 0 ? req.revision() : cur;
   if (req.revision() > cur) return ErrFutureRev();
   int64_t compact = CompactRevision();
@@ -1673,6 +1789,7 @@ absl::StatusOr<etcdserverpb::HashKVResponse> StoreImpl::HashKV(const etcdserverp
 
 absl::StatusOr<etcdserverpb::HashResponse> StoreImpl::Hash() {
   etcdserverpb::HashResponse resp;
+  RETURN_IF_ERROR(ApplyPending());
   ReadTxn rt(this);
   RETURN_IF_ERROR(rt.status());
   uint32_t h = 0;
@@ -2048,6 +2165,7 @@ absl::Status StoreImpl::Snapshot(const std::function<bool(const std::string&, ui
   UniqueFd owned(fd);
   ::unlink(tmpl.c_str());
   off_t size = 0;
+  RETURN_IF_ERROR(ApplyPending());
   {
     ReadTxn rt(this);
     RETURN_IF_ERROR(rt.status());

@@ -161,7 +161,8 @@ class StoreImpl final : public Store {
     PendingOp(Kind k, const google::protobuf::Message* r, google::protobuf::Message* p) : kind(k), req(r), resp(p) {}
   };
   struct WriteCtx {
-    MDB_txn* txn = nullptr;
+    MDB_txn* txn = nullptr;  // the write txn; a read txn when deferred
+    bool deferred = false;   // mutations go to the log and pending_, not LMDB
     int64_t rev = 0;  // revision this op writes at
     int32_t sub = 0;  // number of changes so far in this op
     std::vector<mvccpb::Event> events;
@@ -210,6 +211,25 @@ class StoreImpl final : public Store {
   int TxDel(WriteCtx& c, MDB_dbi dbi, const std::string& key);
   absl::Status ApplyWalRecord(MDB_txn* txn, std::string_view payload);
   void CheckpointerLoop();
+  // Deferred LMDB apply (Options::lmdb_apply_interval_ms > 0): the log
+  // records of durable batches wait in pend_log_ and are applied to LMDB in
+  // one transaction by ApplyPending. Until then LoadValue finds their kv
+  // values in pend_kv_. Revisions up to pend_floor_ are all in LMDB.
+  bool Deferred() const { return opts_.lmdb_apply_interval_ms > 0; }
+
+ public:
+  absl::Status ApplyPending();  // takes ckpt_run_mu_; public for tests
+
+ private:
+  absl::Status ApplyPendingLocked();  // caller holds ckpt_run_mu_
+  bool HasPending() const { return pend_bytes_.load(std::memory_order_acquire) > 0; }
+  mutable std::shared_mutex pend_mu_;
+  std::map<std::string, std::string> pend_kv_;  // RevKey -> kv record, newer than pend_floor_
+  std::string pend_log_;                        // mutations of logged batches not yet in LMDB
+  uint64_t pend_seq_ = 0;                       // last log record in pend_log_
+  int64_t pend_rev_ = 0;                        // revision after pend_log_
+  std::atomic<int64_t> pend_floor_{0};
+  std::atomic<int64_t> pend_bytes_{0};
   std::unique_ptr<Wal> wal_;
   uint64_t wal_seq_ = 0;                     // last record written (leader only)
   std::atomic<uint64_t> applied_seq_{0};     // last record whose LMDB txn is committed

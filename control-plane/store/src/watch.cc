@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "skiff/common/log.h"
+#include "skiff/common/status.h"
 #include "skiff/store/errors.h"
 #include "store_impl.h"
 
@@ -346,6 +347,8 @@ void StreamImpl::CatchUp(std::shared_ptr<Watcher> w) {
 
 absl::StatusOr<int64_t> StoreImpl::ReadHistory(const Watcher& w, int64_t from, int64_t to, size_t max_revs,
                                                std::vector<RevEventsPtr>* out) {
+  // History is read from LMDB: it must hold every revision up to `to`.
+  if (to > pend_floor_.load(std::memory_order_acquire)) RETURN_IF_ERROR(ApplyPending());
   std::shared_lock<std::shared_mutex> il(index_mu_);
   ReadTxn rt(this);
   if (!rt.status().ok()) return rt.status();

@@ -288,7 +288,10 @@ int VerifyImage(const std::string& dir) {
 
 // ------------------------------------------------------------ the test
 
-class PowerLoss : public ::testing::Test {
+// The parameter is Options::lmdb_apply_interval_ms: 0 commits every batch
+// to LMDB as its own transaction; otherwise batches reach LMDB only when
+// the test applies them (every few requests, many batches per transaction).
+class PowerLoss : public ::testing::TestWithParam<int64_t> {
  protected:
   void SetUp() override {
     // tmpfs when there is one with room: the tracker models the disk, real
@@ -318,6 +321,7 @@ class PowerLoss : public ::testing::Test {
     Options o;
     o.data_dir = data();
     o.checkpoint_interval_ms = 3600 * 1000;  // checkpoints only when the test runs them
+    o.lmdb_apply_interval_ms = GetParam();
     o.wal_segment_bytes = 4 << 20;           // the images copy the log
     o.checkpoint_hook = [this](const char* step) {
       if (on_step_) on_step_(step);
@@ -351,6 +355,11 @@ class PowerLoss : public ::testing::Test {
   void Churn(int n) {
     for (int i = 0; i < n; ++i) {
       const int op = next_++;
+      // Deferred: apply the logged batches to LMDB every few requests (not
+      // inside a checkpoint's steps, which hold the apply lock).
+      if (GetParam() > 0 && op % 4 == 3 && !on_step_) {
+        ASSERT_TRUE(static_cast<StoreImpl*>(store_.get())->ApplyPending().ok());
+      }
       const std::string k = "key" + std::to_string((op * 7) % 53);
       if (op % 5 == 4) {
         DeleteKey(k);
@@ -418,7 +427,7 @@ class PowerLoss : public ::testing::Test {
   size_t pending_seen_ = 0;
 };
 
-TEST_F(PowerLoss, EveryCrashStateRecoversTheAcknowledgedWrites) {
+TEST_P(PowerLoss, EveryCrashStateRecoversTheAcknowledgedWrites) {
   ASSERT_NO_FATAL_FAILURE(Open());
   auto* impl = static_cast<StoreImpl*>(store_.get());
   ASSERT_NO_FATAL_FAILURE(Churn(120));
@@ -449,6 +458,11 @@ TEST_F(PowerLoss, EveryCrashStateRecoversTheAcknowledgedWrites) {
   // The scenarios above must really have left unsynced LMDB writes behind.
   EXPECT_GT(pending_seen_, 50u);
 }
+
+INSTANTIATE_TEST_SUITE_P(LmdbApply, PowerLoss, ::testing::Values(int64_t{0}, int64_t{3600} * 1000),
+                         [](const ::testing::TestParamInfo<int64_t>& p) {
+                           return p.param == 0 ? std::string("EachBatch") : std::string("Deferred");
+                         });
 
 }  // namespace
 }  // namespace skiff::store

@@ -48,6 +48,12 @@ struct Options {
   // flushed (checkpointed) so older segments can be dropped.
   int64_t wal_segment_bytes = int64_t{16} << 20;
   int64_t checkpoint_interval_ms = 1000;
+  // Batches are durable once their log record is; LMDB takes them later,
+  // many batches in one transaction, every this often (and before anything
+  // that scans LMDB: watch catch-up, hash, snapshot, compaction, defrag).
+  // Until then reads find their values in memory. 0 = every batch is its
+  // own LMDB transaction, committed before its log record is written.
+  int64_t lmdb_apply_interval_ms = 100;
   // Group commit window for requests from the network (the committer
   // thread): when at least 8 requests arrived while the previous batch was
   // being made durable (many clients writing at once), the next batch waits
