@@ -335,7 +335,8 @@ TEST(EtcdctlFlags, CommitWindowAndCommitOnLoopFlags) {
   ScratchDir dir("commitflags");
   {
     Server s = StartSkiffStore(dir.sub("data"), dir.sub("store.log"), 0,
-                               {"--experimental-commit-window", "2ms", "--experimental-commit-on-loop", "false"});
+                               {"--experimental-commit-window", "2ms", "--experimental-commit-on-loop", "false",
+                                "--experimental-lmdb-apply-interval", "0"});
     ASSERT_GT(s.child.pid(), 0);
     for (int i = 0; i < 3; ++i) ASSERT_EQ(Etcdctl(s.endpoint(), {"put", "w", std::to_string(i)}).code, 0);
     EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "w", "--print-value-only"}).out, "2\n");
@@ -344,7 +345,10 @@ TEST(EtcdctlFlags, CommitWindowAndCommitOnLoopFlags) {
        std::vector<std::tuple<std::string, std::string, std::string>>{
            {"--experimental-commit-window", "soon", "bad --experimental-commit-window: want a duration such as 500us, 1ms or 0"},
            {"--experimental-commit-window", "-1ms", "bad --experimental-commit-window"},
-           {"--experimental-commit-on-loop", "maybe", "bad --experimental-commit-on-loop: want true or false"}}) {
+           {"--experimental-commit-on-loop", "maybe", "bad --experimental-commit-on-loop: want true or false"},
+           {"--experimental-lmdb-apply-interval", "often",
+            "bad --experimental-lmdb-apply-interval: want a duration such as 100ms, 1s or 0"},
+           {"--experimental-lmdb-apply-interval", "-100ms", "bad --experimental-lmdb-apply-interval"}}) {
     const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
     std::filesystem::remove(log);
     Child c({BinDir() + "/skiff-store", "--data-dir", data, flag, value}, log);
