@@ -357,7 +357,8 @@ int StoreImpl::TxPut(WriteCtx& c, MDB_dbi dbi, const std::string& key, const std
     // batch's own included) find kv values here.
     if (dbi == kv_dbi_) {
       std::unique_lock<std::shared_mutex> lk(pend_mu_);
-      pend_kv_[key] = val;
+      pend_kv_.push_back(PendKv{static_cast<int64_t>(GetBe64(key.data())),
+                                static_cast<int64_t>(GetBe64(key.data() + 8)), val});
     }
   } else {
     MDB_val k = Val(key), v = Val(val);
@@ -434,6 +435,14 @@ etcdserverpb::ResponseHeader StoreImpl::Header() const { return HeaderAt(Revisio
 
 // ---------------------------------------------------------------- reads
 
+const StoreImpl::PendKv* StoreImpl::FindPending(int64_t main, int64_t sub) const {
+  auto it = std::lower_bound(pend_kv_.begin(), pend_kv_.end(), std::make_pair(main, sub),
+                             [](const PendKv& e, const std::pair<int64_t, int64_t>& k) {
+                               return std::make_pair(e.main, e.sub) < k;
+                             });
+  return it != pend_kv_.end() && it->main == main && it->sub == sub ? &*it : nullptr;
+}
+
 absl::Status StoreImpl::LoadValue(MDB_txn* txn, int64_t main, int64_t sub, mvccpb::KeyValue* kv, bool* tomb) {
   std::string k = RevKey(main, sub);
   auto parse = [&](const char* p, size_t n) {
@@ -445,8 +454,7 @@ absl::Status StoreImpl::LoadValue(MDB_txn* txn, int64_t main, int64_t sub, mvccp
   };
   if (main > pend_floor_.load(std::memory_order_acquire)) {
     std::shared_lock<std::shared_mutex> lk(pend_mu_);
-    auto it = pend_kv_.find(k);
-    if (it != pend_kv_.end()) return parse(it->second.data(), it->second.size());
+    if (const PendKv* e = FindPending(main, sub)) return parse(e->rec.data(), e->rec.size());
   }
   MDB_val key = Val(k), val;
   int rc = mdb_get(txn, kv_dbi_, &key, &val);
@@ -844,7 +852,7 @@ absl::Status StoreImpl::ApplyPendingLocked() {
   pend_floor_.store(rev, std::memory_order_release);
   applied_seq_.store(seq, std::memory_order_release);
   std::unique_lock<std::shared_mutex> lk(pend_mu_);
-  pend_kv_.erase(pend_kv_.begin(), pend_kv_.lower_bound(RevKey(rev + 1, 0)));
+  while (!pend_kv_.empty() && pend_kv_.front().main <= rev) pend_kv_.pop_front();
   pend_bytes_.store(static_cast<int64_t>(pend_log_.size()), std::memory_order_release);
   return absl::OkStatus();
 }
@@ -865,8 +873,8 @@ void StoreImpl::ReserveLmdbSpace() {
 
 void StoreImpl::CheckpointerLoop() {
   const auto interval = std::chrono::milliseconds(std::max<int64_t>(opts_.checkpoint_interval_ms, 10));
-  const auto apply_every =
-      std::chrono::milliseconds(Deferred() ? std::clamp<int64_t>(opts_.lmdb_apply_interval_ms, 1, 1000) : 1000);
+  const auto apply_every = std::chrono::milliseconds(Deferred() ? std::max<int64_t>(opts_.lmdb_apply_interval_ms, 1)
+                                                                 : std::max<int64_t>(opts_.checkpoint_interval_ms, 10));
   auto next = Clock::now() + interval;
   std::unique_lock<std::mutex> lk(ckpt_mu_);
   for (;;) {
@@ -1090,7 +1098,7 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
     log::Error("store: write batch failed: ", fatal);
     if (deferred) {
       std::unique_lock<std::shared_mutex> lk(pend_mu_);
-      pend_kv_.erase(pend_kv_.lower_bound(RevKey(start_rev + 1, 0)), pend_kv_.end());
+      while (!pend_kv_.empty() && pend_kv_.back().main > start_rev) pend_kv_.pop_back();
     }
     {
       std::unique_lock<std::shared_mutex> lk(index_mu_);

@@ -224,7 +224,15 @@ class StoreImpl final : public Store {
   absl::Status ApplyPendingLocked();  // caller holds ckpt_run_mu_
   bool HasPending() const { return pend_bytes_.load(std::memory_order_acquire) > 0; }
   mutable std::shared_mutex pend_mu_;
-  std::map<std::string, std::string> pend_kv_;  // RevKey -> kv record, newer than pend_floor_
+  // kv records newer than pend_floor_, in revision order (they are written
+  // in that order): appended at the back, applied ones dropped at the front.
+  struct PendKv {
+    int64_t main;
+    int64_t sub;
+    std::string rec;
+  };
+  std::deque<PendKv> pend_kv_;
+  const PendKv* FindPending(int64_t main, int64_t sub) const;  // pend_mu_ held
   std::string pend_log_;                        // mutations of logged batches not yet in LMDB
   uint64_t pend_seq_ = 0;                       // last log record in pend_log_
   int64_t pend_rev_ = 0;                        // revision after pend_log_
