@@ -631,6 +631,7 @@ TEST(DeferredApply, ReadsHashesAndRestartsMatchOneTransactionPerBatch) {
   }
   EXPECT_EQ(events, 60 + 8);  // 60 puts, and the deletes of k1 and k10..k16
   w->Close();
+  w.reset();  // a stream must go before its store
   // Hashes of the whole database and of the key space agree.
   ASSERT_NO_FATAL_FAILURE(Put(b.get(), "after-watch", "x"));
   ASSERT_NO_FATAL_FAILURE(Put(a.get(), "after-watch", "x"));
