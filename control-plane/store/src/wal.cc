@@ -208,20 +208,20 @@ absl::Status Wal::Rotate(uint64_t first_seq, size_t need) {
   int64_t bytes = std::max<int64_t>(segment_bytes_, static_cast<int64_t>(need));
   bytes = (bytes + static_cast<int64_t>(kAlign) - 1) / static_cast<int64_t>(kAlign) * static_cast<int64_t>(kAlign);
   std::string path = dir_ + "/" + SegmentName(first_seq);
-  std::string spare;
+  bool took_spare = false;
   {
+    // Renamed under the lock: once spare_ reads empty, PrepareSpare may
+    // create spare.tmp again, and must never open (and truncate) the file
+    // that is becoming this segment.
     std::lock_guard<std::mutex> lk(mu_);
     if (!spare_.empty() && spare_bytes_ >= bytes) {
-      spare = std::move(spare_);
+      if (::rename(spare_.c_str(), path.c_str()) != 0) return LastErrnoError("rename " + spare_);
       bytes = spare_bytes_;
       spare_.clear();
+      took_spare = true;
     }
   }
-  if (!spare.empty()) {
-    if (::rename(spare.c_str(), path.c_str()) != 0) return LastErrnoError("rename " + spare);
-  } else {
-    RETURN_IF_ERROR(Preallocate(path, bytes));
-  }
+  if (!took_spare) RETURN_IF_ERROR(Preallocate(path, bytes));
   RETURN_IF_ERROR(SyncDir());
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_DIRECT | O_DSYNC));
   direct_ = static_cast<bool>(fd);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -208,6 +209,46 @@ TEST(WriteAheadLog, AppendsOfEverySizeReplayExactlyWithDirectIo) { AppendAndRepl
 TEST(WriteAheadLog, AppendsOfEverySizeReplayExactlyWithoutDirectIo) {
   if (!fs::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
   AppendAndReplay("/dev/shm");
+}
+
+// The checkpointer prepares the next spare segment while the leader rotates
+// onto the current one: the spare must never be reopened (and truncated, and
+// zero-filled) once a rotation takes it. Seen under load as "rename
+// .../spare.tmp: No such file or directory" and records overwritten by zeros.
+TEST(WriteAheadLog, SparePreparedDuringRotationsKeepsEveryRecord) {
+  const std::string dir =
+      fs::temp_directory_path().string() + "/skiff-wal-test-" + std::to_string(getpid()) + "-spare";
+  fs::remove_all(dir);
+  const std::string payload(3000, 'r');
+  uint64_t appended = 0;
+  {
+    auto w = Wal::Create(dir, 1, 64 * 1024);  // a rotation every ~21 records
+    ASSERT_TRUE(w.ok()) << w.status();
+    std::atomic<bool> stop{false};
+    std::thread spares([&] {
+      while (!stop) (*w)->PrepareSpare();
+    });
+    for (uint64_t seq = 1; seq <= 3000; ++seq) {
+      absl::Status st = (*w)->Append(seq, payload);
+      if (!st.ok()) {
+        ADD_FAILURE() << "append " << seq << ": " << st;
+        break;
+      }
+      appended = seq;
+    }
+    stop = true;
+    spares.join();
+  }
+  uint64_t last = 0, count = 0;
+  ASSERT_TRUE(ReplayWal(dir, 0, [&](uint64_t seq, std::string_view p) {
+                ++count;
+                EXPECT_EQ(p, payload) << seq;
+                return absl::OkStatus();
+              }, &last).ok());
+  EXPECT_EQ(appended, 3000u);
+  EXPECT_EQ(last, appended);
+  EXPECT_EQ(count, appended);
+  fs::remove_all(dir);
 }
 
 TEST(WriteAheadLog, ReplaysWhatLmdbLost) {
