@@ -237,7 +237,6 @@ absl::Status StoreImpl::Init() {
   RETURN_IF_ERROR(Checkpoint());
   ASSIGN_OR_RETURN(wal_, Wal::Create(dir + "/wal", next_seq, opts_.wal_segment_bytes));
   wal_seq_ = next_seq - 1;
-  applied_seq_ = wal_seq_;
   if (replayed > 0) log::Info("store: replayed write-ahead log ", log::Field("records", replayed));
   committed_rev_ = rev_;
   compact_rev_ = compact;
@@ -458,10 +457,12 @@ absl::Status StoreImpl::LoadValue(MDB_txn* txn, int64_t main, int64_t sub, mvccp
   }
   MDB_val key = Val(k), val;
   int rc = mdb_get(txn, kv_dbi_, &key, &val);
-  if (rc == MDB_NOTFOUND && Deferred() && (mdb_txn_reset(txn), mdb_txn_renew(txn)) == 0) {
+  if (rc == MDB_NOTFOUND && Deferred()) {
     // ApplyPending moved it from pend_kv_ into a newer LMDB snapshot than
     // this read txn's (values of a revision never change: read on there).
-    rc = mdb_get(txn, kv_dbi_, &key, &val);
+    mdb_txn_reset(txn);
+    rc = mdb_txn_renew(txn);
+    if (rc == 0) rc = mdb_get(txn, kv_dbi_, &key, &val);
   }
   if (rc != 0) return MdbError(rc, absl::StrCat("read revision ", main));
   return parse(static_cast<const char*>(val.mv_data), val.mv_size);
@@ -850,7 +851,6 @@ absl::Status StoreImpl::ApplyPendingLocked() {
     return st;
   }
   pend_floor_.store(rev, std::memory_order_release);
-  applied_seq_.store(seq, std::memory_order_release);
   std::unique_lock<std::shared_mutex> lk(pend_mu_);
   while (!pend_kv_.empty() && pend_kv_.front().main <= rev) pend_kv_.pop_front();
   pend_bytes_.store(static_cast<int64_t>(pend_log_.size()), std::memory_order_release);
@@ -1029,16 +1029,18 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
   MDB_txn* txn = nullptr;
   std::optional<ReadTxn> rt;  // deferred: reads only, through pend_kv_
   int rc = 0;
+  absl::Status begun;
   if (deferred) {
     rt.emplace(this);
-    if (!rt->status().ok()) rc = EINVAL;
+    begun = rt->status();
     txn = rt->get();
   } else {
     rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+    if (rc != 0) begun = MdbError(rc, "begin write txn");
   }
-  if (rc != 0) {
+  if (!begun.ok()) {
     for (PendingOp* op : group) {
-      op->status = MdbError(rc, "begin write txn");
+      op->status = begun;
       CompleteOne(op);
     }
     return;
@@ -1128,8 +1130,6 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
       pend_seq_ = wal_seq_;
       pend_rev_ = rev_;
       pend_bytes_.store(static_cast<int64_t>(pend_log_.size()), std::memory_order_release);
-    } else {
-      applied_seq_.store(wal_seq_, std::memory_order_release);
     }
     if (wal_->BytesSinceRotation() < before) {
       // Rotated onto the spare: have the next one ready before it fills.

@@ -162,7 +162,7 @@ class StoreImpl final : public Store {
   };
   struct WriteCtx {
     MDB_txn* txn = nullptr;  // the write txn; a read txn when deferred
-    bool deferred = false;   // mutations go to the log and pending_, not LMDB
+    bool deferred = false;   // mutations go to the log and pend_kv_, not LMDB
     int64_t rev = 0;  // revision this op writes at
     int32_t sub = 0;  // number of changes so far in this op
     std::vector<mvccpb::Event> events;
@@ -240,7 +240,6 @@ class StoreImpl final : public Store {
   std::atomic<int64_t> pend_bytes_{0};
   std::unique_ptr<Wal> wal_;
   uint64_t wal_seq_ = 0;                     // last record written (leader only)
-  std::atomic<uint64_t> applied_seq_{0};     // last record whose LMDB txn is committed
   // Checkpoints (see lmdb_checkpoint.h for the argument).
   std::mutex lmdb_commit_mu_;    // held around every LMDB write commit
   std::mutex ckpt_run_mu_;       // one checkpoint at a time; guards the fields below
