@@ -77,9 +77,19 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
   return std::unique_ptr<Store>(std::move(s));
 }
 
-StoreImpl::StoreImpl(const Options& o) : hub_(this), opts_(o) {}
+StoreImpl::StoreImpl(const Options& o) : hub_(this), opts_(o) { link_->store = this; }
 
 StoreImpl::~StoreImpl() {
+  {
+    // Watch streams the embedder still holds stop using the store: each is
+    // closed (Next returns false) and later calls on it do nothing.
+    std::unique_lock<std::shared_mutex> alive(link_->mu);
+    std::lock_guard<std::mutex> hlk(hub_.mu);
+    for (StreamImpl* s : hub_.streams) s->Detach();
+    hub_.streams.clear();
+    hub_.synced.clear();
+    link_->store = nullptr;
+  }
   {
     std::lock_guard<std::mutex> lk(q_mu_);
     stopping_ = true;

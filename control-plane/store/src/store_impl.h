@@ -53,6 +53,16 @@ struct Watcher {
   bool Matches(const std::string& k) const;
 };
 
+// Shared by a store and its watch streams, so that a stream may outlive its
+// store (an embedder that drops the store first). A stream holds `mu` shared
+// while it uses the store; the store's destructor takes it exclusively, closes
+// every stream and clears `store`, and a stream that finds nullptr afterwards
+// acts closed. Lock order: mu, then hub.mu, then a stream's mu.
+struct StoreLink {
+  std::shared_mutex mu;
+  StoreImpl* store = nullptr;
+};
+
 // Fans committed events out to synced watchers. Lock order: hub.mu, then a
 // stream's mu.
 class WatchHub {
@@ -79,6 +89,9 @@ class StreamImpl final : public WatchStream {
   bool Next(etcdserverpb::WatchResponse* out) override;
   bool NextFor(etcdserverpb::WatchResponse* out, int64_t timeout_ms, bool* closed) override;
   void Close() override;
+  // Called by the store's destructor: the stream acts closed from now on and
+  // no longer uses the store (StoreLink).
+  void Detach();
 
  private:
   friend class WatchHub;
@@ -87,7 +100,8 @@ class StreamImpl final : public WatchStream {
   // Replays history for an unsynced watcher; called without mu held.
   void CatchUp(std::shared_ptr<Watcher> w);
 
-  StoreImpl* store_;
+  std::shared_ptr<StoreLink> link_;
+  StoreImpl* store_;  // valid while link_->store is (hold link_->mu shared)
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<int64_t, std::shared_ptr<Watcher>> watchers_;
@@ -147,6 +161,7 @@ class StoreImpl final : public Store {
                                       std::vector<RevEventsPtr>* out);
   int64_t progress_interval_ms() const { return opts_.progress_notify_interval_ms; }
   WatchHub hub_;
+  std::shared_ptr<StoreLink> link_ = std::make_shared<StoreLink>();
   std::atomic<bool> watchers_seen_{false};
 
  private:

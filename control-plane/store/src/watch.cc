@@ -76,13 +76,15 @@ void WatchHub::ProgressTick() {
   }
 }
 
-StreamImpl::StreamImpl(StoreImpl* store) : store_(store) {
+StreamImpl::StreamImpl(StoreImpl* store) : link_(store->link_), store_(store) {
   store_->watchers_seen_.store(true, std::memory_order_release);
   std::lock_guard<std::mutex> lk(store_->hub_.mu);
   store_->hub_.streams.insert(this);
 }
 
 StreamImpl::~StreamImpl() {
+  std::shared_lock<std::shared_mutex> alive(link_->mu);
+  if (link_->store == nullptr) return;  // the store went first and detached us
   std::lock_guard<std::mutex> lk(store_->hub_.mu);
   store_->hub_.streams.erase(this);
   std::lock_guard<std::mutex> slk(mu_);
@@ -92,7 +94,15 @@ StreamImpl::~StreamImpl() {
 
 std::unique_ptr<WatchStream> StoreImpl::NewWatchStream() { return std::make_unique<StreamImpl>(this); }
 
+void StreamImpl::Detach() {
+  std::lock_guard<std::mutex> lk(mu_);
+  closed_ = true;
+  cv_.notify_all();
+}
+
 void StreamImpl::Create(const etcdserverpb::WatchCreateRequest& req) {
+  std::shared_lock<std::shared_mutex> alive(link_->mu);
+  if (link_->store == nullptr) return;
   std::lock_guard<std::mutex> hlk(store_->hub_.mu);
   std::lock_guard<std::mutex> lk(mu_);
   etcdserverpb::WatchResponse resp;
@@ -142,6 +152,8 @@ void StreamImpl::Create(const etcdserverpb::WatchCreateRequest& req) {
 }
 
 void StreamImpl::Cancel(int64_t watch_id) {
+  std::shared_lock<std::shared_mutex> alive(link_->mu);
+  if (link_->store == nullptr) return;
   std::lock_guard<std::mutex> hlk(store_->hub_.mu);
   std::lock_guard<std::mutex> lk(mu_);
   auto it = watchers_.find(watch_id);
@@ -168,19 +180,30 @@ void StreamImpl::Close() {
   cv_.notify_all();
 }
 
+// Both hold link_->mu shared while they read (NextLocked may replay history
+// from the store) and let go of it while they wait, so the store's destructor
+// never waits for an idle stream.
 bool StreamImpl::Next(etcdserverpb::WatchResponse* out) {
-  std::unique_lock<std::mutex> lk(mu_);
   for (;;) {
+    std::shared_lock<std::shared_mutex> alive(link_->mu);
+    std::unique_lock<std::mutex> lk(mu_);
+    if (link_->store == nullptr) return false;
     if (NextLocked(lk, out)) return true;
     if (closed_) return false;
+    alive.unlock();
     cv_.wait_for(lk, std::chrono::milliseconds(500));
   }
 }
 
 bool StreamImpl::NextFor(etcdserverpb::WatchResponse* out, int64_t timeout_ms, bool* closed) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::unique_lock<std::mutex> lk(mu_);
   for (;;) {
+    std::shared_lock<std::shared_mutex> alive(link_->mu);
+    std::unique_lock<std::mutex> lk(mu_);
+    if (link_->store == nullptr) {
+      *closed = true;
+      return false;
+    }
     if (NextLocked(lk, out)) {
       *closed = false;
       return true;
@@ -189,11 +212,12 @@ bool StreamImpl::NextFor(etcdserverpb::WatchResponse* out, int64_t timeout_ms, b
       *closed = true;
       return false;
     }
-    if (cv_.wait_until(lk, deadline) == std::cv_status::timeout && std::chrono::steady_clock::now() >= deadline) {
-      if (NextLocked(lk, out)) return true;
-      *closed = closed_;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      *closed = false;
       return false;
     }
+    alive.unlock();
+    cv_.wait_until(lk, deadline);
   }
 }
 

@@ -263,6 +263,45 @@ TEST(Watch, DeliversHistoryThenLiveEventsWithPrevKv) {
   EXPECT_EQ(rs[1].events(1).prev_kv().value(), "1");
 }
 
+// An embedder may drop the store before a watch stream it still holds: the
+// stream's reader wakes with "closed", and later calls on it (and its
+// destructor) do not touch the freed store (ASan in CI catches it if they do).
+TEST(Watch, StreamThatOutlivesItsStoreEndsCleanly) {
+  TempDir d;
+  auto s = OpenStore(d.path());
+  Put(s.get(), "w/a", "1");
+  auto ws = s->NewWatchStream();
+  etcdserverpb::WatchCreateRequest c;
+  c.set_key("w/");
+  c.set_range_end("w0");
+  c.set_start_revision(1);
+  ws->Create(c);
+  etcdserverpb::WatchResponse r;
+  ASSERT_TRUE(ws->Next(&r));
+  ASSERT_TRUE(r.created());
+  ASSERT_TRUE(ws->Next(&r));
+  ASSERT_EQ(r.events_size(), 1);
+  std::atomic<bool> reader_done{false};
+  std::thread reader([&] {
+    etcdserverpb::WatchResponse x;
+    while (ws->Next(&x)) {
+    }
+    reader_done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the reader waits in Next
+  EXPECT_FALSE(reader_done);
+  s.reset();
+  reader.join();
+  EXPECT_TRUE(reader_done);
+  ws->Create(c);
+  ws->Cancel(0);
+  ws->RequestProgress();
+  bool closed = false;
+  EXPECT_FALSE(ws->NextFor(&r, 10, &closed));
+  EXPECT_TRUE(closed);
+  ws.reset();
+}
+
 TEST(Watch, CompactedStartRevisionCancelsWithCompactRevision) {
   TempDir d;
   auto s = OpenStore(d.path());

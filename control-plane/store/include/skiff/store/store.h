@@ -83,7 +83,8 @@ struct Metrics {
 // Create/Cancel/RequestProgress may be called from one thread while another
 // drains responses with Next(). A slow consumer only delays itself: once its
 // backlog grows too long the stream stops buffering live events and later
-// replays them from the stored history.
+// replays them from the stored history. A stream may outlive its Store: once
+// the store is destroyed, Next returns false and the other calls do nothing.
 class WatchStream {
  public:
   virtual ~WatchStream() = default;
