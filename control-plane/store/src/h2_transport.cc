@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -75,6 +76,7 @@ struct StreamImpl final : Call {
   Conn* conn = nullptr;
   int32_t id = 0;
   std::string path;
+  std::string encoding;  // grpc-encoding of the request messages
   std::unique_ptr<Handler> handler;
   std::string in;   // bytes of a partial request message
   std::string out;  // framed response messages not yet taken by nghttp2
@@ -484,8 +486,54 @@ int OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, si
   StreamImpl* st = GetStream(s, f->hd.stream_id);
   if (st && namelen == 5 && std::memcmp(name, ":path", 5) == 0) {
     st->path.assign(reinterpret_cast<const char*>(value), valuelen);
+  } else if (st && namelen == 13 && std::memcmp(name, "grpc-encoding", 13) == 0) {
+    st->encoding.assign(reinterpret_cast<const char*>(value), valuelen);
   }
   return 0;
+}
+
+// A request message sent with the compressed flag, in the stream's
+// grpc-encoding: gzip or deflate (zlib), the two grpc-go and gRPC C++ clients
+// offer. Errors as grpc-go's server words them.
+absl::StatusOr<std::string> Decompress(const std::string& encoding, std::string_view in, size_t max) {
+  int window_bits;
+  if (encoding == "gzip") {
+    window_bits = 16 + MAX_WBITS;
+  } else if (encoding == "deflate") {
+    window_bits = MAX_WBITS;
+  } else if (encoding.empty() || encoding == "identity") {
+    return absl::InternalError("grpc: compressed flag set with identity or empty encoding");
+  } else {
+    return absl::UnimplementedError(
+        absl::StrCat("grpc: Decompressor is not installed for grpc-encoding \"", encoding, "\""));
+  }
+  z_stream z{};
+  if (inflateInit2(&z, window_bits) != Z_OK) {
+    return absl::InternalError("grpc: failed to decompress the message: inflateInit2");
+  }
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  std::string out;
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    if (out.size() > max) break;
+    const size_t have = out.size();
+    out.resize(have + std::max<size_t>(4096, in.size() * 2));
+    z.next_out = reinterpret_cast<Bytef*>(out.data() + have);
+    z.avail_out = static_cast<uInt>(out.size() - have);
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.resize(out.size() - z.avail_out);
+    if (rc == Z_BUF_ERROR && z.avail_out != 0) break;  // input ended early
+    if (rc == Z_BUF_ERROR) rc = Z_OK;                  // out of room: grow and go on
+  }
+  std::string zmsg = z.msg != nullptr ? z.msg : "truncated input";
+  inflateEnd(&z);
+  if (out.size() > max) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("grpc: received message after decompression larger than max (", max, ")"));
+  }
+  if (rc != Z_STREAM_END) return absl::InternalError(absl::StrCat("grpc: failed to decompress the message: ", zmsg));
+  return out;
 }
 
 void Deliver(StreamImpl* st, const uint8_t* data, size_t len) {
@@ -493,23 +541,30 @@ void Deliver(StreamImpl* st, const uint8_t* data, size_t len) {
   auto header_len = [](const uint8_t* p) {
     return (size_t{p[1]} << 24) | (size_t{p[2]} << 16) | (size_t{p[3]} << 8) | size_t{p[4]};
   };
-  auto too_large = [&](size_t n) {
+  auto fail = [&](const absl::Status& error) {
     st->discard = true;
     st->in.clear();
-    st->Finish(absl::ResourceExhaustedError(
-        absl::StrCat("grpc: received message larger than max (", n, " vs. ", max, ")")));
+    st->Finish(error);
+  };
+  auto too_large = [&](size_t n) {
+    fail(absl::ResourceExhaustedError(absl::StrCat("grpc: received message larger than max (", n, " vs. ", max, ")")));
+  };
+  // One whole message: its flag byte says whether it is compressed.
+  auto hand_over = [&](uint8_t flag, std::string_view msg) {
+    if (flag == 0) {
+      st->handler->OnMessage(st, msg);
+      return;
+    }
+    absl::StatusOr<std::string> plain = Decompress(st->encoding, msg, max);
+    if (!plain.ok()) return fail(plain.status());
+    st->handler->OnMessage(st, *plain);
   };
   // Fast path: whole messages straight from the frame, no copy.
   while (st->in.empty() && len >= 5 && !st->discard) {
     size_t n = header_len(data);
     if (n > max) return too_large(n);
-    if (data[0] != 0) {
-      st->discard = true;
-      st->Finish(absl::UnimplementedError("grpc: compressed messages are not supported"));
-      return;
-    }
     if (len < 5 + n) break;
-    st->handler->OnMessage(st, std::string_view(reinterpret_cast<const char*>(data) + 5, n));
+    hand_over(data[0], std::string_view(reinterpret_cast<const char*>(data) + 5, n));
     data += 5 + n;
     len -= 5 + n;
   }
@@ -521,7 +576,7 @@ void Deliver(StreamImpl* st, const uint8_t* data, size_t len) {
     size_t n = header_len(p);
     if (n > max) return too_large(n);
     if (st->in.size() - pos < 5 + n) break;
-    st->handler->OnMessage(st, std::string_view(st->in.data() + pos + 5, n));
+    hand_over(p[0], std::string_view(st->in.data() + pos + 5, n));
     pos += 5 + n;
   }
   if (!st->discard) st->in.erase(0, pos);
