@@ -5,6 +5,7 @@
 // election test runs two complete skiff-control-plane replicas instead.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <optional>
 #include <set>
 #include <unistd.h>
@@ -489,6 +490,21 @@ TEST(LeaderElectionCluster, TwoReplicasOneLeaderFailoverWithinLeaseDuration) {
   cps.clear();
   RemoveTree(dir);
   std::cout << "failover took " << took.count() << " ms\n";
+}
+
+// The start helpers: a child that exits before it listens fails the start
+// at once (not after the 30 s wait), with the end of its log in the error.
+TEST(Processes, AChildThatExitsFailsTheStartAtOnceWithItsLog) {
+  std::string dir = ScratchDir("exits");
+  auto t0 = std::chrono::steady_clock::now();
+  // /bin/sh refuses skiff-control-plane's flags ("Illegal option --").
+  auto cp = StartControlPlane("/bin/sh", dir + "/cp", "http://127.0.0.1:1", "apiserver");
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(cp.ok());
+  EXPECT_NE(cp.status().message().find("skiff-control-plane exited"), std::string::npos) << cp.status();
+  EXPECT_NE(cp.status().message().find("Illegal option"), std::string::npos) << cp.status();
+  EXPECT_LT(took, std::chrono::seconds(10));
+  RemoveTree(dir);
 }
 
 }  // namespace

@@ -126,35 +126,89 @@ std::string ScratchDir(const std::string& tag) {
   return dir;
 }
 
+std::string LogTail(const std::string& path, size_t max_bytes) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "(no log)";
+  off_t end = lseek(fd, 0, SEEK_END);
+  off_t from = end > static_cast<off_t>(max_bytes) ? end - static_cast<off_t>(max_bytes) : 0;
+  std::string out(static_cast<size_t>(end - from), '\0');
+  ssize_t n = pread(fd, out.data(), out.size(), from);
+  close(fd);
+  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return out;
+}
+
+namespace {
+
+// Waits until the child listens on port. A child that exits first ends the
+// wait at once; a port another process took meanwhile (FreeLoopbackPort
+// closes the port it found before the child binds it) is worth a retry.
+enum class Started { kYes, kExited, kTimedOut };
+Started WaitForChild(Child& c, int port, int timeout_ms) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    if (WaitForPort(port, 100)) return Started::kYes;
+    if (!c.Alive()) return Started::kExited;
+  }
+  return Started::kTimedOut;
+}
+
+bool PortTaken(const std::string& log) {
+  return log.find("address already in use") != std::string::npos ||
+         log.find("Address already in use") != std::string::npos ||
+         log.find("Address in use") != std::string::npos;
+}
+
+absl::Status NotStarted(const std::string& what, Started why, const std::string& log_path) {
+  return absl::UnavailableError(absl::StrCat(what, why == Started::kExited ? " exited" : " did not start in time",
+                                             "; the end of ", log_path, ":\n", LogTail(log_path, 2000)));
+}
+
+constexpr int kStartAttempts = 3;
+
+}  // namespace
+
 absl::StatusOr<Etcd> StartEtcd(const std::string& dir) {
-  int client = FreeLoopbackPort(), peer = FreeLoopbackPort();
-  Etcd e;
-  e.url = absl::StrCat("http://127.0.0.1:", client);
-  std::string peer_url = absl::StrCat("http://127.0.0.1:", peer);
-  ASSIGN_OR_RETURN(e.proc, Child::Spawn({"/usr/bin/etcd", "--name", "it", "--data-dir", dir + "/etcd",
-                                         "--listen-client-urls", e.url, "--advertise-client-urls", e.url,
-                                         "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                                         "--initial-cluster", "it=" + peer_url, "--log-level", "warn"},
-                                        dir + "/etcd.log"));
-  if (!WaitForPort(client, 20000)) return absl::UnavailableError("etcd did not start; see " + dir + "/etcd.log");
-  return e;
+  const std::string log = dir + "/etcd.log";
+  for (int attempt = 1;; ++attempt) {
+    int client = FreeLoopbackPort(), peer = FreeLoopbackPort();
+    Etcd e;
+    e.url = absl::StrCat("http://127.0.0.1:", client);
+    std::string peer_url = absl::StrCat("http://127.0.0.1:", peer);
+    RemoveTree(dir + "/etcd");
+    ASSIGN_OR_RETURN(e.proc, Child::Spawn({"/usr/bin/etcd", "--name", "it", "--data-dir", dir + "/etcd",
+                                           "--listen-client-urls", e.url, "--advertise-client-urls", e.url,
+                                           "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls",
+                                           peer_url, "--initial-cluster", "it=" + peer_url, "--log-level", "warn"},
+                                          log));
+    Started st = WaitForChild(e.proc, client, 20000);
+    if (st == Started::kYes) return e;
+    e.proc.Kill();
+    if (st == Started::kExited && PortTaken(LogTail(log, 4000)) && attempt < kStartAttempts) continue;
+    return NotStarted("etcd", st, log);
+  }
 }
 
 absl::StatusOr<ControlPlane> StartControlPlane(const std::string& binary, const std::string& data_dir,
                                                const std::string& etcd_url, const std::string& components,
                                                const std::vector<std::string>& extra) {
-  int port = FreeLoopbackPort();
-  ControlPlane cp;
-  cp.address = absl::StrCat("127.0.0.1:", port);
-  cp.data_dir = data_dir;
-  std::vector<std::string> argv = {binary, "--data-dir", data_dir, "--listen", cp.address, "--etcd-servers",
-                                   etcd_url, "--components", components, "--insecure",
-                                   "--health-listen", absl::StrCat("127.0.0.1:", FreeLoopbackPort())};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  ASSIGN_OR_RETURN(cp.proc, Child::Spawn(argv, data_dir + ".log"));
-  if (!WaitForPort(port, 30000))
-    return absl::UnavailableError("skiff-control-plane did not start; see " + data_dir + ".log");
-  return cp;
+  const std::string log = data_dir + ".log";
+  for (int attempt = 1;; ++attempt) {
+    int port = FreeLoopbackPort();
+    ControlPlane cp;
+    cp.address = absl::StrCat("127.0.0.1:", port);
+    cp.data_dir = data_dir;
+    std::vector<std::string> argv = {binary, "--data-dir", data_dir, "--listen", cp.address, "--etcd-servers",
+                                     etcd_url, "--components", components, "--insecure",
+                                     "--health-listen", absl::StrCat("127.0.0.1:", FreeLoopbackPort())};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    ASSIGN_OR_RETURN(cp.proc, Child::Spawn(argv, log));
+    Started st = WaitForChild(cp.proc, port, 30000);
+    if (st == Started::kYes) return cp;
+    cp.proc.Kill();
+    if (st == Started::kExited && PortTaken(LogTail(log, 4000)) && attempt < kStartAttempts) continue;
+    return NotStarted("skiff-control-plane", st, log);
+  }
 }
 
 }  // namespace skiff::controllers::it

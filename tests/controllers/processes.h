@@ -12,6 +12,8 @@ namespace skiff::controllers::it {
 
 int FreeLoopbackPort();
 bool WaitForPort(int port, int timeout_ms);
+// The last max_bytes of a file (a child's log, for an error message).
+std::string LogTail(const std::string& path, size_t max_bytes);
 
 class Child {
  public:
@@ -37,6 +39,9 @@ struct Etcd {
   Child proc;
   std::string url;
 };
+// The starters wait until the child listens; a child that exits first fails
+// at once (a port taken meanwhile: retried on other ports), and the error
+// carries the end of its log.
 absl::StatusOr<Etcd> StartEtcd(const std::string& dir);
 
 struct ControlPlane {
