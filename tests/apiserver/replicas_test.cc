@@ -1,7 +1,9 @@
 // Two API server replicas on one storage hand out ClusterIPs and NodePorts
 // concurrently: never the same one twice (the allocation keys go into the
 // same etcd Txn as the Service). The ranges are tiny so collisions are
-// certain to be attempted.
+// certain to be attempted. Dynamic values come from the upper band of each
+// range while it has room (Kubernetes' static subranges), so an address
+// picked from the lower band is never taken by a dynamic allocation first.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -35,7 +37,11 @@ TEST_P(ReplicasTest, ClusterIPsAndNodePortsAreUniqueAcrossTwoApiServers) {
     servers.push_back(std::move(*s));
     clients.push_back(std::move(*c));
   }
-  constexpr int kPerReplica = 13;  // 26 of 29 free addresses and of 30 ports
+  // /27: usable .1-.30; the lower band is .1-.16 (min(max(16, 32/16), 256)),
+  // so the upper band .17-.30 has room for 14 dynamic addresses. Ports
+  // 30000-30029: the lower band is 30000-30015 (min(max(16, 30/32), 128)),
+  // the upper 30016-30029, 14 ports.
+  constexpr int kPerReplica = 7;  // fills both upper bands exactly
   std::vector<std::vector<Object>> made(2);
   std::vector<std::string> errors[2];
   std::atomic<bool> go{false};
@@ -51,17 +57,15 @@ TEST_P(ReplicasTest, ClusterIPsAndNodePortsAreUniqueAcrossTwoApiServers) {
         else errors[r].push_back(c.status().ToString());
       }
     });
-  // Both replicas also race for the same explicit address: at most one wins.
-  // The address lies in the range both replicas hand out at random, so a
-  // dynamic allocation may take it first; then both explicit creates fail
-  // (seen once in CI).
+  // Both replicas also race for the same explicit address, from the lower
+  // band: exactly one wins, the other gets Kubernetes' error.
   std::atomic<int> explicit_ok{0};
   std::string explicit_err[2];
   for (int r = 0; r < 2; ++r)
     threads.emplace_back([&, r] {
       while (!go) std::this_thread::yield();
       Object svc = MakeObject("services", "default", absl::StrCat("explicit-", r));
-      svc.mutable_service()->mutable_spec()->set_cluster_ip("10.96.0.30");
+      svc.mutable_service()->mutable_spec()->set_cluster_ip("10.96.0.10");
       auto c = clients[r]->Create("services", "default", svc);
       if (c.ok()) ++explicit_ok;
       else explicit_err[r] = std::string(c.status().message());
@@ -70,27 +74,41 @@ TEST_P(ReplicasTest, ClusterIPsAndNodePortsAreUniqueAcrossTwoApiServers) {
   for (auto& t : threads) t.join();
   for (int r = 0; r < 2; ++r)
     for (const auto& e : errors[r]) ADD_FAILURE() << "replica " << r << ": " << e;
-  bool dynamic_took_it = false;
-  for (const auto& list : made)
-    for (const auto& o : list) dynamic_took_it |= o.service().spec().cluster_ip() == "10.96.0.30";
-  EXPECT_EQ(explicit_ok.load(), dynamic_took_it ? 0 : 1);
+  EXPECT_EQ(explicit_ok.load(), 1);
   for (int r = 0; r < 2; ++r) {
     if (explicit_err[r].empty()) continue;
-    EXPECT_NE(explicit_err[r].find("failed to allocate IP 10.96.0.30: provided IP is already allocated"),
+    EXPECT_NE(explicit_err[r].find("failed to allocate IP 10.96.0.10: provided IP is already allocated"),
               std::string::npos)
         << explicit_err[r];
   }
-  std::set<std::string> ips = {"10.96.0.1"};
-  if (!dynamic_took_it) ips.insert("10.96.0.30");
+  auto last_octet = [](const std::string& ip) { return std::stoi(ip.substr(ip.rfind('.') + 1)); };
+  std::set<std::string> ips = {"10.96.0.1", "10.96.0.10"};
   std::set<int> ports;
   for (const auto& list : made)
     for (const auto& o : list) {
-      EXPECT_TRUE(ips.insert(o.service().spec().cluster_ip()).second) << "duplicate " << o.service().spec().cluster_ip();
-      EXPECT_TRUE(ports.insert(o.service().spec().ports(0).node_port()).second)
-          << "duplicate " << o.service().spec().ports(0).node_port();
+      const std::string& ip = o.service().spec().cluster_ip();
+      const int port = o.service().spec().ports(0).node_port();
+      EXPECT_TRUE(ips.insert(ip).second) << "duplicate " << ip;
+      EXPECT_TRUE(ports.insert(port).second) << "duplicate " << port;
+      EXPECT_GE(last_octet(ip), 17) << ip << " is in the lower band while the upper one has room";
+      EXPECT_GE(port, 30016) << port << " is in the lower band while the upper one has room";
     }
-  EXPECT_EQ(ips.size(), (dynamic_took_it ? 1u : 2u) + 2 * kPerReplica);
+  EXPECT_EQ(ips.size(), 2u + 2 * kPerReplica);
   EXPECT_EQ(ports.size(), 2u * kPerReplica);
+  // Both upper bands are full now: the next dynamic values come from the
+  // lower bands, still never one that is taken.
+  for (int i = 0; i < 3; ++i) {
+    Object svc = MakeObject("services", "default", absl::StrCat("spill-", i));
+    svc.mutable_service()->mutable_spec()->set_type("NodePort");
+    auto c = clients[i % 2]->Create("services", "default", svc);
+    ASSERT_TRUE(c.ok()) << c.status();
+    const std::string& ip = c->service().spec().cluster_ip();
+    const int port = c->service().spec().ports(0).node_port();
+    EXPECT_TRUE(ips.insert(ip).second) << "duplicate " << ip;
+    EXPECT_TRUE(ports.insert(port).second) << "duplicate " << port;
+    EXPECT_LE(last_octet(ip), 16) << ip;
+    EXPECT_LT(port, 30016) << port;
+  }
   // Both replicas agree on what exists.
   auto l0 = clients[0]->List("services", "default");
   auto l1 = clients[1]->List("services", "default");

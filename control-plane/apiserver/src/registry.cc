@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -322,6 +323,17 @@ absl::Status Registry::PlanServiceAllocations(const v1::Service* old, v1::Servic
     }
     return std::nullopt;
   };
+  // Dynamic values come from the upper band of a range first, and from its
+  // lower band only once the upper one is full, so values users pick from
+  // the lower band rarely collide with dynamic ones (Kubernetes' service IP
+  // and NodePort static subranges, KEP-3070 and KEP-3668). static_span is the
+  // size of the lower band within [lo, lo+span).
+  auto pick_banded = [&](uint64_t lo, uint64_t span, uint64_t static_span,
+                         const std::function<bool(uint64_t)>& taken) -> std::optional<uint64_t> {
+    if (static_span == 0 || static_span >= span) return pick(lo, span, taken);
+    if (auto v = pick(lo + static_span, span - static_span, taken)) return v;
+    return pick(lo, static_span, taken);
+  };
   *user_chosen = false;
   bool wants_ip = spec->type() != "ExternalName" && spec->cluster_ip() != "None";
   std::string old_ip = old ? old->spec().cluster_ip() : "";
@@ -330,10 +342,13 @@ absl::Status Registry::PlanServiceAllocations(const v1::Service* old, v1::Servic
     if (spec->cluster_ip().empty() && old_has_ip) spec->set_cluster_ip(old_ip);
     if (spec->cluster_ip().empty()) {
       // Random offset; the first address is the network, the last the broadcast,
-      // the first usable one is reserved for the `kubernetes` Service.
+      // the first usable one is reserved for the `kubernetes` Service. The
+      // lower band is the first min(max(16, size/16), 256) usable addresses
+      // (none in a range of 16 or fewer), `kubernetes` included.
       uint32_t span = cidr_size_ - 3;
+      uint64_t band = cidr_size_ <= 16 ? 0 : std::clamp<uint64_t>(cidr_size_ / 16, 16, 256);
       ASSIGN_OR_RETURN(std::set<std::string> taken, taken_suffixes(kIpKeyPrefix));
-      auto ip = pick(cidr_base_ + 2, span, [&](uint64_t v) {
+      auto ip = pick_banded(cidr_base_ + 2, span, band > 0 ? band - 1 : 0, [&](uint64_t v) {
         return taken.count(Ipv4ToString(static_cast<uint32_t>(v))) > 0;
       });
       if (!ip) return absl::InternalError("Internal error occurred: failed to allocate a serviceIP: range is full");
@@ -383,10 +398,12 @@ absl::Status Registry::PlanServiceAllocations(const v1::Service* old, v1::Servic
     }
     if (p->node_port() == 0) {
       int span = opts_.node_port_max - opts_.node_port_min + 1;
+      // The lower band: the first min(max(16, size/32), 128) ports.
+      uint64_t band = span <= 16 ? 0 : std::clamp<uint64_t>(static_cast<uint64_t>(span) / 32, 16, 128);
       if (!taken_ports) {
         ASSIGN_OR_RETURN(taken_ports, taken_suffixes(kPortKeyPrefix));
       }
-      auto picked = pick(opts_.node_port_min, span, [&](uint64_t v) {
+      auto picked = pick_banded(opts_.node_port_min, static_cast<uint64_t>(span), band, [&](uint64_t v) {
         int c = static_cast<int>(v);
         return kept.count(c) || old_ports.count(c) || taken_ports->count(std::to_string(c)) > 0;
       });
