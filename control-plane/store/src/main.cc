@@ -57,6 +57,15 @@ bool ParseDurationMs(const std::string& s, int64_t* ms, bool bare_is_hours) {
   return true;
 }
 
+// A whole decimal number >= min (no sign, no unit, no trailing text).
+bool ParseCount(const std::string& s, int64_t min, int64_t* out) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+  int64_t v = std::strtoll(s.c_str(), nullptr, 10);
+  if (v < min) return false;
+  *out = v;
+  return true;
+}
+
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
   for (auto p : absl::StrSplit(s, ',', absl::SkipEmpty())) out.emplace_back(p);
@@ -146,9 +155,28 @@ int main(int argc, char** argv) {
       flags.count("advertise-client-urls") ? SplitList(flags["advertise-client-urls"]) : so.listen_client_urls;
   if (flags.count("initial-advertise-peer-urls")) opts.peer_urls = SplitList(flags["initial-advertise-peer-urls"]);
   if (flags.count("listen-metrics-urls")) so.listen_metrics_urls = SplitList(flags["listen-metrics-urls"]);
+  // 0 keeps the default quota, as in etcd.
   if (flags.count("quota-backend-bytes")) {
-    int64_t q = std::strtoll(flags["quota-backend-bytes"].c_str(), nullptr, 10);
+    int64_t q = 0;
+    if (!ParseCount(flags["quota-backend-bytes"], 0, &q)) {
+      return Usage("bad --quota-backend-bytes: want a number of bytes (0 = the default, 2 GiB)");
+    }
     if (q > 0) opts.quota_bytes = q;
+  }
+  if (flags.count("max-txn-ops")) {
+    int64_t n = 0;
+    if (!ParseCount(flags["max-txn-ops"], 1, &n) || n > INT32_MAX) {
+      return Usage("bad --max-txn-ops: want a positive number of operations (etcd's default is 128)");
+    }
+    opts.max_txn_ops = static_cast<int>(n);
+  }
+  if (flags.count("max-request-bytes")) {
+    int64_t n = 0;
+    // gRPC's own message limit (an int) must hold it plus 512 KiB.
+    if (!ParseCount(flags["max-request-bytes"], 1, &n) || n > INT32_MAX - (512 << 10)) {
+      return Usage("bad --max-request-bytes: want a positive number of bytes (etcd's default is 1572864)");
+    }
+    opts.max_request_bytes = static_cast<size_t>(n);
   }
   if (flags.count("auto-compaction-retention") &&
       !ParseDurationMs(flags["auto-compaction-retention"], &opts.auto_compaction_retention_ms, true)) {
@@ -182,7 +210,11 @@ int main(int argc, char** argv) {
   // grpc (gRPC C++) or h2 (the lean nghttp2 transport).
   if (flags.count("experimental-transport")) so.transport = flags["experimental-transport"];
   if (flags.count("experimental-transport-threads")) {
-    so.transport_threads = std::atoi(flags["experimental-transport-threads"].c_str());
+    int64_t n = 0;
+    if (!ParseCount(flags["experimental-transport-threads"], 1, &n) || n > 64) {
+      return Usage("bad --experimental-transport-threads: want a number of threads from 1 to 64");
+    }
+    so.transport_threads = static_cast<int>(n);
   }
 
   // Block the stop signals before any thread starts so sigwait sees them.

@@ -40,8 +40,8 @@ namespace {
 using grpc::ServerContext;
 
 template <typename Req>
-bool TooLarge(const Req& r) {
-  return r.ByteSizeLong() > kMaxRequestBytes;
+bool TooLarge(const Req& r, size_t limit) {
+  return r.ByteSizeLong() > limit;
 }
 
 template <typename Resp>
@@ -59,38 +59,30 @@ class KVService final : public etcdserverpb::KV::CallbackService {
   grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* ctx, const etcdserverpb::RangeRequest* req,
                                   etcdserverpb::RangeResponse* resp) override {
     auto* r = ctx->DefaultReactor();
-    r->Finish(TooLarge(*req) ? ToGrpcStatus(ErrRequestTooLarge()) : Reply(s_->Range(*req), resp));
+    r->Finish(TooLarge(*req, s_->MaxRequestBytes()) ? ToGrpcStatus(ErrRequestTooLarge())
+                                                    : Reply(s_->Range(*req), resp));
     return r;
   }
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
                                 etcdserverpb::PutResponse* resp) override {
     auto* r = ctx->DefaultReactor();
-    if (TooLarge(*req)) {
-      r->Finish(ToGrpcStatus(ErrRequestTooLarge()));
-    } else {
-      s_->PutAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
-    }
+    // The store checks the size (after validation, like etcd).
+    s_->PutAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
     return r;
   }
   grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* ctx,
                                         const etcdserverpb::DeleteRangeRequest* req,
                                         etcdserverpb::DeleteRangeResponse* resp) override {
     auto* r = ctx->DefaultReactor();
-    if (TooLarge(*req)) {
-      r->Finish(ToGrpcStatus(ErrRequestTooLarge()));
-    } else {
-      s_->DeleteRangeAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
-    }
+    // The store checks the size (after validation, like etcd).
+    s_->DeleteRangeAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
     return r;
   }
   grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* ctx, const etcdserverpb::TxnRequest* req,
                                 etcdserverpb::TxnResponse* resp) override {
     auto* r = ctx->DefaultReactor();
-    if (TooLarge(*req)) {
-      r->Finish(ToGrpcStatus(ErrRequestTooLarge()));
-    } else {
-      s_->TxnAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
-    }
+    // The store checks the size (after validation, like etcd).
+    s_->TxnAsync(*req, resp, [r](absl::Status st) { r->Finish(ToGrpcStatus(st)); });
     return r;
   }
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
@@ -305,13 +297,14 @@ struct H2Context {
   WorkerPool* pool;
 };
 
+// limit: the most request bytes etcd takes for this kind (0 = no check).
 template <typename Req>
-absl::Status ParseRequest(std::string_view msg, Req* req, bool check_size) {
+absl::Status ParseRequest(std::string_view msg, Req* req, size_t limit) {
   if (!req->ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
     return absl::InternalError(
         absl::StrCat("grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"));
   }
-  if (check_size && msg.size() > kMaxRequestBytes) return ErrRequestTooLarge();
+  if (limit > 0 && msg.size() > limit) return ErrRequestTooLarge();
   return absl::OkStatus();
 }
 
@@ -350,10 +343,10 @@ class UnaryHandler final : public h2::Handler {
 
 // Runs on the loop thread.
 template <typename Req, typename Resp>
-UnaryHandler::Fn Inline(std::function<absl::StatusOr<Resp>(const Req&)> fn, bool check_size = true) {
-  return [fn = std::move(fn), check_size](h2::Call* call, std::string_view msg) {
+UnaryHandler::Fn Inline(std::function<absl::StatusOr<Resp>(const Req&)> fn, size_t limit) {
+  return [fn = std::move(fn), limit](h2::Call* call, std::string_view msg) {
     Req req;
-    absl::Status st = ParseRequest(msg, &req, check_size);
+    absl::Status st = ParseRequest(msg, &req, limit);
     if (!st.ok()) return call->Finish(st);
     absl::StatusOr<Resp> r = fn(req);
     if (!r.ok()) return call->Finish(r.status());
@@ -365,14 +358,14 @@ UnaryHandler::Fn Inline(std::function<absl::StatusOr<Resp>(const Req&)> fn, bool
 // (Loop threads hand their writes to the engine's committer thread rather
 // than leading a commit inline: see HandAsyncWritesToCommitter.)
 template <typename Req, typename Resp>
-UnaryHandler::Fn Async(std::function<void(const Req&, Resp*, Store::Done)> fn, bool check_size = true) {
-  return [fn = std::move(fn), check_size](h2::Call* call, std::string_view msg) {
+UnaryHandler::Fn Async(std::function<void(const Req&, Resp*, Store::Done)> fn, size_t limit) {
+  return [fn = std::move(fn), limit](h2::Call* call, std::string_view msg) {
     struct Op {
       Req req;
       Resp resp;
     };
     auto op = std::make_shared<Op>();
-    absl::Status st = ParseRequest(msg, &op->req, check_size);
+    absl::Status st = ParseRequest(msg, &op->req, limit);
     if (!st.ok()) return call->Finish(st);
     fn(op->req, &op->resp, [op, ref = call->Ref()](absl::Status st) {
       h2::Post(ref, [op, st = std::move(st)](h2::Call* c) {
@@ -384,10 +377,10 @@ UnaryHandler::Fn Async(std::function<void(const Req&, Resp*, Store::Done)> fn, b
 
 // May wait (a commit, a scan of the database): runs on the worker pool.
 template <typename Req, typename Resp>
-UnaryHandler::Fn Blocking(WorkerPool* pool, std::function<absl::StatusOr<Resp>(const Req&)> fn) {
-  return [pool, fn = std::move(fn)](h2::Call* call, std::string_view msg) {
+UnaryHandler::Fn Blocking(WorkerPool* pool, std::function<absl::StatusOr<Resp>(const Req&)> fn, size_t limit) {
+  return [pool, fn = std::move(fn), limit](h2::Call* call, std::string_view msg) {
     auto req = std::make_shared<Req>();
-    absl::Status st = ParseRequest(msg, req.get(), true);
+    absl::Status st = ParseRequest(msg, req.get(), limit);
     if (!st.ok()) return call->Finish(st);
     pool->Submit([fn, req, ref = call->Ref()] {
       auto r = std::make_shared<absl::StatusOr<Resp>>(fn(*req));
@@ -555,61 +548,62 @@ class HealthWatchHandler final : public h2::Handler {
 // The etcd v3 API's method table for the h2 transport.
 class H2Routes {
  public:
-  H2Routes(Store* s, WorkerPool* pool) {
+  // lim: --max-request-bytes.
+  H2Routes(Store* s, WorkerPool* pool, size_t lim) {
     using namespace etcdserverpb;  // NOLINT
     auto unary = [&](const std::string& path, UnaryHandler::Fn fn) {
       unary_[path] = std::make_unique<UnaryHandler::Fn>(std::move(fn));
     };
     unary("/etcdserverpb.KV/Range",
-          Inline<RangeRequest, RangeResponse>([s](const RangeRequest& r) { return s->Range(r); }));
+          Inline<RangeRequest, RangeResponse>([s](const RangeRequest& r) { return s->Range(r); }, lim));
     unary("/etcdserverpb.KV/Put",
           Async<PutRequest, PutResponse>(
-              [s](const PutRequest& r, PutResponse* o, Store::Done d) { s->PutAsync(r, o, std::move(d)); }));
+              [s](const PutRequest& r, PutResponse* o, Store::Done d) { s->PutAsync(r, o, std::move(d)); }, 0));
     unary("/etcdserverpb.KV/DeleteRange",
           Async<DeleteRangeRequest, DeleteRangeResponse>(
               [s](const DeleteRangeRequest& r, DeleteRangeResponse* o, Store::Done d) {
                 s->DeleteRangeAsync(r, o, std::move(d));
-              }));
+              }, 0));
     unary("/etcdserverpb.KV/Txn",
           Async<TxnRequest, TxnResponse>(
-              [s](const TxnRequest& r, TxnResponse* o, Store::Done d) { s->TxnAsync(r, o, std::move(d)); }));
+              [s](const TxnRequest& r, TxnResponse* o, Store::Done d) { s->TxnAsync(r, o, std::move(d)); }, 0));
     unary("/etcdserverpb.KV/Compact", Async<CompactionRequest, CompactionResponse>(
                                           [s](const CompactionRequest& r, CompactionResponse* o,
                                               Store::Done d) { s->CompactAsync(r, o, std::move(d)); },
-                                          false));
+                                          0));
     unary("/etcdserverpb.Lease/LeaseGrant",
           Blocking<LeaseGrantRequest, LeaseGrantResponse>(
-              pool, [s](const LeaseGrantRequest& r) { return s->LeaseGrant(r); }));
+              pool, [s](const LeaseGrantRequest& r) { return s->LeaseGrant(r); }, lim));
     unary("/etcdserverpb.Lease/LeaseRevoke",
           Blocking<LeaseRevokeRequest, LeaseRevokeResponse>(
-              pool, [s](const LeaseRevokeRequest& r) { return s->LeaseRevoke(r); }));
+              pool, [s](const LeaseRevokeRequest& r) { return s->LeaseRevoke(r); }, lim));
     unary("/etcdserverpb.Lease/LeaseTimeToLive",
           Inline<LeaseTimeToLiveRequest, LeaseTimeToLiveResponse>(
-              [s](const LeaseTimeToLiveRequest& r) { return s->LeaseTimeToLive(r); }));
+              [s](const LeaseTimeToLiveRequest& r) { return s->LeaseTimeToLive(r); }, lim));
     unary("/etcdserverpb.Lease/LeaseLeases",
           Inline<LeaseLeasesRequest, LeaseLeasesResponse>(
-              [s](const LeaseLeasesRequest& r) { return s->LeaseLeases(r); }));
+              [s](const LeaseLeasesRequest& r) { return s->LeaseLeases(r); }, lim));
     unary("/etcdserverpb.Maintenance/Alarm",
-          Blocking<AlarmRequest, AlarmResponse>(pool, [s](const AlarmRequest& r) { return s->Alarm(r); }));
+          Blocking<AlarmRequest, AlarmResponse>(pool, [s](const AlarmRequest& r) { return s->Alarm(r); }, lim));
     unary("/etcdserverpb.Maintenance/Status",
-          Inline<StatusRequest, StatusResponse>([s](const StatusRequest&) { return s->Status(); }));
+          Inline<StatusRequest, StatusResponse>([s](const StatusRequest&) { return s->Status(); }, lim));
     unary("/etcdserverpb.Maintenance/Defragment",
           Blocking<DefragmentRequest, DefragmentResponse>(
-              pool, [s](const DefragmentRequest&) { return s->Defragment(); }));
+              pool, [s](const DefragmentRequest&) { return s->Defragment(); }, lim));
     unary("/etcdserverpb.Maintenance/Hash",
-          Blocking<HashRequest, HashResponse>(pool, [s](const HashRequest&) { return s->Hash(); }));
+          Blocking<HashRequest, HashResponse>(pool, [s](const HashRequest&) { return s->Hash(); }, lim));
     unary(
         "/etcdserverpb.Maintenance/HashKV",
-        Blocking<HashKVRequest, HashKVResponse>(pool, [s](const HashKVRequest& r) { return s->HashKV(r); }));
+        Blocking<HashKVRequest, HashKVResponse>(pool, [s](const HashKVRequest& r) { return s->HashKV(r); }, lim));
     unary("/etcdserverpb.Cluster/MemberList", Inline<MemberListRequest, MemberListResponse>(
-                                                  [s](const MemberListRequest&) { return s->MemberList(); }));
+                                                  [s](const MemberListRequest&) { return s->MemberList(); }, lim));
     unary("/grpc.health.v1.Health/Check",
           Inline<grpc::health::v1::HealthCheckRequest, grpc::health::v1::HealthCheckResponse>(
               [](const grpc::health::v1::HealthCheckRequest&) {
                 grpc::health::v1::HealthCheckResponse r;
                 r.set_status(grpc::health::v1::HealthCheckResponse::SERVING);
                 return absl::StatusOr<grpc::health::v1::HealthCheckResponse>(r);
-              }));
+              }, lim));
     s_ = s;
   }
 
@@ -798,7 +792,7 @@ class ServerImpl final : public Server {
     if (o.transport == "h2") {
       RETURN_IF_ERROR(InitH2(s, o));
     } else if (o.transport == "grpc") {
-      RETURN_IF_ERROR(InitGrpc(o));
+      RETURN_IF_ERROR(InitGrpc(s, o));
     } else {
       return absl::InvalidArgumentError("unknown transport " + o.transport + " (grpc or h2)");
     }
@@ -812,7 +806,7 @@ class ServerImpl final : public Server {
 
   absl::Status InitH2(Store* s, const ServerOptions& o) {
     pool_ = std::make_unique<WorkerPool>(4);
-    routes_ = std::make_unique<H2Routes>(s, pool_.get());
+    routes_ = std::make_unique<H2Routes>(s, pool_.get(), s->MaxRequestBytes());
     h2::TransportOptions t;
     for (const auto& url : o.listen_client_urls) {
       ASSIGN_OR_RETURN(Url u, ParseUrl(url));
@@ -834,7 +828,7 @@ class ServerImpl final : public Server {
     t.trusted_ca_file = o.trusted_ca_file;
     t.client_cert_auth = o.client_cert_auth;
     t.threads = o.transport_threads;
-    t.max_recv_message_bytes = kMaxRequestBytes + 512 * 1024;
+    t.max_recv_message_bytes = s->MaxRequestBytes() + 512 * 1024;
     const H2Routes* routes = routes_.get();
     t.route = [routes](std::string_view path) { return routes->Route(path); };
     if (o.commit_on_loop) {
@@ -848,7 +842,7 @@ class ServerImpl final : public Server {
     return absl::OkStatus();
   }
 
-  absl::Status InitGrpc(const ServerOptions& o) {
+  absl::Status InitGrpc(Store* s, const ServerOptions& o) {
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> tls;
     if (!o.cert_file.empty()) {
@@ -875,7 +869,7 @@ class ServerImpl final : public Server {
       }
       b.AddListeningPort(addr, secure ? tls : grpc::InsecureServerCredentials(), &ports_[i]);
     }
-    b.SetMaxReceiveMessageSize(static_cast<int>(kMaxRequestBytes + 512 * 1024));
+    b.SetMaxReceiveMessageSize(static_cast<int>(std::min<size_t>(s->MaxRequestBytes() + 512 * 1024, INT32_MAX)));
     b.SetMaxSendMessageSize(INT32_MAX);
     b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);

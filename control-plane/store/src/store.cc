@@ -72,6 +72,8 @@ uint64_t RandomId() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
+  if (options.max_txn_ops <= 0) return absl::InvalidArgumentError("max_txn_ops must be positive");
+  if (options.max_request_bytes == 0) return absl::InvalidArgumentError("max_request_bytes must be positive");
   auto s = std::make_unique<StoreImpl>(options);
   RETURN_IF_ERROR(s->Init());
   return std::unique_ptr<Store>(std::move(s));
@@ -1178,7 +1180,8 @@ bool StoreImpl::TxnHasPut(const etcdserverpb::TxnRequest& r) const {
 }
 
 absl::Status StoreImpl::CheckTxn(const etcdserverpb::TxnRequest& r, int depth) {
-  if (r.compare_size() > kMaxTxnOps || r.success_size() > kMaxTxnOps || r.failure_size() > kMaxTxnOps) {
+  const int max = opts_.max_txn_ops;
+  if (r.compare_size() > max || r.success_size() > max || r.failure_size() > max) {
     return ErrTooManyOps();
   }
   for (const auto* ops : {&r.success(), &r.failure()}) {
@@ -1400,6 +1403,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
         return;
       }
       op->status = CheckPut(r);
+      if (op->status.ok() && r.ByteSizeLong() > opts_.max_request_bytes) op->status = ErrRequestTooLarge();
       if (!op->status.ok()) return;
       WritePut(c, r, resp);
       *resp->mutable_header() = HeaderAt(c.rev);
@@ -1414,6 +1418,10 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
         op->status = ErrEmptyKey();
         return;
       }
+      if (r.ByteSizeLong() > opts_.max_request_bytes) {
+        op->status = ErrRequestTooLarge();
+        return;
+      }
       WriteDelete(c, r, resp);
       *resp->mutable_header() = HeaderAt(c.sub > 0 ? c.rev : rev_);
       std::lock_guard<std::mutex> lk(metrics_mu_);
@@ -1424,6 +1432,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
       const auto& r = static_cast<const etcdserverpb::TxnRequest&>(*op->req);
       auto* resp = static_cast<etcdserverpb::TxnResponse*>(op->resp);
       op->status = CheckTxn(r, 0);
+      if (op->status.ok() && r.ByteSizeLong() > opts_.max_request_bytes) op->status = ErrRequestTooLarge();
       if (!op->status.ok()) return;
       if (TxnHasPut(r) && !QuotaAllows(c, r.ByteSizeLong())) {
         op->status = ErrNoSpace();

@@ -151,6 +151,7 @@ class StoreImpl final : public Store {
   absl::Status Snapshot(const std::function<bool(const std::string&, uint64_t)>& sink) override;
   etcdserverpb::ResponseHeader Header() const override;
   Metrics GetMetrics() const override;
+  size_t MaxRequestBytes() const override { return opts_.max_request_bytes; }
   int64_t Revision() const override { return committed_rev_.load(std::memory_order_acquire); }
 
   // Used by the watch code.

@@ -360,6 +360,68 @@ TEST(EtcdctlFlags, CommitWindowAndCommitOnLoopFlags) {
   }
 }
 
+// --max-request-bytes and --max-txn-ops change the limits as they do for
+// etcd (same commands against both, same results); bad values of the
+// numeric flags are refused before anything is created.
+TEST(EtcdctlFlags, MaxRequestBytesAndMaxTxnOpsMatchEtcd) {
+  ScratchDir dir("limits");
+  auto txn_of = [](int puts) {
+    std::string in = "\n";  // no compares
+    for (int i = 0; i < puts; ++i) in += "put t" + std::to_string(i) + " v\n";
+    return in + "\n\n";  // no failure ops
+  };
+  // etcdctl itself sends at most 2 MiB.
+  const std::string big_value(1800 * 1000, 'v'), two_kib(2 << 10, 'v');
+  struct Case {
+    std::vector<std::string> flags;
+    std::string big_put, small_put, txn3, txn200;  // the Error: line, "" = success
+  };
+  const std::string too_large = "Error: etcdserver: request is too large";
+  const std::string too_many = "Error: etcdserver: too many operations in txn request";
+  const std::string over_grpc_max =
+      "Error: rpc error: code = ResourceExhausted desc = grpc: received message larger than max (1800009 vs. 525312)";
+  for (const Case& c : std::vector<Case>{
+           {{}, too_large, "", "", too_many},
+           {{"--max-request-bytes", "4194304", "--max-txn-ops", "300"}, "", "", "", ""},
+           // Validation comes first: a txn with too many ops is refused as such,
+           // whatever its size.
+           {{"--max-request-bytes=1024", "--max-txn-ops=2"}, over_grpc_max, too_large, too_many, too_many}}) {
+    std::string what;
+    for (const auto& f : c.flags) what += f + " ";
+    const std::string tag = std::to_string(c.flags.size()) + (c.flags.empty() ? "" : c.flags[0].substr(2, 10));
+    Server ours = StartSkiffStore(dir.sub("skiff" + tag), dir.sub("skiff" + tag + ".log"), 0, c.flags);
+    ASSERT_GT(ours.child.pid(), 0) << what;
+    Server etcd = StartEtcd(dir.sub("etcd" + tag), dir.sub("etcd" + tag + ".log"), 0, c.flags);
+    ASSERT_GT(etcd.child.pid(), 0) << what;
+    for (const Server* s : {&ours, &etcd}) {
+      const std::string who = (s == &ours ? "skiff-store " : "etcd ") + what;
+      auto error_of = [](const CmdResult& r) { return r.code == 0 ? std::string() : ErrorLine(r.err); };
+      EXPECT_EQ(error_of(Etcdctl(s->endpoint(), {"put", "big"}, big_value)), c.big_put) << who;
+      EXPECT_EQ(error_of(Etcdctl(s->endpoint(), {"put", "small"}, two_kib)), c.small_put) << who;
+      EXPECT_EQ(error_of(Etcdctl(s->endpoint(), {"txn"}, txn_of(3))), c.txn3) << who;
+      EXPECT_EQ(error_of(Etcdctl(s->endpoint(), {"txn"}, txn_of(200))), c.txn200) << who;
+      // Still serving.
+      EXPECT_EQ(Etcdctl(s->endpoint(), {"put", "after", "1"}).code, 0) << who;
+    }
+  }
+  for (const auto& [flag, value, want] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--max-request-bytes", "lots", "bad --max-request-bytes: want a positive number of bytes"},
+           {"--max-request-bytes", "0", "bad --max-request-bytes"},
+           {"--max-txn-ops", "-5", "bad --max-txn-ops: want a positive number of operations"},
+           {"--max-txn-ops", "12x", "bad --max-txn-ops"},
+           {"--quota-backend-bytes", "2GiB", "bad --quota-backend-bytes: want a number of bytes"},
+           {"--experimental-transport-threads", "0", "bad --experimental-transport-threads: want a number of threads"}}) {
+    const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
+    std::filesystem::remove(log);
+    Child c({BinDir() + "/skiff-store", "--data-dir", data, flag, value}, log);
+    EXPECT_NE(c.Wait(), 0) << flag << " " << value;
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find(want), std::string::npos) << text;
+    EXPECT_FALSE(std::filesystem::exists(data)) << "nothing may be created on a bad flag";
+  }
+}
+
 TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
   ScratchDir dir("tls");
   auto sh = [&](const std::string& cmd) {

@@ -201,15 +201,18 @@ inline Server StartSkiffStore(const std::string& data_dir, const std::string& lo
 }
 
 // peer_port: the one a restored data dir was made for (0: any free one).
-inline Server StartEtcd(const std::string& data_dir, const std::string& log, int peer_port = 0) {
+inline Server StartEtcd(const std::string& data_dir, const std::string& log, int peer_port = 0,
+                        const std::vector<std::string>& extra = {}) {
   Server s;
   s.port = FreePort();
   int peer = peer_port ? peer_port : FreePort();
   std::string c = "http://127.0.0.1:" + std::to_string(s.port);
   std::string p = "http://127.0.0.1:" + std::to_string(peer);
-  s.child = Child({"/usr/bin/etcd", "--data-dir", data_dir, "--listen-client-urls", c, "--advertise-client-urls", c,
-                   "--listen-peer-urls", p, "--initial-advertise-peer-urls", p, "--initial-cluster", "default=" + p},
-                  log);
+  std::vector<std::string> argv = {"/usr/bin/etcd", "--data-dir", data_dir, "--listen-client-urls", c,
+                                   "--advertise-client-urls", c, "--listen-peer-urls", p,
+                                   "--initial-advertise-peer-urls", p, "--initial-cluster", "default=" + p};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  s.child = Child(argv, log);
   if (!WaitForPort(s.port)) s.child.Kill();
   // Wait for the member to elect itself.
   for (int i = 0; i < 100; ++i) {

@@ -35,6 +35,13 @@ struct Options {
   std::string data_dir;
   std::string name = "default";
   int64_t quota_bytes = kDefaultQuotaBytes;
+  // Most operations of each kind (compares, success ops, failure ops) in
+  // one txn (etcd's --max-txn-ops).
+  int max_txn_ops = kMaxTxnOps;
+  // Writes (put, delete, txn) above this fail with "etcdserver: request is
+  // too large" once they passed validation, as in etcd (--max-request-bytes);
+  // the gRPC server takes messages up to 512 KiB more.
+  size_t max_request_bytes = kMaxRequestBytes;
   // Periodic auto-compaction: keep this much history (0 = off).
   int64_t auto_compaction_retention_ms = 0;
   // How often watchers created with progress_notify get a progress response.
@@ -155,6 +162,8 @@ class Store {
 
   virtual etcdserverpb::ResponseHeader Header() const = 0;
   virtual Metrics GetMetrics() const = 0;
+  // Options::max_request_bytes.
+  virtual size_t MaxRequestBytes() const = 0;
   virtual int64_t Revision() const = 0;
 };
 
