@@ -146,7 +146,8 @@ int main(int argc, char** argv) {
       "initial-cluster-token", "logger", "log-outputs", "max-request-bytes", "max-txn-ops", "snapshot-count",
       "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof",
       "experimental-transport", "experimental-transport-threads", "experimental-commit-window",
-      "experimental-commit-on-loop", "experimental-lmdb-apply-interval"};
+      "experimental-commit-on-loop", "experimental-lmdb-apply-interval",
+      "experimental-auto-compaction-check-interval"};
   for (const auto& [k, v] : flags) {
     if (std::find(known.begin(), known.end(), k) == known.end()) return Usage(("unknown flag --" + k).c_str());
   }
@@ -178,12 +179,26 @@ int main(int argc, char** argv) {
     }
     opts.max_request_bytes = static_cast<size_t>(n);
   }
-  if (flags.count("auto-compaction-retention") &&
-      !ParseDurationMs(flags["auto-compaction-retention"], &opts.auto_compaction_retention_ms, true)) {
-    return Usage("bad --auto-compaction-retention");
+  // etcd's two modes: periodic (a duration; a bare number is hours) and
+  // revision (a number of revisions to keep).
+  const std::string mode = flags.count("auto-compaction-mode") ? flags["auto-compaction-mode"] : "periodic";
+  if (mode != "periodic" && mode != "revision") {
+    return Usage(("bad --auto-compaction-mode \"" + mode + "\": want periodic or revision").c_str());
   }
-  if (flags.count("auto-compaction-mode") && flags["auto-compaction-mode"] != "periodic") {
-    return Usage("only --auto-compaction-mode=periodic is supported");
+  if (flags.count("auto-compaction-retention")) {
+    const std::string& v = flags["auto-compaction-retention"];
+    if (mode == "revision") {
+      if (!ParseCount(v, 0, &opts.auto_compaction_retention_revs)) {
+        return Usage("bad --auto-compaction-retention: want a number of revisions with --auto-compaction-mode=revision");
+      }
+    } else if (!ParseDurationMs(v, &opts.auto_compaction_retention_ms, true)) {
+      return Usage("bad --auto-compaction-retention: want hours (a bare number) or a duration such as 30m");
+    }
+  }
+  if (flags.count("experimental-auto-compaction-check-interval") &&
+      (!ParseDurationMs(flags["experimental-auto-compaction-check-interval"], &opts.auto_compaction_check_ms, false) ||
+       opts.auto_compaction_check_ms <= 0)) {
+    return Usage("bad --experimental-auto-compaction-check-interval: want a duration such as 5m or 100ms");
   }
   if (flags.count("experimental-watch-progress-notify-interval") &&
       !ParseDurationMs(flags["experimental-watch-progress-notify-interval"], &opts.progress_notify_interval_ms,

@@ -1699,6 +1699,8 @@ void StoreImpl::TickerLoop() {
   auto last_progress = Clock::now();
   auto last_sample = Clock::now();
   std::deque<std::pair<Clock::time_point, int64_t>> samples;
+  auto last_rev_check = Clock::now();
+  int64_t last_rev_target = 0;
   std::unique_lock<std::mutex> lk(ticker_mu_);
   for (;;) {
     ticker_cv_.wait_for(lk, std::chrono::milliseconds(100));
@@ -1749,6 +1751,24 @@ void StoreImpl::TickerLoop() {
           cr.set_revision(target);
           auto st = Compact(cr);
           if (!st.ok()) log::Warn("store: auto-compaction: ", st.status());
+        }
+      }
+    }
+    if (opts_.auto_compaction_retention_revs > 0 &&
+        now - last_rev_check >= std::chrono::milliseconds(opts_.auto_compaction_check_ms)) {
+      last_rev_check = now;
+      // As etcd: nothing while the target has not moved since the last
+      // compaction; an already compacted target counts as done.
+      const int64_t target = Revision() - opts_.auto_compaction_retention_revs;
+      if (target > 0 && target != last_rev_target) {
+        etcdserverpb::CompactionRequest cr;
+        cr.set_revision(target);
+        auto st = Compact(cr);
+        if (st.ok() || target <= CompactRevision()) {
+          last_rev_target = target;
+          if (st.ok()) log::Info("store: auto revision compaction ", log::Field("revision", target));
+        } else {
+          log::Warn("store: auto-compaction: ", st.status());
         }
       }
     }

@@ -360,6 +360,43 @@ TEST(EtcdctlFlags, CommitWindowAndCommitOnLoopFlags) {
   }
 }
 
+// --auto-compaction-mode=revision keeps the last N revisions, checked every
+// interval (etcd checks every 5 minutes; the experimental flag shortens it).
+TEST(EtcdctlFlags, RevisionAutoCompactionKeepsTheLastRevisions) {
+  ScratchDir dir("revcompact");
+  Server s = StartSkiffStore(dir.sub("data"), dir.sub("store.log"), 0,
+                             {"--auto-compaction-mode", "revision", "--auto-compaction-retention", "3",
+                              "--experimental-auto-compaction-check-interval", "200ms"});
+  ASSERT_GT(s.child.pid(), 0);
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(Etcdctl(s.endpoint(), {"put", "c", std::to_string(i)}).code, 0);
+  // Revisions 2..11; the compactor's target is 11 - 3 = 8.
+  CmdResult old;
+  for (int i = 0; i < 50; ++i) {
+    old = Etcdctl(s.endpoint(), {"get", "c", "--rev", "7"});
+    if (old.code != 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(ErrorLine(old.err), "Error: etcdserver: mvcc: required revision has been compacted") << old.err;
+  EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "c", "--rev", "8", "--print-value-only"}).out, "6\n");
+  EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "c", "--print-value-only"}).out, "9\n");
+  for (const auto& [flags, want] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--auto-compaction-mode", "sometimes"}, "bad --auto-compaction-mode \"sometimes\": want periodic or revision"},
+           {{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"},
+            "bad --auto-compaction-retention: want a number of revisions"},
+           {{"--auto-compaction-retention", "soon"}, "bad --auto-compaction-retention: want hours"}}) {
+    const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
+    std::filesystem::remove(log);
+    std::vector<std::string> argv = {BinDir() + "/skiff-store", "--data-dir", data};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    Child c(argv, log);
+    EXPECT_NE(c.Wait(), 0) << flags[1];
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find(want), std::string::npos) << text;
+    EXPECT_FALSE(std::filesystem::exists(data)) << "nothing may be created on a bad flag";
+  }
+}
+
 // --max-request-bytes and --max-txn-ops change the limits as they do for
 // etcd (same commands against both, same results); bad values of the
 // numeric flags are refused before anything is created.

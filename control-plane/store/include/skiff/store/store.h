@@ -44,6 +44,11 @@ struct Options {
   size_t max_request_bytes = kMaxRequestBytes;
   // Periodic auto-compaction: keep this much history (0 = off).
   int64_t auto_compaction_retention_ms = 0;
+  // Revision auto-compaction (etcd's --auto-compaction-mode=revision): every
+  // auto_compaction_check_ms, compact to the current revision minus this
+  // many (0 = off).
+  int64_t auto_compaction_retention_revs = 0;
+  int64_t auto_compaction_check_ms = 5 * 60 * 1000;  // etcd's 5 minutes
   // How often watchers created with progress_notify get a progress response.
   int64_t progress_notify_interval_ms = 10 * 60 * 1000;
   // Peer and client URLs reported by MemberList.
