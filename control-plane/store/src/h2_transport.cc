@@ -77,6 +77,7 @@ struct StreamImpl final : Call {
   int32_t id = 0;
   std::string path;
   std::string encoding;  // grpc-encoding of the request messages
+  std::string method, content_type;
   std::unique_ptr<Handler> handler;
   std::string in;   // bytes of a partial request message
   std::string out;  // framed response messages not yet taken by nghttp2
@@ -110,6 +111,11 @@ struct Conn : Pollable {
   size_t woff = 0;
   bool dirty = false, dead = false, want_out = false;
   int32_t last_stream = 0;
+  // Decided by the first bytes: the HTTP/2 client preface, or else (with
+  // TransportOptions::http1) one HTTP/1.x request, answered and closed.
+  enum class Proto { kUnknown, kH2, kHttp1 } proto = Proto::kUnknown;
+  std::string http1_in;       // the request head so far
+  bool http1_answered = false;
 
   ~Conn() {
     if (session) nghttp2_session_del(session);
@@ -309,6 +315,12 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
           return;
         }
       }
+      if (c->proto == Conn::Proto::kUnknown) c->proto = Sniff(buf.get(), static_cast<size_t>(n));
+      if (c->proto == Conn::Proto::kHttp1) {
+        OnHttp1(c, buf.get(), static_cast<size_t>(n));
+        if (static_cast<size_t>(n) < kReadChunk && !c->ssl) break;
+        continue;
+      }
       ssize_t used = nghttp2_session_mem_recv(c->session, buf.get(), static_cast<size_t>(n));
       if (used < 0) {
         log::Debug("skiff-store h2: bad HTTP/2 input: ", nghttp2_strerror(static_cast<int>(used)));
@@ -318,6 +330,29 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
       MarkDirty(c);
       if (static_cast<size_t>(n) < kReadChunk && !c->ssl) break;
     }
+  }
+
+  Conn::Proto Sniff(const uint8_t* p, size_t n) const {
+    static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (!o_->plain_http) return Conn::Proto::kH2;
+    const size_t k = std::min(n, kPreface.size());
+    return std::memcmp(p, kPreface.data(), k) == 0 ? Conn::Proto::kH2 : Conn::Proto::kHttp1;
+  }
+
+  void OnHttp1(Conn* c, const uint8_t* p, size_t n) {
+    static constexpr size_t kMaxHead = 16 << 10;
+    if (c->http1_answered) return;  // anything after the request is ignored
+    c->http1_in.append(reinterpret_cast<const char*>(p), n);
+    size_t end = c->http1_in.find("\r\n\r\n");
+    if (end == std::string::npos && c->http1_in.size() <= kMaxHead) return;
+    c->http1_answered = true;
+    c->wbuf = end == std::string::npos
+                  ? std::string("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+                                "Connection: close\r\n\r\n")
+                  : Http1Response(std::string_view(c->http1_in).substr(0, end), o_->plain_http);
+    c->woff = 0;
+    c->http1_in.clear();
+    MarkDirty(c);
   }
 
   void WantOut(Conn* c, bool on) {
@@ -343,10 +378,15 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
       OnReadable(c);  // drives the handshake in both directions
       return;
     }
+    // With HTTP/1 on the port, the server's SETTINGS wait for the client's
+    // first bytes (an HTTP/1 client must not get HTTP/2 frames). gRPC
+    // clients send their preface without waiting for the server's.
+    if (c->proto == Conn::Proto::kUnknown && o_->plain_http) return;
     while (!c->dead) {
       if (c->woff == c->wbuf.size()) {
         c->wbuf.clear();
         c->woff = 0;
+        if (c->proto == Conn::Proto::kHttp1) break;
         const uint8_t* data;
         ssize_t n;
         while (c->wbuf.size() < kMaxPendingWrite && (n = nghttp2_session_mem_send(c->session, &data)) > 0) {
@@ -381,6 +421,10 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
       c->woff += static_cast<size_t>(w);
     }
     if (!c->dead) WantOut(c, false);
+    if (!c->dead && c->proto == Conn::Proto::kHttp1) {
+      if (c->http1_answered && c->wbuf.empty()) Kill(c);  // HTTP/1: one response, then close
+      return;
+    }
     if (!c->dead && !nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
         c->woff == c->wbuf.size()) {
       Kill(c);
@@ -488,6 +532,10 @@ int OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, si
     st->path.assign(reinterpret_cast<const char*>(value), valuelen);
   } else if (st && namelen == 13 && std::memcmp(name, "grpc-encoding", 13) == 0) {
     st->encoding.assign(reinterpret_cast<const char*>(value), valuelen);
+  } else if (st && namelen == 7 && std::memcmp(name, ":method", 7) == 0) {
+    st->method.assign(reinterpret_cast<const char*>(value), valuelen);
+  } else if (st && namelen == 12 && std::memcmp(name, "content-type", 12) == 0) {
+    st->content_type.assign(reinterpret_cast<const char*>(value), valuelen);
   }
   return 0;
 }
@@ -589,6 +637,36 @@ int OnDataChunk(nghttp2_session* s, uint8_t, int32_t stream_id, const uint8_t* d
   return 0;
 }
 
+ssize_t ReadPlainBody(nghttp2_session* s, int32_t stream_id, uint8_t* buf, size_t length, uint32_t* flags,
+                      nghttp2_data_source*, void*) {
+  StreamImpl* st = GetStream(s, stream_id);
+  if (!st) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  size_t n = std::min(length, st->out.size() - st->out_off);
+  std::memcpy(buf, st->out.data() + st->out_off, n);
+  st->out_off += n;
+  if (st->out_off == st->out.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return static_cast<ssize_t>(n);
+}
+
+// A plain HTTP/2 response (TransportOptions::plain_http); the stream takes
+// nothing more.
+void SubmitPlain(nghttp2_session* s, StreamImpl* st, PlainResponse r, bool head) {
+  st->discard = true;
+  st->finished = true;
+  st->headers_sent = true;
+  st->grpc_status = std::to_string(r.status);  // kept alive until nghttp2 copied the headers
+  st->grpc_message = std::to_string(r.body.size());
+  st->encoding = std::move(r.content_type);
+  st->out = head ? std::string() : std::move(r.body);
+  st->out_off = 0;
+  nghttp2_nv h[] = {Nv(":status", st->grpc_status), Nv("content-type", st->encoding),
+                    Nv("content-length", st->grpc_message)};
+  nghttp2_data_provider body{};
+  body.read_callback = ReadPlainBody;
+  nghttp2_submit_response(s, st->id, h, 3, st->out.empty() ? nullptr : &body);
+  st->conn->loop->MarkDirty(st->conn);
+}
+
 int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
   auto* c = static_cast<Conn*>(user);
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
@@ -596,7 +674,13 @@ int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
   if (it == c->streams.end()) return 0;
   StreamImpl* st = it->second.get();
   if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-    HandlerFactory factory = c->loop->options().route(st->path);
+    const TransportOptions& o = c->loop->options();
+    if (o.plain_http && st->content_type.rfind("application/grpc", 0) != 0 &&
+        (st->method == "GET" || st->method == "HEAD")) {
+      SubmitPlain(c->session, st, o.plain_http(st->path), st->method == "HEAD");
+      return 0;
+    }
+    HandlerFactory factory = o.route(st->path);
     if (factory) st->handler = factory();
     if (!st->handler) {
       st->discard = true;
@@ -799,8 +883,11 @@ absl::StatusOr<UniqueFd> ListenOn(const std::string& addr, int* port) {
   return fd;
 }
 
+// h2 when the client offers it; else http/1.1 when the transport serves
+// plain HTTP (arg non-null): curl --http1.1 https://…/health.
 int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-               unsigned inlen, void*) {
+               unsigned inlen, void* arg) {
+  const unsigned char* http1 = nullptr;
   for (unsigned i = 0; i < inlen;) {
     unsigned l = in[i];
     if (i + 1 + l > inlen) break;
@@ -809,7 +896,13 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
       *outlen = 2;
       return SSL_TLSEXT_ERR_OK;
     }
+    if (l == 8 && std::memcmp(in + i + 1, "http/1.1", 8) == 0) http1 = in + i + 1;
     i += 1 + l;
+  }
+  if (http1 != nullptr && arg != nullptr) {
+    *out = http1;
+    *outlen = 8;
+    return SSL_TLSEXT_ERR_OK;
   }
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
@@ -835,7 +928,8 @@ absl::StatusOr<SSL_CTX*> NewTlsContext(const TransportOptions& o) {
     }
   }
   if (o.client_cert_auth) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
+  static int serves_http1;
+  SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, o.plain_http ? &serves_http1 : nullptr);
   return ctx;
 }
 
@@ -903,6 +997,38 @@ class TransportImpl final : public Transport {
 };
 
 }  // namespace
+
+namespace {
+const char* StatusText(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 404: return "Not Found";
+    case 503: return "Service Unavailable";
+    default: return "";
+  }
+}
+}  // namespace
+
+std::string Http1Response(std::string_view head, const std::function<PlainResponse(std::string_view path)>& serve) {
+  std::string_view line = head.substr(0, head.find("\r\n"));
+  const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  std::string_view method = line.substr(0, sp1);
+  std::string_view path = sp1 < sp2 ? line.substr(sp1 + 1, sp2 - sp1 - 1) : std::string_view();
+  std::string_view version = sp1 < sp2 ? line.substr(sp2 + 1) : std::string_view();
+  const char* proto = version == "HTTP/1.0" ? "HTTP/1.0 " : "HTTP/1.1 ";
+  if (version.rfind("HTTP/1.", 0) != 0 || path.empty()) {
+    return "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+           "400 Bad Request";
+  }
+  if (method != "GET" && method != "HEAD") {
+    return absl::StrCat(proto, "405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                               "Content-Length: 19\r\nConnection: close\r\n\r\nMethod Not Allowed\n");
+  }
+  PlainResponse r = serve(path);
+  return absl::StrCat(proto, r.status, " ", StatusText(r.status), "\r\nContent-Type: ", r.content_type,
+                      "\r\nContent-Length: ", r.body.size(), "\r\nConnection: close\r\n\r\n",
+                      method == "HEAD" ? "" : r.body);
+}
 
 void Post(const CallRef& ref, std::function<void(Call*)> fn) {
   auto* loop = static_cast<LoopImpl*>(ref.loop.get());

@@ -64,6 +64,12 @@ class Call {
 
 using HandlerFactory = std::function<std::unique_ptr<Handler>()>;
 
+struct PlainResponse {
+  int status = 200;
+  std::string content_type;
+  std::string body;
+};
+
 struct TransportOptions {
   // "host:port" / "[v6]:port" for TCP, "unix:/path" for a unix socket.
   std::vector<std::string> listen;
@@ -80,6 +86,11 @@ struct TransportOptions {
   // Runs on the loop thread after each turn's reads, before its writes.
   // Post()s it makes for this loop's calls run at once, in the same turn.
   std::function<void()> on_turn_end;
+  // Plain HTTP GET and HEAD requests (not gRPC) on the same port, as etcd
+  // serves /health, /version and /metrics on its client URLs: over HTTP/1.x
+  // (one request per connection, closed after the response) and over
+  // HTTP/2. Runs on the loop thread. Null = gRPC only.
+  std::function<PlainResponse(std::string_view path)> plain_http;
 };
 
 class Transport {
@@ -95,6 +106,12 @@ class Transport {
 // Runs fn on the call's loop thread with the call, or with nullptr when the
 // call (or its connection) is gone. Thread-safe, never blocks.
 void Post(const CallRef& ref, std::function<void(Call*)> fn);
+
+// The whole HTTP/1.x response (Connection: close) to a request head
+// ("METHOD /path HTTP/1.x" and headers), as Go's net/http words it: GET and
+// HEAD go to serve, other methods get 405; an HTTP/1.0 request gets an
+// HTTP/1.0 answer.
+std::string Http1Response(std::string_view head, const std::function<PlainResponse(std::string_view path)>& serve);
 
 // grpc-message's percent-encoding (bytes outside printable ASCII and '%').
 std::string PercentEncode(std::string_view s);

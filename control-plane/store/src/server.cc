@@ -681,6 +681,29 @@ std::string ReadFile(const std::string& path) {
 }
 
 // A minimal HTTP/1.0 responder for /metrics, /health and /version.
+// /metrics, /health (and /healthz, /livez, /readyz), /version, as etcd
+// serves them on its client and metrics URLs.
+h2::PlainResponse PlainHttp(Store* s, std::string_view path) {
+  if (auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
+  h2::PlainResponse r;
+  r.content_type = "application/json";
+  if (path == "/metrics") {
+    r.body = FormatMetrics(s->GetMetrics());
+    r.content_type = "text/plain; version=0.0.4";
+  } else if (path == "/health" || path == "/healthz" || path == "/livez" || path == "/readyz") {
+    Metrics m = s->GetMetrics();
+    r.body = m.nospace_alarm ? R"({"health":"false","reason":"ALARM NOSPACE"})" : R"({"health":"true","reason":""})";
+    if (m.nospace_alarm) r.status = 503;
+  } else if (path == "/version") {
+    r.body = absl::StrCat(R"({"etcdserver":")", kEtcdVersion, R"(","etcdcluster":"3.5.0"})");
+  } else {
+    r.status = 404;
+    r.body = "404 page not found\n";
+    r.content_type = "text/plain; charset=utf-8";
+  }
+  return r;
+}
+
 class MetricsListener {
  public:
   MetricsListener(Store* s, UniqueFd fd, int port) : s_(s), fd_(std::move(fd)), port_(port) {
@@ -710,29 +733,9 @@ class MetricsListener {
       ssize_t n = ::recv(c, buf, sizeof(buf) - 1, 0);
       if (n <= 0) continue;
       buf[n] = 0;
-      std::string req(buf);
-      std::string path;
-      auto sp = req.find(' ');
-      if (sp != std::string::npos) path = req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
-      std::string body, type = "application/json", code = "200 OK";
-      if (path == "/metrics") {
-        body = FormatMetrics(s_->GetMetrics());
-        type = "text/plain; version=0.0.4";
-      } else if (path == "/health" || path == "/healthz" || path == "/livez" || path == "/readyz") {
-        Metrics m = s_->GetMetrics();
-        body = m.nospace_alarm ? R"({"health":"false","reason":"ALARM NOSPACE"})"
-                               : R"({"health":"true","reason":""})";
-        if (m.nospace_alarm) code = "503 Service Unavailable";
-      } else if (path == "/version") {
-        body = absl::StrCat(R"({"etcdserver":")", kEtcdVersion, R"(","etcdcluster":"3.5.0"})");
-      } else {
-        code = "404 Not Found";
-        body = "404 page not found\n";
-        type = "text/plain";
-      }
-      std::string resp =
-          absl::StrCat("HTTP/1.1 ", code, "\r\nContent-Type: ", type, "\r\nContent-Length: ", body.size(),
-                       "\r\nConnection: close\r\n\r\n", body);
+      std::string_view req(buf, static_cast<size_t>(n));
+      std::string resp = h2::Http1Response(req.substr(0, req.find("\r\n\r\n")),
+                                           [this](std::string_view path) { return PlainHttp(s_, path); });
       size_t off = 0;
       while (off < resp.size()) {
         ssize_t w = ::send(c, resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
@@ -831,6 +834,7 @@ class ServerImpl final : public Server {
     t.max_recv_message_bytes = s->MaxRequestBytes() + 512 * 1024;
     const H2Routes* routes = routes_.get();
     t.route = [routes](std::string_view path) { return routes->Route(path); };
+    t.plain_http = [s](std::string_view path) { return PlainHttp(s, path); };
     if (o.commit_on_loop) {
       t.on_loop_start = LeadAsyncWritesAtTurnEnd;
       t.on_turn_end = LeadDeferredWrites;

@@ -32,6 +32,26 @@ std::string Normalize(std::string s) {
   return s;
 }
 
+// One HTTP/1.0 GET on 127.0.0.1:port: the whole response ("" when the
+// connection failed).
+std::string HttpGet(int port, const std::string& path, const std::string& method = "GET") {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    std::string req = method + " " + path + " HTTP/1.0\r\n\r\n";
+    (void)!::write(fd, req.data(), req.size());
+    char buf[8192];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
 class EtcdctlCompat : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -240,25 +260,34 @@ TEST_F(EtcdctlCompat, EndpointStatusHealthAndMemberListWork) {
   EXPECT_EQ(defrag.code, 0) << defrag.err;
 
   // /health and /metrics over plain HTTP.
-  auto http_get = [&](const std::string& path) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(metrics_port_));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::string out;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
-      std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
-      (void)!::write(fd, req.data(), req.size());
-      char buf[8192];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    return out;
-  };
+  auto http_get = [&](const std::string& path) { return HttpGet(metrics_port_, path); };
   EXPECT_NE(http_get("/health").find(R"({"health":"true")"), std::string::npos);
   EXPECT_NE(http_get("/metrics").find("etcd_debugging_mvcc_current_revision 1"), std::string::npos);
+}
+
+// etcd answers plain HTTP on its client port too (curl http://host:2379/health):
+// the same paths, status codes and JSON keys on skiff-store's client port,
+// and gRPC on that port keeps working.
+TEST_F(EtcdctlCompat, HealthVersionAndMetricsOnTheClientPortLikeEtcd) {
+  auto status_line = [](const std::string& r) { return r.substr(0, r.find("\r\n")); };
+  for (const Server* s : {&ours_, &etcd_}) {
+    const char* who = s == &ours_ ? "skiff-store" : "etcd";
+    std::string h = HttpGet(s->port, "/health");
+    EXPECT_EQ(status_line(h), "HTTP/1.0 200 OK") << who << "\n" << h;
+    EXPECT_NE(h.find(R"("health":"true")"), std::string::npos) << who << "\n" << h;
+    std::string v = HttpGet(s->port, "/version");
+    EXPECT_EQ(status_line(v), "HTTP/1.0 200 OK") << who << "\n" << v;
+    EXPECT_NE(v.find(R"({"etcdserver":")"), std::string::npos) << who << "\n" << v;
+    std::string m = HttpGet(s->port, "/metrics");
+    EXPECT_EQ(status_line(m), "HTTP/1.0 200 OK") << who;
+    EXPECT_NE(m.find("\netcd_debugging_mvcc_current_revision "), std::string::npos) << who;
+    EXPECT_EQ(status_line(HttpGet(s->port, "/no-such-path")), "HTTP/1.0 404 Not Found") << who;
+  }
+  std::string head = HttpGet(ours_.port, "/health", "HEAD");
+  EXPECT_EQ(status_line(head), "HTTP/1.0 200 OK") << head;
+  EXPECT_EQ(head.find("health\":"), std::string::npos) << "HEAD has no body:\n" << head;
+  Both({"put", "after-http", "1"});
+  EXPECT_EQ(Both({"get", "after-http", "--print-value-only"}).out, "1\n");
 }
 
 TEST_F(EtcdctlCompat, SnapshotSaveRestoresIntoWorkingStore) {
@@ -490,6 +519,21 @@ TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
   CmdResult anon = Etcdctl(url, {"--cacert", dir.sub("ca.crt"), "--dial-timeout", "2s", "--command-timeout", "3s",
                                  "get", "secure"});
   EXPECT_NE(anon.code, 0) << "a client without a certificate was served";
+  // Plain HTTPS GETs on the client port, as etcd answers them: curl over
+  // HTTP/2 (ALPN h2) and over HTTP/1.1.
+  for (const char* version : {"--http2", "--http1.1"}) {
+    const std::string out = dir.sub("curl.out");
+    std::filesystem::remove(out);
+    EXPECT_EQ(sh(std::string("curl -sS -i ") + version + " --cacert ca.crt --cert client.crt --key client.key " +
+                 url + "/health > " + out),
+              0)
+        << version;
+    std::ifstream in(out);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text.rfind(std::string(version) == "--http2" ? "HTTP/2 200" : "HTTP/1.1 200 OK", 0), 0u)
+        << version << "\n" << text;
+    EXPECT_NE(text.find(R"({"health":"true")"), std::string::npos) << version << "\n" << text;
+  }
 }
 
 }  // namespace

@@ -119,6 +119,20 @@ class RawClient {
     return id;
   }
 
+  // A plain (not gRPC) GET or HEAD request.
+  int32_t StartPlain(const std::string& method, const std::string& path) {
+    std::vector<std::pair<std::string, std::string>> h = {
+        {":method", method}, {":scheme", "http"}, {":path", path}, {":authority", "localhost"}};
+    std::vector<nghttp2_nv> nv;
+    for (auto& [k, v] : h) {
+      nv.push_back({reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(v.data()), k.size(),
+                    v.size(), NGHTTP2_NV_FLAG_NONE});
+    }
+    int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), nullptr, nullptr);
+    Flush();
+    return id;
+  }
+
   void Flush() {
     const uint8_t* d;
     ssize_t n;
@@ -375,6 +389,65 @@ TEST_F(H2Transport, UnknownMethodIsUnimplemented) {
   ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(id2) > 0; }));
   EXPECT_EQ(c.headers_[id2]["grpc-status"], "0");
   EXPECT_EQ(c.headers_[id2]["content-type"], "application/grpc");
+}
+
+// One plain HTTP/1.x exchange on the gRPC port: the request goes out in
+// the given pieces; returns everything until the server closes.
+std::string Http1Exchange(int port, const std::vector<std::string>& pieces) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return "connect failed";
+  timeval tv{10, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  for (const auto& p : pieces) {
+    if (::send(fd.get(), p.data(), p.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(p.size())) return "send failed";
+    std::this_thread::sleep_for(20ms);
+  }
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::recv(fd.get(), buf, sizeof(buf), 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+// etcd answers plain HTTP (/health, /version, /metrics) on its client port;
+// so does the transport, over HTTP/1.x and HTTP/2, with Go's answers to
+// other methods and malformed requests, and gRPC on the port is unaffected.
+TEST_F(H2Transport, PlainHttpOnTheGrpcPortOverHttp1AndHttp2) {
+  auto status_line = [](const std::string& r) { return r.substr(0, r.find("\r\n")); };
+  std::string h = Http1Exchange(port_, {"GET /hea", "lth HTTP/1.1\r\nHost: x\r\n", "\r\n"});
+  EXPECT_EQ(status_line(h), "HTTP/1.1 200 OK") << h;
+  EXPECT_NE(h.find("\r\n\r\n{\"health\":\"true\""), std::string::npos) << h;
+  std::string head = Http1Exchange(port_, {"HEAD /version HTTP/1.0\r\n\r\n"});
+  EXPECT_EQ(status_line(head), "HTTP/1.0 200 OK") << head;
+  EXPECT_EQ(head.substr(head.find("\r\n\r\n") + 4), "") << head;
+  EXPECT_EQ(status_line(Http1Exchange(port_, {"POST /health HTTP/1.1\r\n\r\n"})), "HTTP/1.1 405 Method Not Allowed");
+  EXPECT_EQ(status_line(Http1Exchange(port_, {"GET /nope HTTP/1.1\r\n\r\n"})), "HTTP/1.1 404 Not Found");
+  EXPECT_EQ(status_line(Http1Exchange(port_, {"hello\r\n\r\n"})), "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(status_line(Http1Exchange(port_, {"GET / HTTP/1.1\r\nX: " + std::string(17 << 10, 'x')})),
+            "HTTP/1.1 431 Request Header Fields Too Large");
+
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  int32_t m = c.StartPlain("GET", "/metrics");
+  int32_t v = c.StartPlain("HEAD", "/version");
+  ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(m) > 0 && c.ended_.count(v) > 0; }));
+  EXPECT_EQ(c.headers_[m][":status"], "200");
+  EXPECT_EQ(c.headers_[m]["content-type"], "text/plain; version=0.0.4");
+  EXPECT_NE(c.data_[m].find("\netcd_debugging_mvcc_current_revision "), std::string::npos) << c.data_[m];
+  EXPECT_EQ(c.headers_[m]["content-length"], std::to_string(c.data_[m].size()));
+  EXPECT_EQ(c.headers_[v][":status"], "200");
+  EXPECT_EQ(c.data_[v], "");
+  // The same connection then serves gRPC.
+  etcdserverpb::RangeRequest rr;
+  rr.set_key("x");
+  int32_t id = c.Start("/etcdserverpb.KV/Range", Framed(rr), true);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(id) > 0; }));
+  EXPECT_EQ(c.headers_[id]["grpc-status"], "0");
+  EXPECT_TRUE(Put("after-plain-http", "1").ok());
 }
 
 // Compressed requests (gRPC's compressed flag with grpc-encoding gzip or
