@@ -4,12 +4,15 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -681,6 +684,64 @@ std::string ReadFile(const std::string& path) {
 }
 
 // A minimal HTTP/1.0 responder for /metrics, /health and /version.
+// A sample value as Prometheus' Go client writes it: the shortest text that
+// reads back as the same double (absl's %g would cut revisions and sizes to
+// six digits).
+std::string MetricValue(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+
+void AppendMetric(std::string* o, const char* name, const char* type, const char* help, double v) {
+  absl::StrAppend(o, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, " ", MetricValue(v), "\n");
+}
+
+// The standard process metrics of Prometheus clients (etcd's Go process
+// collector exports them; `etcdctl check datascale` reads
+// process_resident_memory_bytes from the client URL's /metrics).
+std::string ProcessMetrics() {
+  std::string o;
+  auto g = [&](const char* name, const char* type, const char* help, double v) { AppendMetric(&o, name, type, help, v); };
+  std::ifstream in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces), from field 3 on.
+  std::vector<std::string> f;
+  if (auto close = stat.rfind(')'); close != std::string::npos) {
+    std::istringstream rest(stat.substr(close + 1));
+    for (std::string x; rest >> x;) f.push_back(x);
+  }
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  auto field = [&](size_t n) { return n - 3 < f.size() ? std::strtod(f[n - 3].c_str(), nullptr) : 0.0; };
+  if (f.size() > 22) {
+    g("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+      (field(14) + field(15)) / tick);
+  }
+  size_t fds = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  rlimit nofile{};
+  ::getrlimit(RLIMIT_NOFILE, &nofile);
+  g("process_max_fds", "gauge", "Maximum number of open file descriptors.", static_cast<double>(nofile.rlim_cur));
+  g("process_open_fds", "gauge", "Number of open file descriptors.", static_cast<double>(fds));
+  if (f.size() > 22) {
+    g("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+      field(24) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+    std::ifstream ps("/proc/stat");
+    double btime = 0;
+    for (std::string line; std::getline(ps, line);) {
+      if (line.rfind("btime ", 0) == 0) btime = std::strtod(line.c_str() + 6, nullptr);
+    }
+    g("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+      btime + field(22) / tick);
+    g("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", field(23));
+  }
+  return o;
+}
+
 // /metrics, /health (and /healthz, /livez, /readyz), /version, as etcd
 // serves them on its client and metrics URLs.
 h2::PlainResponse PlainHttp(Store* s, std::string_view path) {
@@ -688,7 +749,7 @@ h2::PlainResponse PlainHttp(Store* s, std::string_view path) {
   h2::PlainResponse r;
   r.content_type = "application/json";
   if (path == "/metrics") {
-    r.body = FormatMetrics(s->GetMetrics());
+    r.body = FormatMetrics(s->GetMetrics()) + ProcessMetrics();
     r.content_type = "text/plain; version=0.0.4";
   } else if (path == "/health" || path == "/healthz" || path == "/livez" || path == "/readyz") {
     Metrics m = s->GetMetrics();
@@ -941,9 +1002,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Store* store, const Server
 
 std::string FormatMetrics(const Metrics& m) {
   std::string o;
-  auto g = [&](const char* name, const char* type, const char* help, double v) {
-    absl::StrAppend(&o, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, " ", v, "\n");
-  };
+  auto g = [&](const char* name, const char* type, const char* help, double v) { AppendMetric(&o, name, type, help, v); };
   g("etcd_server_has_leader", "gauge", "Whether or not a leader exists. 1 is existence, 0 is not.", 1);
   g("etcd_server_is_leader", "gauge", "Whether or not this member is a leader.", 1);
   g("etcd_mvcc_db_total_size_in_bytes", "gauge",

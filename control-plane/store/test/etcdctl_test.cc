@@ -281,6 +281,10 @@ TEST_F(EtcdctlCompat, HealthVersionAndMetricsOnTheClientPortLikeEtcd) {
     std::string m = HttpGet(s->port, "/metrics");
     EXPECT_EQ(status_line(m), "HTTP/1.0 200 OK") << who;
     EXPECT_NE(m.find("\netcd_debugging_mvcc_current_revision "), std::string::npos) << who;
+    for (const char* metric : {"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                               "process_max_fds", "process_start_time_seconds", "process_virtual_memory_bytes"}) {
+      EXPECT_NE(m.find(std::string("\n") + metric + " "), std::string::npos) << who << " " << metric;
+    }
     EXPECT_EQ(status_line(HttpGet(s->port, "/no-such-path")), "HTTP/1.0 404 Not Found") << who;
   }
   std::string head = HttpGet(ours_.port, "/health", "HEAD");
@@ -288,6 +292,16 @@ TEST_F(EtcdctlCompat, HealthVersionAndMetricsOnTheClientPortLikeEtcd) {
   EXPECT_EQ(head.find("health\":"), std::string::npos) << "HEAD has no body:\n" << head;
   Both({"put", "after-http", "1"});
   EXPECT_EQ(Both({"get", "after-http", "--print-value-only"}).out, "1\n");
+}
+
+// `etcdctl check datascale` puts 10,000 keys and reads the server's memory
+// from process_resident_memory_bytes on the client URL's /metrics.
+TEST_F(EtcdctlCompat, CheckDatascalePassesLikeEtcd) {
+  for (const Server* s : {&ours_, &etcd_}) {
+    CmdResult r = Etcdctl(s->endpoint(), {"check", "datascale", "--load", "s"});
+    EXPECT_EQ(r.code, 0) << (s == &ours_ ? "skiff-store" : "etcd") << "\n" << r.out << r.err;
+    EXPECT_NE(r.out.find("PASS: Approximate system memory used"), std::string::npos) << r.out << r.err;
+  }
 }
 
 TEST_F(EtcdctlCompat, SnapshotSaveRestoresIntoWorkingStore) {

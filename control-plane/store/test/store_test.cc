@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "mvcc_index.h"
+#include "skiff/store/server.h"
 #include "skiff/store/store.h"
 #include "store_helpers.h"
 #include "store_impl.h"
@@ -756,4 +757,17 @@ TEST(DeferredApply, ReadersNeverMissValuesMovingIntoLmdb) {
 }
 
 }  // namespace
+// /metrics values keep every digit (a revision past a million, a database
+// size in bytes), as Prometheus' Go client writes them.
+TEST(Metrics, ValuesKeepEveryDigit) {
+  Metrics m;
+  m.revision = 123456789;
+  m.db_size = 2147483647;
+  m.compact_revision = 7;
+  std::string text = FormatMetrics(m);
+  EXPECT_NE(text.find("\netcd_debugging_mvcc_current_revision 123456789\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\netcd_mvcc_db_total_size_in_bytes 2147483647\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\netcd_debugging_mvcc_compact_revision 7\n"), std::string::npos) << text;
+}
+
 }  // namespace skiff::store
