@@ -173,6 +173,16 @@ class LeaseService final : public etcdserverpb::Lease::Service {
   Store* s_;
 };
 
+// The one member is always the leader: moving leadership to itself is done
+// at once (as etcd's transfer to the current leader), to anyone else it is
+// etcd's "bad leader transferee" (not a member).
+absl::StatusOr<etcdserverpb::MoveLeaderResponse> MoveLeader(Store* s, const etcdserverpb::MoveLeaderRequest& r) {
+  etcdserverpb::MoveLeaderResponse resp;
+  *resp.mutable_header() = s->Header();
+  if (r.targetid() != resp.header().member_id()) return ErrBadLeaderTransferee();
+  return resp;
+}
+
 class MaintenanceService final : public etcdserverpb::Maintenance::Service {
  public:
   explicit MaintenanceService(Store* s) : s_(s) {}
@@ -191,6 +201,10 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
   grpc::Status Hash(ServerContext*, const etcdserverpb::HashRequest*,
                     etcdserverpb::HashResponse* resp) override {
     return Reply(s_->Hash(), resp);
+  }
+  grpc::Status MoveLeader(ServerContext*, const etcdserverpb::MoveLeaderRequest* req,
+                          etcdserverpb::MoveLeaderResponse* resp) override {
+    return Reply(skiff::store::MoveLeader(s_, *req), resp);
   }
   grpc::Status HashKV(ServerContext*, const etcdserverpb::HashKVRequest* req,
                       etcdserverpb::HashKVResponse* resp) override {
@@ -549,6 +563,17 @@ class HealthWatchHandler final : public h2::Handler {
 };
 
 // The etcd v3 API's method table for the h2 transport.
+// Answers the call with one error, whatever the client sends.
+class FailHandler final : public h2::Handler {
+ public:
+  explicit FailHandler(absl::Status st) : st_(std::move(st)) {}
+  void OnMessage(h2::Call* call, std::string_view) override { call->Finish(st_); }
+  void OnHalfClose(h2::Call* call) override { call->Finish(st_); }
+
+ private:
+  absl::Status st_;
+};
+
 class H2Routes {
  public:
   // lim: --max-request-bytes.
@@ -593,6 +618,9 @@ class H2Routes {
     unary("/etcdserverpb.Maintenance/Defragment",
           Blocking<DefragmentRequest, DefragmentResponse>(
               pool, [s](const DefragmentRequest&) { return s->Defragment(); }, lim));
+    unary("/etcdserverpb.Maintenance/MoveLeader",
+          Inline<MoveLeaderRequest, MoveLeaderResponse>(
+              [s](const MoveLeaderRequest& r) { return MoveLeader(s, r); }, lim));
     unary("/etcdserverpb.Maintenance/Hash",
           Blocking<HashRequest, HashResponse>(pool, [s](const HashRequest&) { return s->Hash(); }, lim));
     unary(
@@ -639,6 +667,18 @@ class H2Routes {
       };
     }
     if (path == "/grpc.health.v1.Health/Watch") return [] { return std::make_unique<HealthWatchHandler>(); };
+    // A method this server does not have on a service it has: grpc-go's
+    // words (the transport answers "unknown service" for the rest).
+    const auto slash = path.rfind('/');
+    if (slash != std::string_view::npos && slash > 1) {
+      const std::string service(path.substr(1, slash - 1));
+      if (service == "etcdserverpb.KV" || service == "etcdserverpb.Watch" || service == "etcdserverpb.Lease" ||
+          service == "etcdserverpb.Maintenance" || service == "etcdserverpb.Cluster" ||
+          service == "grpc.health.v1.Health") {
+        std::string msg = absl::StrCat("unknown method ", std::string(path.substr(slash + 1)), " for service ", service);
+        return [msg] { return std::make_unique<FailHandler>(absl::UnimplementedError(msg)); };
+      }
+    }
     return nullptr;
   }
 

@@ -294,6 +294,25 @@ TEST_F(EtcdctlCompat, HealthVersionAndMetricsOnTheClientPortLikeEtcd) {
   EXPECT_EQ(Both({"get", "after-http", "--print-value-only"}).out, "1\n");
 }
 
+// `etcdctl move-leader`: to the one member itself it succeeds (etcd's
+// transfer to the current leader), to a stranger it fails with etcd's error;
+// and a method neither server has gets grpc-go's "unknown method" wording.
+TEST_F(EtcdctlCompat, MoveLeaderLikeASingleMemberEtcd) {
+  for (const Server* s : {&ours_, &etcd_}) {
+    const char* who = s == &ours_ ? "skiff-store" : "etcd";
+    CmdResult st = Etcdctl(s->endpoint(), {"endpoint", "status", "-w", "json"});
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(st.out, m, std::regex(R"("member_id":(\d+))"))) << who << st.out;
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "%llx", std::stoull(m[1].str()));
+    CmdResult self = Etcdctl(s->endpoint(), {"move-leader", hex});
+    EXPECT_EQ(self.code, 0) << who << self.err;
+    EXPECT_EQ(self.out, std::string("Leadership transferred from ") + hex + " to " + hex + "\n") << who;
+    CmdResult other = Etcdctl(s->endpoint(), {"move-leader", "1234"});
+    EXPECT_EQ(ErrorLine(other.err), "Error: etcdserver: bad leader transferee") << who << other.err;
+  }
+}
+
 // `etcdctl check datascale` puts 10,000 keys and reads the server's memory
 // from process_resident_memory_bytes on the client URL's /metrics.
 TEST_F(EtcdctlCompat, CheckDatascalePassesLikeEtcd) {

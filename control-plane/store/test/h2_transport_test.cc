@@ -382,6 +382,11 @@ TEST_F(H2Transport, UnknownMethodIsUnimplemented) {
   int32_t id = c.Start("/etcdserverpb.KV/NoSuchMethod", std::string(5, '\0'), true);
   ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(id) > 0; }));
   EXPECT_EQ(c.headers_[id]["grpc-status"], "12");
+  EXPECT_EQ(c.headers_[id]["grpc-message"], "unknown method NoSuchMethod for service etcdserverpb.KV");
+  int32_t unknown_service = c.Start("/etcdserverpb.Auth/UserList", std::string(5, '\0'), true);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(unknown_service) > 0; }));
+  EXPECT_EQ(c.headers_[unknown_service]["grpc-status"], "12");
+  EXPECT_EQ(c.headers_[unknown_service]["grpc-message"], "unknown service etcdserverpb.Auth");
   // The connection still serves a real call afterwards.
   etcdserverpb::RangeRequest rr;
   rr.set_key("x");

@@ -32,5 +32,8 @@ inline absl::Status ErrLeaseExist() { return absl::FailedPreconditionError("etcd
 inline absl::Status ErrLeaseTTLTooLarge() { return absl::OutOfRangeError("etcdserver: too large lease TTL"); }
 inline absl::Status ErrStopped() { return absl::UnavailableError("etcdserver: server stopped"); }
 inline absl::Status ErrNotCapable() { return absl::UnavailableError("etcdserver: not capable"); }
+inline absl::Status ErrBadLeaderTransferee() {
+  return absl::FailedPreconditionError("etcdserver: bad leader transferee");
+}
 
 }  // namespace skiff::store
