@@ -1398,12 +1398,13 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
     case K::kPut: {
       const auto& r = static_cast<const etcdserverpb::PutRequest&>(*op->req);
       auto* resp = static_cast<etcdserverpb::PutResponse*>(op->resp);
-      if (!QuotaAllows(c, r.ByteSizeLong())) {
+      const size_t bytes = r.ByteSizeLong();
+      if (!QuotaAllows(c, bytes)) {
         op->status = ErrNoSpace();
         return;
       }
       op->status = CheckPut(r);
-      if (op->status.ok() && r.ByteSizeLong() > opts_.max_request_bytes) op->status = ErrRequestTooLarge();
+      if (op->status.ok() && bytes > opts_.max_request_bytes) op->status = ErrRequestTooLarge();
       if (!op->status.ok()) return;
       WritePut(c, r, resp);
       *resp->mutable_header() = HeaderAt(c.rev);
