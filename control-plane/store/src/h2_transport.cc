@@ -637,13 +637,19 @@ int OnDataChunk(nghttp2_session* s, uint8_t, int32_t stream_id, const uint8_t* d
   return 0;
 }
 
+// Copies up to length queued response bytes of st into buf.
+size_t TakeOut(StreamImpl* st, uint8_t* buf, size_t length) {
+  size_t n = std::min(length, st->out.size() - st->out_off);
+  std::memcpy(buf, st->out.data() + st->out_off, n);
+  st->out_off += n;
+  return n;
+}
+
 ssize_t ReadPlainBody(nghttp2_session* s, int32_t stream_id, uint8_t* buf, size_t length, uint32_t* flags,
                       nghttp2_data_source*, void*) {
   StreamImpl* st = GetStream(s, stream_id);
   if (!st) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  size_t n = std::min(length, st->out.size() - st->out_off);
-  std::memcpy(buf, st->out.data() + st->out_off, n);
-  st->out_off += n;
+  size_t n = TakeOut(st, buf, length);
   if (st->out_off == st->out.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
   return static_cast<ssize_t>(n);
 }
@@ -713,9 +719,7 @@ ssize_t ReadBody(nghttp2_session* s, int32_t stream_id, uint8_t* buf, size_t len
                  nghttp2_data_source*, void*) {
   StreamImpl* st = GetStream(s, stream_id);
   if (!st) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  size_t n = std::min(length, st->out.size() - st->out_off);
-  std::memcpy(buf, st->out.data() + st->out_off, n);
-  st->out_off += n;
+  size_t n = TakeOut(st, buf, length);
   if (st->out_off == st->out.size()) {
     st->out.clear();
     st->out_off = 0;

@@ -52,6 +52,35 @@ std::string HttpGet(int port, const std::string& path, const std::string& method
   return out;
 }
 
+// Runs the etcdctl command every 100 ms until it fails (a compactor got to
+// the revision it reads), for at most 10 s; returns the last result.
+CmdResult GetUntilFails(const Server& s, const std::vector<std::string>& args) {
+  CmdResult r;
+  for (int i = 0; i < 100; ++i) {
+    r = Etcdctl(s.endpoint(), args);
+    if (r.code != 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return r;
+}
+
+// skiff-store started with these flags must exit non-zero, say `want` and
+// create nothing.
+void ExpectRefused(const ScratchDir& dir, const std::vector<std::string>& flags, const std::string& want) {
+  const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
+  std::filesystem::remove(log);
+  std::vector<std::string> argv = {BinDir() + "/skiff-store", "--data-dir", data};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  Child c(argv, log);
+  std::string what;
+  for (const auto& f : flags) what += f + " ";
+  EXPECT_NE(c.Wait(), 0) << what;
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find(want), std::string::npos) << what << "\n" << text;
+  EXPECT_FALSE(std::filesystem::exists(data)) << what << ": nothing may be created on a bad flag";
+}
+
 class EtcdctlCompat : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -371,12 +400,7 @@ TEST(EtcdctlFlags, NameAdvertiseQuotaAndAutoCompactionRetention) {
 
   for (int i = 0; i < 5; ++i) ASSERT_EQ(Etcdctl(s.endpoint(), {"put", "c", std::to_string(i)}).code, 0);
   // Auto-compaction: revision 2 becomes unreadable without anyone compacting.
-  CmdResult old;
-  for (int i = 0; i < 100; ++i) {
-    old = Etcdctl(s.endpoint(), {"get", "c", "--rev", "2"});
-    if (old.code != 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  CmdResult old = GetUntilFails(s, {"get", "c", "--rev", "2"});
   EXPECT_EQ(ErrorLine(old.err), "Error: etcdserver: mvcc: required revision has been compacted") << old.err;
 
   // Quota: 1 MiB fills up; etcd's error, the alarm, reads still work.
@@ -411,14 +435,7 @@ TEST(EtcdctlFlags, CommitWindowAndCommitOnLoopFlags) {
            {"--experimental-lmdb-apply-interval", "often",
             "bad --experimental-lmdb-apply-interval: want a duration such as 100ms, 1s or 0"},
            {"--experimental-lmdb-apply-interval", "-100ms", "bad --experimental-lmdb-apply-interval"}}) {
-    const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
-    std::filesystem::remove(log);
-    Child c({BinDir() + "/skiff-store", "--data-dir", data, flag, value}, log);
-    EXPECT_NE(c.Wait(), 0) << flag << " " << value;
-    std::ifstream in(log);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_NE(text.find(want), std::string::npos) << text;
-    EXPECT_FALSE(std::filesystem::exists(data)) << "nothing may be created on a bad flag";
+    ExpectRefused(dir, {flag, value}, want);
   }
 }
 
@@ -432,12 +449,7 @@ TEST(EtcdctlFlags, RevisionAutoCompactionKeepsTheLastRevisions) {
   ASSERT_GT(s.child.pid(), 0);
   for (int i = 0; i < 10; ++i) ASSERT_EQ(Etcdctl(s.endpoint(), {"put", "c", std::to_string(i)}).code, 0);
   // Revisions 2..11; the compactor's target is 11 - 3 = 8.
-  CmdResult old;
-  for (int i = 0; i < 50; ++i) {
-    old = Etcdctl(s.endpoint(), {"get", "c", "--rev", "7"});
-    if (old.code != 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  CmdResult old = GetUntilFails(s, {"get", "c", "--rev", "7"});
   EXPECT_EQ(ErrorLine(old.err), "Error: etcdserver: mvcc: required revision has been compacted") << old.err;
   EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "c", "--rev", "8", "--print-value-only"}).out, "6\n");
   EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "c", "--print-value-only"}).out, "9\n");
@@ -446,16 +458,7 @@ TEST(EtcdctlFlags, RevisionAutoCompactionKeepsTheLastRevisions) {
            {{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"},
             "bad --auto-compaction-retention: want a number of revisions"},
            {{"--auto-compaction-retention", "soon"}, "bad --auto-compaction-retention: want hours"}}) {
-    const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
-    std::filesystem::remove(log);
-    std::vector<std::string> argv = {BinDir() + "/skiff-store", "--data-dir", data};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    Child c(argv, log);
-    EXPECT_NE(c.Wait(), 0) << flags[1];
-    std::ifstream in(log);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_NE(text.find(want), std::string::npos) << text;
-    EXPECT_FALSE(std::filesystem::exists(data)) << "nothing may be created on a bad flag";
+    ExpectRefused(dir, flags, want);
   }
 }
 
@@ -510,14 +513,7 @@ TEST(EtcdctlFlags, MaxRequestBytesAndMaxTxnOpsMatchEtcd) {
            {"--max-txn-ops", "12x", "bad --max-txn-ops"},
            {"--quota-backend-bytes", "2GiB", "bad --quota-backend-bytes: want a number of bytes"},
            {"--experimental-transport-threads", "0", "bad --experimental-transport-threads: want a number of threads"}}) {
-    const std::string data = dir.sub("bad-data"), log = dir.sub("bad.log");
-    std::filesystem::remove(log);
-    Child c({BinDir() + "/skiff-store", "--data-dir", data, flag, value}, log);
-    EXPECT_NE(c.Wait(), 0) << flag << " " << value;
-    std::ifstream in(log);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_NE(text.find(want), std::string::npos) << text;
-    EXPECT_FALSE(std::filesystem::exists(data)) << "nothing may be created on a bad flag";
+    ExpectRefused(dir, {flag, value}, want);
   }
 }
 
