@@ -97,10 +97,13 @@ void Child::Kill(int sig) {
   pid_ = -1;
 }
 
-bool Child::Alive() const {
+bool Child::Alive() {
   if (pid_ <= 0) return false;
   int status;
-  return waitpid(pid_, &status, WNOHANG) == 0;
+  if (waitpid(pid_, &status, WNOHANG) == 0) return true;
+  // Reaped (or not ours): never signal this pid again, it may be reused.
+  pid_ = -1;
+  return false;
 }
 
 void RemoveTree(const std::string& path) {

@@ -23,7 +23,8 @@ class Child {
   ~Child() { Kill(); }
   static absl::StatusOr<Child> Spawn(const std::vector<std::string>& argv, const std::string& log_path);
   void Kill(int sig = 9);
-  bool Alive() const;
+  // False once the child has exited; it is reaped then, and Kill does nothing.
+  bool Alive();
   int pid() const { return pid_; }
 
  private:

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <array>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -78,6 +79,9 @@ struct StreamImpl final : Call {
   std::string path;
   std::string encoding;  // grpc-encoding of the request messages
   std::string method, content_type;
+  // A plain HTTP/2 answer's :status, content-type and content-length, kept
+  // alive until nghttp2 copied them.
+  std::array<std::string, 3> plain_headers;
   std::unique_ptr<Handler> handler;
   std::string in;   // bytes of a partial request message
   std::string out;  // framed response messages not yet taken by nghttp2
@@ -112,7 +116,7 @@ struct Conn : Pollable {
   bool dirty = false, dead = false, want_out = false;
   int32_t last_stream = 0;
   // Decided by the first bytes: the HTTP/2 client preface, or else (with
-  // TransportOptions::http1) one HTTP/1.x request, answered and closed.
+  // TransportOptions::plain_http) one HTTP/1.x request, answered and closed.
   enum class Proto { kUnknown, kH2, kHttp1 } proto = Proto::kUnknown;
   std::string http1_in;       // the request head so far
   bool http1_answered = false;
@@ -660,13 +664,11 @@ void SubmitPlain(nghttp2_session* s, StreamImpl* st, PlainResponse r, bool head)
   st->discard = true;
   st->finished = true;
   st->headers_sent = true;
-  st->grpc_status = std::to_string(r.status);  // kept alive until nghttp2 copied the headers
-  st->grpc_message = std::to_string(r.body.size());
-  st->encoding = std::move(r.content_type);
+  st->plain_headers = {std::to_string(r.status), std::move(r.content_type), std::to_string(r.body.size())};
   st->out = head ? std::string() : std::move(r.body);
   st->out_off = 0;
-  nghttp2_nv h[] = {Nv(":status", st->grpc_status), Nv("content-type", st->encoding),
-                    Nv("content-length", st->grpc_message)};
+  nghttp2_nv h[] = {Nv(":status", st->plain_headers[0]), Nv("content-type", st->plain_headers[1]),
+                    Nv("content-length", st->plain_headers[2])};
   nghttp2_data_provider body{};
   body.read_callback = ReadPlainBody;
   nghttp2_submit_response(s, st->id, h, 3, st->out.empty() ? nullptr : &body);

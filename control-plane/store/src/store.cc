@@ -1433,9 +1433,13 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
       const auto& r = static_cast<const etcdserverpb::TxnRequest&>(*op->req);
       auto* resp = static_cast<etcdserverpb::TxnResponse*>(op->resp);
       op->status = CheckTxn(r, 0);
-      if (op->status.ok() && r.ByteSizeLong() > opts_.max_request_bytes) op->status = ErrRequestTooLarge();
       if (!op->status.ok()) return;
-      if (TxnHasPut(r) && !QuotaAllows(c, r.ByteSizeLong())) {
+      const size_t bytes = r.ByteSizeLong();
+      if (bytes > opts_.max_request_bytes) {
+        op->status = ErrRequestTooLarge();
+        return;
+      }
+      if (TxnHasPut(r) && !QuotaAllows(c, bytes)) {
         op->status = ErrNoSpace();
         return;
       }
