@@ -49,6 +49,9 @@ int CmdExec(Globals&, Args&);
 int CmdList(Globals&, Args&);
 int CmdPs(Globals&, Args&);
 
+// Blocks the signals run and exec forward (call it before the process
+// starts: a signal in between then waits to be forwarded).
+void BlockForwardedSignals();
 // Waits for the container's init (our child), forwarding signals; returns its exit code.
 int WaitForwarding(Runtime& rt, const std::string& id, pid_t pid, bool is_exec);
 

@@ -73,6 +73,7 @@ int CmdExec(Globals& g, Args& a) {
   }
   if (nnp) o.process.no_new_privileges = true;
   o.stdio = {0, 1, 2};
+  if (!detach) BlockForwardedSignals();  // see CmdRun
   auto pid = rt.Exec(id, o);
   if (!pid.ok()) return Fail(pid.status());
   if (detach) return 0;

@@ -15,17 +15,25 @@ namespace skiff::runtime::cli {
 
 absl::StatusOr<CreateOptions> ParseCreate(Args& a);
 
-int WaitForwarding(Runtime& rt, const std::string& id, pid_t pid, bool is_exec) {
+namespace {
+// What run and exec forward to the container: everything but SIGCHLD, the
+// synchronous faults and what cannot be caught.
+sigset_t ForwardedSignals() {
   sigset_t set;
   sigfillset(&set);
-  sigdelset(&set, SIGCHLD);
-  sigdelset(&set, SIGSEGV);
-  sigdelset(&set, SIGBUS);
-  sigdelset(&set, SIGILL);
-  sigdelset(&set, SIGFPE);
-  sigdelset(&set, SIGKILL);
-  sigdelset(&set, SIGSTOP);
+  for (int sig : {SIGCHLD, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGKILL, SIGSTOP}) sigdelset(&set, sig);
+  return set;
+}
+}  // namespace
+
+void BlockForwardedSignals() {
+  sigset_t set = ForwardedSignals();
   sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForwarding(Runtime& rt, const std::string& id, pid_t pid, bool is_exec) {
+  BlockForwardedSignals();  // normally done before the process started
+  sigset_t set = ForwardedSignals();
   UniqueFd sfd(signalfd(-1, &set, SFD_CLOEXEC));
   UniqueFd pfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   while (sfd && pfd) {
@@ -64,6 +72,10 @@ int CmdRun(Globals& g, Args& a) {
     return 0;
   }
   o->start_immediately = true;
+  // Blocked before the container starts, so a signal that comes once it runs
+  // waits for WaitForwarding instead of killing us (the container's process
+  // starts with an empty mask).
+  BlockForwardedSignals();
   auto st = rt.Create(*o);
   if (!st.ok()) return Fail(st.status());
   for (const auto& w : st->warnings) fprintf(stderr, "skiff-runtime: warning: cgroup limit not applied: %s\n", w.c_str());

@@ -247,6 +247,14 @@ int SetupStdio(ProcessPlan* p, const char** what) {
   if (p->seccomp && !seccomp_early) {
     if ((rc = InstallSeccomp(*p->seccomp)) < 0) Fail(sync_fd, "install seccomp filter", "", rc);
   }
+  // The program starts like runc's: no signal blocked or ignored, whatever
+  // the caller had (ignored signals and the mask survive execve).
+  struct sigaction dfl = {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);  // fails harmlessly for KILL, STOP
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   int err = ENOENT;
   for (const std::string& c : p->exec_candidates) {
     execve(c.c_str(), p->argv.data(), p->envp.data());

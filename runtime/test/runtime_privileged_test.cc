@@ -414,11 +414,13 @@ TEST_F(RuntimeTest, ConsoleSocketReceivesThePtyMasterLikeRunc) {
 }
 
 // Starts `argv` with stdout on a pipe; returns the pid, *out_fd the read end.
-pid_t SpawnWithStdout(const std::vector<std::string>& argv, int* out_fd) {
+// before_exec runs in the child (e.g. to hand the runtime an odd signal state).
+pid_t SpawnWithStdout(const std::vector<std::string>& argv, int* out_fd, void (*before_exec)() = nullptr) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return -1;
   pid_t pid = fork();
   if (pid == 0) {
+    if (before_exec) before_exec();
     dup2(p[1], 1);
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
@@ -446,6 +448,37 @@ std::string ReadUntil(int fd, const std::string& want) {
     got.append(buf, n);
   }
   return got;
+}
+
+// The container's process starts with no signal blocked or ignored, even
+// when the runtime was started with some (both survive execve): a pod's
+// SIGTERM must not wait for the SIGKILL.
+TEST_F(RuntimeTest, TheContainerStartsWithNoSignalBlockedOrIgnoredLikeRunc) {
+  Bundle b("sigstate");
+  b.SetArgs({"grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"});
+  for (bool use_runc : {true, false}) {
+    SCOPED_TRACE(use_runc ? "runc" : "skiff-runtime");
+    std::vector<std::string> argv = {use_runc ? "runc" : SkiffRuntime(), "--root", use_runc ? RuncRoot() : SkiffRoot(),
+                                     "run", "-b", b.dir(), NewId(use_runc ? "sigstate-runc" : "sigstate-skiff")};
+    int out = -1;
+    pid_t pid = SpawnWithStdout(argv, &out, [] {
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, SIGTERM);
+      sigaddset(&set, SIGHUP);
+      sigprocmask(SIG_BLOCK, &set, nullptr);
+      signal(SIGUSR1, SIG_IGN);
+      signal(SIGINT, SIG_IGN);
+    });
+    ASSERT_GT(pid, 0);
+    std::string text = ReadUntil(out, "SigIgn");
+    text += ReadUntil(out, "\n");
+    close(out);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_EQ(text, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
 }
 
 TEST_F(RuntimeTest, SignalsReachTheContainerLikeRunc) {
