@@ -249,9 +249,11 @@ int SetupStdio(ProcessPlan* p, const char** what) {
   }
   // The program starts like runc's: no signal blocked or ignored, whatever
   // the caller had (ignored signals and the mask survive execve).
-  struct sigaction dfl = {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);  // fails harmlessly for KILL, STOP
+  // The raw call: glibc's sigaction refuses the two signals it reserves (32,
+  // 33), which a caller may still have ignored. An all-zero kernel sigaction
+  // is SIG_DFL with no flags and an empty mask.
+  const unsigned long dfl[4] = {};
+  for (int sig = 1; sig < NSIG; ++sig) syscall(SYS_rt_sigaction, sig, dfl, nullptr, sizeof(unsigned long));  // KILL, STOP: EINVAL
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
