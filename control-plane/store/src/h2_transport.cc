@@ -16,15 +16,21 @@
 #include <zlib.h>
 
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <array>
 #include <cstring>
+#include <strings.h>
 #include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+#include "google/protobuf/util/json_util.h"
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
@@ -89,17 +95,28 @@ struct StreamImpl final : Call {
   bool headers_sent = false, finished = false, deferred = false, discard = false;
   absl::Status status;
   std::string grpc_status, grpc_message;  // kept alive until nghttp2 copied them
+  // A JSON gateway call on an HTTP/1.x connection (TransportOptions::json_route):
+  // `in` holds request JSON not yet parsed, `out` a unary call's response JSON.
+  const google::protobuf::MethodDescriptor* json = nullptr;
+  bool json_got = false;  // a request message was handed over
 
   CallRef Ref() const override;
   void Send(const google::protobuf::MessageLite& msg) override;
   void Finish(const absl::Status& st) override;
-  size_t QueuedBytes() const override { return out.size() - out_off; }
+  size_t QueuedBytes() const override;
   bool Finished() const override { return finished; }
   void OnDrained(std::function<void()> fn) override {
     if (QueuedBytes() == 0) return fn();
     drained.push_back(std::move(fn));
   }
   void Resume();
+  void RunDrained() {
+    auto fns = std::move(drained);
+    drained.clear();
+    for (auto& fn : fns) fn();
+  }
+  void SendJson(const google::protobuf::MessageLite& msg);
+  void FinishJson(const absl::Status& st);
   std::vector<std::function<void()>> drained;
 };
 
@@ -119,7 +136,16 @@ struct Conn : Pollable {
   // TransportOptions::plain_http) one HTTP/1.x request, answered and closed.
   enum class Proto { kUnknown, kH2, kHttp1 } proto = Proto::kUnknown;
   std::string http1_in;       // the request head so far
-  bool http1_answered = false;
+  bool http1_answered = false;  // the whole response is queued: close once written
+  bool http10 = false;          // the request said HTTP/1.0: no chunked response
+  // The body of a JSON gateway request (stream kGatewayStream): by
+  // Content-Length, or chunked.
+  struct Body {
+    bool active = false, chunked = false;
+    uint64_t left = 0;  // Content-Length bytes, or the current chunk's, still to come
+    enum class Chunk { kSize, kData, kDataEnd, kTrailer } chunk = Chunk::kSize;
+    std::string line;   // a chunk-size or trailer line so far
+  } body;
 
   ~Conn() {
     if (session) nghttp2_session_del(session);
@@ -133,6 +159,14 @@ struct Posted {
   int32_t stream_id;
   std::function<void(Call*)> fn;
 };
+
+// The JSON gateway on an HTTP/1.x connection (TransportOptions::json_route),
+// defined below: its one call is stream kGatewayStream of the connection.
+constexpr int32_t kGatewayStream = 1;
+// Takes the request if its path is a gateway method's (false: not one).
+bool StartGateway(Conn* c, std::string_view head);
+// More bytes of the request body.
+void GatewayBody(Conn* c, std::string_view data);
 
 }  // namespace
 
@@ -346,9 +380,20 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
   void OnHttp1(Conn* c, const uint8_t* p, size_t n) {
     static constexpr size_t kMaxHead = 16 << 10;
     if (c->http1_answered) return;  // anything after the request is ignored
-    c->http1_in.append(reinterpret_cast<const char*>(p), n);
+    const std::string_view data(reinterpret_cast<const char*>(p), n);
+    if (c->body.active) return GatewayBody(c, data);
+    c->http1_in.append(data);
     size_t end = c->http1_in.find("\r\n\r\n");
     if (end == std::string::npos && c->http1_in.size() <= kMaxHead) return;
+    if (end != std::string::npos && o_->json_route) {
+      std::string in = std::move(c->http1_in);
+      c->http1_in.clear();
+      if (StartGateway(c, std::string_view(in).substr(0, end))) {
+        if (c->body.active) GatewayBody(c, std::string_view(in).substr(end + 4));
+        return;
+      }
+      c->http1_in = std::move(in);
+    }
     c->http1_answered = true;
     c->wbuf = end == std::string::npos
                   ? std::string("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
@@ -426,7 +471,10 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
     }
     if (!c->dead) WantOut(c, false);
     if (!c->dead && c->proto == Conn::Proto::kHttp1) {
-      if (c->http1_answered && c->wbuf.empty()) Kill(c);  // HTTP/1: one response, then close
+      if (!c->wbuf.empty()) return;
+      if (c->http1_answered) return Kill(c);  // HTTP/1: one response, then close
+      auto gw = c->streams.find(kGatewayStream);
+      if (gw != c->streams.end() && !gw->second->drained.empty()) gw->second->RunDrained();
       return;
     }
     if (!c->dead && !nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
@@ -725,11 +773,7 @@ ssize_t ReadBody(nghttp2_session* s, int32_t stream_id, uint8_t* buf, size_t len
   if (st->out_off == st->out.size()) {
     st->out.clear();
     st->out_off = 0;
-    if (!st->drained.empty()) {
-      auto fns = std::move(st->drained);
-      st->drained.clear();
-      for (auto& fn : fns) fn();
-    }
+    if (!st->drained.empty()) st->RunDrained();
     if (st->finished) {
       *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
       nghttp2_nv tr[] = {Nv("grpc-status", st->grpc_status), Nv("grpc-message", st->grpc_message)};
@@ -788,8 +832,13 @@ void StreamImpl::Resume() {
   conn->loop->MarkDirty(conn);
 }
 
+size_t StreamImpl::QueuedBytes() const {
+  return json != nullptr ? conn->wbuf.size() - conn->woff : out.size() - out_off;
+}
+
 void StreamImpl::Send(const google::protobuf::MessageLite& msg) {
   if (finished) return;
+  if (json != nullptr) return SendJson(msg);
   size_t n = msg.ByteSizeLong();
   size_t at = out.size();
   out.resize(at + 5 + n);
@@ -817,6 +866,7 @@ void StreamImpl::Finish(const absl::Status& st) {
   if (finished) return;
   finished = true;
   status = st;
+  if (json != nullptr) return FinishJson(st);
   grpc_status = std::to_string(static_cast<int>(st.code()));
   grpc_message = PercentEncode(std::string(st.message()));
   if (!headers_sent) {
@@ -831,6 +881,364 @@ void StreamImpl::Finish(const absl::Status& st) {
     return;
   }
   Resume();
+}
+
+// --- The JSON gateway (HTTP/1.x) --------------------------------------------------
+
+const char* StatusText(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 412: return "Precondition Failed";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "";
+  }
+}
+
+// grpc-gateway's HTTP status for a gRPC code (the table etcd 3.4's gateway uses).
+int HttpStatusOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk: return 200;
+    case absl::StatusCode::kCancelled: return 408;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted: return 409;
+    case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kFailedPrecondition: return 412;
+    case absl::StatusCode::kUnimplemented: return 501;
+    case absl::StatusCode::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+// A JSON string literal, escaped as Go's encoding/json does (HTML-safe).
+std::string JsonQuote(std::string_view s) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += static_cast<char>(c);
+    } else if (c == '\n') {
+      o += "\\n";
+    } else if (c == '\r') {
+      o += "\\r";
+    } else if (c == '\t') {
+      o += "\\t";
+    } else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+      o += "\\u00";
+      o += kHex[c >> 4];
+      o += kHex[c & 15];
+    } else {
+      o += static_cast<char>(c);
+    }
+  }
+  return o + "\"";
+}
+
+constexpr char kCors[] =
+    "Access-Control-Allow-Headers: accept, content-type, authorization\r\n"
+    "Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n"
+    "Access-Control-Allow-Origin: *\r\n";
+
+// A gateway response's status line and headers: with a Content-Length, or
+// (length < 0) a chunked body (a raw one until close for HTTP/1.0).
+std::string GatewayHead(const Conn* c, int status, bool ok, int64_t length) {
+  std::string h = absl::StrCat(c->http10 ? "HTTP/1.0 " : "HTTP/1.1 ", status, " ", StatusText(status), "\r\n",
+                               kCors, "Content-Type: application/json\r\n");
+  if (ok) h += "Grpc-Metadata-Content-Type: application/grpc\r\n";
+  if (length >= 0) {
+    absl::StrAppend(&h, "Content-Length: ", length, "\r\n");
+  } else if (!c->http10) {
+    h += "Transfer-Encoding: chunked\r\n";
+  }
+  return h + "Connection: close\r\n\r\n";
+}
+
+void AppendChunk(Conn* c, std::string_view data) {
+  if (c->http10) {
+    c->wbuf.append(data);
+    return;
+  }
+  char size[24];
+  std::snprintf(size, sizeof(size), "%zx\r\n", data.size());
+  c->wbuf += size;
+  c->wbuf.append(data);
+  c->wbuf += "\r\n";
+}
+
+void StreamImpl::SendJson(const google::protobuf::MessageLite& msg) {
+  google::protobuf::util::JsonPrintOptions po;
+  po.preserve_proto_field_names = true;  // etcd's gateway: the .proto's names (create_revision, dbSize)
+  std::string j;
+  const auto* full = dynamic_cast<const google::protobuf::Message*>(&msg);
+  if (full == nullptr || !google::protobuf::util::MessageToJsonString(*full, &j, po).ok()) {
+    return Finish(absl::InternalError("the response has no JSON form"));
+  }
+  if (!json->server_streaming()) {
+    out = std::move(j);  // written with the status at Finish
+    return;
+  }
+  if (!headers_sent) {
+    headers_sent = true;
+    conn->wbuf += GatewayHead(conn, 200, true, -1);
+  }
+  AppendChunk(conn, absl::StrCat(R"({"result":)", j, "}\n"));
+  conn->loop->MarkDirty(conn);
+}
+
+void StreamImpl::FinishJson(const absl::Status& st) {
+  const int code = static_cast<int>(st.code());
+  const int http = HttpStatusOf(st.code());
+  const std::string msg = JsonQuote(std::string(st.message()));
+  if (!headers_sent) {
+    headers_sent = true;
+    std::string body = !st.ok() ? absl::StrCat(R"({"error":)", msg, R"(,"message":)", msg, R"(,"code":)", code, "}")
+                       : out.empty() ? std::string("{}")
+                                     : std::move(out);
+    out.clear();
+    absl::StrAppend(&conn->wbuf, GatewayHead(conn, http, st.ok(), static_cast<int64_t>(body.size())), body);
+  } else {
+    if (!st.ok()) {
+      AppendChunk(conn, absl::StrCat(R"({"error":{"grpc_code":)", code, R"(,"http_code":)", http, R"(,"message":)",
+                                     msg, R"(,"http_status":)", JsonQuote(StatusText(http)), "}}\n"));
+    }
+    if (!conn->http10) conn->wbuf += "0\r\n\r\n";
+  }
+  conn->http1_answered = true;
+  conn->loop->MarkDirty(conn);
+}
+
+std::string_view TrimSpace(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+bool SameIgnoringCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// A whole unsigned number in this base.
+bool ParseUnsigned(std::string_view s, uint64_t* v, int base) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *v, base);
+  return !s.empty() && ec == std::errc() && end == s.data() + s.size();
+}
+
+// "Name: value" of a request head, the name matched case-insensitively.
+std::string_view HeaderValue(std::string_view head, std::string_view name) {
+  for (size_t pos = head.find("\r\n"); pos != std::string_view::npos;) {
+    const size_t start = pos + 2;
+    pos = head.find("\r\n", start);
+    std::string_view line = head.substr(start, pos == std::string_view::npos ? pos : pos - start);
+    const size_t colon = line.find(':');
+    if (colon != std::string_view::npos && SameIgnoringCase(TrimSpace(line.substr(0, colon)), name)) {
+      return TrimSpace(line.substr(colon + 1));
+    }
+  }
+  return {};
+}
+
+bool StartGateway(Conn* c, std::string_view head) {
+  const TransportOptions& o = c->loop->options();
+  const std::string_view line = head.substr(0, head.find("\r\n"));
+  const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp1 >= sp2) return false;  // Http1Response answers 400
+  const std::string_view method = line.substr(0, sp1), version = line.substr(sp2 + 1);
+  std::string_view path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  path = path.substr(0, path.find('?'));
+  if (version.rfind("HTTP/1.", 0) != 0) return false;
+  const google::protobuf::MethodDescriptor* md = o.json_route(path);
+  if (md == nullptr) return false;
+  c->http10 = version == "HTTP/1.0";
+  const char* proto = c->http10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  auto answer = [c](std::string r) {
+    c->wbuf += r;
+    c->http1_answered = true;
+    c->loop->MarkDirty(c);
+    return true;
+  };
+  if (method == "OPTIONS") {  // a CORS preflight, as etcd answers it
+    return answer(absl::StrCat(proto, "200 OK\r\n", kCors, "Content-Length: 0\r\nConnection: close\r\n\r\n"));
+  }
+  if (method != "POST") {
+    return answer(absl::StrCat(proto, "405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                      "Content-Length: 19\r\nConnection: close\r\n\r\nMethod Not Allowed\n"));
+  }
+  Conn::Body& b = c->body;
+  b = Conn::Body{};
+  const std::string_view te = HeaderValue(head, "Transfer-Encoding"), cl = HeaderValue(head, "Content-Length");
+  if (SameIgnoringCase(te, "chunked")) {
+    b.chunked = true;
+  } else if (!te.empty()) {
+    return answer(absl::StrCat(proto, "501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                      "Connection: close\r\n\r\nUnsupported transfer encoding"));
+  } else if (!cl.empty() && !ParseUnsigned(cl, &b.left, 10)) {
+    return answer(absl::StrCat(proto, "400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                      "Connection: close\r\n\r\n400 Bad Request: bad Content-Length"));
+  }
+  auto st = std::make_unique<StreamImpl>();
+  st->conn = c;
+  st->id = kGatewayStream;
+  st->json = md;
+  st->path = "/" + md->service()->full_name() + "/" + md->name();
+  StreamImpl* raw = st.get();
+  c->streams[kGatewayStream] = std::move(st);
+  if (HandlerFactory f = o.route(raw->path)) raw->handler = f();
+  if (!raw->handler) {
+    raw->discard = true;
+    raw->Finish(absl::UnimplementedError("unknown service " + md->service()->full_name()));
+    return true;
+  }
+  b.active = true;
+  if (!b.chunked && b.left == 0) GatewayBody(c, {});
+  return true;
+}
+
+// The end of the JSON value that starts at s[pos] ('{' or '['), npos while
+// it is incomplete (or not an object or array: the parser then says why).
+size_t JsonValueEnd(const std::string& s, size_t pos) {
+  if (s[pos] != '{' && s[pos] != '[') return std::string::npos;
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (size_t i = pos; i < s.size(); ++i) {
+    const char ch = s[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (ch == '\\') {
+        escaped = true;
+      } else if (ch == '"') {
+        in_string = false;
+      }
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == '{' || ch == '[') {
+      ++depth;
+    } else if ((ch == '}' || ch == ']') && --depth == 0) {
+      return i + 1;
+    }
+  }
+  return std::string::npos;
+}
+
+// One JSON request message: parsed as the method's request type (unknown
+// fields ignored, as etcd's gateway does) and handed over in wire form.
+void DeliverJson(StreamImpl* st, std::string_view text) {
+  st->json_got = true;
+  const size_t max = st->conn->loop->options().max_recv_message_bytes;
+  std::unique_ptr<google::protobuf::Message> m(
+      google::protobuf::MessageFactory::generated_factory()->GetPrototype(st->json->input_type())->New());
+  google::protobuf::util::JsonParseOptions po;
+  po.ignore_unknown_fields = true;
+  auto parsed =
+      google::protobuf::util::JsonStringToMessage(google::protobuf::StringPiece(text.data(), text.size()), m.get(), po);
+  if (!parsed.ok()) {
+    st->discard = true;
+    st->Finish(absl::InvalidArgumentError(std::string(parsed.message())));
+    return;
+  }
+  const std::string wire = m->SerializeAsString();
+  if (wire.size() > max) {
+    st->discard = true;
+    st->Finish(absl::ResourceExhaustedError(
+        absl::StrCat("grpc: received message larger than max (", wire.size(), " vs. ", max, ")")));
+    return;
+  }
+  st->handler->OnMessage(st, wire);
+}
+
+// Hands over every complete JSON object received; at the body's end a unary
+// call's one message ({} when the body had none) and the half-close.
+void PumpJson(StreamImpl* st, bool ended) {
+  const size_t max = st->conn->loop->options().max_recv_message_bytes;
+  const bool streaming = st->json->client_streaming();
+  size_t pos = 0;
+  while (!st->discard && !st->finished) {
+    while (pos < st->in.size() && absl::ascii_isspace(static_cast<unsigned char>(st->in[pos]))) ++pos;
+    if (pos == st->in.size()) break;
+    size_t end = JsonValueEnd(st->in, pos);
+    if (end == std::string::npos) {
+      if (!ended && st->in.size() - pos <= 4 * max) break;  // wait for the rest
+      end = st->in.size();
+    }
+    if (streaming || !st->json_got) DeliverJson(st, std::string_view(st->in).substr(pos, end - pos));
+    pos = end;
+  }
+  if (st->discard || st->finished) {
+    st->in.clear();
+    return;
+  }
+  st->in.erase(0, pos);
+  if (!ended) return;
+  if (!streaming && !st->json_got) DeliverJson(st, "{}");
+  if (!st->discard && !st->finished) st->handler->OnHalfClose(st);
+}
+
+void GatewayBody(Conn* c, std::string_view data) {
+  auto it = c->streams.find(kGatewayStream);
+  if (it == c->streams.end()) return;
+  StreamImpl* st = it->second.get();
+  Conn::Body& b = c->body;
+  bool ended = false, bad = false;
+  if (!b.chunked) {
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(b.left, data.size()));
+    st->in.append(data.substr(0, k));
+    b.left -= k;
+    ended = b.left == 0;
+  }
+  for (size_t i = 0; b.chunked && i < data.size() && !ended && !bad;) {
+    if (b.chunk == Conn::Body::Chunk::kData) {
+      const size_t k = static_cast<size_t>(std::min<uint64_t>(b.left, data.size() - i));
+      st->in.append(data.substr(i, k));
+      i += k;
+      b.left -= k;
+      if (b.left == 0) b.chunk = Conn::Body::Chunk::kDataEnd;
+      continue;
+    }
+    // A line: a chunk's size, the CRLF after its data, or a trailer.
+    const size_t nl = data.find('\n', i);
+    b.line.append(data.substr(i, nl == std::string_view::npos ? std::string_view::npos : nl - i));
+    if (nl == std::string_view::npos) {
+      bad = b.line.size() > 4096;
+      break;
+    }
+    i = nl + 1;
+    std::string_view l = TrimSpace(b.line);
+    if (b.chunk == Conn::Body::Chunk::kSize) {
+      bad = !ParseUnsigned(TrimSpace(l.substr(0, l.find(';'))), &b.left, 16);
+      b.chunk = b.left == 0 ? Conn::Body::Chunk::kTrailer : Conn::Body::Chunk::kData;
+    } else if (b.chunk == Conn::Body::Chunk::kDataEnd) {
+      bad = !l.empty();
+      b.chunk = Conn::Body::Chunk::kSize;
+    } else {
+      ended = l.empty();
+    }
+    b.line.clear();
+  }
+  if (bad) {
+    b.active = false;
+    st->discard = true;
+    st->Finish(absl::InvalidArgumentError("malformed chunked encoding in the request body"));
+    return;
+  }
+  if (ended) b.active = false;
+  PumpJson(st, ended);
 }
 
 // --- Transport ---------------------------------------------------------------------
@@ -1002,17 +1410,6 @@ class TransportImpl final : public Transport {
   bool done_ = false;
 };
 
-}  // namespace
-
-namespace {
-const char* StatusText(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 404: return "Not Found";
-    case 503: return "Service Unavailable";
-    default: return "";
-  }
-}
 }  // namespace
 
 std::string Http1Response(std::string_view head, const std::function<PlainResponse(std::string_view path)>& serve) {

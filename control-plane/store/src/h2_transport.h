@@ -22,6 +22,10 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message_lite.h"
 
+namespace google::protobuf {
+class MethodDescriptor;
+}
+
 namespace skiff::store::h2 {
 
 class Loop;
@@ -91,6 +95,14 @@ struct TransportOptions {
   // (one request per connection, closed after the response) and over
   // HTTP/2. Runs on the loop thread. Null = gRPC only.
   std::function<PlainResponse(std::string_view path)> plain_http;
+  // A JSON gateway on the same port, as etcd's grpc-gateway serves /v3/kv/range
+  // and the rest: an HTTP/1.x POST whose path this maps to a gRPC method is
+  // that call, its request messages JSON objects in the body (one for a unary
+  // method, any number for a client stream), its response the JSON of the
+  // response message, or for a server stream one {"result":...} line per
+  // message in a chunked body; errors are grpc-gateway's JSON bodies and HTTP
+  // codes. Needs plain_http. Null (or a null method) = no gateway.
+  std::function<const google::protobuf::MethodDescriptor*(std::string_view path)> json_route;
 };
 
 class Transport {

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "google/protobuf/descriptor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/server_credentials.h"
@@ -493,7 +494,9 @@ class WatchHandler final : public h2::Handler {
       ws_->RequestProgress();
     }
   }
-  void OnHalfClose(h2::Call* call) override { call->Finish(absl::OkStatus()); }
+  // As etcd's: a client that stops sending keeps its watches; the stream
+  // ends when the client goes (what a JSON gateway watch relies on).
+  void OnHalfClose(h2::Call*) override {}
 
  private:
   std::unique_ptr<WatchStream> ws_;
@@ -782,6 +785,66 @@ std::string ProcessMetrics() {
   return o;
 }
 
+// etcd's JSON gateway paths (grpc-gateway, under /v3/ and, as etcd 3.4 still
+// serves it, /v3beta/) and the gRPC method each one calls.
+const google::protobuf::MethodDescriptor* GatewayMethod(std::string_view path) {
+  static const auto* table = [] {
+    static constexpr std::pair<const char*, const char*> kRoutes[] = {
+        {"kv/range", "KV.Range"},
+        {"kv/put", "KV.Put"},
+        {"kv/deleterange", "KV.DeleteRange"},
+        {"kv/txn", "KV.Txn"},
+        {"kv/compaction", "KV.Compact"},
+        {"watch", "Watch.Watch"},
+        {"lease/grant", "Lease.LeaseGrant"},
+        {"lease/revoke", "Lease.LeaseRevoke"},
+        {"kv/lease/revoke", "Lease.LeaseRevoke"},
+        {"lease/keepalive", "Lease.LeaseKeepAlive"},
+        {"lease/timetolive", "Lease.LeaseTimeToLive"},
+        {"kv/lease/timetolive", "Lease.LeaseTimeToLive"},
+        {"lease/leases", "Lease.LeaseLeases"},
+        {"kv/lease/leases", "Lease.LeaseLeases"},
+        {"cluster/member/add", "Cluster.MemberAdd"},
+        {"cluster/member/remove", "Cluster.MemberRemove"},
+        {"cluster/member/update", "Cluster.MemberUpdate"},
+        {"cluster/member/list", "Cluster.MemberList"},
+        {"cluster/member/promote", "Cluster.MemberPromote"},
+        {"maintenance/alarm", "Maintenance.Alarm"},
+        {"maintenance/status", "Maintenance.Status"},
+        {"maintenance/defragment", "Maintenance.Defragment"},
+        {"maintenance/hash", "Maintenance.Hash"},  // HashKV has the same path; etcd's gateway serves Hash
+        {"maintenance/snapshot", "Maintenance.Snapshot"},
+        {"maintenance/transfer-leadership", "Maintenance.MoveLeader"},
+        {"auth/enable", "Auth.AuthEnable"},
+        {"auth/disable", "Auth.AuthDisable"},
+        {"auth/authenticate", "Auth.Authenticate"},
+        {"auth/user/add", "Auth.UserAdd"},
+        {"auth/user/get", "Auth.UserGet"},
+        {"auth/user/list", "Auth.UserList"},
+        {"auth/user/delete", "Auth.UserDelete"},
+        {"auth/user/changepw", "Auth.UserChangePassword"},
+        {"auth/user/grant", "Auth.UserGrantRole"},
+        {"auth/user/revoke", "Auth.UserRevokeRole"},
+        {"auth/role/add", "Auth.RoleAdd"},
+        {"auth/role/get", "Auth.RoleGet"},
+        {"auth/role/list", "Auth.RoleList"},
+        {"auth/role/delete", "Auth.RoleDelete"},
+        {"auth/role/grant", "Auth.RoleGrantPermission"},
+        {"auth/role/revoke", "Auth.RoleRevokePermission"},
+    };
+    auto* t = new absl::flat_hash_map<std::string, const google::protobuf::MethodDescriptor*>;
+    const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
+    for (const auto& [path, method] : kRoutes) {
+      const google::protobuf::MethodDescriptor* md = pool->FindMethodByName(absl::StrCat("etcdserverpb.", method));
+      if (md == nullptr) continue;
+      for (const char* prefix : {"/v3/", "/v3beta/"}) (*t)[absl::StrCat(prefix, path)] = md;
+    }
+    return t;
+  }();
+  auto it = table->find(std::string(path));
+  return it == table->end() ? nullptr : it->second;
+}
+
 // /metrics, /health (and /healthz, /livez, /readyz), /version, as etcd
 // serves them on its client and metrics URLs.
 h2::PlainResponse PlainHttp(Store* s, std::string_view path) {
@@ -936,6 +999,7 @@ class ServerImpl final : public Server {
     const H2Routes* routes = routes_.get();
     t.route = [routes](std::string_view path) { return routes->Route(path); };
     t.plain_http = [s](std::string_view path) { return PlainHttp(s, path); };
+    t.json_route = GatewayMethod;
     if (o.commit_on_loop) {
       t.on_loop_start = LeadAsyncWritesAtTurnEnd;
       t.on_turn_end = LeadDeferredWrites;

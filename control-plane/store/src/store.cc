@@ -494,13 +494,10 @@ void StoreImpl::FillKv(MDB_txn* txn, const std::string& key, const IndexEntry& e
 absl::Status StoreImpl::DoRange(MDB_txn* txn, int64_t current, const etcdserverpb::RangeRequest& r,
                                 etcdserverpb::RangeResponse* out) {
   using RR = etcdserverpb::RangeRequest;
+  RETURN_IF_ERROR(CheckRangeShape(r));
   if (r.revision() > current) return ErrFutureRev();
   int64_t rev = r.revision() > 0 ? r.revision() : current;
   if (rev < compact_rev_.load(std::memory_order_acquire)) return ErrCompacted();
-  if (r.sort_order() < RR::NONE || r.sort_order() > RR::DESCEND || r.sort_target() < RR::KEY ||
-      r.sort_target() > RR::VALUE) {
-    return absl::InvalidArgumentError("etcdserver: invalid sort option");
-  }
   *out->mutable_header() = HeaderAt(current);
   RR::SortOrder order = r.sort_order();
   if (order == RR::NONE && r.sort_target() != RR::KEY) order = RR::ASCEND;
@@ -575,6 +572,7 @@ absl::Status StoreImpl::DoRange(MDB_txn* txn, int64_t current, const etcdserverp
 
 absl::StatusOr<etcdserverpb::RangeResponse> StoreImpl::Range(const etcdserverpb::RangeRequest& req) {
   ranges_.fetch_add(1, std::memory_order_relaxed);
+  if (req.key().empty()) return ErrEmptyKey();
   etcdserverpb::RangeResponse out;
   std::shared_lock<std::shared_mutex> lk(index_mu_);
   int64_t current = committed_rev_.load(std::memory_order_acquire);
@@ -1155,6 +1153,15 @@ void StoreImpl::RunGroup(const std::vector<PendingOp*>& group) {
   Ack(Durable{rev_, std::move(events), group, t0});
 }
 
+absl::Status StoreImpl::CheckRangeShape(const etcdserverpb::RangeRequest& r) {
+  using RR = etcdserverpb::RangeRequest;
+  if (r.sort_order() < RR::NONE || r.sort_order() > RR::DESCEND || r.sort_target() < RR::KEY ||
+      r.sort_target() > RR::VALUE) {
+    return absl::InvalidArgumentError("etcdserver: invalid sort option");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status StoreImpl::CheckPut(const etcdserverpb::PutRequest& r) {
   if (r.key().empty()) return ErrEmptyKey();
   if (r.ignore_value() && !r.value().empty()) return ErrValueProvided();
@@ -1179,10 +1186,41 @@ bool StoreImpl::TxnHasPut(const etcdserverpb::TxnRequest& r) const {
   return false;
 }
 
-absl::Status StoreImpl::CheckTxn(const etcdserverpb::TxnRequest& r, int depth) {
-  const int max = opts_.max_txn_ops;
-  if (r.compare_size() > max || r.success_size() > max || r.failure_size() > max) {
-    return ErrTooManyOps();
+// What etcd's gRPC layer checks of every txn before it runs, in its order:
+// the number of ops (a nested txn gets what its parent left of max), every
+// compare's key, then each op of both branches whichever runs. An empty op is
+// etcd's "key not found".
+absl::Status StoreImpl::CheckTxn(const etcdserverpb::TxnRequest& r, int max) {
+  const int opc = std::max({r.compare_size(), r.success_size(), r.failure_size()});
+  if (opc > max) return ErrTooManyOps();
+  for (const auto& c : r.compare()) {
+    if (c.key().empty()) return ErrEmptyKey();
+  }
+  using Op = etcdserverpb::RequestOp;
+  for (const auto* ops : {&r.success(), &r.failure()}) {
+    for (const auto& op : *ops) {
+      switch (op.request_case()) {
+        case Op::kRequestRange:
+          if (op.request_range().key().empty()) return ErrEmptyKey();
+          RETURN_IF_ERROR(CheckRangeShape(op.request_range()));
+          break;
+        case Op::kRequestPut: {
+          const auto& p = op.request_put();
+          if (p.key().empty()) return ErrEmptyKey();
+          if (p.ignore_value() && !p.value().empty()) return ErrValueProvided();
+          if (p.ignore_lease() && p.lease() != 0) return ErrLeaseProvided();
+          break;
+        }
+        case Op::kRequestDeleteRange:
+          if (op.request_delete_range().key().empty()) return ErrEmptyKey();
+          break;
+        case Op::kRequestTxn:
+          RETURN_IF_ERROR(CheckTxn(op.request_txn(), max - opc));
+          break;
+        default:
+          return ErrKeyNotFound();
+      }
+    }
   }
   for (const auto* ops : {&r.success(), &r.failure()}) {
     // etcd rejects a txn branch that writes the same key twice or deletes a
@@ -1194,13 +1232,6 @@ absl::Status StoreImpl::CheckTxn(const etcdserverpb::TxnRequest& r, int depth) {
         if (!puts.insert(op.request_put().key()).second) return ErrDuplicateKey();
       } else if (op.has_request_delete_range()) {
         dels.emplace_back(op.request_delete_range().key(), op.request_delete_range().range_end());
-      } else if (op.has_request_txn()) {
-        RETURN_IF_ERROR(CheckTxn(op.request_txn(), depth + 1));
-      } else if (op.has_request_range()) {
-        const auto& rr = op.request_range();
-        if (rr.sort_order() < 0 || rr.sort_order() > 2 || rr.sort_target() < 0 || rr.sort_target() > 4) {
-          return absl::InvalidArgumentError("etcdserver: invalid sort option");
-        }
       }
     }
     for (const auto& [k, e] : dels) {
@@ -1432,7 +1463,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
     case K::kTxn: {
       const auto& r = static_cast<const etcdserverpb::TxnRequest&>(*op->req);
       auto* resp = static_cast<etcdserverpb::TxnResponse*>(op->resp);
-      op->status = CheckTxn(r, 0);
+      op->status = CheckTxn(r, static_cast<int>(opts_.max_txn_ops));
       if (!op->status.ok()) return;
       const size_t bytes = r.ByteSizeLong();
       if (bytes > opts_.max_request_bytes) {
@@ -1471,7 +1502,8 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
       WriteTxn(c, r, resp);
       int64_t rev = c.sub > 0 ? c.rev : rev_;
       *resp->mutable_header() = HeaderAt(rev);
-      // etcd fills only the revision in the headers of a txn's inner responses.
+      // etcd fills only the revision in the headers of a txn's inner responses,
+      // and leaves a nested txn's own header empty.
       etcdserverpb::ResponseHeader inner;
       inner.set_revision(rev);
       std::function<void(etcdserverpb::TxnResponse*)> fill = [&](etcdserverpb::TxnResponse* t) {
@@ -1480,7 +1512,7 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
           if (ro.has_response_delete_range()) *ro.mutable_response_delete_range()->mutable_header() = inner;
           if (ro.has_response_range()) *ro.mutable_response_range()->mutable_header() = inner;
           if (ro.has_response_txn()) {
-            *ro.mutable_response_txn()->mutable_header() = inner;
+            ro.mutable_response_txn()->mutable_header()->Clear();
             fill(ro.mutable_response_txn());
           }
         }

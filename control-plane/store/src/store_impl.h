@@ -292,7 +292,9 @@ class StoreImpl final : public Store {
   void WriteTxn(WriteCtx& c, const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp);
   void DeleteKey(WriteCtx& c, const std::string& key, const IndexEntry& old, mvccpb::KeyValue* prev_out);
   absl::Status CheckPut(const etcdserverpb::PutRequest& r);
-  absl::Status CheckTxn(const etcdserverpb::TxnRequest& r, int depth);
+  // max: the ops a txn at this depth may have in a branch (--max-txn-ops at the top).
+  absl::Status CheckTxn(const etcdserverpb::TxnRequest& r, int max);
+  static absl::Status CheckRangeShape(const etcdserverpb::RangeRequest& r);
   bool EvalCompare(const etcdserverpb::Compare& c, MDB_txn* txn);
   bool QuotaAllows(WriteCtx& c, size_t cost);
   bool TxnHasPut(const etcdserverpb::TxnRequest& r) const;

@@ -289,8 +289,8 @@ TEST_F(StoreSnapshot, RestoresHistoryCompactionPointAndLeasesWithTheirKeys) {
     for (int i = 0; i < a.kvs_size(); ++i) {
       EXPECT_EQ(a.kvs(i).SerializeAsString(), b.kvs(i).SerializeAsString()) << rev;
     }
-    EXPECT_EQ(Get(s.get(), "", std::string(1, '\0'), rev).count(),
-              Get(r.get(), "", std::string(1, '\0'), rev).count());
+    EXPECT_EQ(Get(s.get(), std::string(1, '\0'), std::string(1, '\0'), rev).count(),
+              Get(r.get(), std::string(1, '\0'), std::string(1, '\0'), rev).count());
   }
   EXPECT_EQ(Get(r.get(), "k1", "", 0).kvs(0).value(), std::string(10000, 'b'));
   absl::Status st;
@@ -381,7 +381,7 @@ TEST_F(StoreSnapshot, OlderLmdbSnapshotsStillRestore) {
   ASSERT_TRUE(RestoreSnapshot(legacy, restored).ok());
   auto r = OpenStore(restored);
   ASSERT_NE(r, nullptr);
-  EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 50);
+  EXPECT_EQ(Get(r.get(), std::string(1, '\0'), std::string(1, '\0'), 0).count(), 50);
 }
 
 TEST_F(StoreSnapshot, BareDatabaseFileRestoresWithSkipHashCheckOnly) {
@@ -401,7 +401,7 @@ TEST_F(StoreSnapshot, BareDatabaseFileRestoresWithSkipHashCheckOnly) {
   ASSERT_TRUE(RestoreSnapshot(bare, (out / "restored").string(), /*skip_hash_check=*/true).ok());
   auto r = OpenStore((out / "restored").string());
   ASSERT_NE(r, nullptr);
-  EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 200);
+  EXPECT_EQ(Get(r.get(), std::string(1, '\0'), std::string(1, '\0'), 0).count(), 200);
 }
 
 // A snapshot taken while writers run is one revision's state: the restored
@@ -458,7 +458,7 @@ TEST_F(StoreSnapshot, SnapshotUnderConcurrentWritesIsOneRevisionsState) {
   auto a = s->HashKV(h), b = r->HashKV(h);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->hash(), b->hash());
-  auto all_a = Get(s.get(), "", std::string(1, '\0'), rev), all_b = Get(r.get(), "", std::string(1, '\0'), 0);
+  auto all_a = Get(s.get(), std::string(1, '\0'), std::string(1, '\0'), rev), all_b = Get(r.get(), std::string(1, '\0'), std::string(1, '\0'), 0);
   ASSERT_EQ(all_a.kvs_size(), all_b.kvs_size());
   for (int i = 0; i < all_a.kvs_size(); ++i)
     EXPECT_EQ(all_a.kvs(i).SerializeAsString(), all_b.kvs(i).SerializeAsString());
@@ -472,7 +472,7 @@ TEST_F(StoreSnapshot, EmptyStoreSnapshotRestoresToAnEmptyStore) {
   auto r = OpenStore((dir_ / "restored").string());
   ASSERT_NE(r, nullptr);
   EXPECT_EQ(r->Revision(), 1);
-  EXPECT_EQ(Get(r.get(), "", std::string(1, '\0'), 0).count(), 0);
+  EXPECT_EQ(Get(r.get(), std::string(1, '\0'), std::string(1, '\0'), 0).count(), 0);
   EXPECT_EQ(Put(r.get(), "a", "1"), 2);
 }
 

@@ -647,8 +647,8 @@ TEST(DeferredApply, ReadsHashesAndRestartsMatchOneTransactionPerBatch) {
   // served from memory.
   EXPECT_GT(bi->GetMetrics().db_size, 0);
   for (int64_t rev : {int64_t{0}, int64_t{10}, int64_t{40}}) {
-    auto ra = Get(a.get(), "", std::string(1, '\0'), rev);
-    auto rb = Get(b.get(), "", std::string(1, '\0'), rev);
+    auto ra = Get(a.get(), std::string(1, '\0'), std::string(1, '\0'), rev);
+    auto rb = Get(b.get(), std::string(1, '\0'), std::string(1, '\0'), rev);
     ra.clear_header();
     rb.clear_header();
     EXPECT_EQ(ra.DebugString(), rb.DebugString()) << "at revision " << rev;
