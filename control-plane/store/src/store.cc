@@ -1388,23 +1388,39 @@ void StoreImpl::WriteTxn(WriteCtx& c, const etcdserverpb::TxnRequest& r, etcdser
     }
   }
   resp->set_succeeded(ok);
+  // Each inner response's header carries only the revision it saw, as etcd's:
+  // the one before the txn until the txn changed something, then the txn's
+  // own. A nested txn's header stays empty.
+  auto seen = [&] { return c.sub > 0 ? c.rev : rev_; };
   for (const auto& op : ok ? r.success() : r.failure()) {
     auto* out = resp->add_responses();
+    etcdserverpb::ResponseHeader* h = nullptr;
+    int64_t at = 0;
     if (op.has_request_range()) {
       // Reads inside a txn see the txn's own earlier writes.
       auto* rr = out->mutable_response_range();
-      int64_t cur = c.sub > 0 ? c.rev : rev_;
-      absl::Status st = DoRange(c.txn, cur, op.request_range(), rr);
+      at = seen();
+      absl::Status st = DoRange(c.txn, at, op.request_range(), rr);
       if (!st.ok()) {
         // Checked up front for the common errors; a late one fails the op.
         rr->Clear();
       }
+      h = rr->mutable_header();
     } else if (op.has_request_put()) {
       WritePut(c, op.request_put(), out->mutable_response_put());
+      h = out->mutable_response_put()->mutable_header();
+      at = seen();
     } else if (op.has_request_delete_range()) {
       WriteDelete(c, op.request_delete_range(), out->mutable_response_delete_range());
+      h = out->mutable_response_delete_range()->mutable_header();
+      at = seen();
     } else if (op.has_request_txn()) {
       WriteTxn(c, op.request_txn(), out->mutable_response_txn());
+      out->mutable_response_txn()->mutable_header()->Clear();
+    }
+    if (h != nullptr) {
+      h->Clear();
+      h->set_revision(at);
     }
     if (!c.fatal.ok()) return;
   }
@@ -1502,22 +1518,6 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
       WriteTxn(c, r, resp);
       int64_t rev = c.sub > 0 ? c.rev : rev_;
       *resp->mutable_header() = HeaderAt(rev);
-      // etcd fills only the revision in the headers of a txn's inner responses,
-      // and leaves a nested txn's own header empty.
-      etcdserverpb::ResponseHeader inner;
-      inner.set_revision(rev);
-      std::function<void(etcdserverpb::TxnResponse*)> fill = [&](etcdserverpb::TxnResponse* t) {
-        for (auto& ro : *t->mutable_responses()) {
-          if (ro.has_response_put()) *ro.mutable_response_put()->mutable_header() = inner;
-          if (ro.has_response_delete_range()) *ro.mutable_response_delete_range()->mutable_header() = inner;
-          if (ro.has_response_range()) *ro.mutable_response_range()->mutable_header() = inner;
-          if (ro.has_response_txn()) {
-            ro.mutable_response_txn()->mutable_header()->Clear();
-            fill(ro.mutable_response_txn());
-          }
-        }
-      };
-      fill(resp);
       std::lock_guard<std::mutex> lk(metrics_mu_);
       metrics_.txns++;
       return;

@@ -358,9 +358,12 @@ void StreamImpl::CatchUp(std::shared_ptr<Watcher> w) {
     resp.set_watch_id(w->id);
     resp.set_canceled(true);
     if (last.status().code() == absl::StatusCode::kOutOfRange) {
+      // As etcd words it: the compaction revision, no reason, no revision.
       resp.set_compact_revision(store_->CompactRevision());
+      resp.mutable_header()->clear_revision();
+    } else {
+      resp.set_cancel_reason(std::string(last.status().message()));
     }
-    resp.set_cancel_reason(std::string(last.status().message()));
     watchers_.erase(w->id);
     control_.push_back(std::move(resp));
     return;

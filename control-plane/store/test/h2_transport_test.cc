@@ -597,5 +597,187 @@ TEST_F(H2Transport, AWatcherThatStopsReadingDoesNotStallWriters) {
   stream->Finish();
 }
 
+// A watch stream the client half-closed keeps its watches, as etcd's does
+// (its recv loop ends, the stream stays until the client goes).
+TEST_F(H2Transport, AWatchStreamStaysOpenAfterTheClientHalfCloses) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  etcdserverpb::WatchRequest wr;
+  wr.mutable_create_request()->set_key("half");
+  int32_t id = c.Start("/etcdserverpb.Watch/Watch", Framed(wr), true);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].size() > 5; }));  // "created"
+  ASSERT_TRUE(Put("half", "v").ok());
+  ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].find("half") != std::string::npos; })) << "no event";
+  EXPECT_EQ(c.ended_.count(id), 0u) << "the stream ended at the half-close";
+}
+
+// A client of the JSON gateway on a plain socket: sends pieces, reads what
+// comes until a string shows up or the server closes.
+class GatewayConn {
+ public:
+  explicit GatewayConn(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  }
+  bool connected() const { return connected_; }
+  void Send(const std::string& s) {
+    EXPECT_EQ(::send(fd_.get(), s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size()));
+  }
+  // Reads until `want` is in what came (true), or the server closed or 10 s passed.
+  bool ReadUntil(const std::string& want) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (in_.find(want) == std::string::npos) {
+      pollfd p{fd_.get(), POLLIN, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      char buf[8192];
+      ssize_t n = ::recv(fd_.get(), buf, sizeof(buf), 0);
+      if (n <= 0) return in_.find(want) != std::string::npos;
+      in_.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // Everything until the server closes.
+  const std::string& ReadAll() {
+    ReadUntil(std::string(1, '\xff'));  // never sent: reads until close (or 10 s)
+    return in_;
+  }
+  const std::string& in() const { return in_; }
+  void Close() { fd_.reset(); }
+
+ private:
+  UniqueFd fd_;
+  bool connected_ = false;
+  std::string in_;
+};
+
+// One gateway request and its whole answer: the status line, and the body.
+std::pair<std::string, std::string> GatewayPost(int port, const std::string& path, const std::string& body) {
+  GatewayConn g(port);
+  if (!g.connected()) return {"connect failed", ""};
+  g.Send("POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  const std::string& r = g.ReadAll();
+  const size_t end = r.find("\r\n\r\n");
+  return {r.substr(0, r.find("\r\n")), end == std::string::npos ? "" : r.substr(end + 4)};
+}
+
+// etcd's JSON gateway (POST /v3/...): unary calls with bodies by length or
+// chunked and split anywhere, JSON in and out as etcd's grpc-gateway words
+// it, its errors with grpc-gateway's HTTP codes, and gRPC unaffected.
+TEST_F(H2Transport, JsonGatewayAnswersUnaryCallsLikeEtcds) {
+  auto status_line = [](const std::string& r) { return r.substr(0, r.find("\r\n")); };
+  auto body = [](const std::string& r) { return r.substr(r.find("\r\n\r\n") + 4); };
+  // A put whose head and body arrive in pieces, split inside the JSON.
+  const std::string put = R"({"key":"Z3cvYQ==","value":"MQ==","prev_kv":true})";
+  std::string r = Http1Exchange(port_, {"POST /v3/kv/put HTTP/1.1\r\nContent-Le", "ngth: " + std::to_string(put.size()) +
+                                        "\r\n\r\n" + put.substr(0, 9), put.substr(9)});
+  EXPECT_EQ(status_line(r), "HTTP/1.1 200 OK") << r;
+  EXPECT_NE(r.find("\r\nContent-Type: application/json\r\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("\r\nAccess-Control-Allow-Origin: *\r\n"), std::string::npos) << r;
+  EXPECT_NE(body(r).find(R"("revision":"2")"), std::string::npos) << r;
+  // A chunked range (a chunk extension, the JSON cut across chunks) on /v3beta/.
+  r = Http1Exchange(port_, {"POST /v3beta/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                            "6;ext=1\r\n{\"key\"\r\n", "b\r\n:\"Z3cvYQ==\"\r\n1\r\n}\r\n0\r\n\r\n"});
+  EXPECT_EQ(status_line(r), "HTTP/1.1 200 OK") << r;
+  EXPECT_NE(body(r).find(R"("kvs":[{"key":"Z3cvYQ==","create_revision":"2","mod_revision":"2","version":"1","value":"MQ=="}],"count":"1"})"),
+            std::string::npos) << r;
+  // Errors: etcd's message in grpc-gateway's body, its HTTP code.
+  auto [st, b] = GatewayPost(port_, "/v3/kv/range", "");
+  EXPECT_EQ(st, "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(b, R"({"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3})");
+  std::tie(st, b) = GatewayPost(port_, "/v3/lease/revoke", R"({"ID":"123"})");
+  EXPECT_EQ(st, "HTTP/1.1 404 Not Found");
+  EXPECT_EQ(b, R"({"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5})");
+  std::tie(st, b) = GatewayPost(port_, "/v3/kv/range", R"({"key":"Z3cvYQ==","revision":"99"})");
+  EXPECT_EQ(st, "HTTP/1.1 400 Bad Request");
+  EXPECT_NE(b.find("etcdserver: mvcc: required revision is a future revision"), std::string::npos) << b;
+  std::tie(st, b) = GatewayPost(port_, "/v3/kv/range", "{bad");
+  EXPECT_EQ(st, "HTTP/1.1 400 Bad Request");
+  EXPECT_NE(b.find(R"("code":3})"), std::string::npos) << b;
+  std::tie(st, b) = GatewayPost(port_, "/v3/kv/range", R"({"key":"!!"})");  // not base64
+  EXPECT_EQ(st, "HTTP/1.1 400 Bad Request") << b;
+  std::tie(st, b) = GatewayPost(port_, "/v3/auth/authenticate", "{}");
+  EXPECT_EQ(st, "HTTP/1.1 501 Not Implemented");
+  EXPECT_NE(b.find(R"("code":12)"), std::string::npos) << b;
+  // A JSON request past the message limit (2 MiB here) is refused whole.
+  std::tie(st, b) = GatewayPost(port_, "/v3/kv/put",
+                                R"({"key":"Ymln","value":")" + std::string(4 << 20, 'Q') + R"("})");
+  EXPECT_EQ(st, "HTTP/1.1 429 Too Many Requests");
+  EXPECT_NE(b.find("grpc: received message larger than max"), std::string::npos) << b.substr(0, 200);
+  // Unknown fields are ignored, as etcd's gateway does.
+  std::tie(st, b) = GatewayPost(port_, "/v3/kv/range", R"({"key":"Z3cvYQ==","no_such_field":1,"count_only":true})");
+  EXPECT_EQ(st, "HTTP/1.1 200 OK") << b;
+  EXPECT_NE(b.find(R"("count":"1")"), std::string::npos) << b;
+  // Not POST, a CORS preflight, a broken chunked body.
+  EXPECT_EQ(status_line(Http1Exchange(port_, {"GET /v3/kv/range HTTP/1.1\r\n\r\n"})), "HTTP/1.1 405 Method Not Allowed");
+  r = Http1Exchange(port_, {"OPTIONS /v3/kv/range HTTP/1.1\r\n\r\n"});
+  EXPECT_EQ(status_line(r), "HTTP/1.1 200 OK") << r;
+  EXPECT_NE(r.find("Access-Control-Allow-Methods: POST"), std::string::npos) << r;
+  r = Http1Exchange(port_, {"POST /v3/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"});
+  EXPECT_EQ(status_line(r), "HTTP/1.1 400 Bad Request") << r;
+  // Nothing of the failed calls was applied; gRPC goes on.
+  etcdserverpb::PutResponse resp;
+  ASSERT_TRUE(Put("after-gateway", "1", &resp).ok());
+  EXPECT_EQ(resp.header().revision(), 3);
+}
+
+// Streams over the gateway: a watch's messages come as chunked
+// {"result":...} lines while the client goes on sending requests in a
+// chunked body; lease keep-alives answer each JSON object of the body and
+// end with it; an HTTP/1.0 client gets the lines unchunked; a client that
+// goes away frees its watch.
+TEST_F(H2Transport, JsonGatewayStreamsWatchesAndKeepAlives) {
+  {
+    GatewayConn w(port_);
+    ASSERT_TRUE(w.connected());
+    const std::string create = R"({"create_request":{"key":"Z3cv","range_end":"Z3cw","prev_kv":true}})";
+    w.Send("POST /v3/watch HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    char size[16];
+    std::snprintf(size, sizeof(size), "%zx\r\n", create.size());
+    w.Send(size + create + "\r\n");
+    ASSERT_TRUE(w.ReadUntil(R"("created":true}})")) << w.in();
+    EXPECT_NE(w.in().find("Transfer-Encoding: chunked\r\n"), std::string::npos) << w.in();
+    ASSERT_TRUE(Put("gw/a", "1").ok());
+    ASSERT_TRUE(Put("gw/a", "2").ok());
+    ASSERT_TRUE(w.ReadUntil(R"("prev_kv":{"key":"Z3cvYQ==","create_revision":"2","mod_revision":"2","version":"1","value":"MQ=="}}]}})"))
+        << w.in();
+    const std::string progress = R"({"progress_request":{}})";
+    std::snprintf(size, sizeof(size), "%zx\r\n", progress.size());
+    w.Send(size + progress + "\r\n");
+    ASSERT_TRUE(w.ReadUntil(R"("revision":"3","raft_term":"2"},"watch_id":"-1"}})")) << w.in();  // a progress notification
+    EXPECT_EQ(store_->GetMetrics().watch_streams, 1);
+    w.Close();
+  }
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (store_->GetMetrics().watch_streams != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(store_->GetMetrics().watch_streams, 0) << "the closed connection's watch was not released";
+
+  // An HTTP/1.0 watch: the lines as they are, no chunk sizes.
+  GatewayConn old(port_);
+  const std::string create = R"({"create_request":{"key":"Z3cvYQ==","start_revision":"2"}})";
+  old.Send("POST /v3/watch HTTP/1.0\r\nContent-Length: " + std::to_string(create.size()) + "\r\n\r\n" + create);
+  ASSERT_TRUE(old.ReadUntil(R"("value":"Mg=="}}]}})")) << old.in();
+  EXPECT_NE(old.in().find("HTTP/1.0 200 OK\r\n"), std::string::npos) << old.in();
+  EXPECT_NE(old.in().find("\r\n\r\n{\"result\":{\"header\":"), std::string::npos) << old.in();
+  old.Close();
+
+  auto [st, granted] = GatewayPost(port_, "/v3/lease/grant", R"({"TTL":"30","ID":"4242"})");
+  ASSERT_EQ(st, "HTTP/1.1 200 OK") << granted;
+  GatewayConn ka(port_);
+  const std::string two = R"({"ID":"4242"} {"ID":"4242"})";
+  ka.Send("POST /v3/lease/keepalive HTTP/1.1\r\nContent-Length: " + std::to_string(two.size()) + "\r\n\r\n" + two);
+  const std::string& all = ka.ReadAll();
+  const std::string line = R"(,"ID":"4242","TTL":"30"}})";
+  const size_t first = all.find(line);
+  ASSERT_NE(first, std::string::npos) << all;
+  EXPECT_NE(all.find(line, first + 1), std::string::npos) << all;
+  EXPECT_EQ(all.substr(all.size() - 5), "0\r\n\r\n") << "the stream did not end with the body:\n" << all;
+}
+
 }  // namespace
 }  // namespace skiff::store
