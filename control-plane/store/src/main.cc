@@ -156,13 +156,19 @@ int main(int argc, char** argv) {
       flags.count("advertise-client-urls") ? SplitList(flags["advertise-client-urls"]) : so.listen_client_urls;
   if (flags.count("initial-advertise-peer-urls")) opts.peer_urls = SplitList(flags["initial-advertise-peer-urls"]);
   if (flags.count("listen-metrics-urls")) so.listen_metrics_urls = SplitList(flags["listen-metrics-urls"]);
-  // 0 keeps the default quota, as in etcd.
+  // 0 keeps the default quota and a negative one disables it, as in etcd.
   if (flags.count("quota-backend-bytes")) {
+    std::string v = flags["quota-backend-bytes"];
+    const bool negative = !v.empty() && v[0] == '-';
     int64_t q = 0;
-    if (!ParseCount(flags["quota-backend-bytes"], 0, &q)) {
-      return Usage("bad --quota-backend-bytes: want a number of bytes (0 = the default, 2 GiB)");
+    if (!ParseCount(negative ? v.substr(1) : v, negative ? 1 : 0, &q)) {
+      return Usage("bad --quota-backend-bytes: want a number of bytes (0 = the default, 2 GiB; negative = no quota)");
     }
-    if (q > 0) opts.quota_bytes = q;
+    if (negative) {
+      opts.quota_bytes = -1;
+    } else if (q > 0) {
+      opts.quota_bytes = q;
+    }
   }
   if (flags.count("max-txn-ops")) {
     int64_t n = 0;

@@ -270,10 +270,7 @@ absl::Status StoreImpl::OpenEnv(const std::string& dir) {
   if (rc != 0) return MdbError(rc, "mdb_env_create");
   mdb_env_set_maxdbs(env_, 4);
   mdb_env_set_maxreaders(env_, 4096);
-  // The map must hold everything the quota admits plus the copy-on-write
-  // pages of the transactions in flight.
-  size_t map = static_cast<size_t>(opts_.quota_bytes) + (size_t{1} << 30);
-  rc = mdb_env_set_mapsize(env_, map);
+  rc = mdb_env_set_mapsize(env_, static_cast<size_t>(MapBytes()));
   if (rc != 0) return MdbError(rc, "mdb_env_set_mapsize");
   // MDB_NOTLS: read txns are pooled and move between threads.
   // MDB_NOSYNC: durability comes from the write-ahead log; LMDB is flushed
@@ -875,7 +872,7 @@ void StoreImpl::ReserveLmdbSpace() {
   constexpr int64_t kAhead = int64_t{64} << 20;
   const int64_t used = DbSize();
   if (used + kAhead / 2 < reserved_end_) return;
-  const int64_t target = std::min<int64_t>(used + kAhead, opts_.quota_bytes + (int64_t{1} << 30));
+  const int64_t target = std::min<int64_t>(used + kAhead, MapBytes());
   if (target > used && ::fallocate(lmdb_fd_.get(), FALLOC_FL_KEEP_SIZE, used, target - used) == 0) {
     reserved_end_ = target;
   }
@@ -1623,8 +1620,15 @@ void StoreImpl::ApplyOp(WriteCtx& c, PendingOp* op) {
 // etcd's quota rule: a request that would grow the database past the quota
 // raises the NOSPACE alarm, and while the alarm is on only requests that do
 // not add data (deletes, compaction, reads, revokes) are served.
+// The map must hold everything the quota admits plus the copy-on-write pages
+// of the transactions in flight; without a quota, 64 GiB of address space.
+int64_t StoreImpl::MapBytes() const {
+  return opts_.quota_bytes < 0 ? int64_t{64} << 30 : opts_.quota_bytes + (int64_t{1} << 30);
+}
+
 bool StoreImpl::QuotaAllows(WriteCtx& c, size_t cost) {
   if (nospace_) return false;
+  if (opts_.quota_bytes < 0) return true;  // disabled, as a negative quota does in etcd
   if (DbSize() + pend_bytes_.load(std::memory_order_acquire) + static_cast<int64_t>(cost) <= opts_.quota_bytes) {
     return true;
   }

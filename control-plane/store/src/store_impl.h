@@ -295,6 +295,7 @@ class StoreImpl final : public Store {
   // max: the ops a txn at this depth may have in a branch (--max-txn-ops at the top).
   absl::Status CheckTxn(const etcdserverpb::TxnRequest& r, int max);
   static absl::Status CheckRangeShape(const etcdserverpb::RangeRequest& r);
+  int64_t MapBytes() const;
   bool EvalCompare(const etcdserverpb::Compare& c, MDB_txn* txn);
   bool QuotaAllows(WriteCtx& c, size_t cost);
   bool TxnHasPut(const etcdserverpb::TxnRequest& r) const;

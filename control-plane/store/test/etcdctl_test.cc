@@ -543,6 +543,15 @@ TEST(EtcdctlFlags, NameAdvertiseQuotaAndAutoCompactionRetention) {
   CmdResult alarm = Etcdctl(s.endpoint(), {"alarm", "list"});
   EXPECT_NE(alarm.out.find("alarm:NOSPACE"), std::string::npos) << alarm.out;
   EXPECT_EQ(Etcdctl(s.endpoint(), {"get", "c", "--print-value-only"}).out, "4\n");
+  s.child.Kill();
+
+  // A negative quota disables it, as in etcd; a malformed one is refused.
+  Server unlimited = StartSkiffStore(dir.sub("unlimited"), dir.sub("unlimited.log"), 0, {"--quota-backend-bytes=-1"});
+  ASSERT_GT(unlimited.child.pid(), 0);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(Etcdctl(unlimited.endpoint(), {"put", "big" + std::to_string(i)}, std::string(300 * 1024, 'q')).code, 0);
+  }
+  ExpectRefused(dir, {"--quota-backend-bytes=-1x"}, "bad --quota-backend-bytes");
 }
 
 // The commit-path flags: a store on the committer thread with a 2 ms window

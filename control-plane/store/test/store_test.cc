@@ -588,6 +588,24 @@ TEST(Quota, NoSpaceAlarmBlocksPutsButAllowsDeletes) {
   EXPECT_EQ(s->Alarm(a)->alarms_size(), 1);
 }
 
+// A negative quota disables it, as etcd's --quota-backend-bytes does: the
+// writes that filled a 256 KiB quota above all go in.
+TEST(Quota, ANegativeQuotaDisablesIt) {
+  TempDir d;
+  Options o;
+  o.quota_bytes = -1;
+  auto s = OpenStore(d.path(), o);
+  ASSERT_TRUE(s);
+  std::string big(16 * 1024, 'x');
+  for (int i = 0; i < 200; ++i) {
+    etcdserverpb::PutRequest p;
+    p.set_key("big" + std::to_string(i));
+    p.set_value(big);
+    ASSERT_TRUE(s->Put(p).ok()) << i;
+  }
+  EXPECT_EQ(s->Status()->errors_size(), 0);
+}
+
 TEST(Store, AutoCompactionKeepsOnlyTheRetentionWindow) {
   TempDir d;
   Options o;

@@ -34,6 +34,7 @@ inline constexpr int kMaxTxnOps = 128;                   // etcd's --max-txn-ops
 struct Options {
   std::string data_dir;
   std::string name = "default";
+  // Bytes the database may hold before the NOSPACE alarm; negative = no quota.
   int64_t quota_bytes = kDefaultQuotaBytes;
   // Most operations of each kind (compares, success ops, failure ops) in
   // one txn (etcd's --max-txn-ops).
