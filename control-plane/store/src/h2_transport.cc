@@ -84,7 +84,7 @@ struct StreamImpl final : Call {
   int32_t id = 0;
   std::string path;
   std::string encoding;  // grpc-encoding of the request messages
-  std::string method, content_type;
+  std::string method, content_type, token;
   // A plain HTTP/2 answer's :status, content-type and content-length, kept
   // alive until nghttp2 copied them.
   std::array<std::string, 3> plain_headers;
@@ -104,6 +104,7 @@ struct StreamImpl final : Call {
   void Send(const google::protobuf::MessageLite& msg) override;
   void Finish(const absl::Status& st) override;
   size_t QueuedBytes() const override;
+  std::string_view Token() const override { return token; }
   bool Finished() const override { return finished; }
   void OnDrained(std::function<void()> fn) override {
     if (QueuedBytes() == 0) return fn();
@@ -588,6 +589,9 @@ int OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, si
     st->method.assign(reinterpret_cast<const char*>(value), valuelen);
   } else if (st && namelen == 12 && std::memcmp(name, "content-type", 12) == 0) {
     st->content_type.assign(reinterpret_cast<const char*>(value), valuelen);
+  } else if (st && ((namelen == 5 && std::memcmp(name, "token", 5) == 0) ||
+                    (namelen == 13 && std::memcmp(name, "authorization", 13) == 0))) {
+    st->token.assign(reinterpret_cast<const char*>(value), valuelen);
   }
   return 0;
 }
@@ -1006,6 +1010,12 @@ void StreamImpl::FinishJson(const absl::Status& st) {
   const int code = static_cast<int>(st.code());
   const int http = HttpStatusOf(st.code());
   const std::string msg = JsonQuote(std::string(st.message()));
+  // grpc-gateway answers a server stream's error in its stream form even
+  // before the first message, with the error's HTTP status.
+  if (!headers_sent && !st.ok() && json->server_streaming()) {
+    headers_sent = true;
+    conn->wbuf += GatewayHead(conn, http, false, -1);
+  }
   if (!headers_sent) {
     headers_sent = true;
     std::string body = !st.ok() ? absl::StrCat(R"({"error":)", msg, R"(,"message":)", msg, R"(,"code":)", code, "}")
@@ -1097,6 +1107,7 @@ bool StartGateway(Conn* c, std::string_view head) {
   st->id = kGatewayStream;
   st->json = md;
   st->path = "/" + md->service()->full_name() + "/" + md->name();
+  st->token = std::string(HeaderValue(head, "Authorization"));
   StreamImpl* raw = st.get();
   c->streams[kGatewayStream] = std::move(st);
   if (HandlerFactory f = o.route(raw->path)) raw->handler = f();
@@ -1149,8 +1160,10 @@ void DeliverJson(StreamImpl* st, std::string_view text) {
   auto parsed =
       google::protobuf::util::JsonStringToMessage(google::protobuf::StringPiece(text.data(), text.size()), m.get(), po);
   if (!parsed.ok()) {
+    // grpc-gateway: InvalidArgument for a unary call's body, Unknown for a stream's.
+    const std::string why(parsed.message());
     st->discard = true;
-    st->Finish(absl::InvalidArgumentError(std::string(parsed.message())));
+    st->Finish(st->json->client_streaming() ? absl::UnknownError(why) : absl::InvalidArgumentError(why));
     return;
   }
   const std::string wire = m->SerializeAsString();

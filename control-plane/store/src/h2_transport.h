@@ -64,6 +64,9 @@ class Call {
   // Runs fn (on the loop thread) once everything queued so far was handed to
   // the connection.
   virtual void OnDrained(std::function<void()> fn) = 0;
+  // The auth token the client sent (gRPC metadata "token" or "authorization";
+  // on the JSON gateway the Authorization header); "" for none.
+  virtual std::string_view Token() const = 0;
 };
 
 using HandlerFactory = std::function<std::unique_ptr<Handler>()>;

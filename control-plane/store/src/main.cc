@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -79,6 +80,7 @@ int Usage(const char* msg) {
                "         [--advertise-client-urls URLS] [--listen-metrics-urls URLS]\n"
                "         [--quota-backend-bytes N] [--auto-compaction-retention D]\n"
                "         [--cert-file F --key-file F [--trusted-ca-file F] [--client-cert-auth]]\n"
+               "         [--bcrypt-cost N] [--auth-token simple] [--auth-token-ttl SECONDS]\n"
                "       skiff-store snapshot restore FILE --data-dir DIR [--skip-hash-check]\n",
                msg);
   return 2;
@@ -147,7 +149,7 @@ int main(int argc, char** argv) {
       "heartbeat-interval", "election-timeout", "enable-v2", "strict-reconfig-check", "enable-pprof",
       "experimental-transport", "experimental-transport-threads", "experimental-commit-window",
       "experimental-commit-on-loop", "experimental-lmdb-apply-interval",
-      "experimental-auto-compaction-check-interval"};
+      "experimental-auto-compaction-check-interval", "bcrypt-cost", "auth-token", "auth-token-ttl"};
   for (const auto& [k, v] : flags) {
     if (std::find(known.begin(), known.end(), k) == known.end()) return Usage(("unknown flag --" + k).c_str());
   }
@@ -228,6 +230,25 @@ int main(int argc, char** argv) {
   so.key_file = flags["key-file"];
   so.trusted_ca_file = flags["trusted-ca-file"];
   so.client_cert_auth = flags["client-cert-auth"] == "true";
+  // etcd's auth: its state next to the store's files.
+  so.auth_file = (std::filesystem::path(opts.data_dir) / "member" / "skiff" / "auth").string();
+  if (flags.count("bcrypt-cost")) {
+    int64_t n = 0;
+    if (!ParseCount(flags["bcrypt-cost"], 4, &n) || n > 31) {
+      return Usage("bad --bcrypt-cost: want a number from 4 to 31 (etcd's default is 10)");
+    }
+    so.bcrypt_cost = static_cast<int>(n);
+  }
+  if (flags.count("auth-token-ttl")) {
+    int64_t n = 0;
+    if (!ParseCount(flags["auth-token-ttl"], 1, &n)) {
+      return Usage("bad --auth-token-ttl: want a positive number of seconds (etcd's default is 300)");
+    }
+    so.auth_token_ttl_s = n;
+  }
+  if (flags.count("auth-token") && flags["auth-token"].rfind("simple", 0) != 0) {
+    return Usage("bad --auth-token: skiff-store has simple tokens only (jwt is not supported)");
+  }
   // grpc (gRPC C++) or h2 (the lean nghttp2 transport).
   if (flags.count("experimental-transport")) so.transport = flags["experimental-transport"];
   if (flags.count("experimental-transport-threads")) {

@@ -25,6 +25,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/server_credentials.h"
+#include "auth.h"
 #include "h2_transport.h"
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
@@ -331,11 +332,117 @@ void FinishWith(h2::Call* call, const absl::Status& st, const google::protobuf::
   call->Finish(st);
 }
 
+// etcd's auth checks of a call, made before the call runs while auth is
+// enabled (auth.h has the state and the key-range checks).
+class Gate {
+ public:
+  Gate(Store* s, AuthStore* auth) : s_(s), auth_(auth) {}
+  bool On() const { return auth_ != nullptr && auth_->Enabled(); }
+  AuthStore* auth() const { return auth_; }
+
+  // OK, or the error the call ends with: KV calls need the key ranges they
+  // read and write, a lease revoke (or a put attaching a lease) write access
+  // to the lease's keys, Snapshot/Hash/HashKV/Defragment/MoveLeader the root
+  // role (with etcd 3.4's raw "auth: ..." errors). Other calls need nothing.
+  absl::Status Authorize(std::string_view path, std::string_view msg, std::string_view token) const {
+    using namespace etcdserverpb;  // NOLINT
+    const bool admin = path == "/etcdserverpb.Maintenance/Snapshot" || path == "/etcdserverpb.Maintenance/Hash" ||
+                       path == "/etcdserverpb.Maintenance/HashKV" ||
+                       path == "/etcdserverpb.Maintenance/Defragment" ||
+                       path == "/etcdserverpb.Maintenance/MoveLeader";
+    const bool kv = path.rfind("/etcdserverpb.KV/", 0) == 0 && path != "/etcdserverpb.KV/Compact";
+    if (!admin && !kv && path != "/etcdserverpb.Lease/LeaseRevoke") return absl::OkStatus();
+    absl::StatusOr<std::string> user = auth_->UserOf(token);
+    if (admin) {
+      absl::Status st = user.ok() ? auth_->CheckAdmin(*user) : user.status();
+      if (st.ok()) return st;
+      std::string m(st.message());
+      if (m.rfind("etcdserver: ", 0) == 0) m = "auth: " + m.substr(12);
+      return absl::UnknownError(m);
+    }
+    if (!user.ok()) return user.status();
+    auto parse = [&](google::protobuf::MessageLite* m) { return m->ParseFromArray(msg.data(), static_cast<int>(msg.size())); };
+    if (path == "/etcdserverpb.KV/Range") {
+      RangeRequest r;
+      if (!parse(&r)) return absl::OkStatus();  // the call itself answers the parse error
+      return auth_->CheckKeys(*user, r.key(), r.range_end(), false);
+    }
+    if (path == "/etcdserverpb.KV/Put") {
+      PutRequest r;
+      if (!parse(&r)) return absl::OkStatus();
+      return CheckPut(*user, r);
+    }
+    if (path == "/etcdserverpb.KV/DeleteRange") {
+      DeleteRangeRequest r;
+      if (!parse(&r)) return absl::OkStatus();
+      return CheckDelete(*user, r);
+    }
+    if (path == "/etcdserverpb.KV/Txn") {
+      TxnRequest r;
+      if (!parse(&r)) return absl::OkStatus();
+      return CheckTxn(*user, r);
+    }
+    LeaseRevokeRequest r;
+    if (!parse(&r)) return absl::OkStatus();
+    return CheckLeaseKeys(*user, r.id());
+  }
+
+  // A watch of [key, end) for the stream's token.
+  absl::Status AuthorizeWatch(std::string_view token, const std::string& key, const std::string& end) const {
+    absl::StatusOr<std::string> user = auth_->UserOf(token);
+    return user.ok() ? auth_->CheckKeys(*user, key, end, false) : user.status();
+  }
+
+ private:
+  // Every key attached to the lease must be writable by the user (etcd's
+  // checkLeasePuts): else revoking it, or attaching more keys, is refused.
+  absl::Status CheckLeaseKeys(const std::string& user, int64_t lease) const {
+    if (lease == 0) return absl::OkStatus();
+    etcdserverpb::LeaseTimeToLiveRequest q;
+    q.set_id(lease);
+    q.set_keys(true);
+    auto ttl = s_->LeaseTimeToLive(q);
+    if (!ttl.ok()) return absl::OkStatus();  // no such lease: the call answers that
+    for (const auto& k : ttl->keys()) RETURN_IF_ERROR(auth_->CheckKeys(user, k, "", true));
+    return absl::OkStatus();
+  }
+  absl::Status CheckPut(const std::string& user, const etcdserverpb::PutRequest& r) const {
+    RETURN_IF_ERROR(auth_->CheckKeys(user, r.key(), "", true));
+    RETURN_IF_ERROR(CheckLeaseKeys(user, r.lease()));
+    if (r.prev_kv()) RETURN_IF_ERROR(auth_->CheckKeys(user, r.key(), "", false));
+    return absl::OkStatus();
+  }
+  absl::Status CheckDelete(const std::string& user, const etcdserverpb::DeleteRangeRequest& r) const {
+    if (r.prev_kv()) RETURN_IF_ERROR(auth_->CheckKeys(user, r.key(), r.range_end(), false));
+    return auth_->CheckKeys(user, r.key(), r.range_end(), true);
+  }
+  absl::Status CheckTxn(const std::string& user, const etcdserverpb::TxnRequest& t) const {
+    for (const auto& c : t.compare()) RETURN_IF_ERROR(auth_->CheckKeys(user, c.key(), c.range_end(), false));
+    for (const auto* ops : {&t.success(), &t.failure()}) {
+      for (const auto& op : *ops) {
+        if (op.has_request_range()) {
+          RETURN_IF_ERROR(auth_->CheckKeys(user, op.request_range().key(), op.request_range().range_end(), false));
+        } else if (op.has_request_put()) {
+          RETURN_IF_ERROR(CheckPut(user, op.request_put()));
+        } else if (op.has_request_delete_range()) {
+          RETURN_IF_ERROR(CheckDelete(user, op.request_delete_range()));
+        } else if (op.has_request_txn()) {
+          RETURN_IF_ERROR(CheckTxn(user, op.request_txn()));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  Store* s_;
+  AuthStore* auth_;
+};
+
 // A unary call: the one request message, handled at END_STREAM.
 class UnaryHandler final : public h2::Handler {
  public:
   using Fn = std::function<void(h2::Call*, std::string_view)>;
-  explicit UnaryHandler(const Fn* fn) : fn_(fn) {}
+  UnaryHandler(const Fn* fn, const Gate* gate, std::string_view path) : fn_(fn), gate_(gate), path_(path) {}
   void OnMessage(h2::Call* call, std::string_view msg) override {
     if (got_) {
       call->Finish(absl::InternalError("grpc: two request messages on a unary call"));
@@ -350,11 +457,17 @@ class UnaryHandler final : public h2::Handler {
       call->Finish(absl::InternalError("grpc: no request message on a unary call"));
       return;
     }
+    if (gate_->On()) {
+      absl::Status st = gate_->Authorize(path_, msg_, call->Token());
+      if (!st.ok()) return call->Finish(st);
+    }
     (*fn_)(call, msg_);
   }
 
  private:
   const Fn* fn_;
+  const Gate* gate_;
+  std::string_view path_;  // the route table's key: lives as long as fn_
   bool got_ = false;
   std::string msg_;
 };
@@ -466,7 +579,8 @@ void PostMessage(const h2::CallRef& ref, const std::shared_ptr<Backlog>& backlog
 
 class WatchHandler final : public h2::Handler {
  public:
-  explicit WatchHandler(Store* s) : ws_(s->NewWatchStream()), backlog_(std::make_shared<Backlog>()) {}
+  WatchHandler(Store* s, const Gate* gate)
+      : s_(s), gate_(gate), ws_(s->NewWatchStream()), backlog_(std::make_shared<Backlog>()) {}
   ~WatchHandler() override {
     backlog_->Close();
     ws_->Close();
@@ -486,6 +600,21 @@ class WatchHandler final : public h2::Handler {
     if (!req.ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
       return call->Finish(absl::InternalError("grpc: error unmarshalling request"));
     }
+    if (req.has_create_request() && gate_->On()) {
+      const auto& c = req.create_request();
+      if (!gate_->AuthorizeWatch(call->Token(), c.key(), c.range_end()).ok()) {
+        // etcd's answer to a watch the user may not read: created and
+        // canceled at once, no watch ID.
+        etcdserverpb::WatchResponse denied;
+        *denied.mutable_header() = s_->Header();
+        denied.set_watch_id(-1);
+        denied.set_created(true);
+        denied.set_canceled(true);
+        denied.set_cancel_reason("rpc error: code = PermissionDenied desc = etcdserver: permission denied");
+        call->Send(denied);
+        return;
+      }
+    }
     if (req.has_create_request()) {
       ws_->Create(req.create_request());
     } else if (req.has_cancel_request()) {
@@ -499,6 +628,8 @@ class WatchHandler final : public h2::Handler {
   void OnHalfClose(h2::Call*) override {}
 
  private:
+  Store* s_;
+  const Gate* gate_;
   std::unique_ptr<WatchStream> ws_;
   std::shared_ptr<Backlog> backlog_;
   std::thread sender_;
@@ -528,13 +659,18 @@ class ProducerHandler final : public h2::Handler {
  public:
   using Produce = std::function<absl::Status(
       const std::function<bool(std::shared_ptr<google::protobuf::MessageLite>)>& send)>;
-  explicit ProducerHandler(Produce p) : produce_(std::move(p)), backlog_(std::make_shared<Backlog>()) {}
+  ProducerHandler(Produce p, const Gate* gate = nullptr, std::string_view path = {})
+      : produce_(std::move(p)), backlog_(std::make_shared<Backlog>()), gate_(gate), path_(path) {}
   ~ProducerHandler() override {
     backlog_->Close();
     if (thread_.joinable()) thread_.join();
   }
   void OnMessage(h2::Call*, std::string_view) override {}
   void OnHalfClose(h2::Call* call) override {
+    if (gate_ != nullptr && gate_->On()) {
+      absl::Status st = gate_->Authorize(path_, {}, call->Token());
+      if (!st.ok()) return call->Finish(st);
+    }
     thread_ = std::thread([this, ref = call->Ref()] {
       auto backlog = backlog_;
       absl::Status st = produce_([&](std::shared_ptr<google::protobuf::MessageLite> m) {
@@ -551,6 +687,8 @@ class ProducerHandler final : public h2::Handler {
  private:
   Produce produce_;
   std::shared_ptr<Backlog> backlog_;
+  const Gate* gate_;
+  std::string_view path_;
   std::thread thread_;
 };
 
@@ -564,6 +702,31 @@ class HealthWatchHandler final : public h2::Handler {
     call->Send(r);
   }
 };
+
+// An Auth service call: the caller's user from its token (with_user), then
+// fn on the pool; the response gets the store's header.
+template <typename Req, typename Resp>
+UnaryHandler::Fn AuthCall(WorkerPool* pool, Store* s, AuthStore* a, bool with_user,
+                          std::function<absl::StatusOr<Resp>(const std::string& user, const Req&)> fn) {
+  return [pool, s, a, with_user, fn = std::move(fn)](h2::Call* call, std::string_view msg) {
+    auto req = std::make_shared<Req>();
+    absl::Status st = ParseRequest(msg, req.get(), 0);
+    if (!st.ok()) return call->Finish(st);
+    std::string user;
+    if (with_user) {
+      absl::StatusOr<std::string> u = a->UserOf(call->Token());
+      if (!u.ok()) return call->Finish(u.status());
+      user = std::move(*u);
+    }
+    pool->Submit([fn, s, req, user, ref = call->Ref()] {
+      auto r = std::make_shared<absl::StatusOr<Resp>>(fn(user, *req));
+      if (r->ok()) *(*r)->mutable_header() = s->Header();
+      h2::Post(ref, [r](h2::Call* c) {
+        if (c) FinishWith(c, r->status(), r->ok() ? **r : Resp());
+      });
+    });
+  };
+}
 
 // The etcd v3 API's method table for the h2 transport.
 // Answers the call with one error, whatever the client sends.
@@ -580,7 +743,8 @@ class FailHandler final : public h2::Handler {
 class H2Routes {
  public:
   // lim: --max-request-bytes.
-  H2Routes(Store* s, WorkerPool* pool, size_t lim) {
+  // lim: --max-request-bytes; auth: null = no Auth service.
+  H2Routes(Store* s, WorkerPool* pool, size_t lim, AuthStore* auth) : gate_(s, auth) {
     using namespace etcdserverpb;  // NOLINT
     auto unary = [&](const std::string& path, UnaryHandler::Fn fn) {
       unary_[path] = std::make_unique<UnaryHandler::Fn>(std::move(fn));
@@ -638,21 +802,24 @@ class H2Routes {
                 r.set_status(grpc::health::v1::HealthCheckResponse::SERVING);
                 return absl::StatusOr<grpc::health::v1::HealthCheckResponse>(r);
               }, lim));
+    if (auth != nullptr) AddAuth(s, pool, auth, unary);
     s_ = s;
   }
 
   h2::HandlerFactory Route(std::string_view path) const {
     auto it = unary_.find(std::string(path));
+    const Gate* gate = &gate_;
     if (it != unary_.end()) {
       const UnaryHandler::Fn* fn = it->second.get();
-      return [fn] { return std::make_unique<UnaryHandler>(fn); };
+      std::string_view key = it->first;
+      return [fn, gate, key] { return std::make_unique<UnaryHandler>(fn, gate, key); };
     }
     Store* s = s_;
-    if (path == "/etcdserverpb.Watch/Watch") return [s] { return std::make_unique<WatchHandler>(s); };
+    if (path == "/etcdserverpb.Watch/Watch") return [s, gate] { return std::make_unique<WatchHandler>(s, gate); };
     if (path == "/etcdserverpb.Lease/LeaseKeepAlive")
       return [s] { return std::make_unique<KeepAliveHandler>(s); };
     if (path == "/etcdserverpb.Maintenance/Snapshot") {
-      return [s] {
+      return [s, gate] {
         return std::make_unique<ProducerHandler>([s](const auto& send) {
           bool first = true;
           return s->Snapshot([&](const std::string& chunk, uint64_t remaining) {
@@ -666,7 +833,7 @@ class H2Routes {
             r->set_blob(chunk);
             return send(std::move(r));
           });
-        });
+        }, gate, "/etcdserverpb.Maintenance/Snapshot");
       };
     }
     if (path == "/grpc.health.v1.Health/Watch") return [] { return std::make_unique<HealthWatchHandler>(); };
@@ -677,7 +844,7 @@ class H2Routes {
       const std::string service(path.substr(1, slash - 1));
       if (service == "etcdserverpb.KV" || service == "etcdserverpb.Watch" || service == "etcdserverpb.Lease" ||
           service == "etcdserverpb.Maintenance" || service == "etcdserverpb.Cluster" ||
-          service == "grpc.health.v1.Health") {
+          service == "grpc.health.v1.Health" || (service == "etcdserverpb.Auth" && gate_.auth() != nullptr)) {
         std::string msg = absl::StrCat("unknown method ", std::string(path.substr(slash + 1)), " for service ", service);
         return [msg] { return std::make_unique<FailHandler>(absl::UnimplementedError(msg)); };
       }
@@ -686,6 +853,73 @@ class H2Routes {
   }
 
  private:
+  // The Auth service: runs on the pool (bcrypt, the state file's fsync), as
+  // the user the call's token names.
+  template <typename Unary>
+  static void AddAuth(Store* s, WorkerPool* pool, AuthStore* a, Unary& unary) {
+    using namespace etcdserverpb;  // NOLINT
+    using User = const std::string&;
+    auto ok = [](absl::Status st, auto resp) -> absl::StatusOr<decltype(resp)> {
+      if (!st.ok()) return st;
+      return resp;
+    };
+    unary("/etcdserverpb.Auth/AuthEnable", AuthCall<AuthEnableRequest, AuthEnableResponse>(
+        pool, s, a, true, [a, ok](User u, const AuthEnableRequest&) { return ok(a->Enable(u), AuthEnableResponse()); }));
+    unary("/etcdserverpb.Auth/AuthDisable", AuthCall<AuthDisableRequest, AuthDisableResponse>(
+        pool, s, a, true, [a, ok](User u, const AuthDisableRequest&) { return ok(a->Disable(u), AuthDisableResponse()); }));
+    unary("/etcdserverpb.Auth/AuthStatus", AuthCall<AuthStatusRequest, AuthStatusResponse>(
+        pool, s, a, false, [a](User, const AuthStatusRequest&) { return absl::StatusOr<AuthStatusResponse>(a->Status()); }));
+    unary("/etcdserverpb.Auth/Authenticate", AuthCall<AuthenticateRequest, AuthenticateResponse>(
+        pool, s, a, false, [a](User, const AuthenticateRequest& r) -> absl::StatusOr<AuthenticateResponse> {
+          ASSIGN_OR_RETURN(std::string token, a->Authenticate(r.name(), r.password()));
+          AuthenticateResponse resp;
+          resp.set_token(token);
+          return resp;
+        }));
+    unary("/etcdserverpb.Auth/UserAdd", AuthCall<AuthUserAddRequest, AuthUserAddResponse>(
+        pool, s, a, true, [a, ok](User u, const AuthUserAddRequest& r) { return ok(a->UserAdd(u, r), AuthUserAddResponse()); }));
+    unary("/etcdserverpb.Auth/UserGet", AuthCall<AuthUserGetRequest, AuthUserGetResponse>(
+        pool, s, a, true, [a](User u, const AuthUserGetRequest& r) { return a->UserGet(u, r); }));
+    unary("/etcdserverpb.Auth/UserList", AuthCall<AuthUserListRequest, AuthUserListResponse>(
+        pool, s, a, true, [a](User u, const AuthUserListRequest&) { return a->UserList(u); }));
+    unary("/etcdserverpb.Auth/UserDelete", AuthCall<AuthUserDeleteRequest, AuthUserDeleteResponse>(
+        pool, s, a, true,
+        [a, ok](User u, const AuthUserDeleteRequest& r) { return ok(a->UserDelete(u, r), AuthUserDeleteResponse()); }));
+    unary("/etcdserverpb.Auth/UserChangePassword",
+          AuthCall<AuthUserChangePasswordRequest, AuthUserChangePasswordResponse>(
+              pool, s, a, true, [a, ok](User u, const AuthUserChangePasswordRequest& r) {
+                return ok(a->UserChangePassword(u, r), AuthUserChangePasswordResponse());
+              }));
+    unary("/etcdserverpb.Auth/UserGrantRole", AuthCall<AuthUserGrantRoleRequest, AuthUserGrantRoleResponse>(
+        pool, s, a, true, [a, ok](User u, const AuthUserGrantRoleRequest& r) {
+          return ok(a->UserGrantRole(u, r), AuthUserGrantRoleResponse());
+        }));
+    unary("/etcdserverpb.Auth/UserRevokeRole", AuthCall<AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse>(
+        pool, s, a, true, [a, ok](User u, const AuthUserRevokeRoleRequest& r) {
+          return ok(a->UserRevokeRole(u, r), AuthUserRevokeRoleResponse());
+        }));
+    unary("/etcdserverpb.Auth/RoleAdd", AuthCall<AuthRoleAddRequest, AuthRoleAddResponse>(
+        pool, s, a, true, [a, ok](User u, const AuthRoleAddRequest& r) { return ok(a->RoleAdd(u, r), AuthRoleAddResponse()); }));
+    unary("/etcdserverpb.Auth/RoleGet", AuthCall<AuthRoleGetRequest, AuthRoleGetResponse>(
+        pool, s, a, true, [a](User u, const AuthRoleGetRequest& r) { return a->RoleGet(u, r); }));
+    unary("/etcdserverpb.Auth/RoleList", AuthCall<AuthRoleListRequest, AuthRoleListResponse>(
+        pool, s, a, true, [a](User u, const AuthRoleListRequest&) { return a->RoleList(u); }));
+    unary("/etcdserverpb.Auth/RoleDelete", AuthCall<AuthRoleDeleteRequest, AuthRoleDeleteResponse>(
+        pool, s, a, true,
+        [a, ok](User u, const AuthRoleDeleteRequest& r) { return ok(a->RoleDelete(u, r), AuthRoleDeleteResponse()); }));
+    unary("/etcdserverpb.Auth/RoleGrantPermission",
+          AuthCall<AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse>(
+              pool, s, a, true, [a, ok](User u, const AuthRoleGrantPermissionRequest& r) {
+                return ok(a->RoleGrantPermission(u, r), AuthRoleGrantPermissionResponse());
+              }));
+    unary("/etcdserverpb.Auth/RoleRevokePermission",
+          AuthCall<AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse>(
+              pool, s, a, true, [a, ok](User u, const AuthRoleRevokePermissionRequest& r) {
+                return ok(a->RoleRevokePermission(u, r), AuthRoleRevokePermissionResponse());
+              }));
+  }
+
+  Gate gate_;
   Store* s_;
   absl::flat_hash_map<std::string, std::unique_ptr<UnaryHandler::Fn>> unary_;
 };
@@ -973,7 +1207,14 @@ class ServerImpl final : public Server {
 
   absl::Status InitH2(Store* s, const ServerOptions& o) {
     pool_ = std::make_unique<WorkerPool>(4);
-    routes_ = std::make_unique<H2Routes>(s, pool_.get(), s->MaxRequestBytes());
+    if (!o.auth_file.empty()) {
+      AuthOptions ao;
+      ao.path = o.auth_file;
+      ao.bcrypt_cost = o.bcrypt_cost;
+      ao.token_ttl_s = o.auth_token_ttl_s;
+      ASSIGN_OR_RETURN(auth_, AuthStore::Open(ao));
+    }
+    routes_ = std::make_unique<H2Routes>(s, pool_.get(), s->MaxRequestBytes(), auth_.get());
     h2::TransportOptions t;
     for (const auto& url : o.listen_client_urls) {
       ASSIGN_OR_RETURN(Url u, ParseUrl(url));
@@ -1088,6 +1329,7 @@ class ServerImpl final : public Server {
   ClusterService cluster_;
   HealthService health_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<AuthStore> auth_;  // outlives the pool's threads, which call it
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<H2Routes> routes_;
   std::unique_ptr<h2::Transport> h2_;

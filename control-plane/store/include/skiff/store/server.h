@@ -39,6 +39,11 @@ struct ServerOptions {
   // the turn (no hand-off to the committer thread and back); false = every
   // write goes through the committer thread.
   bool commit_on_loop = true;
+  // etcd's Auth service (users, roles, tokens) on the h2 transport, its state
+  // in this file (skiff-store: <data-dir>/member/skiff/auth); empty = none.
+  std::string auth_file;
+  int bcrypt_cost = 10;          // --bcrypt-cost
+  int64_t auth_token_ttl_s = 300;  // --auth-token-ttl
 };
 
 class Server {
