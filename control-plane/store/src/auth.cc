@@ -240,8 +240,9 @@ void AuthStore::DropTokens(const std::function<bool(const Token&)>& which) {
   }
 }
 
-absl::StatusOr<std::string> AuthStore::UserOf(std::string_view token) {
-  if (!Enabled() || token.empty()) return std::string();
+absl::StatusOr<std::string> AuthStore::UserOf(std::string_view token, std::string_view cert_cn) {
+  if (!Enabled()) return std::string();
+  if (token.empty()) return std::string(cert_cn);
   std::lock_guard<std::mutex> l(token_mu_);
   auto it = tokens_.find(std::string(token));
   const int64_t now = NowMs();

@@ -41,8 +41,10 @@ class AuthStore {
 
   // The user a request's token names: "" without a token or while auth is
   // off; "etcdserver: invalid auth token" for a token it did not issue or
-  // that expired. A good token's lifetime starts again.
-  absl::StatusOr<std::string> UserOf(std::string_view token);
+  // that expired. A good token's lifetime starts again. Without a token, the
+  // common name of the client's verified TLS certificate is the user, as in
+  // etcd with --client-cert-auth.
+  absl::StatusOr<std::string> UserOf(std::string_view token, std::string_view cert_cn = {});
 
   // May `user` read (or write) every key of [key, end)? end "" = the one key,
   // "\0" = every key from key on. OK while auth is off.

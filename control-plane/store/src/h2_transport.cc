@@ -8,6 +8,7 @@
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -105,6 +106,7 @@ struct StreamImpl final : Call {
   void Finish(const absl::Status& st) override;
   size_t QueuedBytes() const override;
   std::string_view Token() const override { return token; }
+  std::string_view PeerCommonName() const override;
   bool Finished() const override { return finished; }
   void OnDrained(std::function<void()> fn) override {
     if (QueuedBytes() == 0) return fn();
@@ -127,6 +129,7 @@ struct Conn : Pollable {
   UniqueFd fd;
   SSL* ssl = nullptr;
   bool handshake_done = true;
+  std::string peer_cn;  // a verified client certificate's common name
   nghttp2_session* session = nullptr;
   std::unordered_map<int32_t, std::unique_ptr<StreamImpl>> streams;
   std::string wbuf;
@@ -160,6 +163,18 @@ struct Posted {
   int32_t stream_id;
   std::function<void(Call*)> fn;
 };
+
+// The subject common name of the client certificate the handshake verified
+// ("" for none).
+std::string VerifiedPeerCommonName(SSL* ssl) {
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return "";
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) return "";
+  char cn[256] = {0};
+  const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+  X509_free(cert);
+  return n > 0 ? std::string(cn, static_cast<size_t>(n)) : std::string();
+}
 
 // The JSON gateway on an HTTP/1.x connection (TransportOptions::json_route),
 // defined below: its one call is stream kGatewayStream of the connection.
@@ -326,9 +341,7 @@ class LoopImpl final : public Loop, public std::enable_shared_from_this<LoopImpl
         return;
       }
       c->handshake_done = true;
-      const unsigned char* alpn = nullptr;
-      unsigned alpn_len = 0;
-      SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+      c->peer_cn = VerifiedPeerCommonName(c->ssl);
       MarkDirty(c);
     }
     while (!c->dead) {
@@ -835,6 +848,8 @@ void StreamImpl::Resume() {
   }
   conn->loop->MarkDirty(conn);
 }
+
+std::string_view StreamImpl::PeerCommonName() const { return conn->peer_cn; }
 
 size_t StreamImpl::QueuedBytes() const {
   return json != nullptr ? conn->wbuf.size() - conn->woff : out.size() - out_off;

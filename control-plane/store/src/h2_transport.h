@@ -67,6 +67,8 @@ class Call {
   // The auth token the client sent (gRPC metadata "token" or "authorization";
   // on the JSON gateway the Authorization header); "" for none.
   virtual std::string_view Token() const = 0;
+  // The common name of the client certificate TLS verified; "" for none.
+  virtual std::string_view PeerCommonName() const = 0;
 };
 
 using HandlerFactory = std::function<std::unique_ptr<Handler>()>;

@@ -344,7 +344,7 @@ class Gate {
   // read and write, a lease revoke (or a put attaching a lease) write access
   // to the lease's keys, Snapshot/Hash/HashKV/Defragment/MoveLeader the root
   // role (with etcd 3.4's raw "auth: ..." errors). Other calls need nothing.
-  absl::Status Authorize(std::string_view path, std::string_view msg, std::string_view token) const {
+  absl::Status Authorize(std::string_view path, std::string_view msg, const h2::Call& call) const {
     using namespace etcdserverpb;  // NOLINT
     const bool admin = path == "/etcdserverpb.Maintenance/Snapshot" || path == "/etcdserverpb.Maintenance/Hash" ||
                        path == "/etcdserverpb.Maintenance/HashKV" ||
@@ -352,7 +352,7 @@ class Gate {
                        path == "/etcdserverpb.Maintenance/MoveLeader";
     const bool kv = path.rfind("/etcdserverpb.KV/", 0) == 0 && path != "/etcdserverpb.KV/Compact";
     if (!admin && !kv && path != "/etcdserverpb.Lease/LeaseRevoke") return absl::OkStatus();
-    absl::StatusOr<std::string> user = auth_->UserOf(token);
+    absl::StatusOr<std::string> user = auth_->UserOf(call.Token(), call.PeerCommonName());
     if (admin) {
       absl::Status st = user.ok() ? auth_->CheckAdmin(*user) : user.status();
       if (st.ok()) return st;
@@ -388,8 +388,8 @@ class Gate {
   }
 
   // A watch of [key, end) for the stream's token.
-  absl::Status AuthorizeWatch(std::string_view token, const std::string& key, const std::string& end) const {
-    absl::StatusOr<std::string> user = auth_->UserOf(token);
+  absl::Status AuthorizeWatch(const h2::Call& call, const std::string& key, const std::string& end) const {
+    absl::StatusOr<std::string> user = auth_->UserOf(call.Token(), call.PeerCommonName());
     return user.ok() ? auth_->CheckKeys(*user, key, end, false) : user.status();
   }
 
@@ -458,7 +458,7 @@ class UnaryHandler final : public h2::Handler {
       return;
     }
     if (gate_->On()) {
-      absl::Status st = gate_->Authorize(path_, msg_, call->Token());
+      absl::Status st = gate_->Authorize(path_, msg_, *call);
       if (!st.ok()) return call->Finish(st);
     }
     (*fn_)(call, msg_);
@@ -602,7 +602,7 @@ class WatchHandler final : public h2::Handler {
     }
     if (req.has_create_request() && gate_->On()) {
       const auto& c = req.create_request();
-      if (!gate_->AuthorizeWatch(call->Token(), c.key(), c.range_end()).ok()) {
+      if (!gate_->AuthorizeWatch(*call, c.key(), c.range_end()).ok()) {
         // etcd's answer to a watch the user may not read: created and
         // canceled at once, no watch ID.
         etcdserverpb::WatchResponse denied;
@@ -668,7 +668,7 @@ class ProducerHandler final : public h2::Handler {
   void OnMessage(h2::Call*, std::string_view) override {}
   void OnHalfClose(h2::Call* call) override {
     if (gate_ != nullptr && gate_->On()) {
-      absl::Status st = gate_->Authorize(path_, {}, call->Token());
+      absl::Status st = gate_->Authorize(path_, {}, *call);
       if (!st.ok()) return call->Finish(st);
     }
     thread_ = std::thread([this, ref = call->Ref()] {
@@ -714,7 +714,7 @@ UnaryHandler::Fn AuthCall(WorkerPool* pool, Store* s, AuthStore* a, bool with_us
     if (!st.ok()) return call->Finish(st);
     std::string user;
     if (with_user) {
-      absl::StatusOr<std::string> u = a->UserOf(call->Token());
+      absl::StatusOr<std::string> u = a->UserOf(call->Token(), call->PeerCommonName());
       if (!u.ok()) return call->Finish(u.status());
       user = std::move(*u);
     }

@@ -790,21 +790,39 @@ TEST(EtcdctlFlags, MaxRequestBytesAndMaxTxnOpsMatchEtcd) {
   }
 }
 
+// A CA, a server certificate for 127.0.0.1 and one client certificate per
+// common name (<cn>.crt, <cn>.key) in dir; false when openssl failed.
+bool MakeCerts(const ScratchDir& dir, const std::vector<std::string>& client_cns) {
+  auto sh = [&](const std::string& cmd) {
+    Child c({"/bin/sh", "-c", "cd " + dir.path() + " && " + cmd}, dir.sub("openssl.log"));
+    return c.Wait() == 0;
+  };
+  if (!sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=skiff-ca")) {
+    return false;
+  }
+  if (!sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 && "
+          "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
+          "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt "
+          "-days 1 -extfile ext.cnf")) {
+    return false;
+  }
+  for (const auto& cn : client_cns) {
+    if (!sh("openssl req -newkey rsa:2048 -nodes -keyout " + cn + ".key -out " + cn + ".csr -subj /CN=" + cn +
+            " && openssl x509 -req -in " + cn + ".csr -CA ca.crt -CAkey ca.key -CAcreateserial -out " + cn +
+            ".crt -days 1")) {
+      return false;
+    }
+  }
+  return true;
+}
+
 TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
   ScratchDir dir("tls");
   auto sh = [&](const std::string& cmd) {
     Child c({"/bin/sh", "-c", "cd " + dir.path() + " && " + cmd}, dir.sub("openssl.log"));
     return c.Wait();
   };
-  ASSERT_EQ(sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=skiff-ca"), 0);
-  ASSERT_EQ(sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 && "
-               "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
-               "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt "
-               "-days 1 -extfile ext.cnf"),
-            0);
-  ASSERT_EQ(sh("openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client && "
-               "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 1"),
-            0);
+  ASSERT_TRUE(MakeCerts(dir, {"client"}));
   int port = FreePort();
   std::string url = "https://127.0.0.1:" + std::to_string(port);
   Child store({BinDir() + "/skiff-store", "--data-dir", dir.sub("data"), "--listen-client-urls", url,
@@ -835,6 +853,74 @@ TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
     EXPECT_EQ(text.rfind(std::string(version) == "--http2" ? "HTTP/2 200" : "HTTP/1.1 200 OK", 0), 0u)
         << version << "\n" << text;
     EXPECT_NE(text.find(R"({"health":"true")"), std::string::npos) << version << "\n" << text;
+  }
+}
+
+// With --client-cert-auth and auth on, a request without a token acts as the
+// user its certificate names, on skiff-store as on etcd: the same commands
+// with a certificate for "root", for "reader" (a role that reads /r) and for
+// a name that is no user give the same outputs and errors.
+TEST(EtcdctlTls, ACertificatesCommonNameIsTheUserWhenAuthIsOn) {
+  ScratchDir dir("tls-cn");
+  ASSERT_TRUE(MakeCerts(dir, {"root", "reader", "stranger"}));
+  const std::vector<std::string> tls = {"--cert-file", dir.sub("server.crt"), "--key-file", dir.sub("server.key"),
+                                        "--trusted-ca-file", dir.sub("ca.crt"), "--client-cert-auth"};
+  auto start = [&](bool etcd, int port) {
+    const std::string url = "https://127.0.0.1:" + std::to_string(port);
+    std::vector<std::string> argv;
+    if (etcd) {
+      const std::string peer = "http://127.0.0.1:" + std::to_string(FreePort());
+      argv = {"/usr/bin/etcd", "--data-dir", dir.sub("etcd"), "--listen-peer-urls", peer,
+              "--initial-advertise-peer-urls", peer, "--initial-cluster", "default=" + peer};
+    } else {
+      argv = {BinDir() + "/skiff-store", "--data-dir", dir.sub("skiff")};
+    }
+    for (const std::string& a : {std::string("--listen-client-urls"), url, std::string("--advertise-client-urls"), url}) {
+      argv.push_back(a);
+    }
+    argv.insert(argv.end(), tls.begin(), tls.end());
+    return Child(argv, dir.sub(etcd ? "etcd.log" : "skiff.log"));
+  };
+  const int ours_port = FreePort(), etcd_port = FreePort();
+  Child ours = start(false, ours_port), etcd = start(true, etcd_port);
+  ASSERT_TRUE(WaitForPort(ours_port));
+  ASSERT_TRUE(WaitForPort(etcd_port));
+  auto as = [&](int port, const std::string& cn, std::vector<std::string> args) {
+    std::vector<std::string> all = {"--cacert", dir.sub("ca.crt"), "--cert", dir.sub(cn + ".crt"), "--key",
+                                    dir.sub(cn + ".key"), "--command-timeout", "5s"};
+    all.insert(all.end(), args.begin(), args.end());
+    return Etcdctl("https://127.0.0.1:" + std::to_string(port), all);
+  };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> steps = {
+      {"root", {"user", "add", "root:pw"}},
+      {"root", {"user", "grant-role", "root", "root"}},
+      {"root", {"user", "add", "reader:pw"}},
+      {"root", {"role", "add", "r"}},
+      {"root", {"role", "grant-permission", "r", "read", "/r", "--prefix"}},
+      {"root", {"user", "grant-role", "reader", "r"}},
+      {"root", {"put", "/r/1", "one"}},
+      {"root", {"auth", "enable"}},
+      {"root", {"put", "/r/2", "two"}},
+      {"root", {"user", "list"}},
+      {"reader", {"get", "/r", "--prefix"}},
+      {"reader", {"put", "/r/3", "three"}},
+      {"reader", {"user", "list"}},
+      {"stranger", {"get", "/r/1"}},
+      {"stranger", {"--user", "reader:pw", "get", "/r/1", "--print-value-only"}},
+      {"root", {"auth", "disable"}},
+      {"stranger", {"get", "/r/2", "--print-value-only"}},
+  };
+  for (int attempt = 0; attempt < 50; ++attempt) {  // etcd elects itself
+    if (as(etcd_port, "root", {"endpoint", "health"}).code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (const auto& [cn, args] : steps) {
+    CmdResult a = as(ours_port, cn, args), b = as(etcd_port, cn, args);
+    std::string what = cn + ":";
+    for (const auto& x : args) what += " " + x;
+    EXPECT_EQ(a.code, b.code) << what << "\nours: " << a.err << "\netcd: " << b.err;
+    EXPECT_EQ(a.out, b.out) << what;
+    EXPECT_EQ(ErrorLine(a.err), ErrorLine(b.err)) << what;
   }
 }
 
