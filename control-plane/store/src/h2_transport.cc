@@ -100,6 +100,7 @@ struct StreamImpl final : Call {
   // `in` holds request JSON not yet parsed, `out` a unary call's response JSON.
   const google::protobuf::MethodDescriptor* json = nullptr;
   bool json_got = false;  // a request message was handed over
+  bool h1 = false;        // the gateway call is an HTTP/1.x connection's (else an HTTP/2 stream)
 
   CallRef Ref() const override;
   void Send(const google::protobuf::MessageLite& msg) override;
@@ -120,6 +121,7 @@ struct StreamImpl final : Call {
   }
   void SendJson(const google::protobuf::MessageLite& msg);
   void FinishJson(const absl::Status& st);
+  void SubmitJsonHead(int status, bool ok);
   std::vector<std::function<void()>> drained;
 };
 
@@ -183,6 +185,10 @@ constexpr int32_t kGatewayStream = 1;
 bool StartGateway(Conn* c, std::string_view head);
 // More bytes of the request body.
 void GatewayBody(Conn* c, std::string_view data);
+// Hands the JSON objects received so far to the call (at the end, the half-close).
+void PumpJson(StreamImpl* st, bool ended);
+// An HTTP/2 request for a gateway path (false: the path is not one).
+bool StartGatewayStream(StreamImpl* st);
 
 }  // namespace
 
@@ -702,6 +708,11 @@ void Deliver(StreamImpl* st, const uint8_t* data, size_t len) {
 int OnDataChunk(nghttp2_session* s, uint8_t, int32_t stream_id, const uint8_t* data, size_t len, void*) {
   StreamImpl* st = GetStream(s, stream_id);
   if (!st || !st->handler || st->discard) return 0;
+  if (st->json != nullptr) {
+    st->in.append(reinterpret_cast<const char*>(data), len);
+    PumpJson(st, false);
+    return 0;
+  }
   Deliver(st, data, len);
   return 0;
 }
@@ -748,6 +759,11 @@ int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
   StreamImpl* st = it->second.get();
   if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
     const TransportOptions& o = c->loop->options();
+    if (o.plain_http && o.json_route && st->content_type.rfind("application/grpc", 0) != 0 &&
+        StartGatewayStream(st)) {
+      if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->handler && !st->discard) PumpJson(st, true);
+      return 0;
+    }
     if (o.plain_http && st->content_type.rfind("application/grpc", 0) != 0 &&
         (st->method == "GET" || st->method == "HEAD")) {
       SubmitPlain(c->session, st, o.plain_http(st->path), st->method == "HEAD");
@@ -763,6 +779,10 @@ int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
       st->Finish(absl::UnimplementedError(absl::StrCat("unknown service ", service)));
       return 0;
     }
+  }
+  if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->handler && !st->discard && st->json != nullptr) {
+    PumpJson(st, true);
+    return 0;
   }
   if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->handler && !st->discard) {
     if (!st->in.empty()) {
@@ -791,6 +811,10 @@ ssize_t ReadBody(nghttp2_session* s, int32_t stream_id, uint8_t* buf, size_t len
     st->out.clear();
     st->out_off = 0;
     if (!st->drained.empty()) st->RunDrained();
+    if (st->finished && st->json != nullptr) {  // a gateway stream: no trailers
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      return static_cast<ssize_t>(n);
+    }
     if (st->finished) {
       *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
       nghttp2_nv tr[] = {Nv("grpc-status", st->grpc_status), Nv("grpc-message", st->grpc_message)};
@@ -852,7 +876,7 @@ void StreamImpl::Resume() {
 std::string_view StreamImpl::PeerCommonName() const { return conn->peer_cn; }
 
 size_t StreamImpl::QueuedBytes() const {
-  return json != nullptr ? conn->wbuf.size() - conn->woff : out.size() - out_off;
+  return json != nullptr && h1 ? conn->wbuf.size() - conn->woff : out.size() - out_off;
 }
 
 void StreamImpl::Send(const google::protobuf::MessageLite& msg) {
@@ -1013,6 +1037,13 @@ void StreamImpl::SendJson(const google::protobuf::MessageLite& msg) {
     out = std::move(j);  // written with the status at Finish
     return;
   }
+  if (!h1) {
+    absl::StrAppend(&out, R"({"result":)", j, "}\n");
+    if (headers_sent) return Resume();
+    headers_sent = true;
+    SubmitJsonHead(200, true);
+    return;
+  }
   if (!headers_sent) {
     headers_sent = true;
     conn->wbuf += GatewayHead(conn, 200, true, -1);
@@ -1021,10 +1052,36 @@ void StreamImpl::SendJson(const google::protobuf::MessageLite& msg) {
   conn->loop->MarkDirty(conn);
 }
 
+// An HTTP/2 gateway response's headers; the body is `out`, taken by ReadBody.
+void StreamImpl::SubmitJsonHead(int status, bool ok) {
+  plain_headers = {std::to_string(status), "application/json", ok ? "application/grpc" : ""};
+  nghttp2_nv h[] = {Nv(":status", plain_headers[0]), Nv("content-type", plain_headers[1]),
+                    Nv("grpc-metadata-content-type", plain_headers[2])};
+  nghttp2_data_provider body{};
+  body.read_callback = ReadBody;
+  nghttp2_submit_response(conn->session, id, h, ok ? 3 : 2, &body);
+  conn->loop->MarkDirty(conn);
+}
+
 void StreamImpl::FinishJson(const absl::Status& st) {
   const int code = static_cast<int>(st.code());
   const int http = HttpStatusOf(st.code());
   const std::string msg = JsonQuote(std::string(st.message()));
+  const std::string stream_error = absl::StrCat(R"({"error":{"grpc_code":)", code, R"(,"http_code":)", http,
+                                                R"(,"message":)", msg, R"(,"http_status":)",
+                                                JsonQuote(StatusText(http)), "}}\n");
+  if (!h1) {
+    if (!st.ok() && (headers_sent || json->server_streaming())) absl::StrAppend(&out, stream_error);
+    if (headers_sent) return Resume();  // ReadBody ends the stream once out is taken
+    headers_sent = true;
+    if (st.ok() || json->server_streaming()) {
+      if (out.empty()) out = "{}";
+    } else {
+      out = absl::StrCat(R"({"error":)", msg, R"(,"message":)", msg, R"(,"code":)", code, "}");
+    }
+    SubmitJsonHead(http, st.ok());
+    return;
+  }
   // grpc-gateway answers a server stream's error in its stream form even
   // before the first message, with the error's HTTP status.
   if (!headers_sent && !st.ok() && json->server_streaming()) {
@@ -1039,10 +1096,7 @@ void StreamImpl::FinishJson(const absl::Status& st) {
     out.clear();
     absl::StrAppend(&conn->wbuf, GatewayHead(conn, http, st.ok(), static_cast<int64_t>(body.size())), body);
   } else {
-    if (!st.ok()) {
-      AppendChunk(conn, absl::StrCat(R"({"error":{"grpc_code":)", code, R"(,"http_code":)", http, R"(,"message":)",
-                                     msg, R"(,"http_status":)", JsonQuote(StatusText(http)), "}}\n"));
-    }
+    if (!st.ok()) AppendChunk(conn, stream_error);
     if (!conn->http10) conn->wbuf += "0\r\n\r\n";
   }
   conn->http1_answered = true;
@@ -1121,6 +1175,7 @@ bool StartGateway(Conn* c, std::string_view head) {
   st->conn = c;
   st->id = kGatewayStream;
   st->json = md;
+  st->h1 = true;
   st->path = "/" + md->service()->full_name() + "/" + md->name();
   st->token = std::string(HeaderValue(head, "Authorization"));
   StreamImpl* raw = st.get();
@@ -1133,6 +1188,28 @@ bool StartGateway(Conn* c, std::string_view head) {
   }
   b.active = true;
   if (!b.chunked && b.left == 0) GatewayBody(c, {});
+  return true;
+}
+
+bool StartGatewayStream(StreamImpl* st) {
+  const TransportOptions& o = st->conn->loop->options();
+  const std::string path = st->path.substr(0, st->path.find('?'));
+  const google::protobuf::MethodDescriptor* md = o.json_route(path);
+  if (md == nullptr) return false;
+  st->json = md;
+  st->discard = false;
+  if (st->method != "POST") {
+    st->discard = true;
+    SubmitPlain(st->conn->session, st, PlainResponse{405, "text/plain; charset=utf-8", "Method Not Allowed\n"},
+                false);
+    return true;
+  }
+  st->path = "/" + md->service()->full_name() + "/" + md->name();
+  if (HandlerFactory f = o.route(st->path)) st->handler = f();
+  if (!st->handler) {
+    st->discard = true;
+    st->Finish(absl::UnimplementedError("unknown service " + md->service()->full_name()));
+  }
   return true;
 }
 

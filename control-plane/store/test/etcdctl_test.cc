@@ -853,6 +853,15 @@ TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
     EXPECT_EQ(text.rfind(std::string(version) == "--http2" ? "HTTP/2 200" : "HTTP/1.1 200 OK", 0), 0u)
         << version << "\n" << text;
     EXPECT_NE(text.find(R"({"health":"true")"), std::string::npos) << version << "\n" << text;
+    // The JSON gateway over HTTPS, as curl reaches etcd's.
+    std::filesystem::remove(out);
+    EXPECT_EQ(sh(std::string("curl -sS ") + version + " --cacert ca.crt --cert client.crt --key client.key -X POST " +
+                 url + "/v3/kv/range -d '{\"key\":\"c2VjdXJl\"}' > " + out),
+              0)
+        << version;
+    std::ifstream in2(out);
+    std::string range((std::istreambuf_iterator<char>(in2)), std::istreambuf_iterator<char>());
+    EXPECT_NE(range.find(R"("value":"eWVz")"), std::string::npos) << version << "\n" << range;
   }
 }
 

@@ -779,5 +779,37 @@ TEST_F(H2Transport, JsonGatewayStreamsWatchesAndKeepAlives) {
   EXPECT_EQ(all.substr(all.size() - 5), "0\r\n\r\n") << "the stream did not end with the body:\n" << all;
 }
 
+// The JSON gateway over HTTP/2 (what curl uses over HTTPS): a POST with a
+// JSON body on a stream, answered with JSON and grpc-gateway's status; a
+// watch streaming lines; a GET of a gateway path 405; gRPC on the same
+// connection unaffected.
+TEST_F(H2Transport, JsonGatewayOverHttp2) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  const std::vector<std::pair<std::string, std::string>> json = {{"content-type", "application/json"}};
+  int32_t put = c.Start("/v3/kv/put", R"({"key":"aDI=","value":"dg=="})", true, json);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(put) > 0; }));
+  EXPECT_EQ(c.headers_[put][":status"], "200");
+  EXPECT_EQ(c.headers_[put]["content-type"], "application/json");
+  EXPECT_NE(c.data_[put].find(R"("revision":"2")"), std::string::npos) << c.data_[put];
+  EXPECT_EQ(c.headers_[put].count("grpc-status"), 0u) << "a gateway answer has no gRPC trailers";
+  int32_t bad = c.Start("/v3/kv/range", "{}", true, json);
+  int32_t watch = c.Start("/v3/watch", R"({"create_request":{"key":"aDI=","start_revision":"1"}})", false, json);
+  int32_t get = c.StartPlain("GET", "/v3/kv/range");
+  ASSERT_TRUE(c.ReadUntil([&] {
+    return c.ended_.count(bad) > 0 && c.ended_.count(get) > 0 && c.data_[watch].find("dg==") != std::string::npos;
+  })) << c.data_[watch];
+  EXPECT_EQ(c.headers_[bad][":status"], "400");
+  EXPECT_EQ(c.data_[bad], R"({"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3})");
+  EXPECT_EQ(c.headers_[get][":status"], "405");
+  EXPECT_EQ(c.data_[watch].rfind(R"({"result":{"header":)", 0), 0u) << c.data_[watch];
+  EXPECT_EQ(c.ended_.count(watch), 0u) << "the watch stream ended";
+  etcdserverpb::RangeRequest rr;
+  rr.set_key("aDI=");
+  int32_t id = c.Start("/etcdserverpb.KV/Range", Framed(rr), true);
+  ASSERT_TRUE(c.ReadUntil([&] { return c.ended_.count(id) > 0; }));
+  EXPECT_EQ(c.headers_[id]["grpc-status"], "0");
+}
+
 }  // namespace
 }  // namespace skiff::store
