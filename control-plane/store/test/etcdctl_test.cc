@@ -842,25 +842,23 @@ TEST(EtcdctlTls, ClientCertAuthAcceptsSignedClientsOnly) {
   // Plain HTTPS GETs on the client port, as etcd answers them: curl over
   // HTTP/2 (ALPN h2) and over HTTP/1.1.
   for (const char* version : {"--http2", "--http1.1"}) {
-    const std::string out = dir.sub("curl.out");
-    std::filesystem::remove(out);
-    EXPECT_EQ(sh(std::string("curl -sS -i ") + version + " --cacert ca.crt --cert client.crt --key client.key " +
-                 url + "/health > " + out),
-              0)
-        << version;
-    std::ifstream in(out);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // curl with the client certificate: what it printed.
+    auto curl = [&](const std::string& args) {
+      const std::string out = dir.sub("curl.out");
+      std::filesystem::remove(out);
+      EXPECT_EQ(sh(std::string("curl -sS ") + version + " --cacert ca.crt --cert client.crt --key client.key " + args +
+                   " > " + out),
+                0)
+          << version << " " << args;
+      std::ifstream in(out);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    std::string text = curl("-i " + url + "/health");
     EXPECT_EQ(text.rfind(std::string(version) == "--http2" ? "HTTP/2 200" : "HTTP/1.1 200 OK", 0), 0u)
         << version << "\n" << text;
     EXPECT_NE(text.find(R"({"health":"true")"), std::string::npos) << version << "\n" << text;
     // The JSON gateway over HTTPS, as curl reaches etcd's.
-    std::filesystem::remove(out);
-    EXPECT_EQ(sh(std::string("curl -sS ") + version + " --cacert ca.crt --cert client.crt --key client.key -X POST " +
-                 url + "/v3/kv/range -d '{\"key\":\"c2VjdXJl\"}' > " + out),
-              0)
-        << version;
-    std::ifstream in2(out);
-    std::string range((std::istreambuf_iterator<char>(in2)), std::istreambuf_iterator<char>());
+    std::string range = curl("-X POST " + url + "/v3/kv/range -d '{\"key\":\"c2VjdXJl\"}'");
     EXPECT_NE(range.find(R"("value":"eWVz")"), std::string::npos) << version << "\n" << range;
   }
 }

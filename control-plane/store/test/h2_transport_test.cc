@@ -517,15 +517,23 @@ TEST_F(H2Transport, CompressedRequestsAreDecompressed) {
   EXPECT_EQ(resp.header().revision(), 5);  // three good puts before; nothing from the failed ones
 }
 
+// Opens a watch of key on c (half-closed when end) and waits for "created":
+// the stream's ID, or 0.
+int32_t OpenWatch(RawClient& c, const std::string& key, bool end) {
+  etcdserverpb::WatchRequest wr;
+  wr.mutable_create_request()->set_key(key);
+  int32_t id = c.Start("/etcdserverpb.Watch/Watch", Framed(wr), end);
+  return c.ReadUntil([&] { return c.data_[id].size() > 5; }) ? id : 0;
+}
+
 TEST_F(H2Transport, ClientVanishingMidStreamFreesItsWatchAndOthersGoOn) {
   for (int round = 0; round < 20; ++round) {
     RawClient c(port_);
     ASSERT_TRUE(c.connected());
+    ASSERT_NE(OpenWatch(c, "w", false), 0);
+    // Half a request message, then the socket goes away.
     etcdserverpb::WatchRequest wr;
     wr.mutable_create_request()->set_key("w");
-    int32_t id = c.Start("/etcdserverpb.Watch/Watch", Framed(wr), false);
-    ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].size() > 5; }));  // "created"
-    // Half a request message, then the socket goes away.
     std::string half = Framed(wr).substr(0, 4);
     c.WriteAll(half.data(), half.size());
     c.CloseSocket();
@@ -542,10 +550,7 @@ TEST_F(H2Transport, ClientVanishingMidStreamFreesItsWatchAndOthersGoOn) {
 TEST_F(H2Transport, ShutdownSendsGoAwayToOpenConnections) {
   RawClient c(port_);
   ASSERT_TRUE(c.connected());
-  etcdserverpb::WatchRequest wr;
-  wr.mutable_create_request()->set_key("g");
-  int32_t id = c.Start("/etcdserverpb.Watch/Watch", Framed(wr), false);
-  ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].size() > 5; }));
+  ASSERT_NE(OpenWatch(c, "g", false), 0);
   std::thread stopper([&] { server_->Shutdown(); });
   EXPECT_TRUE(c.ReadUntil([&] { return c.goaway_ && c.eof_; }));
   stopper.join();
@@ -602,10 +607,8 @@ TEST_F(H2Transport, AWatcherThatStopsReadingDoesNotStallWriters) {
 TEST_F(H2Transport, AWatchStreamStaysOpenAfterTheClientHalfCloses) {
   RawClient c(port_);
   ASSERT_TRUE(c.connected());
-  etcdserverpb::WatchRequest wr;
-  wr.mutable_create_request()->set_key("half");
-  int32_t id = c.Start("/etcdserverpb.Watch/Watch", Framed(wr), true);
-  ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].size() > 5; }));  // "created"
+  const int32_t id = OpenWatch(c, "half", true);
+  ASSERT_NE(id, 0);
   ASSERT_TRUE(Put("half", "v").ok());
   ASSERT_TRUE(c.ReadUntil([&] { return c.data_[id].find("half") != std::string::npos; })) << "no event";
   EXPECT_EQ(c.ended_.count(id), 0u) << "the stream ended at the half-close";
