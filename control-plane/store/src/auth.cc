@@ -141,26 +141,27 @@ absl::StatusOr<std::unique_ptr<AuthStore>> AuthStore::Open(const AuthOptions& o)
     return absl::InvalidArgumentError("bcrypt cost must be between 4 and 31");
   }
   std::unique_ptr<AuthStore> a(new AuthStore(o));
-  RETURN_IF_ERROR(a->Load());
+  ASSIGN_OR_RETURN(a->st_, ReadAuthState(o.path));
+  a->enabled_.store(a->st_.enabled, std::memory_order_release);
   return a;
 }
 
-absl::Status AuthStore::Load() {
-  std::ifstream in(o_.path, std::ios::binary);
+absl::StatusOr<AuthState> ReadAuthState(const std::string& path) {
+  AuthState s;
+  std::ifstream in(path, std::ios::binary);
   if (!in) {
-    if (std::filesystem::exists(o_.path)) return absl::InternalError("cannot read " + o_.path);
-    return absl::OkStatus();  // no file: auth off, no users, no roles
+    if (std::filesystem::exists(path)) return absl::InternalError("cannot read " + path);
+    return s;  // no file: auth off, no users, no roles
   }
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string data = ss.str();
   std::string_view v(data);
-  auto bad = [&] { return absl::DataLossError(o_.path + ": damaged auth state"); };
+  auto bad = [&] { return absl::DataLossError(path + ": damaged auth state"); };
   if (v.substr(0, sizeof(kMagic) - 1) != kMagic) return bad();
   v.remove_prefix(sizeof(kMagic) - 1);
   uint32_t enabled, rev_lo, rev_hi, n;
   if (!GetU32(&v, &enabled) || !GetU32(&v, &rev_lo) || !GetU32(&v, &rev_hi)) return bad();
-  State s;
   s.enabled = enabled != 0;
   s.revision = (uint64_t{rev_hi} << 32) | rev_lo;
   for (int kind = 0; kind < 2; ++kind) {
@@ -182,12 +183,10 @@ absl::Status AuthStore::Load() {
     }
   }
   if (!v.empty()) return bad();
-  st_ = std::move(s);
-  enabled_.store(st_.enabled, std::memory_order_release);
-  return absl::OkStatus();
+  return s;
 }
 
-absl::Status AuthStore::Persist(const State& s) const {
+absl::Status WriteAuthState(const std::string& path, const AuthState& s) {
   std::string out = kMagic;
   PutU32(&out, s.enabled ? 1 : 0);
   PutU32(&out, static_cast<uint32_t>(s.revision));
@@ -204,7 +203,7 @@ absl::Status AuthStore::Persist(const State& s) const {
     PutU32(&out, static_cast<uint32_t>(b.size()));
     out += b;
   }
-  const std::string tmp = o_.path + ".tmp";
+  const std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (fd.get() < 0) return LastErrnoError("open " + tmp);
   for (size_t off = 0; off < out.size();) {
@@ -215,8 +214,8 @@ absl::Status AuthStore::Persist(const State& s) const {
   }
   if (::fsync(fd.get()) != 0) return LastErrnoError("fsync " + tmp);
   fd.reset();
-  if (::rename(tmp.c_str(), o_.path.c_str()) != 0) return LastErrnoError("rename " + tmp);
-  const std::string dir = std::filesystem::path(o_.path).parent_path().string();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return LastErrnoError("rename " + tmp);
+  const std::string dir = std::filesystem::path(path).parent_path().string();
   UniqueFd d(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (d.get() < 0 || ::fsync(d.get()) != 0) return LastErrnoError("fsync " + dir);
   return absl::OkStatus();
@@ -227,7 +226,7 @@ absl::Status AuthStore::Change(const std::function<absl::Status(State&)>& change
   State next = st_;
   RETURN_IF_ERROR(change(next));
   ++next.revision;
-  RETURN_IF_ERROR(Persist(next));
+  RETURN_IF_ERROR(WriteAuthState(o_.path, next));
   st_ = std::move(next);
   enabled_.store(st_.enabled, std::memory_order_release);
   return absl::OkStatus();

@@ -27,6 +27,21 @@
 
 namespace skiff::store {
 
+// Everything auth keeps: what the state file holds and what snapshots carry
+// (etcd's "auth", "authUsers" and "authRoles" buckets).
+struct AuthState {
+  bool enabled = false;
+  uint64_t revision = 1;
+  std::map<std::string, authpb::User> users;
+  std::map<std::string, authpb::Role> roles;
+};
+
+// The state file: absent = the default state; damaged = DataLoss.
+absl::StatusOr<AuthState> ReadAuthState(const std::string& path);
+// Replaces the state file atomically (temporary file, fsync, rename, fsync
+// of the directory).
+absl::Status WriteAuthState(const std::string& path, const AuthState& s);
+
 struct AuthOptions {
   std::string path;          // the state file (<data-dir>/auth)
   int bcrypt_cost = 10;      // etcd's --bcrypt-cost (4..31)
@@ -76,23 +91,16 @@ class AuthStore {
                                     const etcdserverpb::AuthRoleRevokePermissionRequest& r);
 
  private:
-  struct State {
-    bool enabled = false;
-    uint64_t revision = 1;
-    std::map<std::string, authpb::User> users;
-    std::map<std::string, authpb::Role> roles;
-  };
+  using State = AuthState;
   struct Token {
     std::string user;
     int64_t expires_ms = 0;
   };
 
   explicit AuthStore(AuthOptions o) : o_(std::move(o)) {}
-  absl::Status Load();
   // Runs change on a copy of the state; writes it and takes it when change
   // returned OK. Bumps the revision.
   absl::Status Change(const std::function<absl::Status(State&)>& change);
-  absl::Status Persist(const State& s) const;
   absl::Status AdminLocked(const std::string& user) const;
   bool HasRoot(const std::string& user) const;
   void DropTokens(const std::function<bool(const Token&)>& which);

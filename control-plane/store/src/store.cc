@@ -19,6 +19,7 @@
 #include "skiff/store/errors.h"
 #include "bolt.h"
 #include "lmdb_checkpoint.h"
+#include "auth.h"
 #include "store_impl.h"
 #include "wal.h"
 
@@ -2012,11 +2013,16 @@ absl::StatusOr<etcdserverpb::MemberListResponse> StoreImpl::MemberList() {
 //   lease (id -> ttl)                       ->  "lease": id -> leasepb.Lease{ID, TTL}
 //   meta  rev, compact                      ->  "meta": consistent_index,
 //                                               finishedCompactRev, scheduledCompactRev
-// and the buckets etcd keeps for the cluster, alarms and auth, empty.
+//   the auth state file (auth.h)            ->  "auth": authEnabled, authRevision;
+//                                               "authUsers": name -> authpb.User;
+//                                               "authRoles": name -> authpb.Role
+// and the buckets etcd keeps for the cluster and alarms, empty.
 namespace {
 
-constexpr const char* kEtcdEmptyBuckets[] = {"alarm",   "auth",    "authRoles",      "authUsers",
-                                             "cluster", "members", "members_removed"};
+constexpr const char* kEtcdEmptyBuckets[] = {"alarm", "cluster", "members", "members_removed"};
+
+// Where skiff-store keeps its auth state (ServerOptions::auth_file).
+std::string AuthFile(const std::string& data_dir) { return data_dir + "/member/skiff/auth"; }
 
 // etcd's revision key (mvcc/revision.go): main | '_' | sub, big endian, and
 // 't' appended for a tombstone.
@@ -2111,7 +2117,20 @@ class EtcdBackendRestore {
         // A compaction scheduled but not finished is finished here (etcd
         // resumes it at start the same way).
         compact_ = std::max(compact_, static_cast<int64_t>(GetBe64(v.data())));
-      } else if (bucket == "authUsers" || bucket == "authRoles" || bucket == "alarm") {
+      } else if (bucket == "authUsers") {
+        authpb::User u;
+        if (!u.ParseFromArray(v.data(), static_cast<int>(v.size()))) return Bad("bad record in \"authUsers\"");
+        auth_.users[u.name()] = std::move(u);
+      } else if (bucket == "authRoles") {
+        authpb::Role r;
+        if (!r.ParseFromArray(v.data(), static_cast<int>(v.size()))) return Bad("bad record in \"authRoles\"");
+        auth_.roles[r.name()] = std::move(r);
+      } else if (bucket == "auth" && k == "authEnabled") {
+        auth_.enabled = v.size() == 1 && v[0] == 1;
+      } else if (bucket == "auth" && k == "authRevision") {
+        if (v.size() != 8) return Bad("bad authRevision");
+        auth_.revision = GetBe64(v.data());
+      } else if (bucket == "alarm") {
         ++dropped_[std::string(bucket)];
       } else if (bucket == "lease") {
         int64_t id = 0, ttl = 0;
@@ -2204,7 +2223,12 @@ class EtcdBackendRestore {
   int64_t rev_ = 0, compact_ = 0;
   std::vector<std::pair<std::string, std::string>> leases_;  // be64 id -> be64 ttl, ascending
   std::map<std::string, std::pair<int64_t, int64_t>> kept_;
-  std::map<std::string, int64_t> dropped_;  // auth users/roles and alarms: skiff-store has none
+  std::map<std::string, int64_t> dropped_;  // alarms: not carried over
+
+ public:
+  // The auth state the snapshot carries; written only when it has something.
+  AuthState auth_;
+  bool HasAuth() const { return auth_.enabled || !auth_.users.empty() || !auth_.roles.empty(); }
 };
 
 // A new LMDB environment in dir, filled by `fill` in one transaction.
@@ -2263,6 +2287,20 @@ absl::Status StoreImpl::Snapshot(const std::function<bool(const std::string&, ui
       RETURN_IF_ERROR(w.BeginBucket(name));
       RETURN_IF_ERROR(w.EndBucket());
     }
+    // Auth as etcd keeps it: the flag and revision, users and roles by name.
+    ASSIGN_OR_RETURN(AuthState auth, ReadAuthState(AuthFile(opts_.data_dir)));
+    RETURN_IF_ERROR(w.BeginBucket("auth"));
+    if (auth.enabled) RETURN_IF_ERROR(w.Put("authEnabled", std::string(1, '\1')));  // absent = off, as in etcd
+    std::string auth_rev(8, '\0');
+    PutBe64(auth_rev.data(), auth.revision);
+    RETURN_IF_ERROR(w.Put("authRevision", auth_rev));
+    RETURN_IF_ERROR(w.EndBucket());
+    RETURN_IF_ERROR(w.BeginBucket("authUsers"));
+    for (const auto& [name, u] : auth.users) RETURN_IF_ERROR(w.Put(name, u.SerializeAsString()));
+    RETURN_IF_ERROR(w.EndBucket());
+    RETURN_IF_ERROR(w.BeginBucket("authRoles"));
+    for (const auto& [name, r] : auth.roles) RETURN_IF_ERROR(w.Put(name, r.SerializeAsString()));
+    RETURN_IF_ERROR(w.EndBucket());
     auto for_each = [&](MDB_dbi dbi, const std::function<absl::Status(const MDB_val&, const MDB_val&)>& fn) {
       MDB_cursor* c = nullptr;
       int rc = mdb_cursor_open(rt.get(), dbi, &c);
@@ -2439,6 +2477,7 @@ absl::Status RestoreSnapshot(const std::string& snapshot_path, const std::string
         return etcd->Write(txn, kv, meta, lease);
       }));
       ::unlink((dir + "/lock.mdb").c_str());
+      if (etcd->HasAuth()) RETURN_IF_ERROR(WriteAuthState(AuthFile(staging), etcd->auth_));
     } else {
       const std::string path = dir + "/data.mdb";
       UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));

@@ -32,23 +32,33 @@ std::string Normalize(std::string s) {
   return s;
 }
 
-// One HTTP/1.0 GET on 127.0.0.1:port: the whole response ("" when the
-// connection failed).
-std::string HttpGet(int port, const std::string& path, const std::string& method = "GET") {
+// A TCP socket connected to 127.0.0.1:port, or -1.
+int ConnectLoopback(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    ::close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+// One HTTP/1.0 GET on 127.0.0.1:port: the whole response ("" when the
+// connection failed).
+std::string HttpGet(int port, const std::string& path, const std::string& method = "GET") {
+  int fd = ConnectLoopback(port);
   std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+  if (fd >= 0) {
     std::string req = method + " " + path + " HTTP/1.0\r\n\r\n";
     (void)!::write(fd, req.data(), req.size());
     char buf[8192];
     ssize_t n;
     while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
   }
-  ::close(fd);
+  if (fd >= 0) ::close(fd);
   return out;
 }
 
@@ -63,11 +73,7 @@ struct HttpAnswer {
 HttpAnswer HttpPost(int port, const std::string& path, const std::string& body, int lines = 0,
                     const std::string& headers = "") {
   HttpAnswer out;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = ConnectLoopback(port);
   std::string raw;
   auto body_of = [&] {
     const size_t end = raw.find("\r\n\r\n");
@@ -85,7 +91,7 @@ HttpAnswer HttpPost(int port, const std::string& path, const std::string& body, 
     }
     return plain;
   };
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+  if (fd >= 0) {
     const std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + headers +
                             "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                             "\r\n\r\n" + body;
@@ -102,7 +108,7 @@ HttpAnswer HttpPost(int port, const std::string& path, const std::string& body, 
       out.body = body_of();
     }
   }
-  ::close(fd);
+  if (fd >= 0) ::close(fd);
   if (raw.rfind("HTTP/1.1 ", 0) == 0) out.status = std::atoi(raw.c_str() + 9);
   out.body = body_of();
   return out;
