@@ -141,8 +141,9 @@ absl::StatusOr<std::unique_ptr<AuthStore>> AuthStore::Open(const AuthOptions& o)
     return absl::InvalidArgumentError("bcrypt cost must be between 4 and 31");
   }
   std::unique_ptr<AuthStore> a(new AuthStore(o));
-  ASSIGN_OR_RETURN(a->st_, ReadAuthState(o.path));
-  a->enabled_.store(a->st_.enabled, std::memory_order_release);
+  ASSIGN_OR_RETURN(AuthState st, ReadAuthState(o.path));
+  a->enabled_.store(st.enabled, std::memory_order_release);
+  std::atomic_store(&a->st_, std::make_shared<const AuthState>(std::move(st)));
   return a;
 }
 
@@ -222,13 +223,13 @@ absl::Status WriteAuthState(const std::string& path, const AuthState& s) {
 }
 
 absl::Status AuthStore::Change(const std::function<absl::Status(State&)>& change) {
-  std::unique_lock<std::shared_mutex> l(mu_);
-  State next = st_;
+  std::lock_guard<std::mutex> l(change_mu_);
+  State next = *Snap();
   RETURN_IF_ERROR(change(next));
   ++next.revision;
   RETURN_IF_ERROR(WriteAuthState(o_.path, next));
-  st_ = std::move(next);
-  enabled_.store(st_.enabled, std::memory_order_release);
+  enabled_.store(next.enabled, std::memory_order_release);
+  std::atomic_store(&st_, std::shared_ptr<const State>(std::make_shared<const State>(std::move(next))));
   return absl::OkStatus();
 }
 
@@ -253,36 +254,38 @@ absl::StatusOr<std::string> AuthStore::UserOf(std::string_view token, std::strin
   return it->second.user;
 }
 
-bool AuthStore::HasRoot(const std::string& user) const {
-  auto u = st_.users.find(user);
-  if (u == st_.users.end()) return false;
+bool AuthStore::HasRoot(const State& st, const std::string& user) {
+  auto u = st.users.find(user);
+  if (u == st.users.end()) return false;
   return std::find(u->second.roles().begin(), u->second.roles().end(), kRoot) != u->second.roles().end();
 }
 
-absl::Status AuthStore::AdminLocked(const std::string& user) const {
-  if (!st_.enabled) return absl::OkStatus();
+absl::Status AuthStore::Admin(const State& st, const std::string& user) {
+  if (!st.enabled) return absl::OkStatus();
   if (user.empty()) return ErrUserEmpty();
-  if (!st_.users.contains(user)) return ErrUserNotFound();
-  return HasRoot(user) ? absl::OkStatus() : ErrPermissionDenied();
+  if (!st.users.contains(user)) return ErrUserNotFound();
+  return HasRoot(st, user) ? absl::OkStatus() : ErrPermissionDenied();
 }
 
 absl::Status AuthStore::CheckAdmin(const std::string& user) const {
-  std::shared_lock<std::shared_mutex> l(mu_);
-  return AdminLocked(user);
+  const std::shared_ptr<const State> snap = Snap();
+  const State& st = *snap;
+  return Admin(st, user);
 }
 
 absl::Status AuthStore::CheckKeys(const std::string& user, std::string_view key, std::string_view end,
                                   bool write) const {
-  std::shared_lock<std::shared_mutex> l(mu_);
-  if (!st_.enabled) return absl::OkStatus();
+  const std::shared_ptr<const State> snap = Snap();
+  const State& st = *snap;
+  if (!st.enabled) return absl::OkStatus();
   if (user.empty()) return ErrUserEmpty();
-  auto u = st_.users.find(user);
-  if (u == st_.users.end()) return ErrPermissionDenied();
-  if (HasRoot(user)) return absl::OkStatus();
+  auto u = st.users.find(user);
+  if (u == st.users.end()) return ErrPermissionDenied();
+  if (HasRoot(st, user)) return absl::OkStatus();
   std::vector<Interval> ivs;
   for (const auto& name : u->second.roles()) {
-    auto r = st_.roles.find(name);
-    if (r == st_.roles.end()) continue;
+    auto r = st.roles.find(name);
+    if (r == st.roles.end()) continue;
     for (const auto& p : r->second.keypermission()) {
       const bool ok = p.permtype() == authpb::Permission::READWRITE ||
                       p.permtype() == (write ? authpb::Permission::WRITE : authpb::Permission::READ);
@@ -294,8 +297,9 @@ absl::Status AuthStore::CheckKeys(const std::string& user, std::string_view key,
 
 absl::Status AuthStore::Enable(const std::string& user) {
   {
-    std::shared_lock<std::shared_mutex> l(mu_);
-    if (st_.enabled) return AdminLocked(user);  // already on: nothing to do
+    const std::shared_ptr<const State> snap = Snap();
+    const State& st = *snap;
+    if (st.enabled) return Admin(st, user);  // already on: nothing to do
   }
   return Change([](State& s) {
     if (s.enabled) return absl::OkStatus();
@@ -310,9 +314,10 @@ absl::Status AuthStore::Enable(const std::string& user) {
 
 absl::Status AuthStore::Disable(const std::string& user) {
   {
-    std::shared_lock<std::shared_mutex> l(mu_);
-    if (!st_.enabled) return absl::OkStatus();
-    RETURN_IF_ERROR(AdminLocked(user));
+    const std::shared_ptr<const State> snap = Snap();
+    const State& st = *snap;
+    if (!st.enabled) return absl::OkStatus();
+    RETURN_IF_ERROR(Admin(st, user));
   }
   RETURN_IF_ERROR(Change([](State& s) {
     s.enabled = false;
@@ -323,28 +328,39 @@ absl::Status AuthStore::Disable(const std::string& user) {
 }
 
 etcdserverpb::AuthStatusResponse AuthStore::Status() const {
-  std::shared_lock<std::shared_mutex> l(mu_);
+  const std::shared_ptr<const State> snap = Snap();
+  const State& st = *snap;
   etcdserverpb::AuthStatusResponse r;
-  r.set_enabled(st_.enabled);
-  r.set_authrevision(st_.revision);
+  r.set_enabled(st.enabled);
+  r.set_authrevision(st.revision);
   return r;
 }
 
 absl::StatusOr<std::string> AuthStore::Authenticate(const std::string& name, const std::string& password) {
   std::string hash;
   {
-    std::shared_lock<std::shared_mutex> l(mu_);
-    if (!st_.enabled) return ErrAuthNotEnabled();
-    auto u = st_.users.find(name);
-    if (u == st_.users.end() || (u->second.has_options() && u->second.options().no_password())) {
+    const std::shared_ptr<const State> snap = Snap();
+    const State& st = *snap;
+    if (!st.enabled) return ErrAuthNotEnabled();
+    auto u = st.users.find(name);
+    if (u == st.users.end() || (u->second.has_options() && u->second.options().no_password())) {
       return ErrAuthFailed();
     }
     hash = u->second.password();
   }
   if (!PasswordMatches(password, hash)) return ErrAuthFailed();  // bcrypt: outside the lock
   std::lock_guard<std::mutex> l(token_mu_);
-  std::string token = absl::StrCat(RandomLetters(16), ".", ++token_seq_);
-  tokens_[token] = Token{name, NowMs() + o_.token_ttl_s * 1000};
+  const int64_t now = NowMs();
+  // Tokens nobody uses again (every etcdctl run authenticates anew) go once
+  // expired: swept every 256 logins, so the map stays as big as the logins
+  // of one TTL.
+  if (++token_seq_ % 256 == 0) {
+    for (auto it = tokens_.begin(); it != tokens_.end();) {
+      it = it->second.expires_ms < now ? tokens_.erase(it) : std::next(it);
+    }
+  }
+  std::string token = absl::StrCat(RandomLetters(16), ".", token_seq_);
+  tokens_[token] = Token{name, now + o_.token_ttl_s * 1000};
   return token;
 }
 
@@ -361,7 +377,7 @@ absl::Status AuthStore::UserAdd(const std::string& user, const etcdserverpb::Aut
     }
   }
   return Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     if (s.users.contains(r.name())) return ErrUserAlreadyExist();
     authpb::User u;
     u.set_name(r.name());
@@ -374,26 +390,28 @@ absl::Status AuthStore::UserAdd(const std::string& user, const etcdserverpb::Aut
 
 absl::StatusOr<etcdserverpb::AuthUserGetResponse> AuthStore::UserGet(
     const std::string& user, const etcdserverpb::AuthUserGetRequest& r) const {
-  std::shared_lock<std::shared_mutex> l(mu_);
-  if (!(st_.enabled && user == r.name())) RETURN_IF_ERROR(AdminLocked(user));
-  auto u = st_.users.find(r.name());
-  if (u == st_.users.end()) return ErrUserNotFound();
+  const std::shared_ptr<const State> snap = Snap();
+  const State& st = *snap;
+  if (!(st.enabled && user == r.name())) RETURN_IF_ERROR(Admin(st, user));
+  auto u = st.users.find(r.name());
+  if (u == st.users.end()) return ErrUserNotFound();
   etcdserverpb::AuthUserGetResponse resp;
   for (const auto& role : u->second.roles()) resp.add_roles(role);
   return resp;
 }
 
 absl::StatusOr<etcdserverpb::AuthUserListResponse> AuthStore::UserList(const std::string& user) const {
-  std::shared_lock<std::shared_mutex> l(mu_);
-  RETURN_IF_ERROR(AdminLocked(user));
+  const std::shared_ptr<const State> snap = Snap();
+  const State& st = *snap;
+  RETURN_IF_ERROR(Admin(st, user));
   etcdserverpb::AuthUserListResponse resp;
-  for (const auto& [name, u] : st_.users) resp.add_users(name);
+  for (const auto& [name, u] : st.users) resp.add_users(name);
   return resp;
 }
 
 absl::Status AuthStore::UserDelete(const std::string& user, const etcdserverpb::AuthUserDeleteRequest& r) {
   RETURN_IF_ERROR(Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     if (s.enabled && r.name() == kRoot) return ErrInvalidAuthMgmt();
     if (s.users.erase(r.name()) == 0) return ErrUserNotFound();
     return absl::OkStatus();
@@ -410,7 +428,7 @@ absl::Status AuthStore::UserChangePassword(const std::string& user,
     ASSIGN_OR_RETURN(hash, HashPassword(r.password(), o_.bcrypt_cost));
   }
   RETURN_IF_ERROR(Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     auto u = s.users.find(r.name());
     if (u == s.users.end()) return ErrUserNotFound();
     u->second.set_password(hash);
@@ -422,7 +440,7 @@ absl::Status AuthStore::UserChangePassword(const std::string& user,
 
 absl::Status AuthStore::UserGrantRole(const std::string& user, const etcdserverpb::AuthUserGrantRoleRequest& r) {
   return Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     auto u = s.users.find(r.user());
     if (u == s.users.end()) return ErrUserNotFound();
     if (r.role() != kRoot && !s.roles.contains(r.role())) return ErrRoleNotFound();
@@ -438,7 +456,7 @@ absl::Status AuthStore::UserGrantRole(const std::string& user, const etcdserverp
 
 absl::Status AuthStore::UserRevokeRole(const std::string& user, const etcdserverpb::AuthUserRevokeRoleRequest& r) {
   return Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     if (s.enabled && r.name() == kRoot && r.role() == kRoot) return ErrInvalidAuthMgmt();
     auto u = s.users.find(r.name());
     if (u == s.users.end()) return ErrUserNotFound();
@@ -452,7 +470,7 @@ absl::Status AuthStore::UserRevokeRole(const std::string& user, const etcdserver
 
 absl::Status AuthStore::RoleAdd(const std::string& user, const etcdserverpb::AuthRoleAddRequest& r) {
   return Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     if (r.name().empty()) return ErrRoleEmpty();
     if (s.roles.contains(r.name())) return ErrRoleAlreadyExist();
     s.roles[r.name()].set_name(r.name());
@@ -462,32 +480,34 @@ absl::Status AuthStore::RoleAdd(const std::string& user, const etcdserverpb::Aut
 
 absl::StatusOr<etcdserverpb::AuthRoleGetResponse> AuthStore::RoleGet(
     const std::string& user, const etcdserverpb::AuthRoleGetRequest& r) const {
-  std::shared_lock<std::shared_mutex> l(mu_);
+  const std::shared_ptr<const State> snap = Snap();
+  const State& st = *snap;
   bool own = false;
-  if (st_.enabled) {
-    auto u = st_.users.find(user);
-    own = u != st_.users.end() &&
+  if (st.enabled) {
+    auto u = st.users.find(user);
+    own = u != st.users.end() &&
           std::find(u->second.roles().begin(), u->second.roles().end(), r.role()) != u->second.roles().end();
   }
-  if (!own) RETURN_IF_ERROR(AdminLocked(user));
-  auto role = st_.roles.find(r.role());
-  if (role == st_.roles.end()) return ErrRoleNotFound();
+  if (!own) RETURN_IF_ERROR(Admin(st, user));
+  auto role = st.roles.find(r.role());
+  if (role == st.roles.end()) return ErrRoleNotFound();
   etcdserverpb::AuthRoleGetResponse resp;
   for (const auto& p : role->second.keypermission()) *resp.add_perm() = p;
   return resp;
 }
 
 absl::StatusOr<etcdserverpb::AuthRoleListResponse> AuthStore::RoleList(const std::string& user) const {
-  std::shared_lock<std::shared_mutex> l(mu_);
-  RETURN_IF_ERROR(AdminLocked(user));
+  const std::shared_ptr<const State> snap = Snap();
+  const State& st = *snap;
+  RETURN_IF_ERROR(Admin(st, user));
   etcdserverpb::AuthRoleListResponse resp;
-  for (const auto& [name, r] : st_.roles) resp.add_roles(name);
+  for (const auto& [name, r] : st.roles) resp.add_roles(name);
   return resp;
 }
 
 absl::Status AuthStore::RoleDelete(const std::string& user, const etcdserverpb::AuthRoleDeleteRequest& r) {
   return Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     if (s.enabled && r.role() == kRoot) return ErrInvalidAuthMgmt();
     if (s.roles.erase(r.role()) == 0) return ErrRoleNotFound();
     for (auto& [name, u] : s.users) {
@@ -501,7 +521,7 @@ absl::Status AuthStore::RoleDelete(const std::string& user, const etcdserverpb::
 absl::Status AuthStore::RoleGrantPermission(const std::string& user,
                                             const etcdserverpb::AuthRoleGrantPermissionRequest& r) {
   return Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     auto role = s.roles.find(r.name());
     if (role == s.roles.end()) return ErrRoleNotFound();
     std::vector<authpb::Permission> perms(role->second.keypermission().begin(), role->second.keypermission().end());
@@ -525,7 +545,7 @@ absl::Status AuthStore::RoleGrantPermission(const std::string& user,
 absl::Status AuthStore::RoleRevokePermission(const std::string& user,
                                              const etcdserverpb::AuthRoleRevokePermissionRequest& r) {
   return Change([&](State& s) {
-    RETURN_IF_ERROR(AdminLocked(user));
+    RETURN_IF_ERROR(Admin(s, user));
     auto role = s.roles.find(r.role());
     if (role == s.roles.end()) return ErrRoleNotFound();
     auto* perms = role->second.mutable_keypermission();

@@ -15,7 +15,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -101,16 +100,27 @@ class AuthStore {
   // Runs change on a copy of the state; writes it and takes it when change
   // returned OK. Bumps the revision.
   absl::Status Change(const std::function<absl::Status(State&)>& change);
-  absl::Status AdminLocked(const std::string& user) const;
-  bool HasRoot(const std::string& user) const;
+  static absl::Status Admin(const State& st, const std::string& user);
+  static bool HasRoot(const State& st, const std::string& user);
+  std::shared_ptr<const State> Snap() const { return std::atomic_load(&st_); }
   void DropTokens(const std::function<bool(const Token&)>& which);
 
   AuthOptions o_;
-  mutable std::shared_mutex mu_;  // guards st_
-  State st_;
+  // Readers take the current state without a lock (it is never changed in
+  // place); changes are serialised and swap in a new one.
+  std::shared_ptr<const State> st_ = std::make_shared<const State>();
+  std::mutex change_mu_;
   std::atomic<bool> enabled_{false};
   std::mutex token_mu_;
   std::map<std::string, Token> tokens_;
+  // For tests: how many tokens are kept.
+ public:
+  size_t TokenCount() {
+    std::lock_guard<std::mutex> l(token_mu_);
+    return tokens_.size();
+  }
+
+ private:
   uint64_t token_seq_ = 0;
 };
 

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -162,6 +163,59 @@ TEST_F(AuthTest, AChangeThatCannotBeWrittenChangesNothing) {
   ASSERT_TRUE(roles.ok());
   EXPECT_EQ(roles->roles_size(), 2);  // ra, rb: "late" was not taken
   std::filesystem::create_directories(dir_);
+}
+
+// Expired tokens nobody presents again are dropped as logins go on.
+TEST_F(AuthTest, ExpiredTokensDoNotPileUp) {
+  auto a = Open(/*ttl_s=*/1);
+  Setup(a.get());
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(a->Authenticate("u", "upw").ok());
+  EXPECT_EQ(a->TokenCount(), 300u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(a->Authenticate("u", "upw").ok());
+  EXPECT_LE(a->TokenCount(), 300u) << "expired tokens were kept (600 without the sweep)";
+}
+
+// Checks from many threads while another changes roles and permissions and
+// logs in: every answer is one of the two states' (under ASan in CI).
+TEST_F(AuthTest, ChecksRaceWithChangesSafely) {
+  auto a = Open();
+  Setup(a.get());
+  std::atomic<bool> stop{false};
+  std::atomic<int> checks{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        (void)a->CheckKeys("u", "a", "e", false);
+        EXPECT_TRUE(a->CheckKeys("u", "x", "", true).ok());  // never revoked below
+        (void)a->RoleGet("u", [] {
+          etcdserverpb::AuthRoleGetRequest r;
+          r.set_role("ra");
+          return r;
+        }());
+        checks.fetch_add(1);
+      }
+    });
+  }
+  for (int i = 0; i < 20; ++i) {
+    etcdserverpb::AuthRoleRevokePermissionRequest rv;
+    rv.set_role("ra");
+    rv.set_key("a");
+    rv.set_range_end("c");
+    ASSERT_TRUE(a->RoleRevokePermission("root", rv).ok());
+    etcdserverpb::AuthRoleGrantPermissionRequest gr;
+    gr.set_name("ra");
+    gr.mutable_perm()->set_permtype(authpb::Permission::READ);
+    gr.mutable_perm()->set_key("a");
+    gr.mutable_perm()->set_range_end("c");
+    ASSERT_TRUE(a->RoleGrantPermission("root", gr).ok());
+    ASSERT_TRUE(a->Authenticate("u", "upw").ok());
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_GT(checks.load(), 0);
+  EXPECT_TRUE(a->CheckKeys("u", "a", "e", false).ok());
 }
 
 }  // namespace
