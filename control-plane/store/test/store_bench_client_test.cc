@@ -132,6 +132,41 @@ TEST_P(StoreBenchClient, LostServerCountsAsErrors) {
   EXPECT_TRUE(std::regex_search(line, std::regex(R"(seconds=([0-9]|1[0-9])\.)"))) << "ends well before 30 s: " << line;
 }
 
+// --token: with auth on, puts without a token fail with etcd's error and puts
+// with root's token (from the JSON gateway's /v3/auth/authenticate) are all
+// stored; the gRPC C++ client refuses the flag.
+TEST_P(StoreBenchClient, H2ClientSendsTheAuthToken) {
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {"user", "add", "root:pw"}, {"role", "add", "root"}, {"user", "grant-role", "root", "root"},
+           {"auth", "enable"}}) {
+    CmdResult r = Etcdctl(server_.endpoint(), args);
+    ASSERT_EQ(r.code, 0) << args[0] << " " << args[1] << ": " << r.err;
+  }
+  Child curl({"curl", "-sS", "-X", "POST", "http://" + server_.endpoint() + "/v3/auth/authenticate", "-d",
+              R"({"name":"root","password":"pw"})"},
+             dir_->sub("curl.err"), "", true);
+  std::string out;
+  ASSERT_EQ(curl.Wait(&out), 0);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"re("token":"([^"]+)")re"))) << out;
+  const std::string token = m[1].str();
+
+  BenchRun denied = Bench({"put", "--clients", "2", "--total", "10"});
+  EXPECT_EQ(denied.code, 1);
+  EXPECT_NE(denied.err.find("user name is empty"), std::string::npos) << denied.err;
+  const int64_t rev0 = std::stoll(std::regex_replace(
+      Etcdctl(server_.endpoint(), {"--user", "root:pw", "get", "x", "-w", "json"}).out,
+      std::regex(R"(.*"revision":(\d+).*\s*)"), "$1"));
+  BenchRun put = Bench({"put", "--clients", "20", "--conns", "4", "--total", "500", "--token", token});
+  ExpectClean(put, "put", "500");
+  const int64_t rev1 = std::stoll(std::regex_replace(
+      Etcdctl(server_.endpoint(), {"--user", "root:pw", "get", "x", "-w", "json"}).out,
+      std::regex(R"(.*"revision":(\d+).*\s*)"), "$1"));
+  EXPECT_EQ(rev1, rev0 + 500);
+  BenchRun grpc = Bench({"put", "--client", "grpc", "--total", "1", "--token", token});
+  EXPECT_EQ(grpc.code, 2);
+}
+
 INSTANTIATE_TEST_SUITE_P(Servers, StoreBenchClient, ::testing::Values("skiff", "etcd"),
                          [](const auto& info) { return info.param; });
 

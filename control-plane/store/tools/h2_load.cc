@@ -106,7 +106,7 @@ class Connection {
   bool want_write_ = false;
   bool dead_ = false;
   bool goaway_ = false;
-  std::string path_, authority_;
+  std::string path_, authority_, token_;
 };
 
 class Worker {
@@ -177,6 +177,7 @@ class Worker {
 Connection::Connection(Worker* w, const LoadOptions& o, UniqueFd fd) : worker_(w), o_(o), fd_(std::move(fd)) {
   path_ = o.op == "put" ? "/etcdserverpb.KV/Put" : "/etcdserverpb.KV/Range";
   authority_ = o.endpoint.rfind("http://", 0) == 0 ? o.endpoint.substr(7) : o.endpoint;
+  token_ = o.token;
   nghttp2_session_callbacks* cb = nullptr;
   nghttp2_session_callbacks_new(&cb);
   nghttp2_session_callbacks_set_on_header_callback(cb, &Connection::OnHeader);
@@ -223,13 +224,15 @@ void Connection::StartCall(Client* c) {
   static const std::string kPost = "POST", kHttp = "http", kGrpc = "application/grpc", kTrailers = "trailers";
   const nghttp2_nv hdrs[] = {nv(":method", kPost),         nv(":scheme", kHttp),
                              nv(":path", path_),           nv(":authority", authority_),
-                             nv("content-type", kGrpc),    nv("te", kTrailers)};
+                             nv("content-type", kGrpc),    nv("te", kTrailers),
+                             nv("token", token_)};
   nghttp2_data_provider body{};
   body.source.ptr = c;
   body.read_callback = &Connection::ReadBody;
   c->start = Clock::now();
   c->outstanding = true;
-  int32_t id = nghttp2_submit_request(session_, nullptr, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &body, c);
+  const size_t nhdrs = sizeof(hdrs) / sizeof(hdrs[0]) - (token_.empty() ? 1 : 0);
+  int32_t id = nghttp2_submit_request(session_, nullptr, hdrs, nhdrs, &body, c);
   if (id < 0) {
     // The session takes no more streams (e.g. after GOAWAY): the connection is done.
     worker_->Finished(c, Clock::now(), std::string("submit request: ") + nghttp2_strerror(id));

@@ -25,6 +25,7 @@ struct LoadOptions {
   size_t val_size = 256;
   int64_t key_space = 100000;
   bool linearizable = false;
+  std::string token;     // etcd auth token sent as "token" metadata (h2 client only); "" = none
 };
 
 // The benchmark's key names: bench/k/%08lld.

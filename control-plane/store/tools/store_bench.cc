@@ -4,7 +4,8 @@
 //   skiff-store-bench fill  --endpoint H:P --total T --val-size B      (T keys bench/k/<i>)
 // put/range also take --duration S (run S seconds instead of T requests),
 // --client h2|grpc (h2, the default: nghttp2 on one epoll thread; grpc: gRPC
-// C++ with a thread per client) and --threads T (h2 event-loop threads).
+// C++ with a thread per client), --threads T (h2 event-loop threads) and
+// --token TOKEN (an etcd auth token, sent as "token" metadata; h2 only).
 // Prints one line: "op=put clients=.. requests=.. seconds=.. rps=.. p50_ms=.. p99_ms=.. max_ms=.. errors=..
 // client_cpu_us_per_req=.."; the last field is this process's CPU time (user +
 // system, during the load) per request. Exit status 1 when any request failed;
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
   }
   std::map<std::string, std::string> f = {{"endpoint", "127.0.0.1:2379"}, {"clients", "1"}, {"conns", "1"},
                                           {"threads", "1"}, {"total", "10000"}, {"val-size", "256"},
-                                          {"key-space", "100000"}, {"client", "h2"}};
+                                          {"key-space", "100000"}, {"client", "h2"}, {"token", ""}};
   LoadOptions o;
   o.op = argv[1];
   for (int i = 2; i < argc; ++i) {
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
     }
   }
   o.endpoint = f["endpoint"];
+  o.token = f["token"];
   o.clients = std::max(1, std::atoi(f["clients"].c_str()));
   o.conns = std::max(1, std::atoi(f["conns"].c_str()));
   o.threads = std::max(1, std::atoi(f["threads"].c_str()));
@@ -63,6 +65,10 @@ int main(int argc, char** argv) {
   const std::string client = f["client"];
   if (client != "h2" && client != "grpc") {
     std::fprintf(stderr, "skiff-store-bench: --client is h2 or grpc, not %s\n", client.c_str());
+    return 2;
+  }
+  if (!o.token.empty() && (client != "h2" || o.op == "fill")) {
+    std::fprintf(stderr, "skiff-store-bench: --token works with the h2 client's put and range only\n");
     return 2;
   }
 
