@@ -38,6 +38,12 @@ class AuthTest : public ::testing::Test {
     Object b = MakeObject("clusterrolebindings", "", "viewer-view");
     b.mutable_cluster_role_binding()->mutable_subjects(0)->set_name("viewer");
     ASSERT_TRUE(admin_->Create("clusterrolebindings", "", b).ok());
+    // RBAC reads bindings from the watch cache: wait until this one is there
+    // (a test listing at once failed once in CI, session 9).
+    auto viewer = WithToken("viewer-token");
+    for (int i = 0; i < 100 && !viewer->List("pods", "default").ok(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
   static void TearDownTestSuite() {
     delete admin_;
