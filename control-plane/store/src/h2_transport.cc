@@ -32,6 +32,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/util/json_util.h"
+#include "skiff/common/json.h"
 #include "skiff/common/log.h"
 #include "skiff/common/status.h"
 #include "skiff/common/unique_fd.h"
@@ -969,30 +970,6 @@ int HttpStatusOf(absl::StatusCode code) {
   }
 }
 
-// A JSON string literal, escaped as Go's encoding/json does (HTML-safe).
-std::string JsonQuote(std::string_view s) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      o += '\\';
-      o += static_cast<char>(c);
-    } else if (c == '\n') {
-      o += "\\n";
-    } else if (c == '\r') {
-      o += "\\r";
-    } else if (c == '\t') {
-      o += "\\t";
-    } else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
-      o += "\\u00";
-      o += kHex[c >> 4];
-      o += kHex[c & 15];
-    } else {
-      o += static_cast<char>(c);
-    }
-  }
-  return o + "\"";
-}
 
 constexpr char kCors[] =
     "Access-Control-Allow-Headers: accept, content-type, authorization\r\n"

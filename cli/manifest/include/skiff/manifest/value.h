@@ -4,6 +4,8 @@
 // (1-based, 0 = not from a file), so errors can point at it.
 #pragma once
 
+#include "skiff/common/json.h"
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -86,8 +88,8 @@ std::string ToJson(const Value& v, int indent = 4);
 // the parent key's indentation, strings quoted only when they would read as
 // something else, multi-line strings as literal blocks.
 std::string ToYaml(const Value& v);
-// Quote a string as a JSON string literal.
-std::string JsonQuote(std::string_view s);
+// Quote a string as a JSON string literal (skiff/common/json.h).
+using skiff::JsonQuote;
 
 // RFC 7386 JSON merge patch: null in the patch deletes, maps merge, anything
 // else replaces.
