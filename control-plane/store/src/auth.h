@@ -89,6 +89,12 @@ class AuthStore {
   absl::Status RoleRevokePermission(const std::string& user,
                                     const etcdserverpb::AuthRoleRevokePermissionRequest& r);
 
+  // How many tokens are kept (tests).
+  size_t TokenCount() {
+    std::lock_guard<std::mutex> l(token_mu_);
+    return tokens_.size();
+  }
+
  private:
   using State = AuthState;
   struct Token {
@@ -113,14 +119,6 @@ class AuthStore {
   std::atomic<bool> enabled_{false};
   std::mutex token_mu_;
   std::map<std::string, Token> tokens_;
-  // For tests: how many tokens are kept.
- public:
-  size_t TokenCount() {
-    std::lock_guard<std::mutex> l(token_mu_);
-    return tokens_.size();
-  }
-
- private:
   uint64_t token_seq_ = 0;
 };
 

@@ -927,7 +927,7 @@ void StreamImpl::Finish(const absl::Status& st) {
   Resume();
 }
 
-// --- The JSON gateway (HTTP/1.x) --------------------------------------------------
+// --- The JSON gateway (HTTP/1.x and HTTP/2) --------------------------------------------
 
 const char* StatusText(int status) {
   switch (status) {
