@@ -728,6 +728,24 @@ UnaryHandler::Fn AuthCall(WorkerPool* pool, Store* s, AuthStore* a, bool with_us
   };
 }
 
+// An AuthStore method taking the caller and a request: one answering Resp
+// (StatusOr<Resp>), or only a status.
+template <typename R, typename P>
+struct AuthFnOf {
+  using Req = R;
+  using Resp = P;
+  absl::StatusOr<Resp> (AuthStore::*with_resp)(const std::string&, const Req&) const = nullptr;
+  absl::Status (AuthStore::*status_only)(const std::string&, const Req&) = nullptr;
+};
+template <typename Req, typename Resp>
+AuthFnOf<Req, Resp> AuthFn(absl::StatusOr<Resp> (AuthStore::*m)(const std::string&, const Req&) const) {
+  return {m, nullptr};
+}
+template <typename Req, typename Resp>
+AuthFnOf<Req, Resp> AuthFn(absl::Status (AuthStore::*m)(const std::string&, const Req&)) {
+  return {nullptr, m};
+}
+
 // The etcd v3 API's method table for the h2 transport.
 // Answers the call with one error, whatever the client sends.
 class FailHandler final : public h2::Handler {
@@ -858,15 +876,48 @@ class H2Routes {
   template <typename Unary>
   static void AddAuth(Store* s, WorkerPool* pool, AuthStore* a, Unary& unary) {
     using namespace etcdserverpb;  // NOLINT
-    using User = const std::string&;
-    auto ok = [](absl::Status st, auto resp) -> absl::StatusOr<decltype(resp)> {
-      if (!st.ok()) return st;
-      return resp;
+    // A call that answers a response message, or only a status.
+    auto answers = [&](const std::string& method, auto f) {
+      using Req = typename decltype(f)::Req;
+      using Resp = typename decltype(f)::Resp;
+      unary("/etcdserverpb.Auth/" + method,
+            AuthCall<Req, Resp>(pool, s, a, true, [a, f](const std::string& u, const Req& r) -> absl::StatusOr<Resp> {
+              if (f.with_resp != nullptr) return (a->*f.with_resp)(u, r);
+              RETURN_IF_ERROR((a->*f.status_only)(u, r));
+              return Resp();
+            }));
     };
+    answers("UserAdd", AuthFn<AuthUserAddRequest, AuthUserAddResponse>(&AuthStore::UserAdd));
+    answers("UserGet", AuthFn<AuthUserGetRequest, AuthUserGetResponse>(&AuthStore::UserGet));
+    answers("UserDelete", AuthFn<AuthUserDeleteRequest, AuthUserDeleteResponse>(&AuthStore::UserDelete));
+    answers("UserChangePassword", AuthFn<AuthUserChangePasswordRequest, AuthUserChangePasswordResponse>(
+                                      &AuthStore::UserChangePassword));
+    answers("UserGrantRole", AuthFn<AuthUserGrantRoleRequest, AuthUserGrantRoleResponse>(&AuthStore::UserGrantRole));
+    answers("UserRevokeRole",
+            AuthFn<AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse>(&AuthStore::UserRevokeRole));
+    answers("RoleAdd", AuthFn<AuthRoleAddRequest, AuthRoleAddResponse>(&AuthStore::RoleAdd));
+    answers("RoleGet", AuthFn<AuthRoleGetRequest, AuthRoleGetResponse>(&AuthStore::RoleGet));
+    answers("RoleDelete", AuthFn<AuthRoleDeleteRequest, AuthRoleDeleteResponse>(&AuthStore::RoleDelete));
+    answers("RoleGrantPermission", AuthFn<AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse>(
+                                       &AuthStore::RoleGrantPermission));
+    answers("RoleRevokePermission", AuthFn<AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse>(
+                                        &AuthStore::RoleRevokePermission));
+    // The calls whose AuthStore method takes no request, or no caller.
+    using User = const std::string&;
     unary("/etcdserverpb.Auth/AuthEnable", AuthCall<AuthEnableRequest, AuthEnableResponse>(
-        pool, s, a, true, [a, ok](User u, const AuthEnableRequest&) { return ok(a->Enable(u), AuthEnableResponse()); }));
+        pool, s, a, true, [a](User u, const AuthEnableRequest&) -> absl::StatusOr<AuthEnableResponse> {
+          RETURN_IF_ERROR(a->Enable(u));
+          return AuthEnableResponse();
+        }));
     unary("/etcdserverpb.Auth/AuthDisable", AuthCall<AuthDisableRequest, AuthDisableResponse>(
-        pool, s, a, true, [a, ok](User u, const AuthDisableRequest&) { return ok(a->Disable(u), AuthDisableResponse()); }));
+        pool, s, a, true, [a](User u, const AuthDisableRequest&) -> absl::StatusOr<AuthDisableResponse> {
+          RETURN_IF_ERROR(a->Disable(u));
+          return AuthDisableResponse();
+        }));
+    unary("/etcdserverpb.Auth/UserList", AuthCall<AuthUserListRequest, AuthUserListResponse>(
+        pool, s, a, true, [a](User u, const AuthUserListRequest&) { return a->UserList(u); }));
+    unary("/etcdserverpb.Auth/RoleList", AuthCall<AuthRoleListRequest, AuthRoleListResponse>(
+        pool, s, a, true, [a](User u, const AuthRoleListRequest&) { return a->RoleList(u); }));
     unary("/etcdserverpb.Auth/AuthStatus", AuthCall<AuthStatusRequest, AuthStatusResponse>(
         pool, s, a, false, [a](User, const AuthStatusRequest&) { return absl::StatusOr<AuthStatusResponse>(a->Status()); }));
     unary("/etcdserverpb.Auth/Authenticate", AuthCall<AuthenticateRequest, AuthenticateResponse>(
@@ -876,48 +927,8 @@ class H2Routes {
           resp.set_token(token);
           return resp;
         }));
-    unary("/etcdserverpb.Auth/UserAdd", AuthCall<AuthUserAddRequest, AuthUserAddResponse>(
-        pool, s, a, true, [a, ok](User u, const AuthUserAddRequest& r) { return ok(a->UserAdd(u, r), AuthUserAddResponse()); }));
-    unary("/etcdserverpb.Auth/UserGet", AuthCall<AuthUserGetRequest, AuthUserGetResponse>(
-        pool, s, a, true, [a](User u, const AuthUserGetRequest& r) { return a->UserGet(u, r); }));
-    unary("/etcdserverpb.Auth/UserList", AuthCall<AuthUserListRequest, AuthUserListResponse>(
-        pool, s, a, true, [a](User u, const AuthUserListRequest&) { return a->UserList(u); }));
-    unary("/etcdserverpb.Auth/UserDelete", AuthCall<AuthUserDeleteRequest, AuthUserDeleteResponse>(
-        pool, s, a, true,
-        [a, ok](User u, const AuthUserDeleteRequest& r) { return ok(a->UserDelete(u, r), AuthUserDeleteResponse()); }));
-    unary("/etcdserverpb.Auth/UserChangePassword",
-          AuthCall<AuthUserChangePasswordRequest, AuthUserChangePasswordResponse>(
-              pool, s, a, true, [a, ok](User u, const AuthUserChangePasswordRequest& r) {
-                return ok(a->UserChangePassword(u, r), AuthUserChangePasswordResponse());
-              }));
-    unary("/etcdserverpb.Auth/UserGrantRole", AuthCall<AuthUserGrantRoleRequest, AuthUserGrantRoleResponse>(
-        pool, s, a, true, [a, ok](User u, const AuthUserGrantRoleRequest& r) {
-          return ok(a->UserGrantRole(u, r), AuthUserGrantRoleResponse());
-        }));
-    unary("/etcdserverpb.Auth/UserRevokeRole", AuthCall<AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse>(
-        pool, s, a, true, [a, ok](User u, const AuthUserRevokeRoleRequest& r) {
-          return ok(a->UserRevokeRole(u, r), AuthUserRevokeRoleResponse());
-        }));
-    unary("/etcdserverpb.Auth/RoleAdd", AuthCall<AuthRoleAddRequest, AuthRoleAddResponse>(
-        pool, s, a, true, [a, ok](User u, const AuthRoleAddRequest& r) { return ok(a->RoleAdd(u, r), AuthRoleAddResponse()); }));
-    unary("/etcdserverpb.Auth/RoleGet", AuthCall<AuthRoleGetRequest, AuthRoleGetResponse>(
-        pool, s, a, true, [a](User u, const AuthRoleGetRequest& r) { return a->RoleGet(u, r); }));
-    unary("/etcdserverpb.Auth/RoleList", AuthCall<AuthRoleListRequest, AuthRoleListResponse>(
-        pool, s, a, true, [a](User u, const AuthRoleListRequest&) { return a->RoleList(u); }));
-    unary("/etcdserverpb.Auth/RoleDelete", AuthCall<AuthRoleDeleteRequest, AuthRoleDeleteResponse>(
-        pool, s, a, true,
-        [a, ok](User u, const AuthRoleDeleteRequest& r) { return ok(a->RoleDelete(u, r), AuthRoleDeleteResponse()); }));
-    unary("/etcdserverpb.Auth/RoleGrantPermission",
-          AuthCall<AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse>(
-              pool, s, a, true, [a, ok](User u, const AuthRoleGrantPermissionRequest& r) {
-                return ok(a->RoleGrantPermission(u, r), AuthRoleGrantPermissionResponse());
-              }));
-    unary("/etcdserverpb.Auth/RoleRevokePermission",
-          AuthCall<AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse>(
-              pool, s, a, true, [a, ok](User u, const AuthRoleRevokePermissionRequest& r) {
-                return ok(a->RoleRevokePermission(u, r), AuthRoleRevokePermissionResponse());
-              }));
   }
+
 
   Gate gate_;
   Store* s_;
